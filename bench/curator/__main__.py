@@ -1,0 +1,3 @@
+from bench.curator.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,247 @@
+"""AsyncClient: the one implementation of every SDK call (the sync Client wraps it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from curacache.api.v1 import collections_pb2 as cpb
+from curacache.api.v1 import collections_pb2_grpc
+from curacache.api.v1 import vectors_pb2 as vpb
+from curacache.api.v1 import vectors_pb2_grpc
+from curacache.client.errors import from_rpc_error
+from curacache.client.types import CollectionInfo, CollectionStats, Hit, Record
+
+_METRICS = {"cosine": cpb.METRIC_COSINE, "l2": cpb.METRIC_L2, "ip": cpb.METRIC_IP}
+_METRIC_NAMES = {v: k for k, v in _METRICS.items()}
+
+
+class AsyncClient:
+    """Async client for a Curacache server.
+
+    `target` is "host:port"; `api_key` is sent as `authorization: Bearer <key>`;
+    `timeout` is the per-call deadline in seconds (None: no deadline).
+    """
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        api_key: str | None = None,
+        timeout: float | None = 60.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        max_message_bytes: int = 256 << 20,
+    ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials, options=options)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target, options=options)
+        )
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._timeout = timeout
+        self._collections = collections_pb2_grpc.CollectionsStub(self._channel)
+        self._vectors = vectors_pb2_grpc.VectorsStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    # -- collections -----------------------------------------------------------------------
+    async def create_collection(
+        self, name: str, dim: int, metric: str = "cosine", index: str | None = None, **params: float
+    ) -> CollectionInfo:
+        """Create a collection; `index` is "curator", "hnsw" or "flat" (None: server default)."""
+        if metric not in _METRICS:
+            raise ValueError(f"metric: must be one of {sorted(_METRICS)}, got {metric!r}")
+        request = cpb.CreateCollectionRequest(
+            name=name, dim=dim, metric=_METRICS[metric], index=cpb.IndexSpec(kind=index or "", params=params)
+        )
+        return _collection_info(await self._call(self._collections.Create, request))
+
+    async def get_collection(self, name: str) -> CollectionInfo:
+        return _collection_info(await self._call(self._collections.Get, cpb.GetCollectionRequest(name=name)))
+
+    async def list_collections(self) -> list[CollectionInfo]:
+        response = await self._call(self._collections.List, cpb.ListCollectionsRequest())
+        return [_collection_info(c) for c in response.collections]
+
+    async def delete_collection(self, name: str) -> None:
+        await self._call(self._collections.Delete, cpb.DeleteCollectionRequest(name=name))
+
+    async def stats(self, collection: str) -> CollectionStats:
+        s = await self._call(self._collections.Stats, cpb.CollectionStatsRequest(name=collection))
+        return CollectionStats(
+            name=s.name,
+            record_count=s.record_count,
+            tenant_count=s.tenant_count,
+            index_kind=s.index_kind,
+            index_memory_bytes=dict(s.index_memory_bytes),
+            index_memory_total_bytes=s.index_memory_total_bytes,
+            store_bytes=s.store_bytes,
+        )
+
+    # -- vectors -----------------------------------------------------------------------------
+    async def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray | Sequence[Sequence[float]],
+        owner: str,
+        tenants: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        payloads: Sequence[bytes] | None = None,
+        metadata: Sequence[Mapping[str, str]] | None = None,
+    ) -> int:
+        """Insert or replace records owned by `owner`, atomically.
+
+        `tenants` extra tenants that may see the records: one list for every record, or one
+        list per record. Returns the number of records written.
+        """
+        matrix = _matrix(vectors)
+        n = len(ids)
+        if matrix.shape[0] != n:
+            raise ValueError(f"vectors: {matrix.shape[0]} rows for {n} ids")
+        access = _per_record_tenants(tenants, n)
+        for name, values in (("payloads", payloads), ("metadata", metadata)):
+            if values is not None and len(values) != n:
+                raise ValueError(f"{name}: {len(values)} items for {n} ids")
+        records = [
+            vpb.Record(
+                id=ids[i],
+                vector=matrix[i].tobytes(),
+                tenants=access[i],
+                payload=payloads[i] if payloads is not None else b"",
+                metadata=metadata[i] if metadata is not None else {},
+            )
+            for i in range(n)
+        ]
+        request = vpb.UpsertRequest(collection=collection, tenant=owner, records=records)
+        return (await self._call(self._vectors.Upsert, request)).upserted
+
+    async def get(
+        self, collection: str, ids: Sequence[str], tenant: str, *, with_vectors: bool = False
+    ) -> list[Record]:
+        """Records `tenant` can see among `ids`, in request order; others are left out."""
+        request = vpb.GetRequest(collection=collection, tenant=tenant, ids=ids, with_vectors=with_vectors)
+        response = await self._call(self._vectors.Get, request)
+        return [
+            Record(
+                id=r.id,
+                owner=r.owner,
+                tenants=tuple(r.tenants),
+                payload=r.payload,
+                metadata=dict(r.metadata),
+                vector=np.frombuffer(r.vector, dtype="<f4").copy() if r.vector else None,
+            )
+            for r in response.records
+        ]
+
+    async def delete(self, collection: str, ids: Sequence[str], tenant: str) -> int:
+        """Delete records `tenant` owns; returns how many were deleted."""
+        request = vpb.DeleteRequest(collection=collection, tenant=tenant, ids=ids)
+        return (await self._call(self._vectors.Delete, request)).deleted
+
+    async def grant(self, collection: str, ids: Sequence[str], to_tenant: str, tenant: str) -> int:
+        """Share records `tenant` owns with `to_tenant`; returns how many changed."""
+        request = vpb.GrantRequest(collection=collection, tenant=tenant, ids=ids, to_tenant=to_tenant)
+        return (await self._call(self._vectors.Grant, request)).changed
+
+    async def revoke(self, collection: str, ids: Sequence[str], from_tenant: str, tenant: str) -> int:
+        """Stop sharing records `tenant` owns with `from_tenant`; returns how many changed."""
+        request = vpb.RevokeRequest(collection=collection, tenant=tenant, ids=ids, from_tenant=from_tenant)
+        return (await self._call(self._vectors.Revoke, request)).changed
+
+    async def search(
+        self,
+        collection: str,
+        vector: np.ndarray | Sequence[float],
+        tenant: str,
+        k: int = 10,
+        with_payload: bool = False,
+        **params: float,
+    ) -> list[Hit]:
+        """Top-k records `tenant` can see; `params` are index search params (gamma2, ef, ...)."""
+        row = _matrix(vector)
+        if row.shape[0] != 1:
+            raise ValueError(f"vector: expected one vector, got {row.shape[0]}; use search_batch")
+        request = vpb.SearchRequest(
+            collection=collection, tenant=tenant, vector=row[0].tobytes(), k=k,
+            params=params, with_payload=with_payload,
+        )
+        return _hits(await self._call(self._vectors.Search, request), with_payload)
+
+    async def search_batch(
+        self,
+        collection: str,
+        vectors: np.ndarray | Sequence[Sequence[float]],
+        tenant: str,
+        k: int = 10,
+        with_payload: bool = False,
+        **params: float,
+    ) -> list[list[Hit]]:
+        matrix = _matrix(vectors)
+        request = vpb.SearchBatchRequest(
+            collection=collection, tenant=tenant, vectors=[row.tobytes() for row in matrix], k=k,
+            params=params, with_payload=with_payload,
+        )
+        response = await self._call(self._vectors.SearchBatch, request)
+        return [_hits(r, with_payload) for r in response.results]
+
+    async def health(self, service: str = "") -> str:
+        """The server's health status name, e.g. "SERVING"."""
+        response = await self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _matrix(vectors: np.ndarray | Sequence[Any]) -> np.ndarray:
+    """Little-endian float32, C-contiguous, 2-D (a single vector becomes one row)."""
+    matrix = np.ascontiguousarray(vectors, dtype="<f4")
+    return matrix.reshape(1, -1) if matrix.ndim == 1 else matrix
+
+
+def _per_record_tenants(tenants: Sequence[str] | Sequence[Sequence[str]] | None, n: int) -> list[Sequence[str]]:
+    if tenants is None:
+        return [()] * n
+    if isinstance(tenants, str):
+        raise ValueError("tenants: expected a list of tenant names, got a string")
+    if all(isinstance(t, str) for t in tenants):
+        return [tenants] * n  # type: ignore[list-item]
+    if len(tenants) != n:
+        raise ValueError(f"tenants: {len(tenants)} lists for {n} ids")
+    return list(tenants)  # type: ignore[arg-type]
+
+
+def _hits(response: vpb.SearchResponse, with_payload: bool) -> list[Hit]:
+    return [
+        Hit(h.id, h.score, h.payload if with_payload else None, dict(h.metadata)) for h in response.hits
+    ]
+
+
+def _collection_info(info: cpb.CollectionInfo) -> CollectionInfo:
+    return CollectionInfo(
+        name=info.name,
+        dim=info.dim,
+        metric=_METRIC_NAMES.get(info.metric, "cosine"),
+        index=info.index.kind,
+        index_params=dict(info.index.params),
+        created_at=info.created_at,
+    )

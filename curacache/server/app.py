@@ -1,0 +1,128 @@
+"""Composition root: the only place that builds stores, indexes and servicers and wires them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from curacache.api.v1 import collections_pb2, collections_pb2_grpc, vectors_pb2, vectors_pb2_grpc
+from curacache.server.auth import Authenticator
+from curacache.server.config import ServerConfig, StorageConfig
+from curacache.server.gate import Gate
+from curacache.server.ratelimit import TenantRateLimiter
+from curacache.server.servicers.collections import CollectionsServicer
+from curacache.server.servicers.vectors import VectorsServicer
+from curacache.server.vectordb import VectorDB
+from storage.base import DocumentStore
+from storage.redis import RedisStore
+from storage.sqlite import SqliteStore
+
+log = logging.getLogger("curacache.server")
+
+STORES: Mapping[str, Callable[[StorageConfig], DocumentStore]] = {
+    "sqlite": lambda c: SqliteStore(c.data_dir / "curacache.sqlite3"),
+    "redis": lambda c: RedisStore(c.redis_url, prefix=c.redis_prefix),
+}
+
+SERVICE_NAMES = (
+    collections_pb2.DESCRIPTOR.services_by_name["Collections"].full_name,
+    vectors_pb2.DESCRIPTOR.services_by_name["Vectors"].full_name,
+)
+
+
+def describe_store(config: StorageConfig) -> str:
+    if config.kind == "redis":
+        return f"redis at {config.redis_url} (key prefix {config.redis_prefix!r})"
+    return f"sqlite at {config.data_dir / 'curacache.sqlite3'}"
+
+
+class CuracacheServer:
+    """A started-or-startable grpc.aio server plus what must be closed after it stops."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        db: VectorDB,
+        health_servicer: health.aio.HealthServicer,
+        config: ServerConfig,
+    ) -> None:
+        self.grpc_server = server
+        self.db = db
+        self.store = db.store
+        self._health = health_servicer
+        self._config = config
+        self._snapshots: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.grpc_server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self._config.snapshot_interval_s > 0:
+            self._snapshots = asyncio.create_task(self._snapshot_loop(self._config.snapshot_interval_s))
+
+    async def _snapshot_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(self.db.save_snapshots)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, drain in-flight RPCs within `grace` seconds, snapshot, close the store."""
+        await self._health.enter_graceful_shutdown()
+        await self.grpc_server.stop(self._config.grace_seconds if grace is None else grace)
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+        await asyncio.to_thread(self.db.save_snapshots)
+        await asyncio.to_thread(self.store.close)
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+async def create_server(config: ServerConfig, *, store: DocumentStore | None = None) -> tuple[CuracacheServer, int]:
+    """Open the store, rebuild every index from it, and bind (not start) the gRPC server.
+
+    Returns the server and the bound port (useful with port 0 in tests).
+    """
+    store = store if store is not None else STORES[config.storage.kind](config.storage)
+    try:
+        await asyncio.to_thread(store.ping)
+        db = VectorDB(store, default_index_kind=config.default_index_kind)
+        await asyncio.to_thread(db.load)
+    except BaseException:
+        store.close()
+        raise
+
+    limits = config.limits
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", limits.max_message_bytes),
+        ]
+    )
+    gate = Gate(Authenticator(config.auth), TenantRateLimiter(limits.tenant_rate, limits.tenant_burst))
+    collections_pb2_grpc.add_CollectionsServicer_to_server(CollectionsServicer(db, gate, limits), server)
+    vectors_pb2_grpc.add_VectorsServicer_to_server(VectorsServicer(db, gate, limits), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+
+    address = f"{config.host}:{config.port}"
+    if config.tls.enabled:
+        assert config.tls.cert_file is not None and config.tls.key_file is not None
+        credentials = grpc.ssl_server_credentials(
+            [(config.tls.key_file.read_bytes(), config.tls.cert_file.read_bytes())]
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if not config.auth.enabled:
+        log.warning("authentication is OFF (allowed only because %s is a loopback address)", config.host)
+    return CuracacheServer(server, db, health_servicer, config), port

@@ -1,0 +1,313 @@
+"""One collection: the store (source of truth) and the in-memory index kept in step.
+
+Writers are serialised by `_writer`; each write reaches the store first (durable) and is then
+applied to the index under the write side of `_rw`, so a search (read side) never sees a
+half-applied write and never maps a label to an id that was reassigned under it.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from curacache.errors import InvalidArgument, NotFound, PermissionDenied
+from curacache.index.base import Index
+from curacache.index.rwlock import RWLock
+from curacache.server import snapshot
+from storage.base import DocumentStore
+from storage.types import CollectionSpec, StoredRecord
+
+
+@dataclass(slots=True)
+class _Entry:
+    label: int
+    owner: str
+    tenants: tuple[str, ...]
+    crc: int  # crc32 of the vector bytes, for snapshot catch-up
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    id: str
+    score: float
+    payload: bytes = b""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionStats:
+    record_count: int
+    tenant_count: int
+    index_memory: dict[str, int]
+    store_bytes: int
+
+
+class Collection:
+    def __init__(self, spec: CollectionSpec, index: Index, store: DocumentStore) -> None:
+        self.spec = spec
+        self._index = index
+        self._store = store
+        self._entries: dict[str, _Entry] = {}
+        self._label_ids: list[str | None] = []
+        self._free: list[int] = []
+        self._tenant_records: Counter[str] = Counter()
+        self._writer = threading.Lock()
+        self._rw = RWLock()
+        self._dropped = False
+        self._writes_since_snapshot = 0
+        self.loaded_from_snapshot = False
+
+    # -- life cycle ----------------------------------------------------------------------
+    def load(self, batch_size: int = 4096, *, use_snapshot: bool = True) -> bool:
+        """Build the index at start-up: from its snapshot when there is a usable one, then
+        caught up from the store; else from the store alone. True if a snapshot was used."""
+        with self._writer:
+            restored = use_snapshot and self._restore_snapshot()
+            seen: set[str] = set()
+            for batch in self._store.iter_records(self.spec.name, batch_size):
+                with self._rw.write():
+                    self._apply_add(self._catch_up(batch, seen) if restored else batch)
+            if restored:
+                with self._rw.write():
+                    self._apply_remove([rid for rid in self._entries if rid not in seen])
+            self.loaded_from_snapshot = restored
+            return restored
+
+    def save_snapshot(self) -> bool:
+        """Persist the index (if its kind snapshots) so a restart need not retrain it."""
+        with self._writer:
+            if self._dropped or self._writes_since_snapshot == 0:
+                return False
+            index_bytes = self._index.snapshot()
+            if index_bytes is None:
+                return False
+            entries = {
+                rid: snapshot.SnapshotEntry(e.label, e.owner, e.tenants, e.crc) for rid, e in self._entries.items()
+            }
+            blob = snapshot.encode(self.spec.index_kind, entries, index_bytes)
+            self._store.put_blob(self.spec.name, snapshot.SNAPSHOT_KEY, blob)
+            self._writes_since_snapshot = 0
+            return True
+
+    def _restore_snapshot(self) -> bool:
+        blob = self._store.get_blob(self.spec.name, snapshot.SNAPSHOT_KEY)
+        decoded = snapshot.decode(blob, self.spec.index_kind) if blob else None
+        if decoded is None:
+            return False
+        entries, index_bytes = decoded
+        with self._rw.write():
+            self._index.restore(index_bytes)
+            size = 1 + max((e.label for e in entries.values()), default=-1)
+            self._label_ids = [None] * size
+            for rid, e in entries.items():
+                self._label_ids[e.label] = rid
+                self._entries[rid] = _Entry(e.label, e.owner, e.tenants, e.crc)
+                self._tenant_records.update(e.tenants)
+            self._free = [label for label in range(size) if self._label_ids[label] is None]
+        return True
+
+    def _catch_up(self, records: Sequence[StoredRecord], seen: set[str]) -> list[StoredRecord]:
+        """Bring restored entries in line with the store; returns the records to (re-)add."""
+        to_add = []
+        for rec in records:
+            seen.add(rec.id)
+            entry = self._entries.get(rec.id)
+            if entry is None:
+                to_add.append(rec)
+            elif entry.crc != zlib.crc32(rec.vector) or entry.owner != rec.owner:
+                self._apply_remove([rec.id])
+                to_add.append(rec)
+            elif entry.tenants != rec.tenants:
+                label = np.array([entry.label], dtype=np.int64)
+                for tenant in set(rec.tenants) - set(entry.tenants):
+                    self._index.grant(label, tenant)
+                for tenant in set(entry.tenants) - set(rec.tenants):
+                    self._index.revoke(label, tenant)
+                self._tenant_records.update(rec.tenants)
+                self._tenant_records.subtract(entry.tenants)
+                entry.tenants = rec.tenants
+                self._writes_since_snapshot += 1
+        self._tenant_records += Counter()  # drop tenants whose count fell to zero
+        return to_add
+
+    def drop(self) -> None:
+        """Delete from the store, then refuse further use (a failed store delete changes nothing)."""
+        with self._writer:
+            self._check_live()
+            self._store.delete_collection(self.spec.name)
+            self._dropped = True
+
+    # -- writes --------------------------------------------------------------------------
+    def upsert(self, tenant: str, records: Sequence[StoredRecord], *, admin: bool) -> int:
+        """Insert, or replace records `tenant` owns (any, for an admin); owner = tenant."""
+        with self._writer:
+            self._check_live()
+            for i, rec in enumerate(records):
+                old = self._entries.get(rec.id)
+                if old is not None and old.owner != tenant and not admin:
+                    raise PermissionDenied(f"records[{i}].id: {rec.id!r} is owned by another tenant")
+            self._store.put_records(self.spec.name, records)
+            with self._rw.write():
+                self._apply_remove([r.id for r in records if r.id in self._entries])
+                self._apply_add(records)
+        return len(records)
+
+    def delete(self, tenant: str, ids: Sequence[str], *, admin: bool) -> int:
+        """Delete what `tenant` owns; ids it cannot see (or that do not exist) are ignored."""
+        with self._writer:
+            self._check_live()
+            targets = []
+            for i, rid in enumerate(ids):
+                entry = self._entries.get(rid)
+                if entry is None or not (admin or tenant in entry.tenants):
+                    continue
+                if entry.owner != tenant and not admin:
+                    raise PermissionDenied(f"ids[{i}]: only the owner may delete {rid!r}")
+                targets.append(rid)
+            if not targets:
+                return 0
+            deleted = self._store.delete_records(self.spec.name, targets)
+            with self._rw.write():
+                self._apply_remove(targets)
+            return deleted
+
+    def grant(self, tenant: str, ids: Sequence[str], to_tenant: str, *, admin: bool) -> int:
+        return self._change_access(tenant, ids, to_tenant, grant=True, admin=admin)
+
+    def revoke(self, tenant: str, ids: Sequence[str], from_tenant: str, *, admin: bool) -> int:
+        return self._change_access(tenant, ids, from_tenant, grant=False, admin=admin)
+
+    def _change_access(
+        self, tenant: str, ids: Sequence[str], other: str, *, grant: bool, admin: bool
+    ) -> int:
+        with self._writer:
+            self._check_live()
+            changes: dict[str, tuple[str, ...]] = {}
+            for i, rid in enumerate(ids):
+                entry = self._entries.get(rid)
+                if entry is None or not (admin or tenant in entry.tenants):
+                    raise NotFound(f"ids[{i}]: record {rid!r} not found")
+                if entry.owner != tenant and not admin:
+                    raise PermissionDenied(f"ids[{i}]: only the owner may change access to {rid!r}")
+                if grant and other not in entry.tenants:
+                    changes[rid] = (*entry.tenants, other)
+                elif not grant and other == entry.owner:
+                    raise InvalidArgument("from_tenant", f"cannot revoke the owner of {rid!r}; delete it")
+                elif not grant and other in entry.tenants:
+                    changes[rid] = tuple(t for t in entry.tenants if t != other)
+            if not changes:
+                return 0
+            self._store.set_tenants(self.spec.name, changes)
+            labels = np.fromiter((self._entries[r].label for r in changes), np.int64, len(changes))
+            with self._rw.write():
+                (self._index.grant if grant else self._index.revoke)(labels, other)
+                for rid, tenants in changes.items():
+                    self._entries[rid].tenants = tenants
+                self._writes_since_snapshot += len(changes)
+                self._tenant_records[other] += len(changes) if grant else -len(changes)
+                if self._tenant_records[other] <= 0:
+                    del self._tenant_records[other]
+            return len(changes)
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, tenant: str, ids: Sequence[str], *, with_vectors: bool) -> tuple[list[StoredRecord], list[str]]:
+        """Records `tenant` can see, in request order, and the ids it cannot."""
+        self._check_live()
+        found = self._store.get_records(self.spec.name, ids)
+        records, missing = [], []
+        for rid in ids:
+            rec = found.get(rid)
+            if rec is None or tenant not in rec.tenants:
+                missing.append(rid)
+            else:
+                records.append(rec if with_vectors else _without_vector(rec))
+        return records, missing
+
+    def search(
+        self, tenant: str, queries: np.ndarray, k: int, params: Mapping[str, float], *, with_payload: bool
+    ) -> list[list[Hit]]:
+        self._check_live()
+        if self.spec.metric == "cosine":
+            queries = _unit_rows(queries)
+        with self._rw.read():
+            result = self._index.search(tenant, queries, k, params)
+            rows = [
+                [(self._label_ids[label], float(score)) for label, score in zip(labels, scores) if label >= 0]
+                for labels, scores in zip(result.labels.tolist(), result.scores.tolist())
+            ]
+        if self.spec.metric == "l2":
+            rows = [[(rid, float(np.sqrt(max(s, 0.0)))) for rid, s in row] for row in rows]
+        if not with_payload:
+            return [[Hit(rid, score) for rid, score in row] for row in rows]  # type: ignore[arg-type]
+        found = self._store.get_records(self.spec.name, {rid for row in rows for rid, _ in row})  # type: ignore[misc]
+        # A record deleted or revoked after the index answered is dropped, never leaked.
+        return [
+            [
+                Hit(rid, score, rec.payload, rec.metadata)  # type: ignore[arg-type]
+                for rid, score in row
+                if (rec := found.get(rid)) is not None and tenant in rec.tenants  # type: ignore[arg-type]
+            ]
+            for row in rows
+        ]
+
+    def stats(self) -> CollectionStats:
+        self._check_live()
+        with self._rw.read():
+            records, tenants = len(self._entries), len(self._tenant_records)
+            memory = self._index.memory_bytes()
+        return CollectionStats(records, tenants, memory, self._store.size_bytes(self.spec.name))
+
+    # -- internals (callers hold the write lock) ----------------------------------------
+    def _check_live(self) -> None:
+        if self._dropped:
+            raise NotFound(f"collection {self.spec.name!r} does not exist")
+
+    def _apply_add(self, records: Sequence[StoredRecord]) -> None:
+        if not records:
+            return
+        vectors = np.frombuffer(b"".join(r.vector for r in records), dtype="<f4")
+        vectors = vectors.reshape(len(records), self.spec.dim).astype(np.float32)
+        if self.spec.metric == "cosine":
+            vectors = _unit_rows(vectors)
+        labels = np.fromiter((self._allocate(r.id) for r in records), np.int64, len(records))
+        self._writes_since_snapshot += len(records)
+        self._index.add(labels, vectors, [r.tenants for r in records])
+        for rec, label in zip(records, labels.tolist()):
+            self._entries[rec.id] = _Entry(label, rec.owner, rec.tenants, zlib.crc32(rec.vector))
+            self._tenant_records.update(rec.tenants)
+
+    def _apply_remove(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        entries = [self._entries.pop(rid) for rid in ids]
+        self._writes_since_snapshot += len(entries)
+        self._index.remove(np.fromiter((e.label for e in entries), np.int64, len(entries)))
+        for entry in entries:
+            self._label_ids[entry.label] = None
+            self._free.append(entry.label)
+            self._tenant_records.subtract(entry.tenants)
+        for name in {t for e in entries for t in e.tenants}:
+            if self._tenant_records[name] <= 0:
+                del self._tenant_records[name]
+
+    def _allocate(self, rid: str) -> int:
+        if self._free:
+            label = self._free.pop()
+            self._label_ids[label] = rid
+            return label
+        self._label_ids.append(rid)
+        return len(self._label_ids) - 1
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.ascontiguousarray(matrix / np.where(norms == 0, 1, norms), dtype=np.float32)
+
+
+def _without_vector(rec: StoredRecord) -> StoredRecord:
+    return StoredRecord(rec.id, b"", rec.owner, rec.tenants, rec.payload, rec.metadata)

@@ -1,0 +1,193 @@
+"""Server configuration: frozen dataclasses read once from defaults < TOML file < env < flags.
+
+Every setting has a dotted name (`storage.redis_url`, `limits.max_k`); the file uses TOML
+tables, the environment `CURACACHE_STORAGE__REDIS_URL` style names (top-level ones as
+`CURACACHE_PORT`), flags pass a dict of dotted names. Unknown names are errors, so a typo in a
+config file does not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "CURACACHE_"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    kind: str = "sqlite"  # "sqlite" | "redis"
+    data_dir: Path = Path("data")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "cc"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_batch: int = 10_000
+    max_k: int = 1024
+    max_dim: int = 8192
+    max_payload_bytes: int = 1 << 20
+    max_metadata_bytes: int = 64 << 10
+    max_id_bytes: int = 256
+    max_tenants_per_record: int = 1024
+    max_message_bytes: int = 256 << 20
+    tenant_rate: float = 0.0  # requests per second per tenant; 0 = unlimited
+    tenant_burst: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    key: str
+    tenants: frozenset[str] = frozenset()
+    admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    keys: tuple[ApiKey, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    default_index_kind: str = ""  # empty: the registry's default
+    grace_seconds: float = 5.0
+    snapshot_interval_s: float = 300.0  # index snapshots of changed collections; 0 = only at shutdown
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def load_config(
+    *,
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServerConfig:
+    """Build the config; `env` defaults to os.environ, `overrides` are flags by dotted name."""
+    env = os.environ if env is None else env
+    layers: dict[str, Any] = {}
+    if file is not None:
+        try:
+            with open(file, "rb") as fh:
+                _flatten(tomllib.load(fh), "", layers)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {file}: {exc}") from exc
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
+            layers[name[len(ENV_PREFIX):].lower().replace("__", ".")] = value
+    layers.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    config = _build(ServerConfig, layers, "")
+    _check(config)
+    return config
+
+
+def _flatten(table: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            _flatten(value, name + ".", out)
+        else:
+            out[name] = value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[f.name] = _build(hint, values, name + ".")
+        elif name in values:
+            kwargs[f.name] = _convert(name, hint, values.pop(name))
+    if not prefix and values:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(values))}")
+    return cls(**kwargs)
+
+
+def _convert(name: str, hint: Any, value: Any) -> Any:
+    try:
+        if name == "auth.keys":
+            return _api_keys(value)
+        if hint is bool:
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if hint in (int, float, str):
+            return hint(value)
+        if hint in (Path, Path | None):
+            return None if value in (None, "") else Path(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+    raise ConfigError(f"{name}: cannot be set from {type(value).__name__}")
+
+
+def _api_keys(value: Any) -> tuple[ApiKey, ...]:
+    """From TOML: a list of {key, tenants, admin}; from env: 'key=t1,t2;key2=*' (* = admin)."""
+    if isinstance(value, str):
+        entries = []
+        for part in filter(None, value.split(";")):
+            key, _, tenants = part.partition("=")
+            admin = tenants.strip() == "*"
+            names = [] if admin else [t for t in tenants.split(",") if t]
+            entries.append({"key": key.strip(), "tenants": names, "admin": admin})
+        value = entries
+    keys = []
+    for i, entry in enumerate(value):
+        unknown = set(entry) - {"key", "tenants", "admin"}
+        if unknown or not entry.get("key"):
+            raise ConfigError(f"auth.keys[{i}]: needs 'key', accepts 'tenants' and 'admin'")
+        keys.append(ApiKey(str(entry["key"]), frozenset(entry.get("tenants", ())), bool(entry.get("admin"))))
+    return tuple(keys)
+
+
+def _check(config: ServerConfig) -> None:
+    if config.storage.kind not in ("sqlite", "redis"):
+        raise ConfigError(f"storage.kind: must be 'sqlite' or 'redis', got {config.storage.kind!r}")
+    if not 0 <= config.port <= 65535:
+        raise ConfigError(f"port: must be in [0, 65535], got {config.port}")
+    if not config.auth.enabled and not config.loopback:
+        raise ConfigError(
+            f"auth.keys: serving on {config.host} without API keys is refused; "
+            "configure auth.keys or bind to a loopback address"
+        )
+    if (config.tls.cert_file is None) != (config.tls.key_file is None):
+        raise ConfigError("tls: set both tls.cert_file and tls.key_file, or neither")
+    for name in ("max_batch", "max_k", "max_dim", "max_payload_bytes", "max_id_bytes"):
+        if getattr(config.limits, name) <= 0:
+            raise ConfigError(f"limits.{name}: must be positive")

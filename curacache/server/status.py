@@ -1,0 +1,64 @@
+"""The one place where exceptions become gRPC status codes (never UNKNOWN)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from curacache import errors
+from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
+
+log = logging.getLogger("curacache.server")
+
+_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (CollectionMissing, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (CollectionExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+)
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    """Status code, message and trailing metadata for an exception."""
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            trailers: tuple[tuple[str, str], ...] = ()
+            if isinstance(exc, errors.ResourceExhausted):
+                trailers = (("retry-after", str(max(1, math.ceil(exc.retry_after)))),)
+            return code, str(exc), trailers
+    log.exception("internal error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", ()
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Wrap a unary servicer method so any exception leaves as the right status code."""
+
+    @functools.wraps(method)
+    async def handler(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - this is the single translation point
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code, message, trailers = status_for(exc)
+            await context.abort(code, message, trailers)
+            raise AssertionError("unreachable")  # abort always raises
+
+    return handler

@@ -1,0 +1,96 @@
+"""The set of collections: created, listed, dropped and rebuilt from the store at start-up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from curacache.errors import AlreadyExists, NotFound
+from curacache.index.params import resolve_params
+from curacache.index.registry import DEFAULT_INDEX_KIND, get_kind
+from curacache.server.collection import Collection
+from storage.base import DocumentStore
+from storage.errors import CollectionExists
+from storage.types import CollectionSpec
+
+log = logging.getLogger("curacache.server")
+
+# Indexes see cosine as inner product over unit vectors (the collection normalises).
+RAW_METRIC = {"cosine": "ip", "ip": "ip", "l2": "l2"}
+
+
+class VectorDB:
+    def __init__(self, store: DocumentStore, *, default_index_kind: str = "") -> None:
+        self.store = store
+        self.default_index_kind = default_index_kind or DEFAULT_INDEX_KIND
+        get_kind(self.default_index_kind, field="default_index_kind")
+        self._collections: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Rebuild every collection's index from the store."""
+        for spec in self.store.list_collections():
+            started = time.perf_counter()
+            collection = self._open(spec)
+            try:
+                restored = collection.load()
+            except Exception:  # an unusable snapshot must not keep the service down: the store is the truth
+                log.exception("collection %s: snapshot unusable, rebuilding from the store", spec.name)
+                collection = self._open(spec)
+                restored = collection.load(use_snapshot=False)
+            self._collections[spec.name] = collection
+            log.info(
+                "loaded collection %s (%s, %d records, %s) in %.2fs",
+                spec.name, spec.index_kind, collection.stats().record_count,
+                "snapshot + store catch-up" if restored else "rebuilt from the store",
+                time.perf_counter() - started,
+            )
+
+    def save_snapshots(self) -> int:
+        """Snapshot every collection changed since its last snapshot; returns how many."""
+        saved = 0
+        for collection in list(self._collections.values()):
+            try:
+                saved += collection.save_snapshot()
+            except Exception:  # one failing snapshot must not stop the others; the store stays the truth
+                log.exception("snapshot of collection %s failed", collection.spec.name)
+        return saved
+
+    def create(
+        self, name: str, *, dim: int, metric: str, index_kind: str, params: Mapping[str, float]
+    ) -> CollectionSpec:
+        kind = get_kind(index_kind or self.default_index_kind, field="index.kind")
+        resolved = resolve_params(kind.build_params, params, field="index.params")
+        spec = CollectionSpec(name, dim, metric, kind.name, resolved, created_at=time.time())
+        with self._lock:
+            if name in self._collections:
+                raise AlreadyExists(f"collection {name!r} already exists")
+            collection = self._open(spec)
+            try:
+                self.store.create_collection(spec)
+            except CollectionExists as exc:
+                raise AlreadyExists(str(exc)) from exc
+            self._collections[name] = collection
+        return spec
+
+    def get(self, name: str) -> Collection:
+        try:
+            return self._collections[name]
+        except KeyError:
+            raise NotFound(f"collection {name!r} does not exist") from None
+
+    def list(self) -> list[CollectionSpec]:
+        return sorted((c.spec for c in self._collections.values()), key=lambda s: s.name)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            collection = self.get(name)
+            collection.drop()
+            del self._collections[name]
+
+    def _open(self, spec: CollectionSpec) -> Collection:
+        kind = get_kind(spec.index_kind, field="index.kind")
+        index = kind.create(dim=spec.dim, metric=RAW_METRIC[spec.metric], params=spec.index_params)
+        return Collection(spec, index, self.store)

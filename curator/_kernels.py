@@ -1,0 +1,310 @@
+"""COMPILED KERNELS (numba) — the only module in `curator` that uses numba.
+
+Why compiled: an interpreted best-first loop costs several µs per expanded node (heap
+push/pop plus a small numpy call per node); a search expands dozens of nodes and scores
+~γ2·k candidates, so the hot path runs here over the flattened tree arrays instead.
+
+All kernels are `njit(nogil=True, cache=True)`: searches release the GIL and run in parallel
+threads; `cache=True` keeps the compile cost (a few seconds) out of every process start after
+the first. fastmath is restricted to reassociation/contraction (so dot products vectorise);
+`inf` keeps its meaning (padding and the top-k sentinel rely on it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_FM = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    acc = np.float32(0.0)
+    for j in range(a.shape[0]):
+        acc += a[j] * b[j]
+    return acc
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def route(
+    x: np.ndarray,
+    centroids: np.ndarray,
+    cnorm: np.ndarray,
+    child_start: np.ndarray,
+    child_count: np.ndarray,
+    parent: np.ndarray,
+    depth: np.ndarray,
+    beam: int,
+    paths_out: np.ndarray,
+) -> None:
+    """paths_out[i] = root->leaf GCT path of x[i], found by a beam search over the levels.
+
+    Each level keeps the `beam` children (of all kept nodes) nearest in L2; a kept GCT leaf
+    is a finished candidate; the nearest candidate leaf wins and its ancestors form the
+    path. beam = 1 is the plain nearest-child-at-every-level routing; beam 4 lands 96% of
+    arXiv vectors in their nearest leaf (greedy: 74%) for ~8 µs per vector, worth +0.017
+    recall@10 at the default γ and equal search cost.
+    ||x - c||² = ||x||² - 2 x·c + ||c||²; ||x||² is the same for every node and is dropped.
+    `paths_out` is (n, height + 1) int32, pre-filled with -1; column 0 is the root (node 0).
+    """
+    max_fan = 1
+    for node in range(child_count.shape[0]):
+        max_fan = max(max_fan, child_count[node])
+    cur = np.empty(beam, dtype=np.int32)
+    cand_node = np.empty(beam * max_fan, dtype=np.int32)
+    cand_key = np.empty(beam * max_fan, dtype=np.float32)
+    for i in range(x.shape[0]):
+        cur[0] = 0
+        nc = 1
+        best_leaf = 0
+        best_key = np.inf
+        while nc > 0:
+            m = 0
+            for b in range(nc):
+                node = cur[b]
+                for c in range(child_start[node], child_start[node] + child_count[node]):
+                    cand_node[m] = c
+                    cand_key[m] = cnorm[c] - 2.0 * _dot(x[i], centroids[c])
+                    m += 1
+            if m == 0:
+                break
+            order = np.argsort(cand_key[:m])
+            nc = 0
+            for j in range(min(beam, m)):
+                c = cand_node[order[j]]
+                if child_count[c] == 0:
+                    if cand_key[order[j]] < best_key:
+                        best_key = cand_key[order[j]]
+                        best_leaf = c
+                else:
+                    cur[nc] = c
+                    nc += 1
+        node = best_leaf
+        while node >= 0:
+            paths_out[i, depth[node]] = node
+            node = parent[node]
+    return
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def traverse(
+    q: np.ndarray,
+    centroids: np.ndarray,
+    cnorm: np.ndarray,
+    child_start: np.ndarray,
+    child_count: np.ndarray,
+    count: np.ndarray,
+    sl_size: np.ndarray,
+    collect: int,
+    keep: int,
+    out_nodes: np.ndarray,
+) -> int:
+    """Best-first search of one tenant's sub-tree; writes the chosen bucket nodes, nearest first.
+
+    A min-heap keyed by the L2 distance from `q` to node centroids (||q||² dropped) is expanded
+    from the root; nodes where the tenant's `count` is 0 are never pushed; a node holding the
+    tenant's shortlist (`sl_size > 0`) becomes a bucket and is not descended. Expansion stops
+    once the buckets hold `collect` (= γ1·γ2·k) ids. The buckets are then sorted by centroid
+    distance and the nearest are kept until they hold `keep` (= γ2·k) ids (the bucket that
+    crosses `keep` is kept whole). Returns how many nodes were written to `out_nodes`.
+
+    `count`/`sl_size` may have length 1 (a root-only tenant): the root then holds the list
+    (or nothing), so no other entry is read.
+    """
+    if count[0] <= 0:
+        return 0
+    if sl_size[0] > 0:
+        out_nodes[0] = 0
+        return 1
+    n_nodes = child_count.shape[0]
+    heap_key = np.empty(n_nodes, dtype=np.float32)
+    heap_node = np.empty(n_nodes, dtype=np.int32)
+    bucket_key = np.empty(n_nodes, dtype=np.float32)
+    bucket_node = np.empty(n_nodes, dtype=np.int32)
+    heap_key[0] = 0.0
+    heap_node[0] = 0
+    hn = 1
+    nb = 0
+    collected = 0
+    while hn > 0 and collected < collect:
+        key = heap_key[0]  # pop the minimum
+        node = heap_node[0]
+        hn -= 1
+        if hn > 0:
+            lk = heap_key[hn]
+            ln = heap_node[hn]
+            i = 0
+            while True:
+                c = 2 * i + 1
+                if c >= hn:
+                    break
+                if c + 1 < hn and heap_key[c + 1] < heap_key[c]:
+                    c += 1
+                if heap_key[c] >= lk:
+                    break
+                heap_key[i] = heap_key[c]
+                heap_node[i] = heap_node[c]
+                i = c
+            heap_key[i] = lk
+            heap_node[i] = ln
+        s = sl_size[node]
+        if s > 0:
+            bucket_key[nb] = key
+            bucket_node[nb] = node
+            nb += 1
+            collected += s
+            continue
+        cs = child_start[node]
+        for c in range(cs, cs + child_count[node]):
+            if count[c] <= 0:
+                continue
+            ck = np.float32(cnorm[c] - 2.0 * _dot(q, centroids[c]))
+            i = hn  # push (sift up)
+            hn += 1
+            while i > 0:
+                p = (i - 1) // 2
+                if heap_key[p] <= ck:
+                    break
+                heap_key[i] = heap_key[p]
+                heap_node[i] = heap_node[p]
+                i = p
+            heap_key[i] = ck
+            heap_node[i] = c
+    order = np.argsort(bucket_key[:nb], kind="mergesort")
+    total = 0
+    m = 0
+    for j in range(nb):
+        node = bucket_node[order[j]]
+        out_nodes[m] = node
+        m += 1
+        total += sl_size[node]
+        if total >= keep:
+            break
+    return m
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def _offer(key: float, lab: int, best_key: np.ndarray, best_lab: np.ndarray, filled: int) -> int:
+    """Insert (key, lab) into the sorted best-k arrays (smaller key is better); new fill."""
+    kk = best_key.shape[0]
+    if filled < kk:
+        j = filled
+        filled += 1
+    elif key < best_key[kk - 1]:
+        j = kk - 1
+    else:
+        return filled
+    while j > 0 and best_key[j - 1] > key:
+        best_key[j] = best_key[j - 1]
+        best_lab[j] = best_lab[j - 1]
+        j -= 1
+    best_key[j] = key
+    best_lab[j] = lab
+    return filled
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def score_topk(
+    q: np.ndarray,
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    cand: np.ndarray,
+    is_ip: bool,
+    out_labels: np.ndarray,
+    out_scores: np.ndarray,
+) -> int:
+    """Exact scores of the candidate rows; the best len(out_labels) of them, best first.
+
+    ip: score = x·q (larger is better); l2: score = ||x||² - 2 x·q + ||q||² clamped at 0
+    (smaller is better). Rows are scored four at a time: four independent row streams keep
+    more cache misses in flight (measured on 1,280 random rows × 384 d: 0.20 ms vs 0.29 ms
+    one row at a time). Returns how many output slots were filled.
+    """
+    kk = min(out_labels.shape[0], cand.shape[0])
+    if kk <= 0:
+        return 0
+    qn = _dot(q, q)
+    best_key = np.full(kk, np.inf, dtype=np.float32)
+    best_lab = np.full(kk, -1, dtype=np.int64)
+    dots = np.empty(4, dtype=np.float32)
+    filled = 0
+    n = cand.shape[0]
+    d = q.shape[0]
+    i = 0
+    while i < n:
+        g = min(4, n - i)
+        if g == 4:
+            r0, r1, r2, r3 = cand[i], cand[i + 1], cand[i + 2], cand[i + 3]
+            a0 = np.float32(0.0)
+            a1 = np.float32(0.0)
+            a2 = np.float32(0.0)
+            a3 = np.float32(0.0)
+            for j in range(d):
+                qj = q[j]
+                a0 += vectors[r0, j] * qj
+                a1 += vectors[r1, j] * qj
+                a2 += vectors[r2, j] * qj
+                a3 += vectors[r3, j] * qj
+            dots[0] = a0
+            dots[1] = a1
+            dots[2] = a2
+            dots[3] = a3
+        else:
+            for u in range(g):
+                dots[u] = _dot(vectors[cand[i + u]], q)
+        for u in range(g):
+            r = cand[i + u]
+            if is_ip:
+                key = np.float32(-dots[u])
+            else:
+                key = np.float32(max(norms[r] - 2.0 * dots[u] + qn, 0.0))
+            filled = _offer(key, r, best_key, best_lab, filled)
+        i += g
+    for j in range(filled):
+        out_labels[j] = best_lab[j]
+        out_scores[j] = -best_key[j] if is_ip else best_key[j]
+    return filled
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def search(
+    queries: np.ndarray,
+    centroids: np.ndarray,
+    cnorm: np.ndarray,
+    child_start: np.ndarray,
+    child_count: np.ndarray,
+    count: np.ndarray,
+    sl_size: np.ndarray,
+    sl_off: np.ndarray,
+    pool: np.ndarray,
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    collect: int,
+    keep: int,
+    is_ip: bool,
+    out_labels: np.ndarray,
+    out_scores: np.ndarray,
+) -> None:
+    """One tenant's top-k for every query row: traverse, gather the buckets, score exactly.
+
+    The buckets' ids are copied from the tenant's arena (`pool[sl_off[b]:+sl_size[b]]`) into
+    one candidate array (each id sits in exactly one list, so there are no duplicates).
+    Unfilled output slots are left as the caller initialised them.
+    """
+    buckets = np.empty(child_count.shape[0], dtype=np.int32)
+    for qi in range(queries.shape[0]):
+        q = queries[qi]
+        m = traverse(q, centroids, cnorm, child_start, child_count, count, sl_size, collect, keep, buckets)
+        total = 0
+        for j in range(m):
+            total += sl_size[buckets[j]]
+        cand = np.empty(total, dtype=np.int32)
+        pos = 0
+        for j in range(m):
+            b = buckets[j]
+            off = sl_off[b]
+            for u in range(sl_size[b]):
+                cand[pos + u] = pool[off + u]
+            pos += sl_size[b]
+        score_topk(q, vectors, norms, cand, is_ip, out_labels[qi], out_scores[qi])

@@ -1,0 +1,156 @@
+"""Snapshot format of a CuratorIndex: one `np.savez` archive, no pickle.
+
+Why npz: arrays round-trip bit-exactly and fast; `allow_pickle=False` on load means a
+snapshot can never execute code. Scalars and tenant names travel as one JSON document stored
+as a uint8 array. The access map is not stored: it is exactly the union of the tenants'
+shortlists, so it is rebuilt from them on load.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from curator.tenants import TenantTree
+from curator.tree import Tree
+
+if TYPE_CHECKING:
+    from curator.index import CuratorIndex
+
+FORMAT = "curator-snapshot"
+VERSION = 1
+
+
+def dump(index: CuratorIndex) -> bytes:
+    """Serialise `index` (caller holds its read lock)."""
+    present = index._present
+    live = np.flatnonzero(present)
+    hi = int(live[-1]) + 1 if live.size else 0
+    names: list[str] = []
+    counts: list[np.ndarray] = []
+    tenant_lists = [0]
+    nodes: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
+    base = 0
+    for t, tt in enumerate(index._trees):
+        if tt is None:
+            continue
+        names.append(str(index._tenant_names[t]))
+        full = np.zeros(index._tree.n_nodes, dtype=np.int32)
+        full[: tt.count.shape[0]] = tt.count  # root-only tenants keep length-1 arrays
+        counts.append(full)
+        n, off, i = tt.export()
+        nodes.append(n)
+        offsets.append(off[:-1] + base)
+        ids.append(i)
+        base += int(off[-1])
+        tenant_lists.append(tenant_lists[-1] + len(n))
+    n_nodes = index._tree.n_nodes
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dim": index.dim,
+        "metric": index.metric,
+        "max_sl_size": index.max_sl_size,
+        "branching": index.branching,
+        "max_depth": index.max_depth,
+        "train_size": index.train_size,
+        "train_at": index._train_at,
+        "tenants": names,
+    }
+    arrays: dict[str, np.ndarray] = {f"tree_{k}": v for k, v in index._tree.arrays().items()}
+    arrays.update(
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        vectors=index._vectors[:hi],
+        norms=index._norms[:hi],
+        paths=index._paths[:hi],
+        present=present[:hi],
+        t_count=np.stack(counts) if counts else np.zeros((0, n_nodes), np.int32),
+        t_lists=np.asarray(tenant_lists, dtype=np.int64),
+        l_nodes=np.concatenate(nodes) if nodes else np.empty(0, np.int32),
+        l_offsets=np.append(np.concatenate(offsets) if offsets else np.empty(0, np.int64), base),
+        l_ids=np.concatenate(ids) if ids else np.empty(0, np.int32),
+    )
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    return buf.getvalue()
+
+
+@dataclass
+class State:
+    meta: dict[str, Any]
+    tree: Tree
+    arrays: dict[str, np.ndarray]
+
+
+def load(data: bytes, *, dim: int, metric: str) -> State:
+    """Parse and check a snapshot for an index of this dim and metric (ValueError if not)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+    except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a curator snapshot: {exc}") from exc
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError("not a curator snapshot of a supported version")
+    if meta["dim"] != dim or meta["metric"] != metric:
+        raise ValueError(f"snapshot is for dim={meta['dim']} metric={meta['metric']!r}")
+    tree = Tree.from_arrays({k[5:]: arrays.pop(k) for k in list(arrays) if k.startswith("tree_")})
+    n_nodes = tree.n_nodes
+    hi = arrays["present"].shape[0]
+    ok = (
+        arrays["vectors"].shape == (hi, dim)
+        and arrays["paths"].shape == (hi, tree.height + 1)
+        and arrays["t_count"].shape == (len(meta["tenants"]), n_nodes)
+        and arrays["t_lists"].shape == (len(meta["tenants"]) + 1,)
+        and arrays["l_offsets"].shape == (arrays["l_nodes"].shape[0] + 1,)
+        and (arrays["l_ids"].size == 0 or int(arrays["l_ids"].max()) < hi)
+        and bool(np.all(arrays["present"][arrays["l_ids"]]))
+        and int(arrays["l_offsets"][-1]) == arrays["l_ids"].shape[0]
+        and (arrays["l_nodes"].size == 0 or int(arrays["l_nodes"].max()) < n_nodes)
+    )
+    if not ok:
+        raise ValueError("curator snapshot arrays are inconsistent")
+    return State(meta, tree, arrays)
+
+
+def apply(index: CuratorIndex, state: State) -> None:
+    """Install a loaded snapshot into `index` (caller holds its write lock)."""
+    meta, a = state.meta, state.arrays
+    index.max_sl_size = int(meta["max_sl_size"])
+    index.branching = int(meta["branching"])
+    index.max_depth = int(meta["max_depth"])
+    index.train_size = int(meta["train_size"])
+    index._train_at = int(meta["train_at"])
+    index._tree = state.tree
+    index._reset_rows()
+    index._reset_tenants()
+    hi = a["present"].shape[0]
+    if hi:
+        index._resize(max(8, 1 << (hi - 1).bit_length()))
+        index._vectors[:hi] = a["vectors"]
+        index._norms[:hi] = a["norms"]
+        index._paths[:hi] = a["paths"]
+        index._present[:hi] = a["present"]
+    live = np.flatnonzero(index._present)
+    index._n = int(live.size)
+    access: list[list[int]] = [[] for _ in range(hi)]
+    t_lists, nodes, offsets, ids = a["t_lists"], a["l_nodes"], a["l_offsets"], a["l_ids"]
+    for t, name in enumerate(meta["tenants"]):
+        lo, up = int(t_lists[t]), int(t_lists[t + 1])
+        off = offsets[lo : up + 1] - offsets[lo]
+        tids = ids[int(offsets[lo]) : int(offsets[up])]
+        tt = TenantTree.from_lists(a["t_count"][t], nodes[lo:up], off, tids)
+        index._tenant_ids[name] = t
+        index._tenant_names.append(name)
+        index._trees.append(tt)
+        for label in tids.tolist():
+            access[label].append(t)
+    for label in live.tolist():
+        index._access[label] = tuple(access[label])
+        index._refs += len(access[label])

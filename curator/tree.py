@@ -1,0 +1,240 @@
+"""The global clustering tree (GCT): hierarchical k-means flattened into arrays.
+
+Node 0 is the root. Nodes are numbered breadth-first and the children of a node occupy one
+contiguous id range `[child_start, child_start + child_count)`, so their centroids are one
+contiguous block of `centroids` (one small matrix product scores them all). A node with
+`child_count == 0` is a GCT leaf. An untrained tree is the root alone (every tenant's ids sit
+in its root shortlist and search is exact).
+
+Training (why these choices, DESIGN §4): FAISS k-means (GPU when present), `niter` 20, fixed
+seed so a rebuild from the same sample gives the same tree. Root branching b0; below the
+root every node branches max(b/2, 4) where b is its parent's branching; a node is split only
+if it received >= 8 training points per child, and never below `max_depth`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from curator import _kernels
+
+MIN_POINTS_PER_CHILD = 8
+KMEANS_NITER = 20
+KMEANS_SEED = 1234
+# Routing beam width and centroid refinement rounds: measured on arXiv in `train_tree`'s
+# docstring (beam 1 and 0 rounds is the plain design).
+ROUTE_BEAM = 4
+REFINE_ROUNDS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """Flattened GCT arrays (read-only once built; a retrain builds a new Tree)."""
+
+    centroids: np.ndarray  # float32 (n_nodes, dim); the root's is the sample mean (unused)
+    cnorm: np.ndarray  # float32 (n_nodes,) squared centroid norms
+    child_start: np.ndarray  # int32 (n_nodes,)
+    child_count: np.ndarray  # int32 (n_nodes,), 0 at GCT leaves
+    parent: np.ndarray  # int32 (n_nodes,), -1 at the root
+    depth: np.ndarray  # int32 (n_nodes,), 0 at the root
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.child_count.shape[0])
+
+    @property
+    def height(self) -> int:
+        """Depth of the deepest node (0 for an untrained tree)."""
+        return int(self.depth.max())
+
+    @property
+    def trained(self) -> bool:
+        return self.n_nodes > 1
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays().values())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "centroids": self.centroids,
+            "cnorm": self.cnorm,
+            "child_start": self.child_start,
+            "child_count": self.child_count,
+            "parent": self.parent,
+            "depth": self.depth,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Tree:
+        t = cls(
+            centroids=np.ascontiguousarray(arrays["centroids"], dtype=np.float32),
+            cnorm=np.ascontiguousarray(arrays["cnorm"], dtype=np.float32),
+            child_start=np.ascontiguousarray(arrays["child_start"], dtype=np.int32),
+            child_count=np.ascontiguousarray(arrays["child_count"], dtype=np.int32),
+            parent=np.ascontiguousarray(arrays["parent"], dtype=np.int32),
+            depth=np.ascontiguousarray(arrays["depth"], dtype=np.int32),
+        )
+        t.check()
+        return t
+
+    @classmethod
+    def root_only(cls, dim: int) -> Tree:
+        return cls(
+            centroids=np.zeros((1, dim), dtype=np.float32),
+            cnorm=np.zeros(1, dtype=np.float32),
+            child_start=np.zeros(1, dtype=np.int32),
+            child_count=np.zeros(1, dtype=np.int32),
+            parent=np.full(1, -1, dtype=np.int32),
+            depth=np.zeros(1, dtype=np.int32),
+        )
+
+    def check(self) -> None:
+        """Structural sanity (used on restore): contiguous children, consistent parent/depth."""
+        n = self.n_nodes
+        if not (self.centroids.shape[0] == self.cnorm.shape[0] == self.parent.shape[0] == self.depth.shape[0] == n):
+            raise ValueError("tree arrays disagree in length")
+        if n == 0 or self.parent[0] != -1 or self.depth[0] != 0:
+            raise ValueError("tree has no root")
+        for node in np.flatnonzero(self.child_count > 0).tolist():
+            cs, cc = int(self.child_start[node]), int(self.child_count[node])
+            kids = np.arange(cs, cs + cc)
+            if cs <= node or cs + cc > n or np.any(self.parent[kids] != node) or np.any(self.depth[kids] != self.depth[node] + 1):
+                raise ValueError(f"tree node {node} has inconsistent children")
+
+    def route(self, x: np.ndarray, beam: int | None = None) -> np.ndarray:
+        """(n, height + 1) int32 root->leaf paths of the rows of `x`, -1 padded.
+
+        Beam search over the levels (beam 1 = nearest child at every level); see
+        `_kernels.route`.
+        """
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.full((x.shape[0], self.height + 1), -1, dtype=np.int32)
+        if x.shape[0]:
+            _kernels.route(
+                x, self.centroids, self.cnorm, self.child_start, self.child_count,
+                self.parent, self.depth, ROUTE_BEAM if beam is None else beam, out,
+            )
+        return out
+
+    def recentered(self, x: np.ndarray, paths: np.ndarray) -> Tree:
+        """A copy whose node centroids are the means of the rows of `x` routed through them.
+
+        Why: k-means centroids describe the training split, but search ranks buckets by the
+        centroid of what actually sits below a node; after beam routing the two differ.
+        Nodes no row reached keep their centroid.
+        """
+        n_nodes, dim = self.n_nodes, self.centroids.shape[1]
+        leaf = paths[np.arange(paths.shape[0]), (paths >= 0).sum(axis=1) - 1]
+        order = np.argsort(leaf, kind="stable")
+        uniq, starts = np.unique(leaf[order], return_index=True)
+        sums = np.zeros((n_nodes, dim), dtype=np.float64)
+        counts = np.zeros(n_nodes, dtype=np.int64)
+        sums[uniq] = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+        counts[uniq] = np.diff(np.append(starts, len(leaf)))
+        for node in range(n_nodes - 1, 0, -1):  # children have larger ids than their parent
+            p = self.parent[node]
+            sums[p] += sums[node]
+            counts[p] += counts[node]
+        cents = self.centroids.copy()
+        hit = counts > 0
+        cents[hit] = (sums[hit] / counts[hit, None]).astype(np.float32)
+        return Tree(
+            centroids=cents,
+            cnorm=np.einsum("ij,ij->i", cents, cents).astype(np.float32),
+            child_start=self.child_start,
+            child_count=self.child_count,
+            parent=self.parent,
+            depth=self.depth,
+        )
+
+
+def child_branching(b: int) -> int:
+    """Branching of the children of a node that branches `b` (DESIGN §4: max(b/2, 4))."""
+    return max(b // 2, 4)
+
+
+def _kmeans(x: np.ndarray, k: int, use_gpu: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids (k, dim) and the nearest-centroid assignment of every row of `x`."""
+    km = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=KMEANS_NITER,
+        seed=KMEANS_SEED,
+        gpu=use_gpu,
+        verbose=False,
+        min_points_per_centroid=1,  # we already require 8 per child; silences FAISS's warning
+        max_points_per_centroid=256,
+    )
+    km.train(x)
+    _, assign = km.index.search(x, 1)
+    return km.centroids.astype(np.float32, copy=False), assign.ravel()
+
+
+def train_tree(
+    sample: np.ndarray,
+    *,
+    branching: int,
+    max_depth: int,
+    use_gpu: bool | None = None,
+    refine_rounds: int | None = None,
+) -> Tree:
+    """Hierarchical k-means over `sample` (n, dim), flattened breadth-first, then refined.
+
+    b0 = `branching` at the root; max(b/2, 4) below. A node with fewer than 8 training points
+    per would-be child, or at `max_depth`, stays a leaf. Empty k-means clusters are dropped.
+    Refinement (deviation from plain hierarchical k-means, measured): `refine_rounds` times,
+    route the sample with the beam router and move every centroid to the mean of what it
+    received. arXiv, 73.7k × 384, 142 tenants, tree trained on 20k, default γ: recall@10
+    0.880 (greedy routing, raw centroids) -> 0.896 (beam 4) -> 0.905 (beam 4 + 2 rounds),
+    at the same search cost; training takes ~0.5 s longer.
+    """
+    x = np.ascontiguousarray(sample, dtype=np.float32)
+    n, dim = x.shape
+    if use_gpu is None:
+        use_gpu = faiss.get_num_gpus() > 0
+    centroids: list[np.ndarray] = [x.mean(axis=0) if n else np.zeros(dim, np.float32)]
+    parent = [-1]
+    depth = [0]
+    child_start = [0]
+    child_count = [0]
+    # queue of (node id, its branching, indices of the training points it received)
+    queue: deque[tuple[int, int, np.ndarray]] = deque([(0, branching, np.arange(n))])
+    while queue:
+        node, b, idx = queue.popleft()
+        if depth[node] >= max_depth or len(idx) < MIN_POINTS_PER_CHILD * b:
+            continue
+        cents, assign = _kmeans(x[idx], b, use_gpu)
+        sizes = np.bincount(assign, minlength=b)
+        alive = np.flatnonzero(sizes > 0)
+        if len(alive) < 2:
+            continue
+        first = len(parent)
+        child_start[node] = first
+        child_count[node] = len(alive)
+        order = np.argsort(assign, kind="stable")
+        bounds = np.concatenate(([0], np.cumsum(sizes)))
+        for j, c in enumerate(alive.tolist()):
+            cid = first + j
+            centroids.append(cents[c])
+            parent.append(node)
+            depth.append(depth[node] + 1)
+            child_start.append(0)
+            child_count.append(0)
+            queue.append((cid, child_branching(b), idx[order[bounds[c] : bounds[c + 1]]]))
+    cmat = np.ascontiguousarray(np.stack(centroids), dtype=np.float32)
+    tree = Tree(
+        centroids=cmat,
+        cnorm=np.einsum("ij,ij->i", cmat, cmat).astype(np.float32),
+        child_start=np.asarray(child_start, dtype=np.int32),
+        child_count=np.asarray(child_count, dtype=np.int32),
+        parent=np.asarray(parent, dtype=np.int32),
+        depth=np.asarray(depth, dtype=np.int32),
+    )
+    rounds = REFINE_ROUNDS if refine_rounds is None else refine_rounds
+    for _ in range(rounds if tree.trained else 0):
+        tree = tree.recentered(x, tree.route(x))
+    return tree

@@ -1,0 +1,19 @@
+"""Document stores behind one Protocol: SQLite (embedded default) and Redis."""
+
+from storage.base import DocumentStore
+from storage.errors import CollectionExists, CollectionMissing, StoreError, StoreUnavailable
+from storage.redis import RedisStore
+from storage.sqlite import SqliteStore
+from storage.types import CollectionSpec, StoredRecord
+
+__all__ = [
+    "CollectionExists",
+    "CollectionMissing",
+    "CollectionSpec",
+    "DocumentStore",
+    "RedisStore",
+    "SqliteStore",
+    "StoreError",
+    "StoreUnavailable",
+    "StoredRecord",
+]

@@ -1,0 +1,21 @@
+"""The store's small exception tree; the server maps these to gRPC status codes."""
+
+
+class StoreError(Exception):
+    """Base of every error a DocumentStore raises on purpose."""
+
+
+class StoreUnavailable(StoreError):
+    """The backing database cannot be reached or refused the operation (retryable)."""
+
+
+class CollectionExists(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"collection {name!r} already exists")
+        self.name = name
+
+
+class CollectionMissing(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"collection {name!r} does not exist")
+        self.name = name

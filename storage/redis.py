@@ -1,0 +1,347 @@
+"""RedisStore: the production DocumentStore on a standalone Redis (redis-py, sync client).
+
+Key layout (every key of a collection shares the hash tag `{name}`, so one slot holds it):
+
+    {prefix}:collections            hash   name -> CollectionSpec JSON (the registry)
+    {prefix}:{name}:r:{id}          hash   v vector, o owner, t tenants JSON, p payload,
+                                           m metadata JSON, n stored bytes of the record
+    {prefix}:{name}:ids             zset   every id at score 0 (lexicographic paging, ZCARD)
+    {prefix}:{name}:bytes           string running total of `n` (O(1) size_bytes)
+    {prefix}:{name}:b:{key}         string blob
+    {prefix}:{name}:blobs           set    blob keys (so delete_collection finds them)
+
+Writes are small Lua scripts: each one checks the registry, writes and updates the byte
+counter in one atomic step, so a batch lands whole and never lands in a deleted collection.
+Lua cannot roll back, so records are fully validated in Python before the script is sent.
+The registry lives outside the collection's slot, hence standalone (or Sentinel) Redis only.
+
+Missing collections: like SqliteStore, every method naming a collection raises
+CollectionMissing when it does not exist; get_collection/delete_collection return None/False.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis import exceptions as rexc
+
+from storage._codec import (
+    check_name,
+    decode_record,
+    decode_spec,
+    encode_record,
+    encode_spec,
+    encode_tenants,
+    unique_ids,
+)
+from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
+from storage.types import CollectionSpec, StoredRecord
+
+__all__ = ["RedisStore"]
+
+_MISSING = -1  # what a script returns when the collection is not in the registry
+
+# KEYS[1] registry; ARGV[1] name, ARGV[2] key base, then per record: id v o t p m n
+_PUT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+local base = ARGV[2]
+local ids = base .. 'ids'
+local delta = 0
+for i = 3, #ARGV, 7 do
+  local key = base .. 'r:' .. ARGV[i]
+  local old = redis.call('HGET', key, 'n')
+  if old then delta = delta - tonumber(old) end
+  redis.call('HSET', key, 'v', ARGV[i+1], 'o', ARGV[i+2], 't', ARGV[i+3],
+             'p', ARGV[i+4], 'm', ARGV[i+5], 'n', ARGV[i+6])
+  redis.call('ZADD', ids, 0, ARGV[i])
+  delta = delta + tonumber(ARGV[i+6])
+end
+if delta ~= 0 then redis.call('INCRBY', base .. 'bytes', delta) end
+return 0
+"""
+
+# KEYS[1] registry; ARGV[1] name, ARGV[2] key base, then ids
+_DELETE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+local base = ARGV[2]
+local ids = base .. 'ids'
+local freed, n = 0, 0
+for i = 3, #ARGV do
+  local key = base .. 'r:' .. ARGV[i]
+  local old = redis.call('HGET', key, 'n')
+  if old then
+    redis.call('DEL', key)
+    redis.call('ZREM', ids, ARGV[i])
+    freed = freed + tonumber(old)
+    n = n + 1
+  end
+end
+if freed ~= 0 then redis.call('DECRBY', base .. 'bytes', freed) end
+return n
+"""
+
+# KEYS[1] registry; ARGV[1] name, ARGV[2] key base, then pairs: id tenants-JSON
+_SET_TENANTS = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+local base = ARGV[2]
+local delta = 0
+for i = 3, #ARGV, 2 do
+  local key = base .. 'r:' .. ARGV[i]
+  local old = redis.call('HGET', key, 't')
+  if old then
+    local d = #ARGV[i+1] - #old
+    local n = tonumber(redis.call('HGET', key, 'n')) + d
+    redis.call('HSET', key, 't', ARGV[i+1], 'n', string.format('%d', n))
+    delta = delta + d
+  end
+end
+if delta ~= 0 then redis.call('INCRBY', base .. 'bytes', delta) end
+return 0
+"""
+
+# KEYS[1] registry; ARGV[1] name, ARGV[2] key base, ARGV[3] blob key, ARGV[4] data
+_PUT_BLOB = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('SET', ARGV[2] .. 'b:' .. ARGV[3], ARGV[4])
+redis.call('SADD', ARGV[2] .. 'blobs', ARGV[3])
+return 0
+"""
+
+# KEYS[1] registry; ARGV[1] name, ARGV[2] key base. Pages through ids to bound memory.
+_DROP = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local base = ARGV[2]
+local ids = base .. 'ids'
+while true do
+  local page = redis.call('ZRANGE', ids, 0, 999)
+  if #page == 0 then break end
+  local keys = {}
+  for j, id in ipairs(page) do keys[j] = base .. 'r:' .. id end
+  redis.call('UNLINK', unpack(keys))
+  redis.call('ZREMRANGEBYRANK', ids, 0, #page - 1)
+end
+local blobs = base .. 'blobs'
+local names = redis.call('SMEMBERS', blobs)
+for j = 1, #names, 1000 do
+  local keys = {}
+  for k = j, math.min(j + 999, #names) do keys[#keys + 1] = base .. 'b:' .. names[k] end
+  redis.call('UNLINK', unpack(keys))
+end
+redis.call('UNLINK', ids, blobs, base .. 'bytes')
+return 1
+"""
+
+# Server replies that mean "not now" rather than "bad request".
+_TRANSIENT_REPLIES = ("MISCONF", "OOM", "LOADING", "BUSY", "READONLY", "NOREPLICAS",
+                      "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    """Translate redis-py failures that mean 'Redis is unavailable' to StoreUnavailable."""
+    try:
+        yield
+    except (rexc.ConnectionError, rexc.TimeoutError) as exc:  # incl. BusyLoadingError
+        raise StoreUnavailable(f"redis: {exc}") from exc
+    except rexc.ResponseError as exc:
+        if str(exc).startswith(_TRANSIENT_REPLIES):
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        raise
+
+
+def _check_tag_safe(text: str, what: str) -> str:
+    check_name(text, what)
+    if "{" in text or "}" in text:
+        raise ValueError(f"{what} must not contain '{{' or '}}' (they delimit the hash tag)")
+    return text
+
+
+class RedisStore:
+    """DocumentStore on Redis; thread-safe (redis-py's connection pool is)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "cc",
+        client: redis.Redis | None = None,
+        socket_timeout: float = 30.0,
+    ) -> None:
+        """Connect lazily to `url` (redis://, rediss://, unix://); ping() checks reachability.
+
+        `client` replaces the URL (e.g. a Sentinel master); it must use decode_responses=False
+        and is not closed by close(). `socket_timeout` bounds a single command, sized for
+        large batches and delete_collection on big collections.
+        """
+        self._url = url
+        self._prefix = _check_tag_safe(prefix, "prefix")
+        self._registry = f"{prefix}:collections".encode()
+        self._owns_client = client is None
+        if client is None:
+            client = redis.Redis.from_url(
+                url, socket_timeout=socket_timeout, socket_connect_timeout=min(socket_timeout, 5.0)
+            )
+        if client.get_encoder().decode_responses:
+            raise ValueError("RedisStore needs a client with decode_responses=False")
+        self._r: redis.Redis = client
+        self._closed = False
+        self._put = client.register_script(_PUT)
+        self._delete = client.register_script(_DELETE)
+        self._set_tenants = client.register_script(_SET_TENANTS)
+        self._put_blob = client.register_script(_PUT_BLOB)
+        self._drop = client.register_script(_DROP)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _base(self, collection: str) -> bytes:
+        _check_tag_safe(collection, "collection name")
+        return f"{self._prefix}:{{{collection}}}:".encode()
+
+    def _client(self) -> redis.Redis:
+        if self._closed:
+            raise StoreUnavailable("redis: store is closed")
+        return self._r
+
+    def _script(self, script: Any, collection: str, args: list[Any]) -> int:
+        base = self._base(collection)
+        client = self._client()
+        with _mapped():
+            result = int(script(keys=[self._registry], args=[collection, base, *args], client=client))
+        if result == _MISSING:
+            raise CollectionMissing(collection)
+        return result
+
+    def _with_exists(self, collection: str, *commands: tuple[str, bytes]) -> list[Any]:
+        """Run HEXISTS(registry) plus read commands in one MULTI; CollectionMissing if absent."""
+        base = self._base(collection)
+        pipe = self._client().pipeline(transaction=True)
+        pipe.hexists(self._registry, collection)
+        for cmd, suffix in commands:
+            getattr(pipe, cmd)(base + suffix)
+        with _mapped():
+            exists, *rest = pipe.execute()
+        if not exists:
+            raise CollectionMissing(collection)
+        return rest
+
+    @staticmethod
+    def _decode(rid: str, h: dict[bytes, bytes]) -> StoredRecord:
+        return decode_record(rid, h[b"v"], h[b"o"].decode(), h[b"t"], h[b"p"], h[b"m"])
+
+    # -- collections ---------------------------------------------------------------------
+    def create_collection(self, spec: CollectionSpec) -> None:
+        text = encode_spec(spec)
+        self._base(spec.name)
+        with _mapped():
+            created = self._client().hsetnx(self._registry, spec.name, text)
+        if not created:
+            raise CollectionExists(spec.name)
+
+    def get_collection(self, name: str) -> CollectionSpec | None:
+        with _mapped():
+            raw = self._client().hget(self._registry, name)
+        return None if raw is None else decode_spec(raw)
+
+    def list_collections(self) -> list[CollectionSpec]:
+        with _mapped():
+            raw = self._client().hgetall(self._registry)
+        return [decode_spec(v) for _, v in sorted(raw.items())]
+
+    def delete_collection(self, name: str) -> bool:
+        """Atomic (one script); blocks Redis for roughly 1 µs per record while it runs."""
+        base = self._base(name)
+        with _mapped():
+            return bool(self._drop(keys=[self._registry], args=[name, base], client=self._client()))
+
+    # -- records -------------------------------------------------------------------------
+    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> None:
+        args: list[Any] = []
+        for r in records:  # validate everything before anything is sent
+            e = encode_record(r)
+            args += [e.id, e.vector, e.owner, e.tenants, e.payload, e.metadata, e.nbytes]
+        self._script(self._put, collection, args)
+
+    def get_records(self, collection: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
+        wanted = unique_ids(ids)
+        hashes = self._with_exists(collection, *(("hgetall", b"r:" + i.encode()) for i in wanted))
+        return {i: self._decode(i, h) for i, h in zip(wanted, hashes) if h}
+
+    def delete_records(self, collection: str, ids: Iterable[str]) -> int:
+        return self._script(self._delete, collection, list(unique_ids(ids)))
+
+    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> None:
+        """Replace access lists; ids that do not exist are ignored."""
+        args: list[str] = []
+        for rid, tenants in tenants_by_id.items():
+            if not isinstance(rid, str):
+                raise TypeError(f"ids must be str, got {type(rid).__name__}")
+            args += [rid, encode_tenants(tenants, f"record {rid!r}: tenants")]
+        self._script(self._set_tenants, collection, args)
+
+    def iter_records(self, collection: str, batch_size: int = 1024) -> Iterator[list[StoredRecord]]:
+        """Batches in ascending id order (UTF-8 byte order), paged by id so writes may go on.
+
+        CollectionMissing is raised by this call itself, not on the first `next()`.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self._with_exists(collection)
+        return self._pages(collection, batch_size)
+
+    def _pages(self, collection: str, batch_size: int) -> Iterator[list[StoredRecord]]:
+        base = self._base(collection)
+        lower = b"-"
+        while True:
+            client = self._client()
+            with _mapped():
+                ids = client.zrangebylex(base + b"ids", lower, b"+", start=0, num=batch_size)
+                if not ids:
+                    return
+                pipe = client.pipeline(transaction=False)
+                for i in ids:
+                    pipe.hgetall(base + b"r:" + i)
+                hashes = pipe.execute()
+            # A record deleted between the two round trips is simply skipped.
+            batch = [self._decode(i.decode(), h) for i, h in zip(ids, hashes) if h]
+            if batch:
+                yield batch
+            if len(ids) < batch_size:
+                return
+            lower = b"(" + ids[-1]
+
+    def count(self, collection: str) -> int:
+        return int(self._with_exists(collection, ("zcard", b"ids"))[0])
+
+    def size_bytes(self, collection: str) -> int:
+        """UTF-8 bytes of id, owner, tenants and metadata JSON plus vector and payload bytes."""
+        raw = self._with_exists(collection, ("get", b"bytes"))[0]
+        return int(raw or 0)
+
+    # -- blobs ---------------------------------------------------------------------------
+    def put_blob(self, collection: str, key: str, data: bytes) -> None:
+        check_name(key, "blob key")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"blob data must be bytes, got {type(data).__name__}")
+        self._script(self._put_blob, collection, [key, bytes(data)])
+
+    def get_blob(self, collection: str, key: str) -> bytes | None:
+        raw = self._with_exists(collection, ("get", b"b:" + key.encode()))[0]
+        return None if raw is None else bytes(raw)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def ping(self) -> None:
+        with _mapped():
+            self._client().ping()
+
+    def close(self) -> None:
+        """Release connections (only of a client this store created). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            self._r.close()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._url!r}, prefix={self._prefix!r})"

@@ -1,0 +1,390 @@
+"""SqliteStore: the embedded default DocumentStore (stdlib sqlite3, WAL, synchronous=FULL).
+
+Concurrency: every write runs as one `BEGIN IMMEDIATE … COMMIT` on a single writer connection
+guarded by a lock, so batches are atomic and durable before the call returns. Reads use a
+small pool of separate connections; WAL lets them run while a write is in progress and they
+always see the last committed state.
+
+Record count and byte size are kept per collection by triggers, so `count` and `size_bytes`
+are O(1) instead of a scan over megabytes of payloads.
+
+Missing collections: every method that names a collection raises CollectionMissing when it
+does not exist, reads included (get_records, delete_records, set_tenants, iter_records,
+count, size_bytes, put_blob, get_blob); only get_collection (None) and delete_collection
+(False) report absence by value.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from storage._codec import (
+    check_name,
+    decode_record,
+    decode_spec,
+    encode_record,
+    encode_spec,
+    encode_tenants,
+    unique_ids,
+)
+from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
+from storage.types import CollectionSpec, StoredRecord
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+# Rowid tables (not WITHOUT ROWID): rows carry vectors and payloads of kilobytes to a MiB,
+# which SQLite advises against storing inside a clustered index; the UNIQUE index keeps
+# (collection, id) lookups and keyset pagination index-only.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    name     TEXT PRIMARY KEY,
+    spec     TEXT NOT NULL,
+    nrecords INTEGER NOT NULL DEFAULT 0,
+    nbytes   INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    tenants    TEXT NOT NULL,
+    metadata   TEXT NOT NULL,
+    nbytes     INTEGER NOT NULL,
+    vector     BLOB NOT NULL,
+    payload    BLOB NOT NULL,
+    UNIQUE (collection, id)
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    collection TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    data       BLOB NOT NULL,
+    UNIQUE (collection, key)
+);
+CREATE TRIGGER IF NOT EXISTS records_ai AFTER INSERT ON records BEGIN
+    UPDATE collections SET nrecords = nrecords + 1, nbytes = nbytes + NEW.nbytes
+    WHERE name = NEW.collection;
+END;
+CREATE TRIGGER IF NOT EXISTS records_ad AFTER DELETE ON records BEGIN
+    UPDATE collections SET nrecords = nrecords - 1, nbytes = nbytes - OLD.nbytes
+    WHERE name = OLD.collection;
+END;
+CREATE TRIGGER IF NOT EXISTS records_au AFTER UPDATE OF nbytes ON records BEGIN
+    UPDATE collections SET nbytes = nbytes - OLD.nbytes + NEW.nbytes
+    WHERE name = NEW.collection;
+END;
+"""
+
+_COLS = "id, vector, owner, tenants, payload, metadata"
+_UPSERT = (
+    "INSERT INTO records (collection, id, owner, tenants, metadata, nbytes, vector, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET "
+    "owner = excluded.owner, tenants = excluded.tenants, metadata = excluded.metadata, "
+    "nbytes = excluded.nbytes, vector = excluded.vector, payload = excluded.payload"
+)
+_CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
+_MAX_IDLE_READERS = 8
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    return StoreUnavailable(f"sqlite: {exc}")
+
+
+class SqliteStore:
+    """DocumentStore on one SQLite file; safe to share between threads."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        """Open (creating file and parent directory) the database at `path`.
+
+        `timeout` is how long a statement waits on a lock held by another process before
+        failing with StoreUnavailable. Raises StoreUnavailable if the file cannot be opened.
+        """
+        self._path = Path(path)
+        self._timeout = timeout
+        self._closed = False
+        self._write_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"sqlite: cannot create {self._path.parent}: {exc}") from exc
+        try:
+            self._writer = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise _unavailable(exc) from exc
+        try:
+            self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
+            self._writer.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:  # locked, unreadable, or not a database at all
+            self._writer.close()
+            raise _unavailable(exc) from exc
+
+    # -- connections ---------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("sqlite: store is closed")
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A pooled read connection, inside one read transaction (a consistent snapshot)."""
+        self._check_open()
+        with self._pool_lock:
+            conn = self._idle.pop() if self._idle else None
+        clean = False
+        try:
+            if conn is None:
+                conn = self._connect()
+            conn.execute("BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+            clean = True
+        except sqlite3.OperationalError as exc:
+            raise _unavailable(exc) from exc
+        finally:
+            if conn is not None:
+                self._release(conn, clean)
+
+    def _release(self, conn: sqlite3.Connection, clean: bool) -> None:
+        if not clean and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                clean = False
+            else:
+                clean = True
+        with self._pool_lock:
+            keep = clean and not self._closed and len(self._idle) < _MAX_IDLE_READERS
+            if keep:
+                self._idle.append(conn)
+        if not keep:
+            conn.close()
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one IMMEDIATE transaction on the writer; commit or roll back."""
+        with self._write_lock:
+            self._check_open()
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise _unavailable(exc) from exc
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+                return result
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise _unavailable(exc) from exc
+                raise
+
+    @staticmethod
+    def _require(conn: sqlite3.Connection, name: str) -> tuple[int, int]:
+        row = conn.execute(
+            "SELECT nrecords, nbytes FROM collections WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            raise CollectionMissing(name)
+        return row[0], row[1]
+
+    # -- collections ---------------------------------------------------------------------
+    def create_collection(self, spec: CollectionSpec) -> None:
+        text = encode_spec(spec)
+
+        def op(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute("INSERT INTO collections (name, spec) VALUES (?, ?)", (spec.name, text))
+            except sqlite3.IntegrityError:
+                raise CollectionExists(spec.name) from None
+
+        self._write(op)
+
+    def get_collection(self, name: str) -> CollectionSpec | None:
+        with self._reader() as conn:
+            row = conn.execute("SELECT spec FROM collections WHERE name = ?", (name,)).fetchone()
+        return None if row is None else decode_spec(row[0])
+
+    def list_collections(self) -> list[CollectionSpec]:
+        with self._reader() as conn:
+            rows = conn.execute("SELECT spec FROM collections ORDER BY name").fetchall()
+        return [decode_spec(r[0]) for r in rows]
+
+    def delete_collection(self, name: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            # Drop the collection row first so the per-row triggers have nothing to update.
+            if conn.execute("DELETE FROM collections WHERE name = ?", (name,)).rowcount == 0:
+                return False
+            conn.execute("DELETE FROM records WHERE collection = ?", (name,))
+            conn.execute("DELETE FROM blobs WHERE collection = ?", (name,))
+            return True
+
+        return self._write(op)
+
+    # -- records -------------------------------------------------------------------------
+    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> None:
+        encoded = [encode_record(r) for r in records]  # validate everything before writing
+
+        def op(conn: sqlite3.Connection) -> None:
+            self._require(conn, collection)
+            conn.executemany(
+                _UPSERT,
+                [(collection, e.id, e.owner, e.tenants, e.metadata, e.nbytes, e.vector, e.payload)
+                 for e in encoded],
+            )
+
+        self._write(op)
+
+    def get_records(self, collection: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
+        wanted = unique_ids(ids)
+        found: dict[str, StoredRecord] = {}
+        with self._reader() as conn:
+            self._require(conn, collection)
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"SELECT {_COLS} FROM records WHERE collection = ? AND id IN ({marks})",
+                    (collection, *chunk),
+                ):
+                    found[row[0]] = decode_record(*row)
+        return {i: found[i] for i in wanted if i in found}
+
+    def delete_records(self, collection: str, ids: Iterable[str]) -> int:
+        wanted = unique_ids(ids)
+
+        def op(conn: sqlite3.Connection) -> int:
+            self._require(conn, collection)
+            deleted = 0
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                deleted += conn.execute(
+                    f"DELETE FROM records WHERE collection = ? AND id IN ({marks})",
+                    (collection, *chunk),
+                ).rowcount
+            return deleted
+
+        return self._write(op)
+
+    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> None:
+        """Replace access lists; ids that do not exist are ignored."""
+        rows: list[tuple[str, int, str, str]] = []
+        for rid, tenants in tenants_by_id.items():
+            if not isinstance(rid, str):
+                raise TypeError(f"ids must be str, got {type(rid).__name__}")
+            text = encode_tenants(tenants, f"record {rid!r}: tenants")
+            rows.append((text, len(text.encode("utf-8")), collection, rid))
+
+        def op(conn: sqlite3.Connection) -> None:
+            self._require(conn, collection)
+            conn.executemany(
+                "UPDATE records SET tenants = ?, nbytes = nbytes - length(CAST(tenants AS BLOB)) + ?"
+                " WHERE collection = ? AND id = ?",
+                rows,
+            )
+
+        self._write(op)
+
+    def iter_records(self, collection: str, batch_size: int = 1024) -> Iterator[list[StoredRecord]]:
+        """Batches in ascending id order (UTF-8 byte order), paged by id so writes may go on.
+
+        CollectionMissing is raised by this call itself, not on the first `next()`.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        with self._reader() as conn:
+            self._require(conn, collection)
+        return self._pages(collection, batch_size)
+
+    def _pages(self, collection: str, batch_size: int) -> Iterator[list[StoredRecord]]:
+        base = f"SELECT {_COLS} FROM records WHERE collection = ?"
+        after: str | None = None  # keyset cursor: the last id returned
+        while True:
+            with self._reader() as conn:
+                if after is None:
+                    sql, args = f"{base} ORDER BY id LIMIT ?", (collection, batch_size)
+                else:
+                    sql, args = f"{base} AND id > ? ORDER BY id LIMIT ?", (collection, after, batch_size)
+                rows = conn.execute(sql, args).fetchall()
+            if not rows:
+                return
+            yield [decode_record(*r) for r in rows]
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][0]
+
+    def count(self, collection: str) -> int:
+        with self._reader() as conn:
+            return self._require(conn, collection)[0]
+
+    def size_bytes(self, collection: str) -> int:
+        """UTF-8 bytes of id, owner, tenants and metadata JSON plus vector and payload bytes."""
+        with self._reader() as conn:
+            return self._require(conn, collection)[1]
+
+    # -- blobs ---------------------------------------------------------------------------
+    def put_blob(self, collection: str, key: str, data: bytes) -> None:
+        check_name(key, "blob key")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"blob data must be bytes, got {type(data).__name__}")
+        value = bytes(data)
+
+        def op(conn: sqlite3.Connection) -> None:
+            self._require(conn, collection)
+            conn.execute(
+                "INSERT INTO blobs (collection, key, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (collection, key) DO UPDATE SET data = excluded.data",
+                (collection, key, value),
+            )
+
+        self._write(op)
+
+    def get_blob(self, collection: str, key: str) -> bytes | None:
+        with self._reader() as conn:
+            self._require(conn, collection)
+            row = conn.execute(
+                "SELECT data FROM blobs WHERE collection = ? AND key = ?", (collection, key)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def ping(self) -> None:
+        with self._reader() as conn:
+            conn.execute("SELECT count(*) FROM collections").fetchone()
+
+    def close(self) -> None:
+        """Close every connection; later calls raise StoreUnavailable. Idempotent."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self._path)!r})"

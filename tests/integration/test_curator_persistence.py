@@ -1,0 +1,68 @@
+"""Curator through the service: default kind, snapshot on shutdown, restart without retraining
+gives identical results, and a snapshot older than the data is caught up from the store."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from curacache.client import Client
+from tests.oracle import exact_top_k
+
+DIM = 16
+PARAMS = {"train_size": 300, "max_sl_size": 16, "branching": 8}
+EXHAUSTIVE = {"gamma1": 64, "gamma2": 4096}
+
+
+def _clustered(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((12, DIM)) * 4
+    return (centers[rng.integers(0, 12, n)] + rng.standard_normal((n, DIM))).astype(np.float32)
+
+
+def _searches(c: Client, queries: np.ndarray) -> dict[str, list]:
+    return {t: c.search_batch("c", queries, t, k=10) for t in ("a", "b", "s")}
+
+
+def test_curator_snapshot_restart_and_catch_up(start_server) -> None:
+    vectors = _clustered(900, 0)
+    ids = [f"v{i}" for i in range(900)]
+    queries = _clustered(8, 1)
+    first = start_server(snapshot_interval_s=0)
+    with Client(first.target) as c:
+        info = c.create_collection("c", DIM, **PARAMS)
+        assert info.index == "curator"  # the default kind
+        c.upsert("c", ids[:400], vectors[:400], owner="a", tenants=["s"])
+        c.upsert("c", ids[400:700], vectors[400:700], owner="b")
+        c.grant("c", ids[400:450], "s", "b")
+        before = _searches(c, queries)
+    first.stop()  # graceful: snapshots the index
+
+    second = start_server(snapshot_interval_s=0)
+    assert second.server.db.get("c").loaded_from_snapshot
+    with Client(second.target) as c:
+        assert _searches(c, queries) == before
+        # Changes the snapshot will not see: new, replaced, re-shared and deleted records.
+        c.upsert("c", ids[700:], vectors[700:], owner="a")
+        c.upsert("c", ids[:1], -vectors[:1], owner="a")
+        c.revoke("c", ids[:100], "s", "a")
+        c.grant("c", ids[450:460], "a", "b")
+        c.delete("c", ids[600:650], "b")
+    second.server.db.save_snapshots = lambda: 0  # stop without a fresh snapshot
+    second.stop()
+
+    third = start_server(snapshot_interval_s=0)
+    assert third.server.db.get("c").loaded_from_snapshot
+    vectors[0] = -vectors[0]
+    visible = {
+        "a": list(range(0, 400)) + list(range(450, 460)) + list(range(700, 900)),
+        "b": list(range(400, 600)) + list(range(650, 700)),
+        "s": list(range(100, 400)) + list(range(400, 450)),
+    }
+    with Client(third.target) as c:
+        for tenant, rows in visible.items():
+            everything = c.search("c", queries[0], tenant, k=len(rows) + 5, **EXHAUSTIVE)
+            assert sorted(h.id for h in everything) == sorted(ids[i] for i in rows)
+            for q in queries:
+                expected = exact_top_k(vectors[rows], [ids[i] for i in rows], q, 10, "cosine")
+                assert [h.id for h in c.search("c", q, tenant, k=10, **EXHAUSTIVE)] == [i for i, _ in expected]
+        assert c.stats("c").record_count == 850

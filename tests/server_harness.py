@@ -1,0 +1,102 @@
+"""Run a real Curacache server on port 0: in a background thread, or as a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from curacache.server.app import CuracacheServer, create_server
+from curacache.server.config import ServerConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_config(storage: str, data_dir: Path, redis_url: str | None, **overrides: Any) -> ServerConfig:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "storage.kind": storage,
+        "storage.data_dir": data_dir,
+        "grace_seconds": 1.0,
+    }
+    if redis_url:
+        values["storage.redis_url"] = redis_url
+    values.update(overrides)
+    return load_config(env={}, overrides=values)
+
+
+class ThreadServer:
+    """A server on its own event loop in a thread, so blocking clients can call it from tests."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.server: CuracacheServer
+        self.server, self.port = self._run(self._start())
+        self.target = f"127.0.0.1:{self.port}"
+
+    async def _start(self) -> tuple[CuracacheServer, int]:
+        server, port = await create_server(self.config)
+        await server.start()
+        return server, port
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=120)
+
+    def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self.server.stop(grace=1.0))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+class ProcessServer:
+    """`curacache serve` as a child process (for SIGKILL crash tests)."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "curacache.cli", "serve", "--port", "0", *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.banner = ""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.banner += line
+            match = re.search(r"listening on [\d.]+:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+                break
+        else:
+            raise RuntimeError(f"server did not start:\n{self.banner}")
+        self.target = f"127.0.0.1:{self.port}"
+        # Keep draining output so the child never blocks on a full pipe.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.banner += line
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)

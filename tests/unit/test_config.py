@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curacache.server.config import ApiKey, ConfigError, load_config
+
+
+def test_defaults_are_embedded_sqlite_on_loopback() -> None:
+    config = load_config(env={})
+    assert (config.host, config.port, config.storage.kind) == ("127.0.0.1", 50051, "sqlite")
+    assert not config.auth.enabled and config.loopback
+
+
+def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text('port = 1\n[storage]\nkind = "redis"\nredis_url = "redis://file"\n[limits]\nmax_k = 7\n')
+    env = {"CURACACHE_PORT": "2", "CURACACHE_LIMITS__MAX_K": "9", "OTHER": "x"}
+    config = load_config(file=file, env=env, overrides={"port": 3, "storage.redis_url": None})
+    assert config.port == 3                              # flag beats env beats file
+    assert config.limits.max_k == 9                      # env beats file
+    assert config.storage.redis_url == "redis://file"    # an unset flag (None) changes nothing
+    assert config.storage.kind == "redis"
+
+
+def test_api_keys_from_file_and_env(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text('[[auth.keys]]\nkey = "a"\ntenants = ["t1", "t2"]\n[[auth.keys]]\nkey = "root"\nadmin = true\n')
+    assert load_config(file=file, env={}).auth.keys == (
+        ApiKey("a", frozenset({"t1", "t2"})), ApiKey("root", frozenset(), True),
+    )
+    keys = load_config(env={"CURACACHE_AUTH__KEYS": "a=t1,t2;root=*"}).auth.keys
+    assert keys == (ApiKey("a", frozenset({"t1", "t2"})), ApiKey("root", frozenset(), True))
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        ({"prot": 1}, "prot"),
+        ({"storage.kind": "mongo"}, "storage.kind"),
+        ({"port": 70000}, "port"),
+        ({"port": "abc"}, "port"),
+        ({"host": "0.0.0.0"}, "auth.keys"),                 # no auth off loopback
+        ({"tls.cert_file": "/x.crt"}, "tls"),
+        ({"limits.max_k": 0}, "limits.max_k"),
+        ({"auth.keys": [{"tenants": ["a"]}]}, "auth.keys[0]"),
+    ],
+)
+def test_bad_settings_name_the_setting(overrides, field) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.").replace("[", r"\[")):
+        load_config(env={}, overrides=overrides)
+
+
+def test_auth_on_allows_any_address() -> None:
+    config = load_config(env={}, overrides={"host": "0.0.0.0", "auth.keys": [{"key": "k", "admin": True}]})
+    assert config.auth.enabled and not config.loopback
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("port = = 1")
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load_config(file=tmp_path / "bad.toml", env={})

@@ -1,0 +1,135 @@
+"""Shared oracle and structure checks for the Curator tests (no tests of its own).
+
+`check_structure` re-derives, independently of curator's code paths, everything the design
+promises about a tenant's sub-tree: each accessible (id, tenant) in exactly one shortlist of
+that tenant, on the id's path; lists <= τ except at GCT leaves; exact counts; the canonical
+placement (merges happened); a consistent arena.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from curator import CuratorIndex, TenantTree
+
+
+class Model:
+    """Reference state: label -> vector and label -> tenants; exact search by numpy."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.vecs: dict[int, np.ndarray] = {}
+        self.access: dict[int, set[str]] = {}
+
+    def add(self, labels: list[int], vecs: np.ndarray, access: list[list[str]]) -> None:
+        for label, v, a in zip(labels, vecs, access):
+            self.vecs[label] = np.asarray(v, dtype=np.float32)
+            self.access[label] = set(a)
+
+    def grant(self, labels: list[int], tenant: str) -> None:
+        for label in labels:
+            if label in self.access:
+                self.access[label].add(tenant)
+
+    def revoke(self, labels: list[int], tenant: str) -> None:
+        for label in labels:
+            if label in self.access:
+                self.access[label].discard(tenant)
+
+    def remove(self, labels: list[int]) -> None:
+        for label in labels:
+            self.vecs.pop(label, None)
+            self.access.pop(label, None)
+
+    def visible(self, tenant: str) -> list[int]:
+        return sorted(label for label, a in self.access.items() if tenant in a)
+
+    def tenants(self) -> set[str]:
+        return {t for a in self.access.values() for t in a}
+
+    def scores(self, tenant: str, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, raw scores) of everything `tenant` sees, best first (float64 oracle)."""
+        labels = np.asarray(self.visible(tenant), dtype=np.int64)
+        if labels.size == 0:
+            return labels, np.empty(0)
+        x = np.stack([self.vecs[label] for label in labels]).astype(np.float64)
+        q64 = q.astype(np.float64)
+        if self.metric == "ip":
+            s = x @ q64
+            order = np.argsort(-s, kind="stable")
+        else:
+            s = ((x - q64) ** 2).sum(axis=1)
+            order = np.argsort(s, kind="stable")
+        return labels[order], s[order]
+
+
+def assert_exact(model: Model, tenant: str, q: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int) -> None:
+    """`labels`/`scores` (one row) are the exact top-k up to float32 rounding near ties."""
+    want_l, want_s = model.scores(tenant, q)
+    n = min(k, len(want_l))
+    assert np.all(labels[n:] == -1)
+    assert np.all(np.isinf(scores[n:]))
+    got = labels[:n]
+    assert np.all(got >= 0), (got, want_l[:n])
+    np.testing.assert_allclose(scores[:n], want_s[:n], rtol=1e-4, atol=1e-4)
+    if n < len(want_s):  # labels can only differ among (near-)ties at the k-th score
+        boundary = want_s[n - 1]
+        firm = set(want_l[:n][np.abs(want_s[:n] - boundary) > 1e-4].tolist())
+        assert firm <= set(got.tolist())
+    else:
+        assert set(got.tolist()) == set(want_l.tolist())
+
+
+def lists_of(tt: TenantTree) -> dict[int, np.ndarray]:
+    return {int(node): tt.ids(int(node)).copy() for node in tt.list_nodes()}
+
+
+def check_structure(index: CuratorIndex, model: Model) -> None:
+    """Every design invariant of every tenant's sub-tree, against the model's access map."""
+    tree = index.tree
+    tau = index.max_sl_size
+    assert set(index.tenants()) == model.tenants()
+    assert sorted(index.labels().tolist()) == sorted(model.vecs)
+    for tenant in model.tenants():
+        tt = index.tenant_tree(tenant)
+        assert tt is not None
+        lists = lists_of(tt)
+        full_count = np.zeros(tree.n_nodes, dtype=np.int64)
+        seen: list[int] = []
+        for node, ids in lists.items():
+            assert ids.size > 0, "empty lists must be dropped"
+            assert ids.size <= tau or tree.child_count[node] == 0, "list over τ above a GCT leaf"
+            seen.extend(ids.tolist())
+            for label in ids.tolist():  # the list sits on the id's path
+                path = index.path_of(label)
+                assert path[tree.depth[node]] == node
+            a = node
+            while a >= 0:  # exact counts: every ancestor (and the node) counts the list
+                full_count[a] += ids.size
+                a = tree.parent[a]
+        assert sorted(seen) == model.visible(tenant), "each accessible id in exactly one list"
+        m = tt.count.shape[0]
+        assert m in (1, tree.n_nodes)
+        assert np.array_equal(tt.count, full_count[:m])
+        assert np.all(full_count[m:] == 0)
+        for node in lists:  # canonical placement: splits and merges both happened
+            parent = tree.parent[node]
+            assert parent < 0 or full_count[parent] > tau, f"list at {node} should have merged up"
+            assert full_count[node] <= tau or tree.child_count[node] == 0
+        internal = (full_count > 0) & ~np.isin(np.arange(tree.n_nodes), list(lists))
+        assert np.all(tree.child_count[internal] > 0), "a GCT leaf with ids but no list"
+        # arena: reserved ranges inside the high-water mark and pairwise disjoint
+        nodes = np.flatnonzero(tt.sl_cap)
+        assert set(nodes.tolist()) == set(lists)
+        spans = sorted((int(tt.sl_off[n]), int(tt.sl_off[n] + tt.sl_cap[n])) for n in nodes)
+        for (a0, a1), (b0, _) in zip(spans, spans[1:]):
+            assert a1 <= b0
+        assert not spans or spans[-1][1] <= tt.used <= tt.pool.shape[0]
+        assert np.all(tt.sl_size[nodes] <= tt.sl_cap[nodes])
+    for name in ("nobody", *[t for t in ("t0", "t1", "t2", "t3", "anchor") if t not in model.tenants()]):
+        assert index.tenant_tree(name) is None
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int, n_clusters: int, spread: float = 1.0) -> np.ndarray:
+    centers = rng.standard_normal((n_clusters, dim)).astype(np.float32) * 3
+    return (centers[rng.integers(0, n_clusters, n)] + spread * rng.standard_normal((n, dim))).astype(np.float32)
