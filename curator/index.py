@@ -19,8 +19,8 @@ add returns once the tree is installed; k-means runs outside the lock, so search
 meanwhile) and installs it under the write lock: every label re-routed, every tenant's
 structure rebuilt in its canonical form — the result of re-inserting everything through the
 grant path, built in bulk (`TenantTree.build`). `retrain()` does the same on demand and may
-be called from a background thread; scheduling it (e.g. when the collection has grown 4×
-since the last training) is left to the caller.
+be called from a background thread; `retrain_due()` says when the collection has grown
+RETRAIN_GROWTH× since the last training, and the caller schedules it.
 
 Routing (measured deviation from "nearest child at every level"): paths come from a beam
 search (width 4) over the levels, and training moves centroids to the mean of what the
@@ -50,6 +50,9 @@ METRICS = ("ip", "l2")
 MAX_LABEL = 2**31 - 1
 # Largest sample the GCT is trained on; FAISS subsamples per level anyway (256 per centroid).
 MAX_TRAIN_SAMPLE = 200_000
+# Retrain once the collection has grown this much since the last training: centroids fitted
+# on a quarter of the data still route well, and k-means cost stays amortised O(1) per insert.
+RETRAIN_GROWTH = 4
 _MIN_CAP = 8
 _TUPLE_BYTES = sys.getsizeof(())
 
@@ -274,6 +277,10 @@ class CuratorIndex:
         """
         return self._train(force=True)
 
+    def retrain_due(self) -> bool:
+        """True once the live count has grown RETRAIN_GROWTH× since the tree was trained."""
+        return self._tree.trained and self._n >= self._train_at
+
     def _train(self, *, force: bool) -> bool:
         with self._train_mutex:
             with self._lock.read():
@@ -298,6 +305,7 @@ class CuratorIndex:
         self._tree = tree
         cap = len(self._present)
         live = np.flatnonzero(self._present)
+        self._train_at = RETRAIN_GROWTH * max(int(live.size), self.train_size)
         self._paths = np.full((cap, tree.height + 1), -1, dtype=np.int32)
         self._paths[live] = tree.route(self._vectors[live])
         by_tenant: list[list[int]] = [[] for _ in self._trees]

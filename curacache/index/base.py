@@ -66,6 +66,17 @@ class Index(Protocol):
     def restore(self, data: bytes) -> None: ...
 
 
+@runtime_checkable
+class Retrainable(Protocol):
+    """An index whose structure is learned from the data and goes stale as the data grows."""
+
+    def retrain_due(self) -> bool:
+        """True when the data has changed enough that `retrain` would pay."""
+
+    def retrain(self) -> bool:
+        """Re-learn the structure; must not block searches for its duration. True if installed."""
+
+
 class IndexKind(Protocol):
     """A registered index kind: validates its parameters and builds empty indexes."""
 

@@ -79,6 +79,9 @@ class CuratorAdapter:
         """Present labels, to reconcile a restored snapshot with the store."""
         return self.core.labels()
 
+    def retrain_due(self) -> bool:
+        return self.core.retrain_due()
+
     def retrain(self) -> bool:
         """Retrain the clustering tree on the current vectors (k-means outside the lock)."""
         return self.core.retrain()

@@ -7,6 +7,7 @@ half-applied write and never maps a label to an id that was reassigned under it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import zlib
 from collections import Counter
@@ -16,11 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curacache.errors import InvalidArgument, NotFound, PermissionDenied
-from curacache.index.base import Index
+from curacache.index.base import Index, Retrainable
 from curacache.index.rwlock import RWLock
 from curacache.server import snapshot
 from storage.base import DocumentStore
 from storage.types import CollectionSpec, StoredRecord
+
+log = logging.getLogger("curacache.server")
 
 
 @dataclass(slots=True)
@@ -60,7 +63,13 @@ class Collection:
         self._rw = RWLock()
         self._dropped = False
         self._writes_since_snapshot = 0
+        self._retrainer: threading.Thread | None = None
         self.loaded_from_snapshot = False
+
+    @property
+    def index(self) -> Index:
+        """The in-memory index (diagnostics and tests; writes go through the collection)."""
+        return self._index
 
     # -- life cycle ----------------------------------------------------------------------
     def load(self, batch_size: int = 4096, *, use_snapshot: bool = True) -> bool:
@@ -155,6 +164,7 @@ class Collection:
             with self._rw.write():
                 self._apply_remove([r.id for r in records if r.id in self._entries])
                 self._apply_add(records)
+            self._maybe_retrain()
         return len(records)
 
     def delete(self, tenant: str, ids: Sequence[str], *, admin: bool) -> int:
@@ -261,6 +271,38 @@ class Collection:
             records, tenants = len(self._entries), len(self._tenant_records)
             memory = self._index.memory_bytes()
         return CollectionStats(records, tenants, memory, self._store.size_bytes(self.spec.name))
+
+    # -- background maintenance ----------------------------------------------------------
+    def _maybe_retrain(self) -> None:
+        """Start retraining in a background thread when the index asks for it (one at a time).
+
+        Why a thread: the index learns its new structure without holding its lock, so searches
+        and writes go on meanwhile; only the final install is exclusive."""
+        index = self._index
+        if not isinstance(index, Retrainable) or not index.retrain_due():
+            return
+        if self._retrainer is not None and self._retrainer.is_alive():
+            return
+        self._retrainer = threading.Thread(target=self._retrain, name=f"retrain:{self.spec.name}", daemon=True)
+        self._retrainer.start()
+
+    def _retrain(self) -> None:
+        try:
+            installed = self._index.retrain()  # type: ignore[attr-defined]
+        except Exception:  # a failed retrain leaves the old structure serving; nothing is lost
+            log.exception("collection %s: background retraining failed", self.spec.name)
+            return
+        if installed:
+            with self._writer:
+                self._writes_since_snapshot += 1  # the next snapshot carries the new structure
+            log.info("collection %s: index retrained on %d records", self.spec.name, len(self._entries))
+
+    def wait_for_background(self, timeout: float | None = None) -> bool:
+        """Wait for a running background retrain; True when none is left running."""
+        worker = self._retrainer
+        if worker is not None:
+            worker.join(timeout)
+        return worker is None or not worker.is_alive()
 
     # -- internals (callers hold the write lock) ----------------------------------------
     def _check_live(self) -> None:

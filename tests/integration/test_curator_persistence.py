@@ -66,3 +66,26 @@ def test_curator_snapshot_restart_and_catch_up(start_server) -> None:
                 expected = exact_top_k(vectors[rows], [ids[i] for i in rows], q, 10, "cosine")
                 assert [h.id for h in c.search("c", q, tenant, k=10, **EXHAUSTIVE)] == [i for i, _ in expected]
         assert c.stats("c").record_count == 850
+
+
+def test_growth_retrains_the_tree_in_the_background(start_server) -> None:
+    vectors = _clustered(1300, 2)
+    ids = [f"v{i}" for i in range(1300)]
+    running = start_server(snapshot_interval_s=0)
+    with Client(running.target) as c:
+        c.create_collection("c", DIM, **PARAMS)
+        c.upsert("c", ids[:300], vectors[:300], owner="a")  # reaches train_size: trained in that call
+        collection = running.server.db.get("c")
+        core = collection.index.core  # type: ignore[attr-defined]
+        first_tree = core.tree
+        assert core.trained and not core.retrain_due()
+        c.upsert("c", ids[300:1100], vectors[300:1100], owner="a")
+        assert core.tree is first_tree  # 1100 < 4 × 300: not yet
+        c.upsert("c", ids[1100:], vectors[1100:], owner="a", tenants=["s"])
+        assert collection.wait_for_background(timeout=120)
+        assert core.tree is not first_tree and not core.retrain_due()
+        for q in _clustered(5, 3):
+            expected = exact_top_k(vectors, ids, q, 10, "cosine")
+            assert [h.id for h in c.search("c", q, "a", k=10, **EXHAUSTIVE)] == [i for i, _ in expected]
+            everything = c.search("c", q, "s", k=300, **EXHAUSTIVE)
+            assert sorted(h.id for h in everything) == sorted(ids[1100:])

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("tqdm")
-pytest.importorskip("matplotlib")
-
-from bench.curator import data  # noqa: E402
-from bench.curator.run import main  # noqa: E402
+from bench.curator import data
+from bench.curator.run import main
 
 pytestmark = pytest.mark.skipif(
     not (data.DATA_DIR / data.PAPERS).exists(), reason="../shared/data not present"
