@@ -1,4 +1,4 @@
-"""`curacache` command line: serve (more subcommands join as features land)."""
+"""`curacache` command line: serve, fake-llm (more subcommands join as features land)."""
 
 from __future__ import annotations
 
@@ -68,10 +68,67 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fake_llm_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fake-llm",
+        help="run an OpenAI-compatible LLM backend SIMULATOR (a test and load-test tool, not a model)",
+        description="OpenAI-compatible LLM backend simulator for tests and load tests: deterministic "
+        "text from the request, GPU-like timing (TTFT, tokens/s, limited concurrent sequences with a "
+        "FIFO queue) and fault injection. Force a fault per request with the header "
+        "`x-fake-fault: 429|503|drop|hang[,times=N][,retry-after=S]` or a prompt marker "
+        "`[[fake-fault:...]]`. It is not a language model.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000; 0 picks a free one)")
+    p.add_argument("--model", action="append", dest="models", help="model name served (repeatable; default fake-llm)")
+    p.add_argument("--ttft-ms", type=float, default=50.0, help="time to first token once a sequence has a slot (default 50)")
+    p.add_argument("--tokens-per-s", type=float, default=50.0, help="decode speed per sequence (default 50)")
+    p.add_argument("--max-concurrency", type=int, default=8, help="sequences decoded at once; the rest queue FIFO (default 8)")
+    p.add_argument("--fail-429-rate", type=float, default=0.0, help="share of requests answered 429 + Retry-After")
+    p.add_argument("--fail-503-rate", type=float, default=0.0, help="share of requests answered 503")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="share of requests whose connection drops mid-answer")
+    p.add_argument("--hang-rate", type=float, default=0.0, help="share of requests never answered")
+    p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with 429/503 (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
+    p.set_defaults(run=_fake_llm)
+
+
+def _fake_llm(args: argparse.Namespace) -> int:
+    from curacache.llm.simulator import SimConfig, serve
+
+    try:
+        config = SimConfig(
+            models=tuple(args.models or ("fake-llm",)),
+            ttft_ms=args.ttft_ms,
+            tokens_per_s=args.tokens_per_s,
+            max_concurrency=args.max_concurrency,
+            fail_429_rate=args.fail_429_rate,
+            fail_503_rate=args.fail_503_rate,
+            drop_rate=args.drop_rate,
+            hang_rate=args.hang_rate,
+            retry_after_s=args.retry_after,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        print(f"curacache fake-llm: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config=config, host=args.host, port=args.port, stop=stop)
+
+    asyncio.run(run())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="curacache", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _fake_llm_parser(sub)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

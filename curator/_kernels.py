@@ -33,20 +33,18 @@ def route(
     cnorm: np.ndarray,
     child_start: np.ndarray,
     child_count: np.ndarray,
-    parent: np.ndarray,
-    depth: np.ndarray,
     beam: int,
-    paths_out: np.ndarray,
+    leaf_out: np.ndarray,
 ) -> None:
-    """paths_out[i] = root->leaf GCT path of x[i], found by a beam search over the levels.
+    """leaf_out[i] = the GCT leaf of x[i], found by a beam search over the levels.
 
     Each level keeps the `beam` children (of all kept nodes) nearest in L2; a kept GCT leaf
-    is a finished candidate; the nearest candidate leaf wins and its ancestors form the
-    path. beam = 1 is the plain nearest-child-at-every-level routing; beam 4 lands 96% of
+    is a finished candidate; the nearest candidate leaf wins (its path is the tree's
+    `ancestors[leaf]`). beam = 1 is the plain nearest-child-at-every-level routing; beam 4 lands 96% of
     arXiv vectors in their nearest leaf (greedy: 74%) for ~8 µs per vector, worth +0.017
     recall@10 at the default γ and equal search cost.
     ||x - c||² = ||x||² - 2 x·c + ||c||²; ||x||² is the same for every node and is dropped.
-    `paths_out` is (n, height + 1) int32, pre-filled with -1; column 0 is the root (node 0).
+    `leaf_out` is (n,) int32; an untrained tree (root alone) routes everything to node 0.
     """
     max_fan = 1
     for node in range(child_count.shape[0]):
@@ -80,10 +78,7 @@ def route(
                 else:
                     cur[nc] = c
                     nc += 1
-        node = best_leaf
-        while node >= 0:
-            paths_out[i, depth[node]] = node
-            node = parent[node]
+        leaf_out[i] = best_leaf
     return
 
 
@@ -95,7 +90,7 @@ def traverse(
     child_start: np.ndarray,
     child_count: np.ndarray,
     count: np.ndarray,
-    sl_size: np.ndarray,
+    sl_cap: np.ndarray,
     collect: int,
     keep: int,
     out_nodes: np.ndarray,
@@ -104,17 +99,17 @@ def traverse(
 
     A min-heap keyed by the L2 distance from `q` to node centroids (||q||² dropped) is expanded
     from the root; nodes where the tenant's `count` is 0 are never pushed; a node holding the
-    tenant's shortlist (`sl_size > 0`) becomes a bucket and is not descended. Expansion stops
+    tenant's shortlist (`sl_cap > 0`; its length is `count`) becomes a bucket and is not descended. Expansion stops
     once the buckets hold `collect` (= γ1·γ2·k) ids. The buckets are then sorted by centroid
     distance and the nearest are kept until they hold `keep` (= γ2·k) ids (the bucket that
     crosses `keep` is kept whole). Returns how many nodes were written to `out_nodes`.
 
-    `count`/`sl_size` may have length 1 (a root-only tenant): the root then holds the list
+    `count`/`sl_cap` may have length 1 (a root-only tenant): the root then holds the list
     (or nothing), so no other entry is read.
     """
     if count[0] <= 0:
         return 0
-    if sl_size[0] > 0:
+    if sl_cap[0] > 0:
         out_nodes[0] = 0
         return 1
     n_nodes = child_count.shape[0]
@@ -148,8 +143,8 @@ def traverse(
                 i = c
             heap_key[i] = lk
             heap_node[i] = ln
-        s = sl_size[node]
-        if s > 0:
+        if sl_cap[node] > 0:
+            s = count[node]
             bucket_key[nb] = key
             bucket_node[nb] = node
             nb += 1
@@ -178,7 +173,7 @@ def traverse(
         node = bucket_node[order[j]]
         out_nodes[m] = node
         m += 1
-        total += sl_size[node]
+        total += count[node]
         if total >= keep:
             break
     return m
@@ -275,7 +270,7 @@ def search(
     child_start: np.ndarray,
     child_count: np.ndarray,
     count: np.ndarray,
-    sl_size: np.ndarray,
+    sl_cap: np.ndarray,
     sl_off: np.ndarray,
     pool: np.ndarray,
     vectors: np.ndarray,
@@ -288,23 +283,23 @@ def search(
 ) -> None:
     """One tenant's top-k for every query row: traverse, gather the buckets, score exactly.
 
-    The buckets' ids are copied from the tenant's arena (`pool[sl_off[b]:+sl_size[b]]`) into
+    The buckets' ids are copied from the tenant's arena (`pool[sl_off[b]:+count[b]]`) into
     one candidate array (each id sits in exactly one list, so there are no duplicates).
     Unfilled output slots are left as the caller initialised them.
     """
     buckets = np.empty(child_count.shape[0], dtype=np.int32)
     for qi in range(queries.shape[0]):
         q = queries[qi]
-        m = traverse(q, centroids, cnorm, child_start, child_count, count, sl_size, collect, keep, buckets)
+        m = traverse(q, centroids, cnorm, child_start, child_count, count, sl_cap, collect, keep, buckets)
         total = 0
         for j in range(m):
-            total += sl_size[buckets[j]]
+            total += count[buckets[j]]
         cand = np.empty(total, dtype=np.int32)
         pos = 0
         for j in range(m):
             b = buckets[j]
             off = sl_off[b]
-            for u in range(sl_size[b]):
+            for u in range(count[b]):
                 cand[pos + u] = pool[off + u]
-            pos += sl_size[b]
+            pos += count[b]
         score_topk(q, vectors, norms, cand, is_ip, out_labels[qi], out_scores[qi])

@@ -3,7 +3,11 @@
 Why npz: arrays round-trip bit-exactly and fast; `allow_pickle=False` on load means a
 snapshot can never execute code. Scalars and tenant names travel as one JSON document stored
 as a uint8 array. The access map is not stored: it is exactly the union of the tenants'
-shortlists, so it is rebuilt from them on load.
+shortlists, so it is rebuilt from them on load. Labels travel as one GCT leaf each (-1 =
+absent); paths are the tree's `ancestors` (derived, not stored).
+
+VERSION 2 (leaf per label instead of a path per label). Older snapshots are rejected: the
+service then rebuilds the index from its store.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from curator.access import AccessMap
 from curator.tenants import TenantTree
 from curator.tree import Tree
 
@@ -22,13 +27,13 @@ if TYPE_CHECKING:
     from curator.index import CuratorIndex
 
 FORMAT = "curator-snapshot"
-VERSION = 1
+VERSION = 2
 
 
 def dump(index: CuratorIndex) -> bytes:
     """Serialise `index` (caller holds its read lock)."""
-    present = index._present
-    live = np.flatnonzero(present)
+    leaf = index._leaf
+    live = np.flatnonzero(leaf >= 0)
     hi = int(live[-1]) + 1 if live.size else 0
     names: list[str] = []
     counts: list[np.ndarray] = []
@@ -68,8 +73,7 @@ def dump(index: CuratorIndex) -> bytes:
         meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
         vectors=index._vectors[:hi],
         norms=index._norms[:hi],
-        paths=index._paths[:hi],
-        present=present[:hi],
+        leaf=leaf[:hi],
         t_count=np.stack(counts) if counts else np.zeros((0, n_nodes), np.int32),
         t_lists=np.asarray(tenant_lists, dtype=np.int64),
         l_nodes=np.concatenate(nodes) if nodes else np.empty(0, np.int32),
@@ -100,17 +104,26 @@ def load(data: bytes, *, dim: int, metric: str) -> State:
         raise ValueError("not a curator snapshot of a supported version")
     if meta["dim"] != dim or meta["metric"] != metric:
         raise ValueError(f"snapshot is for dim={meta['dim']} metric={meta['metric']!r}")
+    need = {"leaf", "vectors", "norms", "t_count", "t_lists", "l_nodes", "l_offsets", "l_ids"}
+    if not need <= arrays.keys():
+        raise ValueError("curator snapshot is missing arrays")
     tree = Tree.from_arrays({k[5:]: arrays.pop(k) for k in list(arrays) if k.startswith("tree_")})
     n_nodes = tree.n_nodes
-    hi = arrays["present"].shape[0]
+    leaf = arrays["leaf"]
+    hi = leaf.shape[0]
+    live = leaf[leaf >= 0]
     ok = (
-        arrays["vectors"].shape == (hi, dim)
-        and arrays["paths"].shape == (hi, tree.height + 1)
+        leaf.ndim == 1
+        and leaf.dtype == np.int32
+        and arrays["vectors"].shape == (hi, dim)
+        and bool(np.all(leaf >= -1))
+        and (live.size == 0 or (int(live.max()) < n_nodes and not np.any(tree.child_count[live])))
         and arrays["t_count"].shape == (len(meta["tenants"]), n_nodes)
         and arrays["t_lists"].shape == (len(meta["tenants"]) + 1,)
         and arrays["l_offsets"].shape == (arrays["l_nodes"].shape[0] + 1,)
         and (arrays["l_ids"].size == 0 or int(arrays["l_ids"].max()) < hi)
-        and bool(np.all(arrays["present"][arrays["l_ids"]]))
+        and (arrays["l_ids"].size == 0 or int(arrays["l_ids"].min()) >= 0)
+        and bool(np.all(leaf[arrays["l_ids"]] >= 0))
         and int(arrays["l_offsets"][-1]) == arrays["l_ids"].shape[0]
         and (arrays["l_nodes"].size == 0 or int(arrays["l_nodes"].max()) < n_nodes)
     )
@@ -130,17 +143,15 @@ def apply(index: CuratorIndex, state: State) -> None:
     index._tree = state.tree
     index._reset_rows()
     index._reset_tenants()
-    hi = a["present"].shape[0]
+    hi = a["leaf"].shape[0]
     if hi:
         index._resize(max(8, 1 << (hi - 1).bit_length()))
         index._vectors[:hi] = a["vectors"]
         index._norms[:hi] = a["norms"]
-        index._paths[:hi] = a["paths"]
-        index._present[:hi] = a["present"]
-    live = np.flatnonzero(index._present)
-    index._n = int(live.size)
-    access: list[list[int]] = [[] for _ in range(hi)]
+        index._leaf[:hi] = a["leaf"]
+    index._n = int(np.count_nonzero(a["leaf"] >= 0))
     t_lists, nodes, offsets, ids = a["t_lists"], a["l_nodes"], a["l_offsets"], a["l_ids"]
+    owners = np.zeros(ids.shape[0], dtype=np.int64)
     for t, name in enumerate(meta["tenants"]):
         lo, up = int(t_lists[t]), int(t_lists[t + 1])
         off = offsets[lo : up + 1] - offsets[lo]
@@ -149,8 +160,5 @@ def apply(index: CuratorIndex, state: State) -> None:
         index._tenant_ids[name] = t
         index._tenant_names.append(name)
         index._trees.append(tt)
-        for label in tids.tolist():
-            access[label].append(t)
-    for label in live.tolist():
-        index._access[label] = tuple(access[label])
-        index._refs += len(access[label])
+        owners[int(offsets[lo]) : int(offsets[up])] = t
+    index._access = AccessMap.from_pairs(index._leaf.shape[0], ids.astype(np.int64), owners)

@@ -3,9 +3,11 @@
 State (why: one copy of every vector, per (vector, tenant) one id in one list):
 
 - `vectors` (cap, dim) float32, row = label (labels are dense, caller-allocated, < 2**31),
-  `norms` (cap,) squared norms, `paths` (cap, height + 1) int32 root->leaf GCT path per label.
-- `access[label]`: tuple of tenant ints that see the label (None = absent); needed so that
-  remove() can revoke from exactly the right tenants and grant/revoke can skip no-ops.
+  `norms` (cap,) squared norms, `leaf` (cap,) int32 GCT leaf per label (-1 = absent); the
+  label's root->leaf path is `tree.ancestors[leaf]` (4 bytes per label, not 4·(height + 1)).
+- `access`: an `AccessMap` (label -> tenant ints, one small int per pair in one arena);
+  needed so that remove() can revoke from exactly the right tenants and grant/revoke can
+  skip no-ops.
 - per tenant (string -> small int, ints reused): a `TenantTree` (counts, shortlists).
 
 Symbols: τ = `max_sl_size` (split threshold of a shortlist), b0 = `branching` (root fan-out of
@@ -43,6 +45,7 @@ import numpy as np
 
 from curator import _kernels, _persist
 from curator._rwlock import RWLock
+from curator.access import AccessMap
 from curator.tenants import TenantTree
 from curator.tree import Tree, train_tree
 
@@ -54,7 +57,6 @@ MAX_TRAIN_SAMPLE = 200_000
 # on a quarter of the data still route well, and k-means cost stays amortised O(1) per insert.
 RETRAIN_GROWTH = 4
 _MIN_CAP = 8
-_TUPLE_BYTES = sys.getsizeof(())
 
 
 class CuratorIndex:
@@ -97,11 +99,9 @@ class CuratorIndex:
     def _reset_rows(self) -> None:
         self._vectors = np.empty((0, self.dim), dtype=np.float32)
         self._norms = np.empty(0, dtype=np.float32)
-        self._paths = np.empty((0, self._tree.height + 1), dtype=np.int32)
-        self._present = np.zeros(0, dtype=bool)
-        self._access: list[tuple[int, ...] | None] = []
+        self._leaf = np.empty(0, dtype=np.int32)  # -1 = absent
+        self._access = AccessMap(0)
         self._n = 0
-        self._refs = 0  # (label, tenant) pairs
 
     def _reset_tenants(self) -> None:
         self._tenant_ids: dict[str, int] = {}
@@ -110,17 +110,15 @@ class CuratorIndex:
         self._free_tenants: list[int] = []
 
     def _resize(self, cap: int) -> None:
-        keep = min(cap, len(self._present))
+        keep = min(cap, len(self._leaf))
         vec = np.empty((cap, self.dim), dtype=np.float32)
         vec[:keep] = self._vectors[:keep]
         norms = np.zeros(cap, dtype=np.float32)
         norms[:keep] = self._norms[:keep]
-        paths = np.full((cap, self._paths.shape[1]), -1, dtype=np.int32)
-        paths[:keep] = self._paths[:keep]
-        present = np.zeros(cap, dtype=bool)
-        present[:keep] = self._present[:keep]
-        self._vectors, self._norms, self._paths, self._present = vec, norms, paths, present
-        self._access = self._access[:keep] + [None] * (cap - keep)
+        leaf = np.full(cap, -1, dtype=np.int32)
+        leaf[:keep] = self._leaf[:keep]
+        self._vectors, self._norms, self._leaf = vec, norms, leaf
+        self._access.resize(cap)
 
     def _tenant(self, name: str, create: bool) -> int:
         t = self._tenant_ids.get(name)
@@ -148,16 +146,28 @@ class CuratorIndex:
             if not self._tenant_ids:
                 self._reset_tenants()
 
+    def _path(self, label: int) -> list[int]:
+        return self._tree.ancestors[self._leaf.item(label)].tolist()
+
     def _grant_one(self, label: int, t: int) -> None:
         tt = self._trees[t]
         assert tt is not None
-        tt.grant(label, self._paths[label].tolist(), self._tree, self._paths, self.max_sl_size)
+        tt.grant(label, self._path(label), self._tree, self._leaf, self.max_sl_size)
 
     def _revoke_one(self, label: int, t: int) -> None:
         tt = self._trees[t]
         assert tt is not None
-        tt.revoke(label, self._paths[label].tolist(), self._tree, self.max_sl_size)
+        tt.revoke(label, self._path(label), self._tree, self.max_sl_size)
         self._drop_tenant_if_empty(t)
+
+    def _live(self, label: int) -> bool:
+        return 0 <= label < self._leaf.shape[0] and self._leaf.item(label) >= 0
+
+    @staticmethod
+    def _distinct(labels: np.ndarray) -> list[int]:
+        """Labels as Python ints, first occurrences only (a single label skips the dict)."""
+        seq = np.asarray(labels, dtype=np.int64).ravel().tolist()
+        return seq if len(seq) < 2 else list(dict.fromkeys(seq))
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -182,20 +192,18 @@ class CuratorIndex:
             raise ValueError("add: duplicate labels in one batch")
         with self._lock.write():
             hi = int(labels.max()) + 1
-            if hi > len(self._present):
+            if hi > len(self._leaf):
                 self._resize(max(_MIN_CAP, 1 << (hi - 1).bit_length()))
-            present = labels[self._present[labels]]
+            present = labels[self._leaf[labels] >= 0]
             if present.size:
                 raise ValueError(f"add: labels already present: {present[:10].tolist()}")
             self._vectors[labels] = vectors
             self._norms[labels] = np.einsum("ij,ij->i", vectors, vectors)
-            self._paths[labels] = self._tree.route(vectors)
-            self._present[labels] = True
+            self._leaf[labels] = self._tree.route_leaves(vectors)
             self._n += n
             for label, tenants in zip(labels.tolist(), access):
-                ts = tuple(dict.fromkeys(self._tenant(name, True) for name in tenants))
-                self._access[label] = ts
-                self._refs += len(ts)
+                ts = list(dict.fromkeys(self._tenant(name, True) for name in tenants))
+                self._access.set(label, ts)
                 for t in ts:
                     self._grant_one(label, t)
             due = self._n >= self._train_at and not self._tree.trained
@@ -203,67 +211,58 @@ class CuratorIndex:
             self._train(force=False)
 
     def grant(self, labels: np.ndarray, tenant: str) -> None:
-        """Let `tenant` see these labels (grant path); absent or already-seen labels are skipped."""
-        labels = np.asarray(labels, dtype=np.int64).ravel()
+        """Let `tenant` see these labels (grant path); absent or already-seen labels are skipped.
+
+        Kept lean for the common single-label call (no dict, no temporary arrays): the
+        service grants one cached entry at a time.
+        """
+        seq = self._distinct(labels)
         with self._lock.write():
             t = -1
-            for label in dict.fromkeys(labels.tolist()):
-                if not 0 <= label < len(self._access):
-                    continue
-                seen = self._access[label]
-                if seen is None or (t >= 0 and t in seen):
+            for label in seq:
+                if not self._live(label):
                     continue
                 if t < 0:
                     t = self._tenant(tenant, True)
-                    if t in seen:
-                        continue
-                self._access[label] = seen + (t,)
-                self._refs += 1
+                if t in self._access.tenants(label):
+                    continue
+                self._access.add(label, t)
                 self._grant_one(label, t)
             if t >= 0:
                 self._drop_tenant_if_empty(t)
 
     def revoke(self, labels: np.ndarray, tenant: str) -> None:
         """Stop `tenant` seeing these labels (remove from its list, merge upward); no-ops skipped."""
-        labels = np.asarray(labels, dtype=np.int64).ravel()
+        seq = self._distinct(labels)
         with self._lock.write():
             t = self._tenant(tenant, False)
             if t < 0:
                 return
-            for label in dict.fromkeys(labels.tolist()):
-                if not 0 <= label < len(self._access):
+            for label in seq:
+                if not self._live(label) or t not in self._access.tenants(label):
                     continue
-                seen = self._access[label]
-                if seen is None or t not in seen:
-                    continue
-                self._access[label] = tuple(x for x in seen if x != t)
-                self._refs -= 1
+                self._access.discard(label, t)
                 self._revoke_one(label, t)
                 if self._trees[t] is None:  # that was its last label
                     break
 
     def remove(self, labels: np.ndarray) -> None:
         """Forget labels: revoke for every tenant that sees them, free the rows; absent skipped."""
-        labels = np.asarray(labels, dtype=np.int64).ravel()
+        seq = self._distinct(labels)
         with self._lock.write():
-            for label in dict.fromkeys(labels.tolist()):
-                if not 0 <= label < len(self._access):
+            for label in seq:
+                if not self._live(label):
                     continue
-                seen = self._access[label]
-                if seen is None:
-                    continue
-                for t in seen:
+                for t in self._access.tenants(label):
                     self._revoke_one(label, t)
-                self._refs -= len(seen)
-                self._access[label] = None
-                self._present[label] = False
-                self._paths[label] = -1
+                self._access.clear(label)
+                self._leaf[label] = -1
                 self._n -= 1
             if self._n == 0:
                 self._reset_rows()
-            elif len(self._present) > _MIN_CAP:
-                hi = int(np.flatnonzero(self._present)[-1]) + 1
-                if hi <= len(self._present) // 4:
+            elif len(self._leaf) > _MIN_CAP and self._n <= len(self._leaf) // 4:  # else hi can't be
+                hi = int(np.flatnonzero(self._leaf >= 0)[-1]) + 1
+                if hi <= len(self._leaf) // 4:
                     self._resize(max(_MIN_CAP, 1 << (hi - 1).bit_length()))
 
     # -- training -------------------------------------------------------------------------------
@@ -284,7 +283,7 @@ class CuratorIndex:
     def _train(self, *, force: bool) -> bool:
         with self._train_mutex:
             with self._lock.read():
-                live = np.flatnonzero(self._present)
+                live = np.flatnonzero(self._leaf >= 0)
                 if live.size == 0 or (not force and self._tree.trained):
                     return False
                 if live.size > MAX_TRAIN_SAMPLE:
@@ -303,19 +302,17 @@ class CuratorIndex:
     def _install(self, tree: Tree) -> None:
         """Route every present label through `tree` and rebuild all tenant structures."""
         self._tree = tree
-        cap = len(self._present)
-        live = np.flatnonzero(self._present)
+        live = np.flatnonzero(self._leaf >= 0)
         self._train_at = RETRAIN_GROWTH * max(int(live.size), self.train_size)
-        self._paths = np.full((cap, tree.height + 1), -1, dtype=np.int32)
-        self._paths[live] = tree.route(self._vectors[live])
-        by_tenant: list[list[int]] = [[] for _ in self._trees]
-        for label in live.tolist():
-            for t in self._access[label] or ():
-                by_tenant[t].append(label)
+        self._leaf[live] = tree.route_leaves(self._vectors[live])
+        labels, tenants = self._access.to_pairs()
+        order = np.argsort(tenants, kind="stable")
+        labels, tenants = labels[order].astype(np.int32), tenants[order]
+        bounds = np.searchsorted(tenants, np.arange(len(self._trees) + 1))
         for t, tt in enumerate(self._trees):
             if tt is not None:
-                ids = np.asarray(by_tenant[t], dtype=np.int32)
-                self._trees[t] = TenantTree.build(ids, tree, self._paths, self.max_sl_size)
+                ids = labels[bounds[t] : bounds[t + 1]]
+                self._trees[t] = TenantTree.build(ids, tree, self._leaf, self.max_sl_size)
 
     # -- search ---------------------------------------------------------------------------------
 
@@ -343,7 +340,7 @@ class CuratorIndex:
             tree = self._tree
             _kernels.search(
                 queries, tree.centroids, tree.cnorm, tree.child_start, tree.child_count,
-                tt.count, tt.sl_size, tt.sl_off, tt.pool, self._vectors, self._norms,
+                tt.count, tt.sl_cap, tt.sl_off, tt.pool, self._vectors, self._norms,
                 collect, keep, self.metric == "ip", out_labels, out_scores,
             )
         return out_labels, out_scores
@@ -365,7 +362,7 @@ class CuratorIndex:
     def labels(self) -> np.ndarray:
         """The present labels (int64, ascending), e.g. to reconcile a snapshot with a store."""
         with self._lock.read():
-            return np.flatnonzero(self._present).astype(np.int64)
+            return np.flatnonzero(self._leaf >= 0).astype(np.int64)
 
     def tenants(self) -> list[str]:
         """Tenants that see at least one label."""
@@ -375,13 +372,20 @@ class CuratorIndex:
     def access_of(self, label: int) -> list[str]:
         """Tenants that see `label` (empty if absent)."""
         with self._lock.read():
-            seen = self._access[label] if 0 <= label < len(self._access) else None
-            return sorted(str(self._tenant_names[t]) for t in seen or ())
+            seen = self._access.tenants(label) if self._live(label) else []
+            return sorted(str(self._tenant_names[t]) for t in seen)
 
     def path_of(self, label: int) -> np.ndarray:
-        """`label`'s root->leaf GCT path (copy; -1 padded)."""
+        """`label`'s root->leaf GCT path (copy; -1 padded; all -1 if absent)."""
         with self._lock.read():
-            return self._paths[label].copy()
+            if not self._live(label):
+                return np.full(self._tree.height + 1, -1, dtype=np.int32)
+            return self._tree.ancestors[self._leaf[label]].copy()
+
+    def leaves(self) -> np.ndarray:
+        """GCT leaf of every label slot (int32 copy, -1 = absent), e.g. for `TenantTree.build`."""
+        with self._lock.read():
+            return self._leaf.copy()
 
     def tenant_tree(self, tenant: str) -> TenantTree | None:
         """The live structure of `tenant` (for tests and diagnostics: do not mutate)."""
@@ -400,9 +404,9 @@ class CuratorIndex:
             return {
                 "vectors": self._vectors.nbytes,
                 "norms": self._norms.nbytes,
-                "paths": self._paths.nbytes + self._present.nbytes,
-                "access": sys.getsizeof(self._access) + self._n * _TUPLE_BYTES + 8 * self._refs,
-                "tree": self._tree.nbytes(),
+                "paths": self._leaf.nbytes,  # one leaf per label; paths via tree.ancestors
+                "access": self._access.nbytes(),
+                "tree": self._tree.nbytes(),  # includes the ancestors table
                 "tenant_counts": counts,
                 "shortlists": lists,
                 "tenant_map": sys.getsizeof(self._tenant_ids)

@@ -5,12 +5,19 @@ For tenant t and GCT node n:
 - `count[n]`: how many of t's ids sit in shortlists at or below n. Exact counts (not the
   paper's per-node Bloom filter) because they are delete-safe, cost 4 bytes per node, and
   give the merge rule for free (n's subtree fits one list iff count[n] <= τ).
-- `sl_size[n]`: length of t's shortlist at n (> 0 iff t has a list there; empty lists are
-  dropped). A node holding a list is a leaf of t's sub-tree.
-- the list itself is `pool[sl_off[n] : sl_off[n] + sl_size[n]]` with `sl_cap[n]` reserved.
+- `sl_cap[n]` > 0 iff t has a list at n (empty lists are dropped). A node holding a list is
+  a leaf of t's sub-tree, so the list's length is `count[n]`: no separate size array.
+- the list itself is `pool[sl_off[n] : sl_off[n] + count[n]]` with `sl_cap[n]` reserved.
   One int32 arena per tenant (why: the compiled search reads every bucket straight from it,
   with no per-bucket Python object). A full list moves to the arena's end with doubled
-  capacity; the arena is compacted when more than half of it is garbage.
+  capacity; the arena is compacted when more than half of it is garbage. `sl_off` is int32:
+  an arena never reaches 2**31 slots (asserted in `_alloc`; the ids are labels < 2**31 and
+  the arena holds at most ~4 slots per id).
+- Bulk builds (`from_lists`: after training, on restore) give every list exactly its size
+  and the arena 1/8 spare: memory is what the lists need, and the first grants that move a
+  full list to the arena's end find room there instead of reallocating the arena.
+
+Per node that is 12 bytes per tenant (count, sl_off, sl_cap).
 
 Root-only tenants (every tenant with <= τ ids, and all tenants before the GCT is trained)
 keep per-node arrays of length 1: small tenants cost O(their ids), not O(nodes). The arrays
@@ -31,22 +38,23 @@ from curator.tree import Tree
 
 _MIN_CAP = 4
 _MIN_POOL = 16
+_MAX_POOL = 2**31 - 1  # sl_off is int32
+_NODE_ARRAYS = ("count", "sl_off", "sl_cap")
 
 
 def capacity(n: int) -> int:
-    """Reserved slots for a list of n ids: a power of two >= n, at least 4."""
+    """Reserved slots for a list of n ids built by a split or merge: a power of two >= n, >= 4."""
     return max(_MIN_CAP, 1 << max(0, n - 1).bit_length())
 
 
 class TenantTree:
     """Counts and shortlists of one tenant over one GCT (rebuilt when the GCT changes)."""
 
-    __slots__ = ("count", "sl_size", "sl_off", "sl_cap", "pool", "used", "garbage")
+    __slots__ = ("count", "sl_off", "sl_cap", "pool", "used", "garbage")
 
     def __init__(self, n_nodes: int = 1) -> None:
         self.count = np.zeros(n_nodes, dtype=np.int32)
-        self.sl_size = np.zeros(n_nodes, dtype=np.int32)
-        self.sl_off = np.zeros(n_nodes, dtype=np.int64)
+        self.sl_off = np.zeros(n_nodes, dtype=np.int32)
         self.sl_cap = np.zeros(n_nodes, dtype=np.int32)
         self.pool = np.empty(0, dtype=np.int32)
         self.used = 0  # arena high-water mark
@@ -55,23 +63,27 @@ class TenantTree:
     @property
     def size(self) -> int:
         """Number of ids the tenant sees."""
-        return int(self.count[0])
+        return self.count.item(0)
+
+    @property
+    def sl_size(self) -> np.ndarray:
+        """Per-node list lengths (derived: count where a list exists, else 0; a copy)."""
+        return np.where(self.sl_cap > 0, self.count, 0).astype(np.int32)
 
     def nbytes(self) -> tuple[int, int]:
         """(per-node arrays, arena incl. spare capacity)."""
-        nodes = self.count.nbytes + self.sl_size.nbytes + self.sl_off.nbytes + self.sl_cap.nbytes
-        return nodes, self.pool.nbytes
+        return self.count.nbytes + self.sl_off.nbytes + self.sl_cap.nbytes, self.pool.nbytes
 
     def ids(self, node: int) -> np.ndarray:
         """The tenant's shortlist at `node` (a view; empty if none)."""
-        if node >= self.sl_size.shape[0] or self.sl_size[node] == 0:
+        if node >= self.sl_cap.shape[0] or self.sl_cap[node] == 0:
             return np.empty(0, dtype=np.int32)
         off = int(self.sl_off[node])
-        return self.pool[off : off + self.sl_size[node]]
+        return self.pool[off : off + int(self.count[node])]
 
     def list_nodes(self) -> np.ndarray:
         """Nodes where the tenant has a shortlist, ascending."""
-        return np.flatnonzero(self.sl_size).astype(np.int32)
+        return np.flatnonzero(self.sl_cap).astype(np.int32)
 
     # -- arena ----------------------------------------------------------------------------------
 
@@ -81,9 +93,9 @@ class TenantTree:
             if self.garbage > live:
                 self._compact(extra=cap)
             if self.used + cap > self.pool.shape[0]:
-                size = max(_MIN_POOL, self.pool.shape[0])
-                while size < self.used + cap:
-                    size *= 2
+                # grow by half: geometric (amortised O(1) per slot) with less spare than doubling
+                size = max(_MIN_POOL, self.used + cap, self.pool.shape[0] * 3 // 2)
+                assert size <= _MAX_POOL, "tenant arena would exceed 2**31 slots"
                 pool = np.empty(size, dtype=np.int32)
                 pool[: self.used] = self.pool[: self.used]
                 self.pool = pool
@@ -93,7 +105,6 @@ class TenantTree:
 
     def _release(self, node: int) -> None:
         self.garbage += int(self.sl_cap[node])
-        self.sl_size[node] = 0
         self.sl_cap[node] = 0
         self.sl_off[node] = 0
         if self.garbage == self.used:  # nothing live: give the arena back
@@ -101,34 +112,32 @@ class TenantTree:
             self.used = self.garbage = 0
 
     def _place(self, node: int, ids: np.ndarray) -> None:
-        """Store `ids` as node's (new) list."""
+        """Store `ids` as node's (new) list; the caller sets count[node] = len(ids)."""
         cap = capacity(len(ids))
         off = self._alloc(cap)
         self.pool[off : off + len(ids)] = ids
         self.sl_off[node] = off
         self.sl_cap[node] = cap
-        self.sl_size[node] = len(ids)
 
     def _compact(self, extra: int = 0) -> None:
-        """Copy the live lists, in node order, into a fresh arena sized for them (+ extra)."""
+        """Copy the live lists, in node order, into a fresh arena sized for them (+ extra, + 1/8)."""
         nodes = np.flatnonzero(self.sl_cap)
         caps = self.sl_cap[nodes].astype(np.int64)
         live = int(caps.sum())
-        size = _MIN_POOL
-        while size < live + extra:
-            size *= 2
+        size = max(_MIN_POOL, live + extra + (live + extra) // 8)
+        assert size <= _MAX_POOL, "tenant arena would exceed 2**31 slots"
         pool = np.empty(size, dtype=np.int32)
         offs = np.concatenate(([0], np.cumsum(caps)[:-1])) if nodes.size else caps
         for node, off in zip(nodes.tolist(), offs.tolist()):
             src = int(self.sl_off[node])
-            n = int(self.sl_size[node])
+            n = int(self.count[node])
             pool[off : off + n] = self.pool[src : src + n]
             self.sl_off[node] = off
         self.pool, self.used, self.garbage = pool, live, 0
 
     def _resize_nodes(self, n_nodes: int) -> None:
         """Switch between root-only (length 1) and full-tree per-node arrays."""
-        for name in ("count", "sl_size", "sl_off", "sl_cap"):
+        for name in _NODE_ARRAYS:
             old = getattr(self, name)
             new = np.zeros(n_nodes, dtype=old.dtype)
             m = min(n_nodes, old.shape[0])
@@ -137,51 +146,54 @@ class TenantTree:
 
     # -- grant path -----------------------------------------------------------------------------
 
-    def grant(self, label: int, path: list[int], tree: Tree, paths: np.ndarray, tau: int) -> None:
+    def grant(self, label: int, path: list[int], tree: Tree, leaf: np.ndarray, tau: int) -> None:
         """Insert `label` (not yet seen by this tenant) along its root->leaf `path`.
 
         At a node with a list: append (split if it now exceeds τ and the node is no GCT leaf).
         At a node where the tenant has nothing: start a list {label} there. Otherwise descend.
-        Every node passed gets its count incremented.
+        Every node passed gets its count incremented. `leaf` maps labels to GCT leaves (a
+        split pushes ids down along `tree.ancestors[leaf[id]]`).
+
+        Why `.item()` and Python ints: a single-label grant is a handful of scalar reads and
+        writes, and numpy scalars cost several times a Python int in this loop.
         """
-        count, sl = self.count, self.sl_size
+        count, caps = self.count, self.sl_cap
         for node in path:
             if node < 0:
                 break
-            c = int(count[node])
+            c = count.item(node)
             count[node] = c + 1
-            s = int(sl[node])
-            if s > 0:
-                cap = int(self.sl_cap[node])
-                off = int(self.sl_off[node])
-                if s == cap:
-                    if off + cap == self.used and off + 2 * cap <= self.pool.shape[0]:
-                        self.used += cap  # last list in the arena: grow in place
+            cap = caps.item(node)
+            if cap:  # t's list is here and holds c ids
+                off = self.sl_off.item(node)
+                if c == cap:
+                    grown = max(2 * cap, _MIN_CAP)
+                    if off + cap == self.used and off + grown <= self.pool.shape[0]:
+                        self.used += grown - cap  # last list in the arena: grow in place
                     else:
-                        old = self.pool[off : off + s].copy()
+                        old = self.pool[off : off + c].copy()
                         self.garbage += cap
-                        self.sl_cap[node] = 0  # so a compaction inside _alloc skips it
-                        off = self._alloc(2 * cap)
-                        self.pool[off : off + s] = old
+                        caps[node] = 0  # so a compaction inside _alloc skips it
+                        off = self._alloc(grown)
+                        self.pool[off : off + c] = old
                         self.sl_off[node] = off
-                    self.sl_cap[node] = 2 * cap
-                self.pool[off + s] = label
-                sl[node] = s + 1
-                if s + 1 > tau and tree.child_count[node] > 0:
-                    self._split(node, tree, paths, tau)
+                    caps[node] = grown
+                self.pool[off + c] = label
+                if c + 1 > tau and tree.child_count.item(node) > 0:
+                    self._split(node, tree, leaf, tau)
                 return
             if c == 0:
                 self._place(node, np.array([label], dtype=np.int32))
                 return
         raise AssertionError("grant walked past a GCT leaf: tenant structure is corrupt")
 
-    def _split(self, node: int, tree: Tree, paths: np.ndarray, tau: int) -> None:
+    def _split(self, node: int, tree: Tree, leaf: np.ndarray, tau: int) -> None:
         """Push each id of `node`'s list one level down along its own path; drop the list."""
         if self.count.shape[0] < tree.n_nodes:
             self._resize_nodes(tree.n_nodes)
         ids = self.ids(node).copy()
         self._release(node)
-        kids = paths[ids, tree.depth[node] + 1]
+        kids = tree.ancestors[leaf[ids], tree.depth[node] + 1]
         order = np.argsort(kids, kind="stable")
         ids, kids = ids[order], kids[order]
         uniq, starts = np.unique(kids, return_index=True)
@@ -190,7 +202,7 @@ class TenantTree:
             self._place(child, ids[a:b])
             self.count[child] = b - a
             if b - a > tau and tree.child_count[child] > 0:
-                self._split(child, tree, paths, tau)
+                self._split(child, tree, leaf, tau)
 
     # -- revoke path ----------------------------------------------------------------------------
 
@@ -200,44 +212,44 @@ class TenantTree:
         Merge rule: while the parent P's children together hold <= τ ids (count[P] <= τ) and
         none of them has a deeper sub-tree, their lists become one list at P.
         """
-        sl = self.sl_size
+        caps = self.sl_cap
+        m = caps.shape[0]
         depth = -1
         for j, node in enumerate(path):
-            if node < 0 or node >= sl.shape[0]:
+            if node < 0 or node >= m:
                 break
-            if sl[node] > 0:
+            if caps.item(node):
                 depth = j
                 break
         if depth < 0:
             raise AssertionError("revoke: the tenant has no list on the label's path")
         node = path[depth]
-        off, n = int(self.sl_off[node]), int(sl[node])
+        off, n = self.sl_off.item(node), self.count.item(node)
         hits = np.flatnonzero(self.pool[off : off + n] == label)
         if hits.size == 0:
             raise AssertionError("revoke: label missing from the tenant's list on its path")
         self.pool[off + int(hits[0])] = self.pool[off + n - 1]
-        sl[node] = n - 1
         self.count[path[: depth + 1]] -= 1
-        cap = int(self.sl_cap[node])
+        cap = caps.item(node)
         if n == 1:
             self._release(node)
         elif cap > _MIN_CAP and n - 1 <= cap // 4:
-            self.sl_cap[node] = cap // 2  # the tail becomes garbage until the next compaction
+            caps[node] = cap // 2  # the tail becomes garbage until the next compaction
             self.garbage += cap - cap // 2
         self._merge_up(int(tree.parent[node]), tree, tau)
-        if self.count.shape[0] > 1 and self.sl_size[0] > 0:
+        if self.count.shape[0] > 1 and self.sl_cap[0] > 0:
             self._resize_nodes(1)  # everything is back in the root list
         if self.garbage > _MIN_POOL and 2 * self.garbage > self.used:
             self._compact()
 
     def _merge_up(self, p: int, tree: Tree, tau: int) -> None:
-        count, sl = self.count, self.sl_size
+        count, caps = self.count, self.sl_cap
         while p >= 0 and count[p] <= tau:
             total = int(count[p])
             if total > 0:
                 cs = int(tree.child_start[p])
                 kids = cs + np.flatnonzero(count[cs : cs + tree.child_count[p]])
-                if np.any(sl[kids] == 0):
+                if np.any(caps[kids] == 0):
                     return  # a child has a deeper sub-tree: blocked (never in canonical form)
                 parts = np.concatenate([self.ids(c) for c in kids.tolist()])
                 for c in kids.tolist():
@@ -250,41 +262,47 @@ class TenantTree:
 
     @classmethod
     def from_lists(cls, count: np.ndarray, nodes: np.ndarray, offsets: np.ndarray, ids: np.ndarray) -> TenantTree:
-        """A tenant with these counts and lists (list j = ids[offsets[j]:offsets[j + 1]])."""
+        """A tenant with these counts and lists (list j = ids[offsets[j]:offsets[j + 1]]).
+
+        Exact capacities (cap = size): the bulk result costs only what it holds; a later grant
+        to a full list moves it to the arena's end with doubled capacity (amortised O(1)).
+        The arena keeps 1/8 spare for those first moves (see the module docstring).
+        """
         n_nodes = 1 if int(count[0]) == 0 or (nodes.size == 1 and nodes[0] == 0) else count.shape[0]
         self = cls(n_nodes)
         self.count[:] = count[:n_nodes]
-        sizes = np.diff(offsets).astype(np.int64)
-        caps = np.array([capacity(int(s)) for s in sizes], dtype=np.int64)
-        total = int(caps.sum())
-        self.pool = np.empty(max(total, _MIN_POOL) if total else 0, dtype=np.int32)
+        sizes = np.diff(offsets)
+        total = int(offsets[-1] - offsets[0]) if sizes.size else 0
+        if total:
+            size = max(_MIN_POOL, total + total // 8)
+            assert size <= _MAX_POOL, "tenant arena would exceed 2**31 slots"
+            self.pool = np.empty(size, dtype=np.int32)
+            self.pool[:total] = ids[int(offsets[0]) : int(offsets[-1])]
         self.used = total
-        starts = np.concatenate(([0], np.cumsum(caps)[:-1])) if caps.size else caps
-        for j, node in enumerate(nodes.tolist()):
-            s = int(sizes[j])
-            self.pool[starts[j] : starts[j] + s] = ids[offsets[j] : offsets[j + 1]]
-            self.sl_off[node] = starts[j]
-            self.sl_cap[node] = caps[j]
-            self.sl_size[node] = s
+        self.sl_off[nodes] = (offsets[:-1] - offsets[0]).astype(np.int32)
+        self.sl_cap[nodes] = sizes.astype(np.int32)
         return self
 
     @classmethod
-    def build(cls, labels: np.ndarray, tree: Tree, paths: np.ndarray, tau: int) -> TenantTree:
+    def build(cls, labels: np.ndarray, tree: Tree, leaf: np.ndarray, tau: int) -> TenantTree:
         """The canonical structure for `labels` in one pass per GCT depth (after (re)training).
 
-        Same lists as granting the labels one by one, up to the order inside each list.
+        `leaf` maps every label to its GCT leaf. Same lists as granting the labels one by
+        one, up to the order inside each list.
         """
+        labels = np.asarray(labels, dtype=np.int32)
+        anc = tree.ancestors[leaf[labels]]  # (n, height + 1) paths of these labels
         count = np.zeros(tree.n_nodes, dtype=np.int32)
-        active = np.asarray(labels, dtype=np.int32)
+        active = np.arange(labels.shape[0])
         got_ids: list[np.ndarray] = []
         got_at: list[np.ndarray] = []
         d = 0
         while active.size:
-            nodes = paths[active, d]
+            nodes = anc[active, d]
             per_node = np.bincount(nodes, minlength=tree.n_nodes).astype(np.int32)
             count += per_node
             stop = (per_node[nodes] <= tau) | (tree.child_count[nodes] == 0)
-            got_ids.append(active[stop])
+            got_ids.append(labels[active[stop]])
             got_at.append(nodes[stop])
             active = active[~stop]
             d += 1

@@ -15,7 +15,7 @@ if it received >= 8 training points per child, and never below `max_depth`.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -41,6 +41,21 @@ class Tree:
     child_count: np.ndarray  # int32 (n_nodes,), 0 at GCT leaves
     parent: np.ndarray  # int32 (n_nodes,), -1 at the root
     depth: np.ndarray  # int32 (n_nodes,), 0 at the root
+    # int32 (n_nodes, height + 1): row n = root..n, -1 padded. Derived in __post_init__ (not
+    # persisted). Why: the index stores one leaf per label (4 bytes) instead of its whole
+    # root->leaf path; a label's path is `ancestors[leaf]`, and the table costs O(nodes).
+    ancestors: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.check()
+        n, height = self.n_nodes, int(self.depth.max())
+        anc = np.full((n, height + 1), -1, dtype=np.int32)
+        anc[0, 0] = 0
+        for d in range(1, height + 1):  # parents before children: one pass per level
+            nodes = np.flatnonzero(self.depth == d)
+            anc[nodes, :d] = anc[self.parent[nodes], :d]
+            anc[nodes, d] = nodes
+        object.__setattr__(self, "ancestors", anc)
 
     @property
     def n_nodes(self) -> int:
@@ -56,7 +71,7 @@ class Tree:
         return self.n_nodes > 1
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays().values())
+        return sum(a.nbytes for a in self.arrays().values()) + self.ancestors.nbytes
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -77,8 +92,7 @@ class Tree:
             child_count=np.ascontiguousarray(arrays["child_count"], dtype=np.int32),
             parent=np.ascontiguousarray(arrays["parent"], dtype=np.int32),
             depth=np.ascontiguousarray(arrays["depth"], dtype=np.int32),
-        )
-        t.check()
+        )  # __post_init__ checks the structure
         return t
 
     @classmethod
@@ -93,34 +107,51 @@ class Tree:
         )
 
     def check(self) -> None:
-        """Structural sanity (used on restore): contiguous children, consistent parent/depth."""
+        """Structural sanity (every construction, so a restored tree is safe to walk).
+
+        Contiguous children, every non-root node inside its parent's child range one level
+        deeper (so parents precede children and `ancestors` is well defined).
+        """
         n = self.n_nodes
         if not (self.centroids.shape[0] == self.cnorm.shape[0] == self.parent.shape[0] == self.depth.shape[0] == n):
             raise ValueError("tree arrays disagree in length")
         if n == 0 or self.parent[0] != -1 or self.depth[0] != 0:
             raise ValueError("tree has no root")
+        if self.child_start.shape[0] != n:
+            raise ValueError("tree arrays disagree in length")
+        nodes = np.arange(1, n)
+        p = self.parent[1:].astype(np.int64)
+        if np.any((p < 0) | (p >= nodes)):
+            raise ValueError("tree parents must precede their children")
+        cs = self.child_start[p]
+        if np.any((nodes < cs) | (nodes >= cs + self.child_count[p]) | (self.depth[1:] != self.depth[p] + 1)):
+            raise ValueError("tree node outside its parent's child range")
         for node in np.flatnonzero(self.child_count > 0).tolist():
             cs, cc = int(self.child_start[node]), int(self.child_count[node])
             kids = np.arange(cs, cs + cc)
             if cs <= node or cs + cc > n or np.any(self.parent[kids] != node) or np.any(self.depth[kids] != self.depth[node] + 1):
                 raise ValueError(f"tree node {node} has inconsistent children")
 
-    def route(self, x: np.ndarray, beam: int | None = None) -> np.ndarray:
-        """(n, height + 1) int32 root->leaf paths of the rows of `x`, -1 padded.
+    def route_leaves(self, x: np.ndarray, beam: int | None = None) -> np.ndarray:
+        """(n,) int32 GCT leaf of every row of `x` (its path is `ancestors[leaf]`).
 
         Beam search over the levels (beam 1 = nearest child at every level); see
         `_kernels.route`.
         """
         x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.full((x.shape[0], self.height + 1), -1, dtype=np.int32)
+        out = np.zeros(x.shape[0], dtype=np.int32)
         if x.shape[0]:
             _kernels.route(
                 x, self.centroids, self.cnorm, self.child_start, self.child_count,
-                self.parent, self.depth, ROUTE_BEAM if beam is None else beam, out,
+                ROUTE_BEAM if beam is None else beam, out,
             )
         return out
 
-    def recentered(self, x: np.ndarray, paths: np.ndarray) -> Tree:
+    def route(self, x: np.ndarray, beam: int | None = None) -> np.ndarray:
+        """(n, height + 1) int32 root->leaf paths of the rows of `x`, -1 padded."""
+        return self.ancestors[self.route_leaves(x, beam)]
+
+    def recentered(self, x: np.ndarray, leaf: np.ndarray) -> Tree:
         """A copy whose node centroids are the means of the rows of `x` routed through them.
 
         Why: k-means centroids describe the training split, but search ranks buckets by the
@@ -128,7 +159,6 @@ class Tree:
         Nodes no row reached keep their centroid.
         """
         n_nodes, dim = self.n_nodes, self.centroids.shape[1]
-        leaf = paths[np.arange(paths.shape[0]), (paths >= 0).sum(axis=1) - 1]
         order = np.argsort(leaf, kind="stable")
         uniq, starts = np.unique(leaf[order], return_index=True)
         sums = np.zeros((n_nodes, dim), dtype=np.float64)
@@ -236,5 +266,5 @@ def train_tree(
     )
     rounds = REFINE_ROUNDS if refine_rounds is None else refine_rounds
     for _ in range(rounds if tree.trained else 0):
-        tree = tree.recentered(x, tree.route(x))
+        tree = tree.recentered(x, tree.route_leaves(x))
     return tree

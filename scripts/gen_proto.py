@@ -30,11 +30,15 @@ def _rewrite(text: str) -> str:
 def generate(out: Path) -> list[Path]:
     from grpc_tools import protoc  # dev dependency, pinned so the output is reproducible
 
+    from importlib import resources
+
+    well_known = resources.files("grpc_tools") / "_proto"  # google/protobuf/*.proto
     protos = sorted(PROTO_DIR.glob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         args = [
             "protoc",
             f"-I{PROTO_ROOT}",
+            f"-I{well_known}",
             f"--python_out={tmp}",
             f"--pyi_out={tmp}",
             f"--grpc_python_out={tmp}",

@@ -26,6 +26,9 @@ def make_config(storage: str, data_dir: Path, redis_url: str | None, **overrides
         "storage.kind": storage,
         "storage.data_dir": data_dir,
         "grace_seconds": 1.0,
+        # The real MiniLM embedder is for the cache tests (they set cache.embedder="minilm");
+        # everything else gets the instant hashing one.
+        "cache.embedder": "hashing",
     }
     if redis_url:
         values["storage.redis_url"] = redis_url

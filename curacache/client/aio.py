@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from curacache.api.v1 import cache_pb2_grpc
 from curacache.api.v1 import collections_pb2 as cpb
 from curacache.api.v1 import collections_pb2_grpc
 from curacache.api.v1 import vectors_pb2 as vpb
 from curacache.api.v1 import vectors_pb2_grpc
+from curacache.client.cache import CacheCalls
 from curacache.client.errors import from_rpc_error
 from curacache.client.types import CollectionInfo, CollectionStats, Hit, Record
 
@@ -20,8 +22,8 @@ _METRICS = {"cosine": cpb.METRIC_COSINE, "l2": cpb.METRIC_L2, "ip": cpb.METRIC_I
 _METRIC_NAMES = {v: k for k, v in _METRICS.items()}
 
 
-class AsyncClient:
-    """Async client for a Curacache server.
+class AsyncClient(CacheCalls):
+    """Async client for a Curacache server (vector collections here; cache calls in CacheCalls).
 
     `target` is "host:port"; `api_key` is sent as `authorization: Bearer <key>`;
     `timeout` is the per-call deadline in seconds (None: no deadline).
@@ -50,6 +52,7 @@ class AsyncClient:
         self._collections = collections_pb2_grpc.CollectionsStub(self._channel)
         self._vectors = vectors_pb2_grpc.VectorsStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._cache = cache_pb2_grpc.CacheStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -65,6 +68,16 @@ class AsyncClient:
             return await method(request, metadata=self._metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
+
+    async def _stream(self, method: Any, request: Any) -> AsyncIterator[Any]:
+        call = method(request, metadata=self._metadata, timeout=self._timeout)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # a consumer that stops early must not leave the stream open
 
     # -- collections -----------------------------------------------------------------------
     async def create_collection(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 from curacache.client.aio import AsyncClient
@@ -20,6 +20,24 @@ def _blocking(method: Callable[..., Coroutine[Any, Any, R]]) -> Callable[..., R]
     @functools.wraps(method)
     def call(self: Client, *args: Any, **kwargs: Any) -> R:
         return self._run(method(self._async, *args, **kwargs))
+
+    return call
+
+
+def _blocking_iter(method: Callable[..., AsyncIterator[R]]) -> Callable[..., Iterator[R]]:
+    """Expose an AsyncClient async-generator method as a blocking generator."""
+
+    @functools.wraps(method)
+    def call(self: Client, *args: Any, **kwargs: Any) -> Iterator[R]:
+        agen = method(self._async, *args, **kwargs)
+        try:
+            while True:
+                try:
+                    yield self._run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(agen.aclose())
 
     return call
 
@@ -67,3 +85,11 @@ class Client:
     search = _blocking(AsyncClient.search)
     search_batch = _blocking(AsyncClient.search_batch)
     health = _blocking(AsyncClient.health)
+    lookup = _blocking(AsyncClient.lookup)
+    store = _blocking(AsyncClient.store)
+    generate = _blocking_iter(AsyncClient.generate)
+    invalidate = _blocking(AsyncClient.invalidate)
+    feedback = _blocking(AsyncClient.feedback)
+    get_policies = _blocking(AsyncClient.get_policies)
+    set_policy = _blocking(AsyncClient.set_policy)
+    cache_stats = _blocking(AsyncClient.cache_stats)

@@ -10,11 +10,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from curacache.api.v1 import collections_pb2, collections_pb2_grpc, vectors_pb2, vectors_pb2_grpc
+from curacache.api.v1 import cache_pb2, cache_pb2_grpc, collections_pb2, collections_pb2_grpc, vectors_pb2, vectors_pb2_grpc
 from curacache.server.auth import Authenticator
+from curacache.server.cache_wiring import CacheParts, build_cache
 from curacache.server.config import ServerConfig, StorageConfig
 from curacache.server.gate import Gate
 from curacache.server.ratelimit import TenantRateLimiter
+from curacache.server.servicers.cache import CacheServicer
 from curacache.server.servicers.collections import CollectionsServicer
 from curacache.server.servicers.vectors import VectorsServicer
 from curacache.server.vectordb import VectorDB
@@ -33,6 +35,7 @@ SERVICE_NAMES = (
     collections_pb2.DESCRIPTOR.services_by_name["Collections"].full_name,
     vectors_pb2.DESCRIPTOR.services_by_name["Vectors"].full_name,
 )
+CACHE_SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name
 
 
 def describe_store(config: StorageConfig) -> str:
@@ -50,32 +53,51 @@ class CuracacheServer:
         db: VectorDB,
         health_servicer: health.aio.HealthServicer,
         config: ServerConfig,
+        cache: CacheParts | None = None,
     ) -> None:
         self.grpc_server = server
         self.db = db
         self.store = db.store
+        self.cache = cache
         self._health = health_servicer
         self._config = config
-        self._snapshots: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.grpc_server.start()
-        for name in ("", *SERVICE_NAMES):
+        names = (*SERVICE_NAMES, CACHE_SERVICE_NAME) if self.cache is not None else SERVICE_NAMES
+        for name in ("", *names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self._config.snapshot_interval_s > 0:
-            self._snapshots = asyncio.create_task(self._snapshot_loop(self._config.snapshot_interval_s))
+            self._tasks.append(asyncio.create_task(self._snapshot_loop(self._config.snapshot_interval_s)))
+        if self.cache is not None and self._config.cache.sweep_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._sweep_loop(self._config.cache.sweep_interval_s)))
 
     async def _snapshot_loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             await asyncio.to_thread(self.db.save_snapshots)
 
+    async def _sweep_loop(self, interval: float) -> None:
+        assert self.cache is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                removed = await self.cache.cache.sweep_expired()
+            except Exception:  # a failing sweep must not end the loop; expired entries are never served anyway
+                log.exception("cache sweep failed")
+                continue
+            if removed:
+                log.info("cache sweep removed %d expired entries", removed)
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, drain in-flight RPCs within `grace` seconds, snapshot, close the store."""
         await self._health.enter_graceful_shutdown()
         await self.grpc_server.stop(self._config.grace_seconds if grace is None else grace)
-        if self._snapshots is not None:
-            self._snapshots.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self.cache is not None:
+            await self.cache.aclose()
         await asyncio.to_thread(self.db.save_snapshots)
         await asyncio.to_thread(self.store.close)
 
@@ -93,6 +115,11 @@ async def create_server(config: ServerConfig, *, store: DocumentStore | None = N
         await asyncio.to_thread(store.ping)
         db = VectorDB(store, default_index_kind=config.default_index_kind)
         await asyncio.to_thread(db.load)
+        cache = None
+        if config.cache.enabled:
+            cache = await asyncio.to_thread(build_cache, config.cache, db)
+            restored = await cache.cache.restore()
+            log.info("semantic cache ready (%s embedder, %d entries)", config.cache.embedder, restored)
     except BaseException:
         store.close()
         raise
@@ -107,10 +134,12 @@ async def create_server(config: ServerConfig, *, store: DocumentStore | None = N
     gate = Gate(Authenticator(config.auth), TenantRateLimiter(limits.tenant_rate, limits.tenant_burst))
     collections_pb2_grpc.add_CollectionsServicer_to_server(CollectionsServicer(db, gate, limits), server)
     vectors_pb2_grpc.add_VectorsServicer_to_server(VectorsServicer(db, gate, limits), server)
+    if cache is not None:
+        cache_pb2_grpc.add_CacheServicer_to_server(CacheServicer(cache.cache, gate, dim=cache.dim), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (*SERVICE_NAMES, *((CACHE_SERVICE_NAME,) if cache is not None else ()), health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
 
@@ -125,4 +154,4 @@ async def create_server(config: ServerConfig, *, store: DocumentStore | None = N
         port = server.add_insecure_port(address)
     if not config.auth.enabled:
         log.warning("authentication is OFF (allowed only because %s is a loopback address)", config.host)
-    return CuracacheServer(server, db, health_servicer, config), port
+    return CuracacheServer(server, db, health_servicer, config, cache), port

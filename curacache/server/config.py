@@ -73,6 +73,36 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """One OpenAI-compatible LLM backend (see curacache.llm.config.BackendConfig for the knobs)."""
+
+    name: str
+    base_url: str
+    models: tuple[str, ...] = ()
+    max_concurrency: int = 16
+    timeout_s: float = 30.0
+    api_key: str | None = None
+    max_retries: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The semantic cache (DESIGN §5). `policies` overrides shipped per-category policies:
+    TOML `[cache.policies.code] threshold = 0.92`; an unknown category is created from `default`."""
+
+    enabled: bool = True
+    embedder: str = "minilm"  # minilm | hashing | remote (see curacache.server.cache_wiring)
+    embedder_url: str = ""  # remote: an OpenAI-compatible server's base URL
+    embedder_model: str = ""
+    index_kind: str = ""  # index of the per-category collections; empty: the server default
+    confidence_floor: float | None = None  # None: the classifier's trained floor
+    sweep_interval_s: float = 30.0  # expired-entry sweeper period
+    default_model: str = ""  # backend model for requests that name none
+    backends: tuple[BackendSpec, ...] = ()
+    policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
@@ -83,6 +113,7 @@ class ServerConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
     @property
     def loopback(self) -> bool:
@@ -118,10 +149,14 @@ def load_config(
     return config
 
 
+# Settings whose value is itself a table (kept whole instead of flattened into dotted names).
+_TABLE_VALUED = ("cache.policies",)
+
+
 def _flatten(table: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
     for key, value in table.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and name not in _TABLE_VALUED:
             _flatten(value, name + ".", out)
         else:
             out[name] = value
@@ -146,6 +181,14 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
     try:
         if name == "auth.keys":
             return _api_keys(value)
+        if name == "cache.backends":
+            return _backends(value)
+        if name == "cache.policies":
+            if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+                raise ConfigError("cache.policies: expected tables [cache.policies.<category>]")
+            return {str(k): dict(v) for k, v in value.items()}
+        if hint == float | None:
+            return None if value in (None, "") else float(value)
         if hint is bool:
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
         if hint in (int, float, str):
@@ -174,6 +217,23 @@ def _api_keys(value: Any) -> tuple[ApiKey, ...]:
             raise ConfigError(f"auth.keys[{i}]: needs 'key', accepts 'tenants' and 'admin'")
         keys.append(ApiKey(str(entry["key"]), frozenset(entry.get("tenants", ())), bool(entry.get("admin"))))
     return tuple(keys)
+
+
+def _backends(value: Any) -> tuple[BackendSpec, ...]:
+    """From TOML: [[cache.backends]] tables; from env/flags: 'name=url;name2=url2'."""
+    if isinstance(value, str):
+        value = [{"name": n.strip(), "base_url": u.strip()} for n, _, u in
+                 (part.partition("=") for part in value.split(";") if part)]
+    names = {f.name for f in dataclasses.fields(BackendSpec)}
+    out = []
+    for i, entry in enumerate(value):
+        unknown = set(entry) - names
+        if unknown or not entry.get("name") or not entry.get("base_url"):
+            raise ConfigError(f"cache.backends[{i}]: needs 'name' and 'base_url'; unknown {sorted(unknown)}")
+        entry = dict(entry)
+        entry["models"] = tuple(entry.get("models", ()))
+        out.append(BackendSpec(**entry))
+    return tuple(out)
 
 
 def _check(config: ServerConfig) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
+from cache import errors as cache_errors
 from curacache import errors
 from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
 
@@ -27,6 +28,10 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (cache_errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (cache_errors.EntryNotFound, grpc.StatusCode.NOT_FOUND),
+    (cache_errors.NotPermitted, grpc.StatusCode.PERMISSION_DENIED),
+    (cache_errors.CorruptEntry, grpc.StatusCode.DATA_LOSS),
 )
 
 
@@ -60,5 +65,26 @@ def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             code, message, trailers = status_for(exc)
             await context.abort(code, message, trailers)
             raise AssertionError("unreachable")  # abort always raises
+
+    return handler
+
+
+StreamHandler = Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]
+
+
+def rpc_stream(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:
+    """`rpc` for server-streaming methods: an exception, before or after the first message,
+    ends the stream with the right status code."""
+
+    @functools.wraps(method)
+    async def handler(self: Any, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+        try:
+            async for message in method(self, request, context):
+                yield message
+        except Exception as exc:  # noqa: BLE001 - this is the single translation point
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code, message_text, trailers = status_for(exc)
+            await context.abort(code, message_text, trailers)
 
     return handler

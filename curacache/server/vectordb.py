@@ -81,8 +81,11 @@ class VectorDB:
         except KeyError:
             raise NotFound(f"collection {name!r} does not exist") from None
 
-    def list(self) -> list[CollectionSpec]:
-        return sorted((c.spec for c in self._collections.values()), key=lambda s: s.name)
+    def list(self, *, internal: bool = False) -> list[CollectionSpec]:
+        """Collections by name; `internal` ones (the cache's, named `cache:<category>`, which the
+        public API cannot address) only when asked for."""
+        specs = (c.spec for c in self._collections.values() if internal or ":" not in c.spec.name)
+        return sorted(specs, key=lambda s: s.name)
 
     def delete(self, name: str) -> None:
         with self._lock:

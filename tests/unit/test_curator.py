@@ -149,8 +149,7 @@ def test_sequential_grants_equal_the_canonical_bulk_build() -> None:
     ids = rng.choice(600, 250, replace=False)
     for i in ids.tolist():
         index.grant(np.array([i]), "t")
-    paths = np.stack([index.path_of(i) for i in range(600)])
-    built = TenantTree.build(np.sort(ids).astype(np.int32), index.tree, paths, 8)
+    built = TenantTree.build(np.sort(ids).astype(np.int32), index.tree, index.leaves(), 8)
     have = index.tenant_tree("t")
     assert have is not None and np.array_equal(have.count, built.count)
     assert {n: sorted(v.tolist()) for n, v in lists_of(have).items()} == {

@@ -1,0 +1,47 @@
+"""Admission: which responses may enter the cache (DESIGN §5).
+
+The top complaint about semantic caches is errors replayed as successes, so admission is
+conservative: only a finished, non-empty answer to a cacheable request is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cache.policy import CategoryPolicy
+from cache.types import CachedResponse, StoreReason
+
+GOOD_FINISH = frozenset({"stop", "eos", "end_turn", "stop_sequence"})
+"""Finish reasons of a complete answer. Anything else (error, content_filter, cancelled,
+tool_calls with empty text, unknown values) is refused; `length` only if the policy allows."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Admission:
+    admitted: bool
+    reason: StoreReason
+    detail: str = ""
+
+
+def admit(
+    *, response: CachedResponse, policy: CategoryPolicy, deterministic: bool, no_store: bool
+) -> Admission:
+    """Admit or refuse, with the reason a user can see in StoreResult / FinalResult."""
+    if not policy.enabled:
+        return Admission(admitted=False, reason=StoreReason.DISABLED, detail="category disabled")
+    if no_store:
+        return Admission(admitted=False, reason=StoreReason.NO_STORE, detail="request marked no-store")
+    if not deterministic and not policy.cache_nondeterministic:
+        return Admission(
+            admitted=False, reason=StoreReason.NONDETERMINISTIC,
+            detail="temperature > 0 without seed; the category does not cache sampled answers",
+        )
+    finish = response.finish_reason
+    if finish == "length":
+        if not policy.allow_truncated:
+            return Admission(admitted=False, reason=StoreReason.TRUNCATED, detail="finish_reason=length")
+    elif finish not in GOOD_FINISH:
+        return Admission(admitted=False, reason=StoreReason.ERROR, detail=f"finish_reason={finish!r}")
+    if not response.text.strip():
+        return Admission(admitted=False, reason=StoreReason.EMPTY, detail="empty response text")
+    return Admission(admitted=True, reason=StoreReason.STORED)

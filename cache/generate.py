@@ -1,0 +1,157 @@
+"""Generate: lookup; on a hit replay the cached text; on a miss stream the backend through,
+admit and store on success (DESIGN §3 Cache.Generate, §5).
+
+Users complain that semantic caches do not cache streamed responses and replay errors as
+successes; here the streamed text is accumulated and stored only after the backend's final
+result passes admission, and a backend exception propagates with nothing stored. Equivalent
+concurrent misses share one backend call (single-flight): the leader streams, followers get
+the leader's final result replayed as chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from cache.fingerprint import Prepared
+from cache.ports import Backend, Clock
+from cache.singleflight import Flight, FlightAbandoned, SingleFlight
+from cache.types import CachedResponse, Chunk, FinalResult, LookupRequest, LookupResult, Reason, StoreResult
+
+log = logging.getLogger("cache.generate")
+
+LookupFn = Callable[[LookupRequest], Awaitable[tuple[LookupResult, Prepared]]]
+StoreFn = Callable[[Prepared, CachedResponse], Awaitable[StoreResult]]
+ShareableFn = Callable[[Prepared], bool]
+LatencyFn = Callable[[str, float], None]
+
+
+class BackendProtocolError(RuntimeError):
+    """The backend stream ended without a FinalResult (treated like any backend error)."""
+
+
+def replay_chunks(text: str, size: int) -> list[str]:
+    """Split a cached text into stream chunks; their concatenation is exactly `text`."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+class Generator:
+    """The streaming half of SemanticCache, wired to it through plain callables."""
+
+    def __init__(
+        self,
+        *,
+        lookup: LookupFn,
+        store: StoreFn,
+        shareable: ShareableFn,
+        record_latency: LatencyFn,
+        backend: Backend,
+        clock: Clock,
+        chunk_chars: int,
+    ) -> None:
+        self._lookup = lookup
+        self._store = store
+        self._shareable = shareable
+        self._record_latency = record_latency
+        self._backend = backend
+        self._clock = clock
+        self._chunk_chars = chunk_chars
+        self._flights: SingleFlight[FinalResult] = SingleFlight()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    async def run(self, req: LookupRequest) -> AsyncIterator[Chunk | FinalResult]:
+        result, prep = await self._lookup(req)
+        if result.hit and result.response is not None:
+            response = result.response
+            for piece in replay_chunks(response.text, self._chunk_chars):
+                yield Chunk(text=piece)
+            yield FinalResult(
+                text=response.text, finish_reason=response.finish_reason, usage=response.usage, cached=True,
+                similarity=result.similarity, category=result.category, entry_id=result.entry_id,
+                lookup_reason=result.reason,
+            )
+            return
+        if not self._shareable(prep):
+            async for item in self._lead(prep, result, None):
+                yield item
+            return
+        key = _flight_key(prep)
+        while True:
+            flight = self._flights.join(key)
+            if flight.leader:
+                async for item in self._lead(prep, result, flight):
+                    yield item
+                return
+            try:
+                final = await flight.wait()
+            except FlightAbandoned:
+                continue  # the leader's client went away: retry, maybe as the new leader
+            for piece in replay_chunks(final.text, self._chunk_chars):
+                yield Chunk(text=piece)
+            yield FinalResult(
+                text=final.text, finish_reason=final.finish_reason, usage=final.usage, cached=False,
+                category=final.category, entry_id=final.entry_id, lookup_reason=Reason.SINGLE_FLIGHT,
+                store_reason=final.store_reason,
+            )
+            return
+
+    async def _lead(
+        self, prep: Prepared, result: LookupResult, flight: Flight[FinalResult] | None
+    ) -> AsyncIterator[Chunk | FinalResult]:
+        started = self._clock.monotonic()
+        parts: list[str] = []
+        try:
+            final: FinalResult | None = None
+            async for item in self._backend.stream(prep.req):
+                if isinstance(item, FinalResult):
+                    final = item
+                    break
+                parts.append(item.text)
+                yield item
+            if final is None:
+                raise BackendProtocolError("backend stream ended without a final result")
+            text = "".join(parts)
+            if not parts and final.text:
+                text = final.text  # a non-streaming backend: deliver its text as one chunk
+                yield Chunk(text=text)
+            elapsed_ms = (self._clock.monotonic() - started) * 1000.0
+            response = CachedResponse(text=text, finish_reason=final.finish_reason, usage=final.usage)
+            stored = await self._store_quietly(prep, response)
+            category = stored.category if stored is not None else prep.category
+            if category is not None:
+                self._record_latency(category, elapsed_ms)
+            out = FinalResult(
+                text=text, finish_reason=final.finish_reason, usage=final.usage, cached=False,
+                category=category, entry_id=stored.entry_id if stored is not None and stored.stored else None,
+                lookup_reason=result.reason, store_reason=stored.reason if stored is not None else None,
+            )
+        except (GeneratorExit, asyncio.CancelledError):
+            if flight is not None:
+                flight.fail(FlightAbandoned(flight.key))
+            raise
+        except BaseException as exc:
+            if flight is not None:
+                flight.fail(exc)
+            raise
+        if flight is not None:
+            flight.resolve(out)
+        yield out
+
+    async def _store_quietly(self, prep: Prepared, response: CachedResponse) -> StoreResult | None:
+        """The user already has the answer; a failing store must not turn it into an error."""
+        try:
+            return await self._store(prep, response)
+        except Exception:  # noqa: BLE001 - logged; the response itself was delivered
+            log.warning("storing a generated response failed", exc_info=True)
+            return None
+
+
+def _flight_key(prep: Prepared) -> str:
+    req = prep.req
+    return "|".join(
+        (prep.exact_key(req.tenant, prep.category or ""), "1" if req.no_store else "0")
+    )

@@ -1,0 +1,33 @@
+"""Orchestrator options and the Stats row (kept apart so service.py stays readable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cache.stats import BreakEvenConfig, CategoryCounters
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CacheOptions:
+    """Tuning knobs of the orchestrator itself (policies are per category)."""
+
+    search_k: int = 5  # candidates per semantic search: room to skip context/params mismatches
+    replay_chunk_chars: int = 64  # chunk size when a hit is replayed as a stream
+    break_even: BreakEvenConfig = field(default_factory=BreakEvenConfig)
+    calibration_window: int = 500
+    min_feedback: int = 20
+    recent_hits: int = 10_000  # (tenant, entry) hits remembered for Feedback
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CategoryStats:
+    """Stats RPC row: counters plus what is in force now."""
+
+    category: str
+    counters: CategoryCounters
+    entries: int
+    threshold: float  # configured or calibrated base threshold
+    effective_threshold: float
+    effective_ttl_s: float
+    load: float
+    calibrated: bool

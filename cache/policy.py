@@ -1,0 +1,145 @@
+"""Per-category cache policies (DESIGN §5) and their load adaptation.
+
+Categories differ in how densely their prompts cluster and how fast answers go stale: code
+prompts need a high threshold but stay valid for weeks; market/news/weather answers are stale
+in minutes; health and legal are `strict` (never relaxed under load, never calibrated down).
+The shipped numbers are starting points; bench/cache_quality tunes them from data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cache.errors import InvalidPolicy
+
+MINUTE = 60.0
+HOUR = 3600.0
+DAY = 86400.0
+
+
+class Eviction(StrEnum):
+    LRU = "lru"  # least recently hit (or created, if never hit) first
+    LFU = "lfu"  # fewest hits first, older first among equals
+    TTL_FIRST = "ttl-first"  # soonest to expire first
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CategoryPolicy:
+    """How one category caches. Validated on construction; errors name the field.
+
+    `relax`: how far the threshold drops at full backend load (L = 1), bounded by
+    `min_threshold`. `extend`: TTL multiplier growth at full load, bounded by `max_ttl_s`
+    (None = no bound beyond ttl·(1+extend)). `strict`: neither moves, nor does calibration.
+    `target_false_hit_rate`: what online calibration aims for (None switches it off).
+    """
+
+    threshold: float
+    ttl_s: float
+    quota_per_tenant: int = 10_000
+    quota_total: int = 1_000_000
+    eviction: Eviction = Eviction.LRU
+    enabled: bool = True
+    strict: bool = False
+    min_threshold: float = 0.80
+    max_ttl_s: float | None = None
+    relax: float = 0.03
+    extend: float = 1.0
+    cache_nondeterministic: bool = False
+    allow_truncated: bool = False
+    target_false_hit_rate: float | None = 0.05
+
+    def __post_init__(self) -> None:
+        _unit("threshold", self.threshold)
+        _unit("min_threshold", self.min_threshold)
+        if self.min_threshold > self.threshold:
+            raise InvalidPolicy("min_threshold", f"{self.min_threshold} is above threshold {self.threshold}")
+        _positive("ttl_s", self.ttl_s)
+        if self.max_ttl_s is not None:
+            _positive("max_ttl_s", self.max_ttl_s)
+            if self.max_ttl_s < self.ttl_s:
+                raise InvalidPolicy("max_ttl_s", f"{self.max_ttl_s} is below ttl_s {self.ttl_s}")
+        for name in ("quota_per_tenant", "quota_total"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidPolicy(name, "must be a positive integer")
+        if self.quota_per_tenant > self.quota_total:
+            raise InvalidPolicy("quota_per_tenant", "is above quota_total")
+        try:
+            object.__setattr__(self, "eviction", Eviction(self.eviction))
+        except ValueError:
+            raise InvalidPolicy("eviction", f"must be one of {[e.value for e in Eviction]}") from None
+        for name in ("enabled", "strict", "cache_nondeterministic", "allow_truncated"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidPolicy(name, "must be a boolean")
+        _unit("relax", self.relax)
+        _number("extend", self.extend)
+        if self.extend < 0:
+            raise InvalidPolicy("extend", "must be >= 0")
+        if self.target_false_hit_rate is not None:
+            _unit("target_false_hit_rate", self.target_false_hit_rate)
+
+    def with_changes(self, changes: Mapping[str, object]) -> CategoryPolicy:
+        """A validated copy with some fields changed (SetPolicy); unknown names are refused."""
+        known = {f.name for f in dataclasses.fields(self)}
+        for name in changes:
+            if name not in known:
+                raise InvalidPolicy(name, "unknown policy field")
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def effective(policy: CategoryPolicy, load: float) -> tuple[float, float]:
+    """(threshold, ttl_s) in force at backend load `load` in [0, 1].
+
+    Under load a cache hit is worth more (it spares a queued GPU), so non-strict categories
+    accept slightly less similar prompts and keep answers longer:
+    threshold = max(min_threshold, threshold − relax·L), ttl = min(max_ttl, ttl·(1 + extend·L)).
+    """
+    if policy.strict:
+        return policy.threshold, policy.ttl_s
+    load = min(1.0, max(0.0, load)) if math.isfinite(load) else 0.0
+    threshold = max(policy.min_threshold, policy.threshold - policy.relax * load)
+    ttl = policy.ttl_s * (1.0 + policy.extend * load)
+    if policy.max_ttl_s is not None:
+        ttl = min(policy.max_ttl_s, ttl)
+    return threshold, ttl
+
+
+def default_policies() -> dict[str, CategoryPolicy]:
+    """The shipped categories (a fresh dict each call; the service owns its copy)."""
+    return {
+        "default": CategoryPolicy(threshold=0.88, ttl_s=DAY, min_threshold=0.85, max_ttl_s=2 * DAY),
+        "code": CategoryPolicy(
+            threshold=0.90, ttl_s=30 * DAY, min_threshold=0.88, max_ttl_s=60 * DAY, eviction=Eviction.LFU
+        ),
+        "conversation": CategoryPolicy(threshold=0.85, ttl_s=DAY, min_threshold=0.82, max_ttl_s=2 * DAY),
+        "knowledge": CategoryPolicy(
+            threshold=0.88, ttl_s=7 * DAY, min_threshold=0.85, max_ttl_s=14 * DAY, eviction=Eviction.LFU
+        ),
+        "time_sensitive": CategoryPolicy(
+            threshold=0.95, ttl_s=5 * MINUTE, min_threshold=0.93, max_ttl_s=10 * MINUTE,
+            eviction=Eviction.TTL_FIRST, extend=0.5,
+        ),
+        "health": CategoryPolicy(threshold=0.95, ttl_s=DAY, strict=True, min_threshold=0.95, max_ttl_s=DAY),
+        "legal": CategoryPolicy(threshold=0.95, ttl_s=DAY, strict=True, min_threshold=0.95, max_ttl_s=DAY),
+        "assistant": CategoryPolicy(threshold=0.92, ttl_s=HOUR, min_threshold=0.90, max_ttl_s=2 * HOUR),
+    }
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidPolicy(name, "must be a finite number")
+    return float(value)
+
+
+def _unit(name: str, value: object) -> None:
+    if not 0.0 <= _number(name, value) <= 1.0:
+        raise InvalidPolicy(name, "must be in [0, 1]")
+
+
+def _positive(name: str, value: object) -> None:
+    if _number(name, value) <= 0:
+        raise InvalidPolicy(name, "must be positive")

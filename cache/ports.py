@@ -1,0 +1,90 @@
+"""The ports: the small Protocols the cache needs from the outside world.
+
+`cache` never constructs any of these; the server (the one composition root) wires them to
+the vector collections + document store, the embedder and the LLM backend client, and tests
+wire them to the in-memory fakes in `cache.testing`. Keeping them this narrow is what lets
+the whole cache policy be unit-tested without I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from cache.types import CacheEntry, Chunk, FinalResult, LookupRequest
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Injectable time, so TTL, LRU and step-timing tests need no sleep."""
+
+    def now(self) -> float:
+        """Wall-clock seconds since the epoch: created_at, expires_at, last_hit_at."""
+
+    def monotonic(self) -> float:
+        """Seconds on a monotonic clock: step timings and backend latency."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Text -> unit vectors (cosine). Concurrent calls may be batched by the implementation."""
+
+    @property
+    def dim(self) -> int: ...
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32 array of unit-norm rows."""
+
+
+@runtime_checkable
+class EntryRepository(Protocol):
+    """The cache entries of ONE category: an internal vector collection plus its documents.
+
+    Server implementation (DESIGN §2): one collection per category (`dim` = embedder dim,
+    metric cosine). An entry is a record with id = `entry.entry_id`, vector, owner =
+    `entry.tenant`, tenants = `entry.access_list()` (the owner, plus the reserved tenant
+    `cache.types.SHARED_TENANT` = "*" when `entry.shared`), payload = `entry.to_bytes()` and
+    metadata = `entry.metadata()`. Shared visibility: `search` runs the collection search as
+    `tenant` AND as "*" and merges the two top-k lists by similarity (deduplicating ids).
+    The service re-checks `entry.visible_to(tenant)` on everything it fetches, so a
+    repository bug cannot leak another tenant's private entry.
+    """
+
+    async def put(self, entry: CacheEntry, vector: np.ndarray) -> None:
+        """Insert or replace (same entry_id) the entry; durable in the store before it returns."""
+
+    async def get(self, entry_ids: Sequence[str]) -> dict[str, CacheEntry]:
+        """The entries that exist, by id (no visibility filter: the caller checks)."""
+
+    async def delete(self, entry_ids: Sequence[str]) -> int:
+        """Remove from index and store; returns how many existed. Absent ids are skipped."""
+
+    async def search(self, vector: np.ndarray, tenant: str, k: int) -> list[tuple[str, float]]:
+        """Up to k (entry_id, cosine similarity) best first, over the entries `tenant` may see:
+        its private ones and the shared ones. `vector` is a unit float32 row."""
+
+    def scan(self) -> AsyncIterator[CacheEntry]:
+        """Every entry in the category (start-up rebuild of the service's bookkeeping)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The OpenAI-compatible LLM backend client (routes by model itself)."""
+
+    def load(self, model: str | None) -> float:
+        """Current load L in [0, 1] of the backend serving `model` (None: the default)."""
+
+    def stream(self, request: LookupRequest) -> AsyncIterator[Chunk | FinalResult]:
+        """Generate for `request` (prompt or messages, model, params): text chunks, then exactly
+        one FinalResult (finish_reason, usage; `text` may be "" when chunks carried it).
+        Errors (HTTP 4xx/5xx, dropped stream, timeout) are raised, never yielded as text."""
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Prompt embedding -> (category, confidence in [0, 1]). Cheap and synchronous
+    (a linear model over the embedding); the service falls back to `default` under its floor."""
+
+    def classify(self, vector: np.ndarray) -> tuple[str, float]: ...

@@ -1,0 +1,451 @@
+"""SemanticCache: the orchestrator of the category-aware semantic cache (DESIGN §5).
+
+Lookup path, every step timed into Stats:
+  1. validate (LookupRequest does it on construction; the server resolved the tenant);
+  2. category: the caller's, else the one this exact prompt was stored under, else the
+     classifier over the prompt embedding (confidence below the floor -> `default`);
+  3. exact fast path: get by the exact key (tenant scope, then shared scope);
+  4. break-even: a category whose semantic path does not pay for itself skips it (probing);
+  5. embed the query (unless the request carried an embedding), search the category for the
+     tenant (its entries + shared ones), top `search_k`;
+  6. a hit needs similarity >= the effective threshold (load-adapted, calibrated), an
+     unexpired entry visible to the tenant, and matching model, context and params
+     fingerprints; otherwise the reason of the most similar failure is reported;
+  7. record the outcome (counters, rolling hit rate, ledger hits for eviction).
+
+Ports are injected; the service keeps only bookkeeping in memory (ledger, routes, recent
+hits for feedback, calibration), all of it rebuilt or harmlessly reset by `restore()`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from cache.admission import admit
+from cache.calibration import FeedbackBook
+from cache.errors import EntryNotFound, InvalidPolicy, InvalidRequest, NotPermitted
+from cache.eviction import choose_victims
+from cache.fingerprint import Prepared, entry_route_key
+from cache.generate import Generator
+from cache.ledger import EntryMeta, Ledger, select
+from cache.matching import below_threshold, why_not
+from cache.options import CacheOptions, CategoryStats
+from cache.policy import CategoryPolicy, effective
+from cache.ports import Backend, Classifier, Clock, Embedder, EntryRepository
+from cache.stats import CacheStats
+from cache.types import (
+    SHARED_TENANT, CacheEntry, CachedResponse, Chunk, FinalResult, LookupRequest, LookupResult, Reason,
+    StoreReason, StoreResult,
+)
+
+DEFAULT_CATEGORY = "default"
+_CATEGORY_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+
+
+class SemanticCache:
+    def __init__(
+        self,
+        *,
+        repositories: Callable[[str], EntryRepository],
+        embedder: Embedder,
+        classifier: Classifier | None,
+        backend: Backend,
+        clock: Clock,
+        policies: Mapping[str, CategoryPolicy],
+        confidence_floor: float = 0.5,
+        options: CacheOptions = CacheOptions(),
+    ) -> None:
+        """`repositories(category)` is called once per category, on first use."""
+        if DEFAULT_CATEGORY not in policies:
+            raise InvalidPolicy("policies", f"must include {DEFAULT_CATEGORY!r}")
+        for name, policy in policies.items():
+            _check_category_name(name)
+            if not isinstance(policy, CategoryPolicy):
+                raise InvalidPolicy(name, "not a CategoryPolicy")
+        if not 0.0 <= confidence_floor <= 1.0:
+            raise InvalidRequest("confidence_floor", "must be in [0, 1]")
+        if options.search_k < 1 or options.replay_chunk_chars < 1:
+            raise InvalidRequest("options", "search_k and replay_chunk_chars must be positive")
+        self._repositories = repositories
+        self._embedder = embedder
+        self._classifier = classifier
+        self._backend = backend
+        self._clock = clock
+        self._policies = dict(policies)
+        self._floor = confidence_floor
+        self._options = options
+        self._repos: dict[str, EntryRepository] = {}
+        self._ledgers: dict[str, Ledger] = {}
+        self._routes: dict[str, str] = {}  # route key -> category (exact repeats skip classify)
+        self._feedback = FeedbackBook(recent=options.recent_hits, window=options.calibration_window,
+                                      min_feedback=options.min_feedback)
+        self._stats = CacheStats(config=options.break_even)
+        self._generator = Generator(
+            lookup=self._lookup, store=self._store_prepared, shareable=self._shareable,
+            record_latency=self._stats.backend_latency, backend=backend, clock=clock,
+            chunk_chars=options.replay_chunk_chars,
+        )
+
+    # ---------------------------------------------------------------- start-up and sweeping
+
+    async def restore(self) -> int:
+        """Rebuild the in-memory bookkeeping from every category's `scan()`; call at start-up
+        before serving. Returns the number of entries found."""
+        count = 0
+        for category in self._policies:
+            ledger = self._ledgers[category] = Ledger()
+            async for entry in self._repo(category).scan():
+                self._remember(category, ledger, entry)
+                count += 1
+        return count
+
+    async def sweep_expired(self) -> int:
+        """Delete expired entries from index and store (run periodically by the server).
+        Expired entries are never served even before the sweep: every read checks expiry."""
+        now = self._clock.now()
+        total = 0
+        for category, ledger in list(self._ledgers.items()):
+            ids = ledger.expired(now)
+            if ids:
+                await self._repo(category).delete(ids)
+                self._forget(category, ledger.remove(ids))
+                self._stats.expired(category, len(ids))
+                total += len(ids)
+        return total
+
+    # ---------------------------------------------------------------- lookup / store / generate
+
+    async def lookup(self, req: LookupRequest) -> LookupResult:
+        result, _ = await self._lookup(req)
+        return result
+
+    async def store(
+        self, req: LookupRequest, response: CachedResponse, *, ttl: float | None = None, shared: bool = False
+    ) -> StoreResult:
+        """Store `response` for `req` (admission applies). `shared` entries are visible to every
+        tenant: the server must allow it only for admin keys (otherwise any tenant could plant
+        answers for all). `ttl` overrides the category's effective TTL, up to max_ttl_s."""
+        if not isinstance(response, CachedResponse):
+            raise InvalidRequest("response", "must be a CachedResponse")
+        if not isinstance(shared, bool):
+            raise InvalidRequest("shared", "must be a boolean")
+        prep = self._prepare(req)
+        return await self._store_prepared(prep, response, ttl=ttl, shared=shared)
+
+    def generate(self, req: LookupRequest) -> AsyncIterator[Chunk | FinalResult]:
+        """Chunks then one FinalResult (`cached` says hit or not). Backend errors propagate and
+        nothing is stored; equivalent concurrent misses share one backend call."""
+        return self._generator.run(req)
+
+    async def _lookup(self, req: LookupRequest) -> tuple[LookupResult, Prepared]:
+        prep = self._prepare(req)
+        if req.no_cache:
+            return LookupResult(hit=False, reason=Reason.NO_CACHE, category=req.category,
+                                detail="request marked no-cache"), prep
+        steps: dict[str, float] = {}
+        category = await self._resolve_category(prep, steps)
+        policy = self._policy(category)
+        if not policy.enabled:
+            result = LookupResult(hit=False, reason=Reason.DISABLED, category=category,
+                                  detail=f"caching is disabled for category {category!r}")
+            self._stats.lookup(category, result.reason, steps, None)
+            return result, prep
+        now = self._clock.now()
+        threshold, _ = self._effective(category, req.model)
+        t0 = self._clock.monotonic()
+        exact, exact_failure = await self._exact(prep, category, policy, now)
+        steps["exact"] = _ms(self._clock.monotonic() - t0)
+        if exact is not None:
+            self._stats.lookup(category, exact.reason, steps, None)
+            return exact, prep
+        if self._stats.should_skip(category):
+            result = exact_failure or LookupResult(
+                hit=False, reason=Reason.BREAK_EVEN_SKIP, category=category, threshold=threshold,
+                detail="semantic search skipped: this category's hit rate does not pay for its cost",
+            )
+            self._stats.lookup(category, Reason.BREAK_EVEN_SKIP, steps, None)
+            return result, prep
+        t0 = self._clock.monotonic()
+        result = await self._semantic(prep, category, policy, threshold, now, steps, exact_failure)
+        self._stats.lookup(category, result.reason, steps, _ms(self._clock.monotonic() - t0))
+        return result, prep
+
+    async def _exact(
+        self, prep: Prepared, category: str, policy: CategoryPolicy, now: float
+    ) -> tuple[LookupResult | None, LookupResult | None]:
+        """(hit, None) or (None, why the exact candidate failed, if there was one)."""
+        tenant = prep.req.tenant
+        keys = [prep.exact_key(tenant, category), prep.exact_key(SHARED_TENANT, category)]
+        found = await self._repo(category).get(keys)
+        failure = None
+        for key in keys:
+            entry = found.get(key)
+            if entry is None or not entry.visible_to(tenant) or entry.category != category:
+                continue
+            reason, detail = why_not(entry, prep, policy, now)
+            if reason is None:
+                return self._hit(entry, prep, 1.0, None, Reason.EXACT, now), None
+            failure = failure or LookupResult(hit=False, reason=reason, detail=detail, similarity=1.0,
+                                              category=category, entry_id=entry.entry_id)
+        return None, failure
+
+    async def _semantic(
+        self, prep: Prepared, category: str, policy: CategoryPolicy, threshold: float, now: float,
+        steps: dict[str, float], exact_failure: LookupResult | None,
+    ) -> LookupResult:
+        tenant = prep.req.tenant
+        vector = await self._vector(prep, steps)
+        t0 = self._clock.monotonic()
+        found = await self._repo(category).search(vector, tenant, self._options.search_k)
+        steps["search"] = _ms(self._clock.monotonic() - t0)
+        found = sorted(((i, _clamp(s)) for i, s in found), key=lambda pair: -pair[1])
+        above = [(i, s) for i, s in found if s >= threshold]
+        if not above:
+            if exact_failure is not None:
+                return exact_failure
+            return below_threshold(found, threshold, category, self._ledger(category), tenant)
+        t0 = self._clock.monotonic()
+        entries = await self._repo(category).get([i for i, _ in above])
+        steps["fetch"] = _ms(self._clock.monotonic() - t0)
+        failure = None
+        for entry_id, similarity in above:
+            entry = entries.get(entry_id)
+            if entry is None or not entry.visible_to(tenant):
+                continue  # deleted meanwhile, or a repository that over-shares: never served
+            reason, detail = why_not(entry, prep, policy, now)
+            if reason is None:
+                return self._hit(entry, prep, similarity, threshold, Reason.SEMANTIC, now)
+            failure = failure or LookupResult(hit=False, reason=reason, detail=detail, similarity=similarity,
+                                              threshold=threshold, category=category, entry_id=entry_id)
+        return failure or exact_failure or LookupResult(
+            hit=False, reason=Reason.BELOW_THRESHOLD, threshold=threshold, category=category,
+            detail=f"no entry reaches threshold {threshold:.4f}")
+
+    def _hit(
+        self, entry: CacheEntry, prep: Prepared, similarity: float, threshold: float | None, reason: Reason,
+        now: float,
+    ) -> LookupResult:
+        self._ledger(entry.category).touch(entry.entry_id, now)
+        self._feedback.hit(prep.req.tenant, entry.entry_id, entry.category,
+                           similarity if reason is Reason.SEMANTIC else None)
+        detail = ("same normalised prompt, context and parameters" if reason is Reason.EXACT
+                  else f"similarity {similarity:.4f} >= threshold {threshold:.4f}")
+        return LookupResult(hit=True, reason=reason, detail=detail, response=entry.response,
+                            similarity=similarity, threshold=threshold, category=entry.category,
+                            entry_id=entry.entry_id)
+
+    async def _store_prepared(
+        self, prep: Prepared, response: CachedResponse, *, ttl: float | None = None, shared: bool = False
+    ) -> StoreResult:
+        req = prep.req
+        category = await self._resolve_category(prep, {})
+        policy = self._policy(category)
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
+                raise InvalidRequest("ttl", "must be a positive number of seconds")
+            if policy.max_ttl_s is not None and ttl > policy.max_ttl_s:
+                raise InvalidRequest("ttl", f"above the category's max_ttl_s {policy.max_ttl_s}")
+        verdict = admit(response=response, policy=policy, deterministic=prep.deterministic, no_store=req.no_store)
+        if not verdict.admitted:
+            self._stats.refused(category, verdict.reason.value)
+            return StoreResult(entry_id=None, category=category, stored=False, reason=verdict.reason,
+                               detail=verdict.detail)
+        vector = await self._vector(prep, {})
+        now = self._clock.now()
+        ttl_s = ttl if ttl is not None else self._effective(category, req.model)[1]
+        scope = SHARED_TENANT if shared else req.tenant
+        entry = CacheEntry(
+            entry_id=prep.exact_key(scope, category), category=category, tenant=req.tenant, shared=shared,
+            prompt=prep.query, context_fp=prep.context_fp, model=prep.model, params_fp=prep.params_fp,
+            core_params_fp=prep.core_fp, response_text=response.text, finish_reason=response.finish_reason,
+            usage=response.usage, created_at=now, expires_at=now + float(ttl_s),
+        )
+        repo = self._repo(category)
+        await repo.put(entry, vector)
+        ledger = self._ledger(category)
+        self._remember(category, ledger, entry)
+        victims = choose_victims(ledger, policy, tenant=req.tenant, now=now, keep=entry.entry_id)
+        if victims:
+            await repo.delete(victims)
+            self._forget(category, ledger.remove(victims))
+            self._stats.evicted(category, len(victims))
+        self._stats.stored(category)
+        return StoreResult(entry_id=entry.entry_id, category=category, stored=True, reason=StoreReason.STORED,
+                           expires_at=entry.expires_at)
+
+    # ---------------------------------------------------------------- management
+
+    async def invalidate(
+        self, *, entry_ids: Sequence[str] | None = None, category: str | None = None, tenant: str | None = None
+    ) -> int:
+        """Delete entries by ids, by category, by owner tenant, or a combination (all given
+        filters apply). With `tenant` set (a tenant's own call) naming another tenant's entry
+        raises NotPermitted. Returns how many entries were removed."""
+        if entry_ids is None and category is None and tenant is None:
+            raise InvalidRequest("entry_ids", "name entry ids, a category or a tenant")
+        categories = [category] if category is not None else list(self._policies)
+        if category is not None:
+            self._policy(category)
+        plan = {cat: select(self._ledger(cat), entry_ids=entry_ids, tenant=tenant) for cat in categories}
+        removed = 0
+        for cat, ids in plan.items():
+            if not ids:
+                continue
+            removed += await self._repo(cat).delete(ids)
+            self._forget(cat, self._ledger(cat).remove(ids))
+        return removed
+
+    def feedback(self, entry_id: str, correct: bool, tenant: str) -> str:
+        """Mark a hit correct/incorrect. Semantic hits feed threshold calibration; the counters
+        appear in Stats. Only an entry the tenant can see may be rated. Returns its category."""
+        if not isinstance(correct, bool):
+            raise InvalidRequest("correct", "must be a boolean")
+        recent = self._feedback.take(tenant, entry_id)
+        if recent is None:
+            category = self._find(entry_id, tenant)
+            self._stats.feedback(category, correct)
+            return category
+        category, similarity = recent
+        self._stats.feedback(category, correct)
+        if similarity is not None:
+            self._feedback.rate(category, similarity, correct, self._policies[category])
+        return category
+
+    def policies(self) -> dict[str, CategoryPolicy]:
+        """The configured policies (Stats shows calibrated and effective thresholds)."""
+        return dict(self._policies)
+
+    def set_policy(self, category: str, **changes: object) -> CategoryPolicy:
+        """Change fields of a category's policy (validated, unknown fields refused); an unknown
+        category is created from `default`. Setting `threshold` restarts calibration."""
+        _check_category_name(category)
+        base = self._policies.get(category, self._policies[DEFAULT_CATEGORY])
+        policy = base.with_changes(changes)
+        self._policies[category] = policy
+        if "threshold" in changes or policy.strict:
+            self._feedback.reset(category)
+        return policy
+
+    def stats(self, model: str | None = None) -> dict[str, CategoryStats]:
+        load = self._load(model)
+        out = {}
+        for category, policy in self._policies.items():
+            base = self._calibrated_policy(category)
+            threshold, ttl = effective(base, load)
+            out[category] = CategoryStats(
+                category=category, counters=self._stats.counters(category), entries=len(self._ledger(category)),
+                threshold=base.threshold, effective_threshold=threshold, effective_ttl_s=ttl, load=load,
+                calibrated=self._feedback.threshold(category) is not None and not policy.strict,
+            )
+        return out
+
+    # ---------------------------------------------------------------- helpers
+
+    def _prepare(self, req: LookupRequest) -> Prepared:
+        if not isinstance(req, LookupRequest):
+            raise InvalidRequest("request", "must be a LookupRequest")
+        if req.embedding is not None and req.embedding.shape[0] != self._embedder.dim:
+            raise InvalidRequest("embedding", f"has {req.embedding.shape[0]} dims, expected {self._embedder.dim}")
+        if req.category is not None:
+            self._policy(req.category)
+        return Prepared(req)
+
+    async def _resolve_category(self, prep: Prepared, steps: dict[str, float]) -> str:
+        if prep.category is None:
+            tenant = prep.req.tenant
+            prep.category = (prep.req.category or self._routes.get(prep.route_key(tenant))
+                             or self._routes.get(prep.route_key(SHARED_TENANT)))
+        if prep.category is None:
+            vector = await self._vector(prep, steps)
+            t0 = self._clock.monotonic()
+            category, confidence = (DEFAULT_CATEGORY, 0.0) if self._classifier is None else \
+                self._classifier.classify(vector)
+            steps["classify"] = _ms(self._clock.monotonic() - t0)
+            prep.category = category if confidence >= self._floor and category in self._policies \
+                else DEFAULT_CATEGORY
+        return prep.category
+
+    async def _vector(self, prep: Prepared, steps: dict[str, float]) -> np.ndarray:
+        if prep.vector is None:
+            t0 = self._clock.monotonic()
+            rows = await self._embedder.embed([prep.query])
+            steps["embed"] = _ms(self._clock.monotonic() - t0)
+            prep.vector = rows[0]
+        return prep.vector
+
+    def _shareable(self, prep: Prepared) -> bool:
+        """Single-flight only requests whose answer may be shared: deterministic ones, or any
+        in a category that caches sampled answers."""
+        if prep.deterministic:
+            return True
+        return prep.category is not None and self._policies[prep.category].cache_nondeterministic
+
+    def _policy(self, category: str) -> CategoryPolicy:
+        policy = self._policies.get(category)
+        if policy is None:
+            raise InvalidRequest("category", f"unknown category {category!r}; known: {sorted(self._policies)}")
+        return policy
+
+    def _calibrated_policy(self, category: str) -> CategoryPolicy:
+        policy = self._policies[category]
+        calibrated = self._feedback.threshold(category)
+        if calibrated is None or policy.strict:
+            return policy
+        return replace(policy, threshold=calibrated)
+
+    def _load(self, model: str | None) -> float:
+        load = float(self._backend.load(model))
+        return min(1.0, max(0.0, load)) if math.isfinite(load) else 0.0
+
+    def _effective(self, category: str, model: str | None) -> tuple[float, float]:
+        return effective(self._calibrated_policy(category), self._load(model))
+
+    def _repo(self, category: str) -> EntryRepository:
+        repo = self._repos.get(category)
+        if repo is None:
+            repo = self._repos[category] = self._repositories(category)
+        return repo
+
+    def _ledger(self, category: str) -> Ledger:
+        ledger = self._ledgers.get(category)
+        if ledger is None:
+            ledger = self._ledgers[category] = Ledger()
+        return ledger
+
+    def _remember(self, category: str, ledger: Ledger, entry: CacheEntry) -> None:
+        route = entry_route_key(tenant=entry.tenant, shared=entry.shared, prompt=entry.prompt,
+                                context_fp=entry.context_fp, model=entry.model, params_fp=entry.params_fp)
+        ledger.add(EntryMeta.of(entry, route))
+        self._routes[route] = category
+
+    def _forget(self, category: str, metas: Iterable[EntryMeta]) -> None:
+        for meta in metas:
+            if self._routes.get(meta.route_key) == category:
+                del self._routes[meta.route_key]
+
+    def _find(self, entry_id: str, tenant: str) -> str:
+        for category, ledger in self._ledgers.items():
+            meta = ledger.get(entry_id)
+            if meta is not None:
+                if not meta.visible_to(tenant):
+                    raise NotPermitted(f"entry {entry_id} is not visible to tenant {tenant!r}")
+                return category
+        raise EntryNotFound(f"no cache entry {entry_id!r}")
+
+
+def _check_category_name(name: object) -> None:
+    if not isinstance(name, str) or not _CATEGORY_NAME.match(name):
+        raise InvalidRequest("category", "must match [a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _clamp(similarity: float) -> float:
+    return min(1.0, max(-1.0, float(similarity)))
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0

@@ -1,0 +1,192 @@
+"""The SDK's semantic-cache calls, mixed into AsyncClient (one implementation; Client wraps it).
+
+`prompt` is either a string (completions) or a chat conversation: a list of
+`{"role": ..., "content": ...}` mappings or `(role, content)` pairs. `params` are generation
+parameters (temperature, top_p, max_tokens, seed, stop; anything else travels verbatim) and
+take part in the fingerprint: a cached response is served only for the same model and params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Union
+
+import numpy as np
+from google.protobuf import field_mask_pb2
+
+from curacache.api.v1 import cache_pb2 as pb
+from curacache.client.cache_types import (
+    CachedResponse,
+    CategoryPolicy,
+    CategoryStats,
+    GenerateResult,
+    LookupResult,
+    StoreResult,
+    Usage,
+)
+
+Prompt = Union[str, Sequence[Mapping[str, str]], Sequence[tuple[str, str]]]
+_PARAM_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
+_POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(CategoryPolicy))
+
+
+class CacheCalls:
+    """Cache RPCs, mixed into AsyncClient, which provides `_cache`, `_call` and `_stream`."""
+
+    _cache: Any
+    _call: Any
+    _stream: Any
+
+    async def lookup(
+        self,
+        prompt: Prompt,
+        tenant: str,
+        category: str | None = None,
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        embedding: np.ndarray | Sequence[float] | None = None,
+    ) -> LookupResult:
+        """Look `prompt` up in `tenant`'s cache (its private entries and shared ones)."""
+        query = _query(prompt, tenant, category, model, params, embedding)
+        r = await self._call(self._cache.Lookup, pb.LookupRequest(query=query))
+        return LookupResult(
+            hit=r.hit,
+            response=_response(r.response) if r.hit else None,
+            similarity=r.similarity,
+            category=r.category,
+            entry_id=r.entry_id,
+            reason=r.reason,
+            threshold=r.threshold,
+        )
+
+    async def store(
+        self,
+        prompt: Prompt,
+        response: str | CachedResponse,
+        tenant: str,
+        category: str | None = None,
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        embedding: np.ndarray | Sequence[float] | None = None,
+        ttl: float | None = None,
+        shared: bool = False,
+    ) -> StoreResult:
+        """Store a response; `shared` makes it visible to every tenant. Admission may refuse it."""
+        if isinstance(response, str):
+            response = CachedResponse(response)
+        request = pb.StoreRequest(
+            query=_query(prompt, tenant, category, model, params, embedding),
+            response=_response_pb(response),
+            ttl_s=ttl or 0.0,
+            shared=shared,
+        )
+        r = await self._call(self._cache.Store, request)
+        return StoreResult(r.entry_id, r.category, r.stored, r.reason)
+
+    async def generate(
+        self,
+        prompt: Prompt,
+        tenant: str,
+        category: str | None = None,
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        embedding: np.ndarray | Sequence[float] | None = None,
+        *,
+        shared: bool = False,
+        no_store: bool = False,
+        no_cache: bool = False,
+    ) -> AsyncIterator[str | GenerateResult]:
+        """Yield the response text in chunks, then one GenerateResult (`cached` tells a hit)."""
+        query = _query(prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache)
+        async for chunk in self._stream(self._cache.Generate, pb.GenerateRequest(query=query, shared=shared)):
+            if chunk.WhichOneof("kind") == "text":
+                yield chunk.text
+            else:
+                d = chunk.done
+                yield GenerateResult(d.cached, _response(d.response), d.similarity, d.category, d.entry_id, d.reason, d.stored)
+
+    async def invalidate(
+        self,
+        tenant: str,
+        entry_ids: Sequence[str] | None = None,
+        category: str | None = None,
+        all: bool = False,  # noqa: A002 - mirrors the RPC field
+    ) -> int:
+        """Remove entries by id, by category, or all of `tenant`'s; returns how many."""
+        request = pb.InvalidateRequest(tenant=tenant, entry_ids=entry_ids or [], category=category or "", all=all)
+        return (await self._call(self._cache.Invalidate, request)).invalidated
+
+    async def feedback(self, entry_id: str, correct: bool, tenant: str, similarity: float | None = None) -> float:
+        """Report whether a hit was right; returns the category's threshold afterwards."""
+        request = pb.FeedbackRequest(tenant=tenant, entry_id=entry_id, correct=correct, similarity=similarity or 0.0)
+        return (await self._call(self._cache.Feedback, request)).threshold
+
+    async def get_policies(self) -> list[CategoryPolicy]:
+        r = await self._call(self._cache.GetPolicies, pb.GetPoliciesRequest())
+        return [_policy(p) for p in r.policies]
+
+    async def set_policy(self, category: str, **changes: Any) -> CategoryPolicy:
+        """Change some fields of one category's policy (e.g. threshold=0.9, ttl_s=600)."""
+        unknown = sorted(set(changes) - set(_POLICY_FIELDS) - {"category"})
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a policy field (fields: {', '.join(_POLICY_FIELDS[1:])})")
+        request = pb.SetPolicyRequest(
+            policy=pb.CategoryPolicy(category=category, **changes),
+            update_mask=field_mask_pb2.FieldMask(paths=sorted(changes)),
+        )
+        return _policy((await self._call(self._cache.SetPolicy, request)).policy)
+
+    async def cache_stats(self) -> list[CategoryStats]:
+        r = await self._call(self._cache.Stats, pb.CacheStatsRequest())
+        names = [f.name for f in dataclasses.fields(CategoryStats)]
+        return [CategoryStats(**{n: getattr(s, n) for n in names}) for s in r.categories]
+
+
+def _query(
+    prompt: Prompt,
+    tenant: str,
+    category: str | None,
+    model: str | None,
+    params: Mapping[str, Any] | None,
+    embedding: np.ndarray | Sequence[float] | None,
+    *,
+    no_store: bool = False,
+    no_cache: bool = False,
+) -> pb.CacheQuery:
+    q = pb.CacheQuery(tenant=tenant, category=category or "", model=model or "", no_store=no_store, no_cache=no_cache)
+    if isinstance(prompt, str):
+        q.prompt = prompt
+    else:
+        for m in prompt:
+            role, content = (m["role"], m["content"]) if isinstance(m, Mapping) else m
+            q.messages.add(role=role, content=content)
+    if params:
+        p = q.params
+        for key, value in params.items():
+            if key in _PARAM_FIELDS:
+                setattr(p, key, value)
+            elif key == "stop":
+                p.stop.extend([value] if isinstance(value, str) else value)
+            else:
+                p.extra[key] = str(value)
+    if embedding is not None:
+        q.embedding = np.ascontiguousarray(embedding, dtype="<f4").ravel().tobytes()
+    return q
+
+
+def _response_pb(r: CachedResponse) -> pb.CachedResponse:
+    u = r.usage
+    return pb.CachedResponse(
+        text=r.text, finish_reason=r.finish_reason, model=r.model,
+        usage=pb.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens),
+    )
+
+
+def _response(r: pb.CachedResponse) -> CachedResponse:
+    u = r.usage
+    return CachedResponse(r.text, r.finish_reason, Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens), r.model)
+
+
+def _policy(p: pb.CategoryPolicy) -> CategoryPolicy:
+    return CategoryPolicy(**{name: getattr(p, name) for name in _POLICY_FIELDS})

@@ -1,0 +1,94 @@
+"""Typed results of the SDK's cache calls (plain frozen dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    text: str
+    finish_reason: str = "stop"
+    usage: Usage = Usage()
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    """`reason` says why it hit or missed (exact, semantic, below_threshold, expired, ...)."""
+
+    hit: bool
+    response: CachedResponse | None
+    similarity: float
+    category: str
+    entry_id: str
+    reason: str
+    threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    entry_id: str
+    category: str
+    stored: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateResult:
+    """The last item `generate` yields, after the text chunks."""
+
+    cached: bool
+    response: CachedResponse
+    similarity: float
+    category: str
+    entry_id: str
+    reason: str
+    stored: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryPolicy:
+    category: str
+    threshold: float
+    ttl_s: float
+    quota_per_tenant: int
+    quota_total: int
+    eviction: str
+    enabled: bool
+    strict: bool
+    min_threshold: float
+    max_ttl_s: float
+    relax: float
+    extend: float
+    cache_nondeterministic: bool
+    allow_truncated: bool
+    target_false_hit_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryStats:
+    category: str
+    lookups: int
+    exact_hits: int
+    semantic_hits: int
+    misses: int
+    stores: int
+    evictions: int
+    expirations: int
+    correct_feedback: int
+    false_hit_feedback: int
+    entries: int
+    effective_threshold: float
+    effective_ttl_s: float
+    backend_load: float
+    hit_rate: float
+    semantic_skipped: bool
+    miss_cost_ms: float

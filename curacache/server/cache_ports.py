@@ -1,0 +1,139 @@
+"""The semantic cache's ports, implemented over the service's own parts.
+
+- `CollectionRepository`: one category's entries as records of an internal vector collection
+  (`cache:<category>`; the colon keeps it out of reach of the public Collections/Vectors API,
+  whose names are [A-Za-z0-9_.-]). Shared entries carry the reserved tenant "*" in their access
+  list and every search also runs as "*" (DESIGN §2, cache.ports.EntryRepository).
+- `RouterBackend`: the cache's Backend port over `curacache.llm.BackendRouter` (type
+  translation only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+import numpy as np
+
+from cache.types import SHARED_TENANT, CacheEntry, Chunk, FinalResult, LookupRequest
+from curacache.errors import AlreadyExists, InvalidArgument, NotFound
+from curacache.llm.router import BackendRouter
+from curacache.llm.types import Chunk as LlmChunk
+from curacache.llm.types import GenerationRequest, Message
+from curacache.server.collection import Collection
+from curacache.server.vectordb import VectorDB
+from storage.types import StoredRecord
+
+COLLECTION_PREFIX = "cache:"
+_SCAN_BATCH = 1024
+
+
+def collection_name(category: str) -> str:
+    return COLLECTION_PREFIX + category
+
+
+class CollectionRepository:
+    """cache.ports.EntryRepository over one internal collection (created on first use)."""
+
+    def __init__(self, *, db: VectorDB, category: str, dim: int, index_kind: str = "") -> None:
+        self._db = db
+        self._name = collection_name(category)
+        self._dim = dim
+        self._index_kind = index_kind
+        self._collection: Collection | None = None
+
+    def _get(self) -> Collection:
+        if self._collection is None:
+            try:
+                self._collection = self._db.get(self._name)
+            except NotFound:  # first use of this category
+                try:
+                    self._db.create(self._name, dim=self._dim, metric="cosine", index_kind=self._index_kind, params={})
+                except AlreadyExists:
+                    pass
+                self._collection = self._db.get(self._name)
+        return self._collection
+
+    async def put(self, entry: CacheEntry, vector: np.ndarray) -> None:
+        record = StoredRecord(
+            id=entry.entry_id,
+            vector=np.ascontiguousarray(vector, dtype="<f4").tobytes(),
+            owner=entry.tenant,
+            tenants=entry.access_list(),
+            payload=entry.to_bytes(),
+            metadata=entry.metadata(),
+        )
+        collection = self._get()
+        await asyncio.to_thread(collection.upsert, entry.tenant, [record], admin=True)
+
+    async def get(self, entry_ids: Sequence[str]) -> dict[str, CacheEntry]:
+        collection = self._get()
+        found = await asyncio.to_thread(self._db.store.get_records, collection.spec.name, list(entry_ids))
+        return {rid: CacheEntry.from_bytes(rec.payload) for rid, rec in found.items()}
+
+    async def delete(self, entry_ids: Sequence[str]) -> int:
+        if not entry_ids:
+            return 0
+        collection = self._get()
+        return await asyncio.to_thread(collection.delete, SHARED_TENANT, list(entry_ids), admin=True)
+
+    async def search(self, vector: np.ndarray, tenant: str, k: int) -> list[tuple[str, float]]:
+        collection = self._get()
+        q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+
+        def both() -> list[tuple[str, float]]:
+            best: dict[str, float] = {}
+            for who in dict.fromkeys((tenant, SHARED_TENANT)):
+                for hit in collection.search(who, q, k, {}, with_payload=False)[0]:
+                    best[hit.id] = max(hit.score, best.get(hit.id, -1.0))
+            return sorted(best.items(), key=lambda kv: -kv[1])[:k]
+
+        return await asyncio.to_thread(both)
+
+    async def scan(self) -> AsyncIterator[CacheEntry]:
+        collection = self._get()
+        batches = iter(self._db.store.iter_records(collection.spec.name, _SCAN_BATCH))
+        while True:
+            batch = await asyncio.to_thread(next, batches, None)
+            if batch is None:
+                return
+            for rec in batch:
+                yield CacheEntry.from_bytes(rec.payload)
+
+
+class RouterBackend:
+    """cache.ports.Backend over the LLM router: requests and stream items translated."""
+
+    def __init__(self, *, router: BackendRouter, default_model: str | None = None) -> None:
+        self._router = router
+        self._default_model = default_model or next(iter(router.models()), None)
+
+    def load(self, model: str | None) -> float:
+        return self._router.load(model)
+
+    async def stream(self, request: LookupRequest) -> AsyncIterator[Chunk | FinalResult]:
+        model = request.model or self._default_model
+        if not model:
+            raise InvalidArgument("query.model", "is required (no default model is configured)")
+        generation = GenerationRequest(
+            model=model,
+            messages=tuple(Message(role, content) for role, content in request.messages) if request.messages else None,
+            prompt=request.prompt,
+            params=_backend_params(request.params),
+            stream=True,
+        )
+        async for item in self._router.stream(generation):
+            if isinstance(item, LlmChunk):
+                yield Chunk(text=item.text)
+            else:
+                u = item.usage
+                yield FinalResult(
+                    text=item.text,
+                    finish_reason=item.finish_reason or "stop",
+                    usage={"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                           "total_tokens": u.total_tokens},
+                )
+
+
+def _backend_params(params: Mapping[str, object]) -> dict[str, object]:
+    return {k: v for k, v in params.items() if v is not None}

@@ -1,0 +1,89 @@
+"""Builds the semantic cache from configuration: embedder, classifier, LLM router, policies.
+
+Part of the composition root: the only place where `cache` meets its port implementations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from cache.classifier import LinearClassifier
+from cache.clock import SystemClock
+from cache.errors import InvalidRequest
+from cache.policy import CategoryPolicy, default_policies
+from cache.service import SemanticCache
+from curacache.embed.base import Embedder, HashingEmbedder
+from curacache.embed.batching import BatchingEmbedder
+from curacache.embed.minilm import MiniLMEmbedder
+from curacache.embed.remote import OpenAIEmbedder
+from curacache.llm.config import BackendConfig
+from curacache.llm.router import BackendRouter
+from curacache.server.cache_ports import CollectionRepository, RouterBackend
+from curacache.server.config import CacheConfig, ConfigError
+from curacache.server.vectordb import VectorDB
+
+EMBED_DIM = 384  # MiniLM; the remote embedder must serve the same dimension
+
+EMBEDDERS: Mapping[str, Callable[[CacheConfig], Embedder]] = {
+    # Dynamic batching merges concurrent lookups into one forward pass.
+    "minilm": lambda c: BatchingEmbedder(inner=MiniLMEmbedder()),
+    "hashing": lambda c: HashingEmbedder(dim=EMBED_DIM),  # tests and demos only: not semantic
+    "remote": lambda c: BatchingEmbedder(
+        inner=OpenAIEmbedder(base_url=c.embedder_url, model=c.embedder_model, dim=EMBED_DIM)
+    ),
+}
+
+
+@dataclass(slots=True)
+class CacheParts:
+    """The cache and what must be closed with it."""
+
+    cache: SemanticCache
+    embedder: Embedder
+    router: BackendRouter
+    dim: int
+
+    async def aclose(self) -> None:
+        await self.router.aclose()
+        await self.embedder.aclose()
+
+
+def policies_from(config: CacheConfig) -> dict[str, CategoryPolicy]:
+    """Shipped policies with the config's overrides applied (unknown categories start from default)."""
+    policies = default_policies()
+    for category, changes in config.policies.items():
+        base = policies.get(category, policies["default"])
+        try:
+            policies[category] = base.with_changes(changes)
+        except InvalidRequest as exc:
+            raise ConfigError(f"cache.policies.{category}.{exc.field}: {exc.message}") from None
+    return policies
+
+
+def build_cache(config: CacheConfig, db: VectorDB) -> CacheParts:
+    factory = EMBEDDERS.get(config.embedder)
+    if factory is None:
+        raise ConfigError(f"cache.embedder: must be one of {sorted(EMBEDDERS)}, got {config.embedder!r}")
+    if config.embedder == "remote" and not (config.embedder_url and config.embedder_model):
+        raise ConfigError("cache.embedder_url and cache.embedder_model: required for the remote embedder")
+    router = BackendRouter.from_configs(
+        BackendConfig(name=b.name, base_url=b.base_url, models=b.models, max_concurrency=b.max_concurrency,
+                      timeout_s=b.timeout_s, api_key=b.api_key, max_retries=b.max_retries)
+        for b in config.backends
+    )
+    embedder = factory(config)
+    classifier = LinearClassifier.load()
+    floor = classifier.floor if config.confidence_floor is None else config.confidence_floor
+    cache = SemanticCache(
+        repositories=lambda category: CollectionRepository(
+            db=db, category=category, dim=EMBED_DIM, index_kind=config.index_kind
+        ),
+        embedder=embedder,
+        classifier=classifier,
+        backend=RouterBackend(router=router, default_model=config.default_model or None),
+        clock=SystemClock(),
+        policies=policies_from(config),
+        confidence_floor=floor,
+    )
+    return CacheParts(cache, embedder, router, EMBED_DIM)

@@ -1,0 +1,210 @@
+"""Cache service: translate protobuf <-> cache types, check the caller, delegate to SemanticCache.
+
+Field names in errors are the API's (`query.prompt`, `policy.threshold`, ...): the cache names
+its own fields and the servicer prefixes them with where they sit in the request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import grpc
+
+from cache.errors import InvalidRequest
+from cache.policy import CategoryPolicy, Eviction
+from cache.service import SemanticCache
+from cache.types import CachedResponse, Chunk, FinalResult, LookupRequest, LookupResult
+from curacache.api.v1 import cache_pb2 as pb
+from curacache.api.v1 import cache_pb2_grpc
+from curacache.errors import InvalidArgument, PermissionDenied
+from curacache.server import validate
+from curacache.server.gate import Gate
+from curacache.server.status import rpc, rpc_stream
+
+_SCALAR_PARAMS = ("temperature", "top_p", "max_tokens", "seed")
+_POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(CategoryPolicy))
+_OPTIONAL_ZERO_IS_NONE = ("max_ttl_s", "target_false_hit_rate")
+
+
+class CacheServicer(cache_pb2_grpc.CacheServicer):
+    def __init__(self, cache: SemanticCache, gate: Gate, *, dim: int) -> None:
+        self._cache = cache
+        self._gate = gate
+        self._dim = dim
+
+    def _request(self, q: pb.CacheQuery, context: grpc.aio.ServicerContext) -> tuple[LookupRequest, bool]:
+        """The cache request, and whether the caller may write shared entries."""
+        principal = self._gate.tenant(context, q.tenant, "query.tenant")
+        embedding = None
+        if q.embedding:
+            embedding = validate.vectors([q.embedding], self._dim, "query.embedding")[0]
+            validate.nonzero_rows(embedding.reshape(1, -1), "query.embedding")
+        params: dict[str, Any] = {name: getattr(q.params, name) for name in _SCALAR_PARAMS if q.params.HasField(name)}
+        if q.params.stop:
+            params["stop"] = list(q.params.stop)
+        params.update(q.params.extra)
+        try:
+            request = LookupRequest(
+                tenant=q.tenant,
+                prompt=q.prompt if q.prompt or not q.messages else None,
+                messages=tuple((m.role, m.content) for m in q.messages),
+                category=q.category or None,
+                model=q.model or None,
+                params=params,
+                embedding=embedding,
+                no_store=q.no_store,
+                no_cache=q.no_cache,
+            )
+        except InvalidRequest as exc:
+            raise InvalidArgument(f"query.{exc.field}", exc.message) from None
+        return request, principal.manage
+
+    @rpc
+    async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
+        query, _ = self._request(request.query, context)
+        return _lookup_response(await self._cache.lookup(query))
+
+    @rpc
+    async def Store(self, request: pb.StoreRequest, context: grpc.aio.ServicerContext) -> pb.StoreResponse:
+        query, may_share = self._request(request.query, context)
+        if request.shared and not may_share:
+            raise PermissionDenied("shared: storing entries every tenant sees needs an admin API key")
+        if request.ttl_s < 0:
+            raise InvalidArgument("ttl_s", f"must be >= 0, got {request.ttl_s}")
+        r = request.response
+        try:
+            response = CachedResponse(text=r.text, finish_reason=r.finish_reason or "stop", usage=_usage(r.usage))
+        except InvalidRequest as exc:
+            raise InvalidArgument(exc.field, exc.message) from None
+        result = await self._cache.store(query, response, ttl=request.ttl_s or None, shared=request.shared)
+        return pb.StoreResponse(
+            entry_id=result.entry_id or "", category=result.category, stored=result.stored,
+            reason=str(result.reason) + (f": {result.detail}" if result.detail else ""),
+        )
+
+    @rpc_stream
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateChunk]:
+        query, may_share = self._request(request.query, context)
+        if request.shared and not may_share:
+            raise PermissionDenied("shared: storing entries every tenant sees needs an admin API key")
+        text: list[str] = []
+        async for item in self._cache.generate(query):
+            if isinstance(item, Chunk):
+                text.append(item.text)
+                yield pb.GenerateChunk(text=item.text)
+            elif isinstance(item, FinalResult):
+                yield pb.GenerateChunk(done=_done(item, "".join(text)))
+
+    @rpc
+    async def Invalidate(self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext) -> pb.InvalidateResponse:
+        self._gate.tenant(context, request.tenant)
+        selectors = sum((bool(request.entry_ids), bool(request.category), request.all))
+        if selectors != 1:
+            raise InvalidArgument("entry_ids", "name exactly one of entry_ids, category or all")
+        n = await self._cache.invalidate(
+            entry_ids=list(request.entry_ids) or None, category=request.category or None, tenant=request.tenant
+        )
+        return pb.InvalidateResponse(invalidated=n)
+
+    @rpc
+    async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
+        self._gate.tenant(context, request.tenant)
+        if not request.entry_id:
+            raise InvalidArgument("entry_id", "is required")
+        category = self._cache.feedback(request.entry_id, request.correct, request.tenant)
+        stats = self._cache.stats().get(category)
+        return pb.FeedbackResponse(category=category, threshold=stats.effective_threshold if stats else 0.0)
+
+    @rpc
+    async def GetPolicies(self, request: pb.GetPoliciesRequest, context: grpc.aio.ServicerContext) -> pb.GetPoliciesResponse:
+        self._gate.principal(context)
+        return pb.GetPoliciesResponse(policies=[_policy_pb(c, p) for c, p in sorted(self._cache.policies().items())])
+
+    @rpc
+    async def SetPolicy(self, request: pb.SetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.SetPolicyResponse:
+        if not self._gate.principal(context).manage:
+            raise PermissionDenied("changing cache policies needs an admin API key")
+        category = request.policy.category
+        if not category:
+            raise InvalidArgument("policy.category", "is required")
+        paths = list(request.update_mask.paths) or [f for f in _POLICY_FIELDS]
+        unknown = sorted(set(paths) - set(_POLICY_FIELDS) - {"category"})
+        if unknown:
+            raise InvalidArgument("update_mask", f"unknown policy field {unknown[0]!r}")
+        changes = {name: _policy_value(name, getattr(request.policy, name)) for name in paths if name != "category"}
+        try:
+            policy = self._cache.set_policy(category, **changes)
+        except InvalidRequest as exc:
+            raise InvalidArgument(f"policy.{exc.field}", exc.message) from None
+        return pb.SetPolicyResponse(policy=_policy_pb(category, policy))
+
+    @rpc
+    async def Stats(self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext) -> pb.CacheStatsResponse:
+        self._gate.principal(context)
+        rows = []
+        for category, s in sorted(self._cache.stats().items()):
+            c = s.counters
+            rows.append(pb.CategoryStats(
+                category=category, lookups=c.lookups, exact_hits=c.exact_hits, semantic_hits=c.semantic_hits,
+                misses=c.misses, stores=c.stores, evictions=c.evictions, expirations=c.expirations,
+                correct_feedback=c.correct_hits, false_hit_feedback=c.false_hits, entries=s.entries,
+                effective_threshold=s.effective_threshold, effective_ttl_s=s.effective_ttl_s, backend_load=s.load,
+                hit_rate=c.rolling_hit_rate if c.rolling_hit_rate is not None else c.hit_rate,
+                semantic_skipped=c.skipping_semantic, miss_cost_ms=c.miss_path_ms or 0.0,
+            ))
+        return pb.CacheStatsResponse(categories=rows)
+
+
+def _usage(u: pb.Usage) -> dict[str, int]:
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+def _response_pb(r: CachedResponse) -> pb.CachedResponse:
+    u: Mapping[str, int] = r.usage
+    return pb.CachedResponse(
+        text=r.text, finish_reason=r.finish_reason,
+        usage=pb.Usage(prompt_tokens=u.get("prompt_tokens", 0), completion_tokens=u.get("completion_tokens", 0),
+                       total_tokens=u.get("total_tokens", 0)),
+    )
+
+
+def _lookup_response(r: LookupResult) -> pb.LookupResponse:
+    return pb.LookupResponse(
+        hit=r.hit,
+        response=_response_pb(r.response) if r.response is not None else None,
+        similarity=r.similarity or 0.0,
+        category=r.category or "",
+        entry_id=r.entry_id or "",
+        reason=str(r.reason) + (f": {r.detail}" if r.detail else ""),
+        threshold=r.threshold or 0.0,
+    )
+
+
+def _done(f: FinalResult, streamed: str) -> pb.GenerateDone:
+    response = CachedResponse(text=f.text or streamed, finish_reason=f.finish_reason, usage=f.usage)
+    return pb.GenerateDone(
+        cached=f.cached, response=_response_pb(response), similarity=f.similarity or 0.0, category=f.category or "",
+        entry_id=f.entry_id or "", reason=str(f.lookup_reason or ""),
+        stored=str(f.store_reason or "") == "stored",
+    )
+
+
+def _policy_value(name: str, value: Any) -> Any:
+    if name in _OPTIONAL_ZERO_IS_NONE and not value:
+        return None
+    if name == "eviction":
+        try:
+            return Eviction(value)
+        except ValueError:
+            raise InvalidArgument("policy.eviction", f"must be one of {[e.value for e in Eviction]}, got {value!r}") from None
+    return value
+
+
+def _policy_pb(category: str, p: CategoryPolicy) -> pb.CategoryPolicy:
+    values = {name: getattr(p, name) for name in _POLICY_FIELDS}
+    values["eviction"] = str(p.eviction)
+    for name in _OPTIONAL_ZERO_IS_NONE:
+        values[name] = values[name] or 0.0
+    return pb.CategoryPolicy(category=category, **values)

@@ -1,0 +1,159 @@
+"""Generate: streamed hits replay exactly, misses stream through and are stored once,
+equivalent concurrent misses share one backend call, errors are never cached."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cache import Chunk, FinalResult, LookupRequest, Reason, StoreReason
+from cache.singleflight import FlightAbandoned, SingleFlight
+from cache.testing import FakePorts
+
+
+def req(prompt: str = "Explain single-flight", tenant: str = "ann", **kw) -> LookupRequest:
+    return LookupRequest(tenant=tenant, prompt=prompt, category="default", params={"temperature": 0}, **kw)
+
+
+async def collect(stream) -> tuple[str, FinalResult]:
+    text, final = [], None
+    async for item in stream:
+        if isinstance(item, Chunk):
+            assert final is None, "chunks after the final result"
+            text.append(item.text)
+        else:
+            final = item
+    assert final is not None
+    return "".join(text), final
+
+
+async def test_miss_streams_through_and_stores_then_hit_replays_exact_text() -> None:
+    p = FakePorts()
+    p.backend.text = "Line one.\n  Line two — with ünïcode and   spaces.\n" * 5
+    cache = p.cache()
+    text, final = await collect(cache.generate(req()))
+    assert text == p.backend.text and not final.cached and final.store_reason is StoreReason.STORED
+    assert final.text == text and final.entry_id is not None
+    replay, hit = await collect(cache.generate(req()))
+    assert replay == p.backend.text and hit.cached and hit.lookup_reason is Reason.EXACT
+    assert hit.finish_reason == "stop" and hit.usage == final.usage
+    assert p.backend.calls == 1
+
+
+async def test_twenty_concurrent_equivalent_misses_make_one_backend_call() -> None:
+    p = FakePorts()
+    p.backend.gate = asyncio.Event()
+    cache = p.cache()
+    tasks = [asyncio.create_task(collect(cache.generate(req("  EXPLAIN single-flight ")))) for _ in range(20)]
+    await asyncio.sleep(0.01)
+    p.backend.gate.set()
+    results = await asyncio.gather(*tasks)
+    assert p.backend.calls == 1
+    texts = {text for text, _ in results}
+    assert len(texts) == 1 and texts == {p.backend.answer(req("  EXPLAIN single-flight "))}
+    assert sum(final.lookup_reason is Reason.SINGLE_FLIGHT for _, final in results) == 19
+    assert len(p.repos["default"]) == 1
+
+
+async def test_different_tenants_do_not_share_a_flight() -> None:
+    p = FakePorts()
+    p.backend.gate = asyncio.Event()
+    cache = p.cache()
+    tasks = [asyncio.create_task(collect(cache.generate(req(tenant=t)))) for t in ("ann", "ben")]
+    await asyncio.sleep(0.01)
+    p.backend.gate.set()
+    await asyncio.gather(*tasks)
+    assert p.backend.calls == 2
+
+
+async def test_backend_exception_reaches_all_waiters_and_nothing_is_cached() -> None:
+    p = FakePorts()
+    p.backend.gate = asyncio.Event()
+    p.backend.error = ConnectionError("backend dropped the stream")
+    cache = p.cache()
+    tasks = [asyncio.create_task(collect(cache.generate(req()))) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    p.backend.gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert p.backend.calls == 1
+    assert len(p.repos.get("default", [])) == 0
+    p.backend.error = None
+    p.backend.gate = None
+    _, final = await collect(cache.generate(req()))
+    assert not final.cached and final.store_reason is StoreReason.STORED
+
+
+async def test_error_and_truncated_finishes_are_streamed_but_not_stored() -> None:
+    p = FakePorts()
+    cache = p.cache()
+    for finish, reason in (("length", StoreReason.TRUNCATED), ("error", StoreReason.ERROR)):
+        p.backend.finish_reason = finish
+        _, final = await collect(cache.generate(req()))
+        assert final.store_reason is reason and final.entry_id is None
+    assert len(p.repos["default"]) == 0
+
+
+async def test_nondeterministic_requests_are_not_single_flighted_or_stored() -> None:
+    p = FakePorts()
+    p.backend.gate = asyncio.Event()
+    cache = p.cache()
+    sampled = LookupRequest(tenant="ann", prompt="a poem", category="default", params={"temperature": 0.9})
+    tasks = [asyncio.create_task(collect(cache.generate(sampled))) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    p.backend.gate.set()
+    results = await asyncio.gather(*tasks)
+    assert p.backend.calls == 3
+    assert all(final.store_reason is StoreReason.NONDETERMINISTIC for _, final in results)
+
+
+async def test_backend_latency_is_recorded_as_time_saved_per_hit() -> None:
+    p = FakePorts()
+    p.backend._latency = 0.8
+    cache = p.cache()
+    await collect(cache.generate(req()))
+    assert cache.stats()["default"].counters.backend_ms == pytest.approx(800.0)
+
+
+async def test_abandoned_leader_hands_over_to_a_follower() -> None:
+    p = FakePorts()
+    p.backend.gate = asyncio.Event()
+    cache = p.cache()
+    leader = cache.generate(req())
+    first = asyncio.create_task(leader.__anext__())
+    await asyncio.sleep(0.01)
+    follower = asyncio.create_task(collect(cache.generate(req())))
+    await asyncio.sleep(0.01)
+    first.cancel()  # the leader's client goes away while waiting on the backend
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    p.backend.gate.set()
+    text, final = await follower
+    assert text == p.backend.answer(req()) and final.store_reason is StoreReason.STORED
+    assert p.backend.calls == 2
+
+
+async def test_singleflight_do_shares_result_and_exception() -> None:
+    flights: SingleFlight[int] = SingleFlight()
+    gate = asyncio.Event()
+    calls = 0
+
+    async def work() -> int:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return 42
+
+    tasks = [asyncio.create_task(flights.do("k", work)) for _ in range(10)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*tasks) == [42] * 10 and calls == 1 and len(flights) == 0
+
+    async def boom() -> int:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        await flights.do("k", boom)
+    assert len(flights) == 0
+    assert issubclass(FlightAbandoned, Exception)

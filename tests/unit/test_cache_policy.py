@@ -1,0 +1,156 @@
+"""Policies, fingerprints, admission, eviction order and calibration as pure functions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cache import CacheEntry, CachedResponse, CategoryPolicy, CorruptEntry, InvalidRequest, LookupRequest
+from cache.admission import admit
+from cache.calibration import calibrate
+from cache.eviction import choose_victims
+from cache.fingerprint import (
+    context_fingerprint, is_deterministic, normalise_prompt, params_fingerprint,
+)
+from cache.ledger import EntryMeta, Ledger
+from cache.policy import Eviction, default_policies, effective
+
+
+def test_shipped_defaults() -> None:
+    p = default_policies()
+    assert (p["default"].threshold, p["default"].ttl_s) == (0.88, 86400)
+    assert (p["code"].threshold, p["code"].ttl_s) == (0.90, 30 * 86400)
+    assert (p["conversation"].threshold, p["knowledge"].ttl_s) == (0.85, 7 * 86400)
+    assert (p["time_sensitive"].threshold, p["time_sensitive"].ttl_s) == (0.95, 300)
+    assert p["health"].strict and p["legal"].strict and p["health"].threshold == 0.95
+    assert (p["assistant"].threshold, p["assistant"].ttl_s) == (0.92, 3600)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("threshold", 1.2), ("threshold", math.nan), ("ttl_s", 0), ("quota_per_tenant", 0),
+    ("eviction", "random"), ("strict", "yes"), ("relax", -0.1), ("extend", -1),
+    ("target_false_hit_rate", 2.0), ("min_threshold", 0.99), ("max_ttl_s", 10.0),
+])
+def test_policy_validation_names_the_field(field: str, value: object) -> None:
+    base = default_policies()["default"]
+    with pytest.raises(InvalidRequest) as err:
+        base.with_changes({field: value})
+    assert err.value.field == field and isinstance(err.value, ValueError)
+
+
+def test_effective_moves_with_load_within_bounds_and_strict_never_moves() -> None:
+    p = CategoryPolicy(threshold=0.9, ttl_s=100, min_threshold=0.88, max_ttl_s=150, relax=0.05, extend=1.0)
+    assert effective(p, 0.0) == (0.9, 100)
+    thr, ttl = effective(p, 0.2)
+    assert thr == pytest.approx(0.89) and ttl == pytest.approx(120)
+    assert effective(p, 1.0) == (0.88, 150)  # clamped by min_threshold / max_ttl_s
+    assert effective(p, 7.0) == effective(p, 1.0) and effective(p, math.nan) == (0.9, 100)
+    strict = CategoryPolicy(threshold=0.95, ttl_s=100, strict=True, min_threshold=0.5)
+    assert effective(strict, 1.0) == (0.95, 100)
+
+
+def test_normalisation_and_params_fingerprint() -> None:
+    assert normalise_prompt("  Ｈｅｌｌｏ\u00a0 WORLD\n") == "hello world"
+    assert params_fingerprint({"temperature": 0, "stop": "x"}) == params_fingerprint({"stop": ["x"], "temperature": 0.0})
+    assert params_fingerprint({"temperature": 0, "stream": True, "user": "u"}) == params_fingerprint({"temperature": 0})
+    assert params_fingerprint({"temperature": 0}) != params_fingerprint({"temperature": 1})
+    assert params_fingerprint({"max_tokens": 10}) != params_fingerprint({"max_tokens": 11})
+    assert is_deterministic({}) and is_deterministic({"temperature": 0})
+    assert is_deterministic({"temperature": 1, "seed": 3}) and not is_deterministic({"temperature": 0.2})
+    assert context_fingerprint(()) == ""
+    assert context_fingerprint([("system", "a")]) != context_fingerprint([("system", "a ")])
+
+
+def test_lookup_request_validation_names_fields() -> None:
+    cases = [
+        (dict(tenant="", prompt="x"), "tenant"),
+        (dict(tenant="t"), "prompt"),
+        (dict(tenant="t", prompt="x", messages=[("user", "y")]), "prompt"),
+        (dict(tenant="t", prompt="   "), "prompt"),
+        (dict(tenant="t", messages=[("system", "s")]), "messages"),
+        (dict(tenant="t", messages=[("user", 3)]), "messages[0].content"),
+        (dict(tenant="t", prompt="x", params={"temperature": 3}), "params.temperature"),
+        (dict(tenant="t", prompt="x", params={"top_p": 0}), "params.top_p"),
+        (dict(tenant="t", prompt="x", params={"max_tokens": 1.5}), "params.max_tokens"),
+        (dict(tenant="t", prompt="x", params={"stop": [1]}), "params.stop"),
+        (dict(tenant="t", prompt="x", params={"x": object()}), "params.x"),
+        (dict(tenant="t", prompt="x", embedding=[0.0, 0.0]), "embedding"),
+        (dict(tenant="t", prompt="x", embedding=[np.nan, 1.0]), "embedding"),
+        (dict(tenant="t", prompt="x", category=""), "category"),
+    ]
+    for kwargs, field in cases:
+        with pytest.raises(InvalidRequest) as err:
+            LookupRequest(**kwargs)
+        assert err.value.field == field, kwargs
+
+
+def test_conversation_query_and_context() -> None:
+    r = LookupRequest(tenant="t", messages=[("system", "be brief"), ("user", "hi"), ("assistant", "hello"),
+                                            ("user", "And in Germany?")])
+    assert r.query_text == "And in Germany?"
+    assert r.context == (("system", "be brief"), ("user", "hi"), ("assistant", "hello"))
+
+
+def test_entry_round_trips_through_bytes_and_rejects_garbage() -> None:
+    e = CacheEntry(entry_id="e1", category="code", tenant="ann", shared=True, prompt="p", context_fp="",
+                   model="m", params_fp="x", core_params_fp="y", response_text="résumé", finish_reason="stop",
+                   usage={"total_tokens": 3}, created_at=1.0, expires_at=2.0, hits=4, last_hit_at=1.5)
+    assert CacheEntry.from_bytes(e.to_bytes()) == e
+    assert e.access_list() == ("ann", "*") and e.metadata()["expires_at"] == "2.0"
+    with pytest.raises(CorruptEntry):
+        CacheEntry.from_bytes(b"{not json")
+
+
+def test_admission_reasons() -> None:
+    policy = default_policies()["default"]
+    ok = CachedResponse(text="fine", finish_reason="stop")
+    assert admit(response=ok, policy=policy, deterministic=True, no_store=False).admitted
+    assert admit(response=ok, policy=policy, deterministic=True, no_store=True).reason == "no_store"
+    assert admit(response=ok, policy=policy, deterministic=False, no_store=False).reason == "nondeterministic"
+
+
+def _ledger(metas: list[tuple[str, str, float, float, int, float | None]]) -> Ledger:
+    ledger = Ledger()
+    for entry_id, tenant, created, expires, hits, last in metas:
+        ledger.add(EntryMeta(entry_id=entry_id, tenant=tenant, shared=False, created_at=created,
+                             expires_at=expires, hits=hits, last_hit_at=last, route_key=entry_id))
+    return ledger
+
+
+@pytest.mark.parametrize("eviction,victim", [
+    (Eviction.LRU, "b"),  # a was hit recently; b created earliest among the never-hit
+    (Eviction.LFU, "c"),  # fewest hits (0), then oldest among b/c -> b has 1 hit
+    (Eviction.TTL_FIRST, "a"),  # soonest to expire
+])
+def test_quota_eviction_per_policy(eviction: Eviction, victim: str) -> None:
+    ledger = _ledger([
+        ("a", "ann", 1.0, 150.0, 5, 90.0),
+        ("b", "ann", 2.0, 500.0, 1, None),
+        ("c", "ann", 3.0, 400.0, 0, None),
+        ("new", "ann", 100.0, 1000.0, 0, None),
+    ])
+    policy = CategoryPolicy(threshold=0.9, ttl_s=10, quota_per_tenant=3, eviction=eviction)
+    assert choose_victims(ledger, policy, tenant="ann", now=100.0, keep="new") == [victim]
+
+
+def test_expired_entries_go_first_and_total_quota_spans_tenants() -> None:
+    ledger = _ledger([
+        ("a", "ann", 1.0, 500.0, 0, None),
+        ("b", "ben", 2.0, 50.0, 9, 99.0),  # expired at now=100
+        ("c", "cat", 3.0, 500.0, 0, None),
+        ("new", "ann", 100.0, 1000.0, 0, None),
+    ])
+    policy = CategoryPolicy(threshold=0.9, ttl_s=10, quota_per_tenant=2, quota_total=2, eviction=Eviction.LFU)
+    assert choose_victims(ledger, policy, tenant="ann", now=100.0, keep="new") == ["b", "a"]
+
+
+def test_calibration_picks_lowest_safe_threshold() -> None:
+    samples = [(0.90, False), (0.91, False), (0.95, True), (0.97, True), (0.99, True)]
+    assert calibrate(samples, base=0.88, floor=0.85, target=0.05) == 0.95
+    assert calibrate([(0.9, True)] * 5, base=0.88, floor=0.85, target=0.05) == 0.88
+    worst = calibrate([(0.93, False)] * 3, base=0.88, floor=0.85, target=0.05)
+    assert 0.93 < worst < 0.9301
+    assert calibrate([(0.86, True)] * 5, base=0.88, floor=0.85, target=0.05) == 0.86  # lowers, never below floor
+    assert calibrate([(0.80, True)] * 5, base=0.88, floor=0.85, target=0.05) == 0.88
