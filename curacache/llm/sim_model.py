@@ -31,7 +31,7 @@ VOCABULARY: tuple[str, ...] = tuple(
 )
 MIN_WORDS, MAX_WORDS = 8, 64
 _MARKER = re.compile(r"\[\[fake-fault:([^\]]+)\]\]")
-FAULT_KINDS = ("429", "503", "drop", "hang")
+FAULT_KINDS = ("429", "500", "503", "drop", "hang")
 
 
 @dataclass(frozen=True, slots=True)

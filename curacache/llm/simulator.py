@@ -12,7 +12,7 @@ word for word, and it costs time the way a GPU server does:
 Faults, to exercise clients: a 429 with Retry-After, a 503, a connection dropped mid-stream, a
 request that is never answered. They are drawn per request with the `*_rate` knobs (seeded), or
 forced per request by a header `x-fake-fault: KIND[,times=N][,retry-after=S]` or a prompt marker
-`[[fake-fault:KIND[,times=N][,retry-after=S]]]`, KIND ∈ 429 | 503 | drop | hang (`times=N`:
+`[[fake-fault:KIND[,times=N][,retry-after=S]]]`, KIND ∈ 429 | 500 | 503 | drop | hang (`times=N`:
 only the first N identical requests fault, so a retry succeeds).
 
 In a test: `async with FakeLLM(config=SimConfig(...)) as sim: ...sim.base_url...` (port 0).
@@ -213,6 +213,8 @@ class FakeLLM:
             retry_after = self.config.retry_after_s if fault.retry_after is None else fault.retry_after
             if fault.kind == "429":
                 return _error(429, "simulated overload", kind="rate_limit_error", headers={"Retry-After": f"{retry_after:g}"})
+            if fault.kind == "500":  # a backend bug: not retryable
+                return _error(500, "simulated internal error", kind="server_error")
             if fault.kind == "503":
                 return _error(503, "simulated unavailability", kind="server_error", headers={"Retry-After": f"{retry_after:g}"})
             if fault.kind == "hang":

@@ -17,6 +17,7 @@ import numpy as np
 
 from cache.types import SHARED_TENANT, CacheEntry, Chunk, FinalResult, LookupRequest
 from curacache.errors import AlreadyExists, InvalidArgument, NotFound
+from curacache.llm.errors import UnknownModel
 from curacache.llm.router import BackendRouter
 from curacache.llm.types import Chunk as LlmChunk
 from curacache.llm.types import GenerationRequest, Message
@@ -109,7 +110,12 @@ class RouterBackend:
         self._default_model = default_model or next(iter(router.models()), None)
 
     def load(self, model: str | None) -> float:
-        return self._router.load(model)
+        """Load of the backend a miss would go to; 0 when none serves the model (then nothing
+        is generated here, and lookups and stores need not adapt)."""
+        try:
+            return self._router.load(model)
+        except UnknownModel:
+            return 0.0
 
     async def stream(self, request: LookupRequest) -> AsyncIterator[Chunk | FinalResult]:
         model = request.model or self._default_model

@@ -75,7 +75,7 @@ def _raise(exc: Exception) -> httpx.MockTransport:
         (_respond(200, b"<html>not json"), "invalid JSON"),
         (_respond(200, {"data": [{"index": 0, "embedding": [1.0, 0, 0, 0]}]}), "1 embeddings for 2 inputs"),
         (_respond(200, {"data": [{"index": 0, "embedding": [1.0, 0]}, {"index": 1, "embedding": [1.0, 0]}]}), "shape"),
-        (_respond(200, {"data": [{"index": 0, "embedding": [1.0] * 4}, {"index": 0, "embedding": [1.0] * 4}]}), "index"),
+        (_respond(200, {"data": [{"index": 0, "embedding": [1.0] * 4}] * 2}), "index"),
         (_respond(200, {"data": [{"index": 0}, {"index": 1}]}), "malformed"),
         (_raise(httpx.ConnectError("connection refused")), "unreachable"),
         (_raise(httpx.ReadTimeout("slow")), "timed out"),

@@ -7,7 +7,8 @@ its own fields and the servicer prefixes them with where they sit in the request
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -26,6 +27,17 @@ from curacache.server.status import rpc, rpc_stream
 _SCALAR_PARAMS = ("temperature", "top_p", "max_tokens", "seed")
 _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(CategoryPolicy))
 _OPTIONAL_ZERO_IS_NONE = ("max_ttl_s", "target_false_hit_rate")
+_QUERY_FIELDS = frozenset(pb.CacheQuery.DESCRIPTOR.fields_by_name)
+
+
+@contextmanager
+def _api_fields() -> Iterator[None]:
+    """Name the cache's complaints the way the API spells the field (`query.prompt`, ...)."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        root = exc.field.split(".")[0].split("[")[0]
+        raise InvalidArgument(f"query.{exc.field}" if root in _QUERY_FIELDS else exc.field, exc.message) from None
 
 
 class CacheServicer(cache_pb2_grpc.CacheServicer):
@@ -45,7 +57,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         if q.params.stop:
             params["stop"] = list(q.params.stop)
         params.update(q.params.extra)
-        try:
+        with _api_fields():
             request = LookupRequest(
                 tenant=q.tenant,
                 prompt=q.prompt if q.prompt or not q.messages else None,
@@ -57,14 +69,13 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
                 no_store=q.no_store,
                 no_cache=q.no_cache,
             )
-        except InvalidRequest as exc:
-            raise InvalidArgument(f"query.{exc.field}", exc.message) from None
         return request, principal.manage
 
     @rpc
     async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
         query, _ = self._request(request.query, context)
-        return _lookup_response(await self._cache.lookup(query))
+        with _api_fields():
+            return _lookup_response(await self._cache.lookup(query))
 
     @rpc
     async def Store(self, request: pb.StoreRequest, context: grpc.aio.ServicerContext) -> pb.StoreResponse:
@@ -74,11 +85,9 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         if request.ttl_s < 0:
             raise InvalidArgument("ttl_s", f"must be >= 0, got {request.ttl_s}")
         r = request.response
-        try:
+        with _api_fields():
             response = CachedResponse(text=r.text, finish_reason=r.finish_reason or "stop", usage=_usage(r.usage))
-        except InvalidRequest as exc:
-            raise InvalidArgument(exc.field, exc.message) from None
-        result = await self._cache.store(query, response, ttl=request.ttl_s or None, shared=request.shared)
+            result = await self._cache.store(query, response, ttl=request.ttl_s or None, shared=request.shared)
         return pb.StoreResponse(
             entry_id=result.entry_id or "", category=result.category, stored=result.stored,
             reason=str(result.reason) + (f": {result.detail}" if result.detail else ""),
@@ -90,12 +99,13 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         if request.shared and not may_share:
             raise PermissionDenied("shared: storing entries every tenant sees needs an admin API key")
         text: list[str] = []
-        async for item in self._cache.generate(query):
-            if isinstance(item, Chunk):
-                text.append(item.text)
-                yield pb.GenerateChunk(text=item.text)
-            elif isinstance(item, FinalResult):
-                yield pb.GenerateChunk(done=_done(item, "".join(text)))
+        with _api_fields():
+            async for item in self._cache.generate(query):
+                if isinstance(item, Chunk):
+                    text.append(item.text)
+                    yield pb.GenerateChunk(text=item.text)
+                elif isinstance(item, FinalResult):
+                    yield pb.GenerateChunk(done=_done(item, "".join(text)))
 
     @rpc
     async def Invalidate(self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext) -> pb.InvalidateResponse:
