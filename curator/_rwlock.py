@@ -22,14 +22,14 @@ class _Read:
 
     def __enter__(self) -> None:
         lk = self._lock
-        with lk._cond:
+        with lk._mutex:
             while lk._writer or lk._waiting:
                 lk._sleep()
             lk._readers += 1
 
     def __exit__(self, *exc: object) -> None:
         lk = self._lock
-        with lk._cond:
+        with lk._mutex:
             lk._readers -= 1
             if lk._readers == 0 and lk._sleepers:
                 lk._cond.notify_all()
@@ -43,7 +43,7 @@ class _Write:
 
     def __enter__(self) -> None:
         lk = self._lock
-        with lk._cond:
+        with lk._mutex:
             if not (lk._writer or lk._readers):  # uncontended: no wait, nobody to wake
                 lk._writer = True
                 return
@@ -60,17 +60,18 @@ class _Write:
 
     def __exit__(self, *exc: object) -> None:
         lk = self._lock
-        with lk._cond:
+        with lk._mutex:
             lk._writer = False
             if lk._sleepers:
                 lk._cond.notify_all()
 
 
 class RWLock:
-    __slots__ = ("_cond", "_readers", "_writer", "_waiting", "_sleepers", "_read", "_write")
+    __slots__ = ("_mutex", "_cond", "_readers", "_writer", "_waiting", "_sleepers", "_read", "_write")
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # taken directly (C-level `with`) on the fast paths
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
         self._waiting = 0

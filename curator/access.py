@@ -14,14 +14,16 @@ costs 2 bytes per pair plus 8 per label slot.
 - `off[label]`, `size[label]` (int32): label's slice is `pool[off : off + size]`. No capacity
   array: a slice always has exactly its size; adding a tenant appends in place when the slice
   ends the arena, otherwise the slice moves to the arena's end (a copy of its few tenant
-  ints; the old slots become garbage). Garbage is compacted away once it exceeds the live
-  pairs, so the arena stays within ~2× of them and every operation is amortised O(share
-  degree). `off` is int32: the arena never reaches 2**31 slots (asserted).
+  ints; the old slots become garbage). Garbage is compacted away once it exceeds a quarter
+  of the live pairs, so the arena stays within ~1.25× of them (+ growth spare) and every
+  operation is amortised O(share degree). `off` is int32: the arena never reaches 2**31 slots (asserted).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from curator import _kernels
 
 _NARROW_MAX = np.iinfo(np.uint16).max
 _MAX_POOL = 2**31 - 1
@@ -31,14 +33,32 @@ _MIN_POOL = 64
 class AccessMap:
     """Per-label tenant slices in one arena (see the module docstring)."""
 
-    __slots__ = ("off", "size", "pool", "used", "garbage")
+    __slots__ = ("off", "size", "pool", "meta")
 
     def __init__(self, cap: int = 0) -> None:
         self.off = np.zeros(cap, dtype=np.int32)
         self.size = np.zeros(cap, dtype=np.int32)
         self.pool = np.empty(0, dtype=np.uint16)
-        self.used = 0  # arena high-water mark
-        self.garbage = 0  # slots below `used` no slice owns
+        # [used, garbage] as an array so the compiled `_kernels.access_add` can update them
+        self.meta = np.zeros(2, dtype=np.int64)
+
+    @property
+    def used(self) -> int:
+        """Arena high-water mark."""
+        return self.meta.item(0)
+
+    @used.setter
+    def used(self, v: int) -> None:
+        self.meta[0] = v
+
+    @property
+    def garbage(self) -> int:
+        """Slots below `used` that no slice owns."""
+        return self.meta.item(1)
+
+    @garbage.setter
+    def garbage(self, v: int) -> None:
+        self.meta[1] = v
 
     @property
     def pairs(self) -> int:
@@ -46,7 +66,7 @@ class AccessMap:
         return self.used - self.garbage
 
     def nbytes(self) -> int:
-        return self.off.nbytes + self.size.nbytes + self.pool.nbytes
+        return self.off.nbytes + self.size.nbytes + self.pool.nbytes + self.meta.nbytes
 
     def resize(self, cap: int) -> None:
         """New label capacity; rows cut off must be empty."""
@@ -76,11 +96,20 @@ class AccessMap:
             self.off[label] = o
             self.size[label] = n
 
-    def add(self, label: int, t: int) -> None:
-        """Add tenant `t` (not yet present) to label's slice."""
-        self._fit(t)
+    def add(self, label: int, t: int) -> bool:
+        """Add tenant `t` to label's slice; False (nothing changed) if it is already there.
+
+        The common case runs compiled (`_kernels.access_add`); arena growth runs here.
+        """
+        if t < _NARROW_MAX or self.pool.dtype != np.uint16:
+            r = _kernels.access_add(self.off, self.size, self.pool, self.meta, label, t)
+            if r < 2:
+                return r == 1
         n = self.size.item(label)
         o = self.off.item(label)
+        if n and t in self.pool[o : o + n].tolist():
+            return False
+        self._fit(t)
         if n and o + n == self.used and self.used < self.pool.shape[0]:
             self.used += 1  # the slice ends the arena: extend in place
         else:
@@ -93,6 +122,7 @@ class AccessMap:
             self.off[label] = o
         self.pool[o + n] = t
         self.size[label] = n + 1
+        return True
 
     def discard(self, label: int, t: int) -> None:
         """Remove tenant `t` (present) from label's slice: swap with the last, shorten."""
@@ -122,12 +152,12 @@ class AccessMap:
         if self.garbage == self.used:
             self.pool = np.empty(0, dtype=self.pool.dtype)
             self.used = self.garbage = 0
-        elif self.garbage > _MIN_POOL and self.garbage > self.used - self.garbage:
+        elif self.garbage > _MIN_POOL and 4 * self.garbage > self.used - self.garbage:
             self._compact(0)
 
     def _alloc(self, n: int) -> int:
         if self.used + n > self.pool.shape[0]:
-            if self.garbage > _MIN_POOL and self.garbage > self.used - self.garbage:
+            if self.garbage > _MIN_POOL and 4 * self.garbage > self.used - self.garbage:
                 self._compact(n)
             if self.used + n > self.pool.shape[0]:
                 size = max(_MIN_POOL, self.used + n, self.pool.shape[0] * 3 // 2)

@@ -152,7 +152,7 @@ class CuratorIndex:
     def _grant_one(self, label: int, t: int) -> None:
         tt = self._trees[t]
         assert tt is not None
-        tt.grant(label, self._path(label), self._tree, self._leaf, self.max_sl_size)
+        tt.grant(label, self._tree, self._leaf, self.max_sl_size)
 
     def _revoke_one(self, label: int, t: int) -> None:
         tt = self._trees[t]
@@ -166,7 +166,10 @@ class CuratorIndex:
     @staticmethod
     def _distinct(labels: np.ndarray) -> list[int]:
         """Labels as Python ints, first occurrences only (a single label skips the dict)."""
-        seq = np.asarray(labels, dtype=np.int64).ravel().tolist()
+        if type(labels) is np.ndarray and labels.ndim == 1 and labels.dtype.kind == "i":
+            seq = labels.tolist()
+        else:
+            seq = np.asarray(labels, dtype=np.int64).ravel().tolist()
         return seq if len(seq) < 2 else list(dict.fromkeys(seq))
 
     # -- writes ---------------------------------------------------------------------------------
@@ -219,16 +222,20 @@ class CuratorIndex:
         seq = self._distinct(labels)
         with self._lock.write():
             t = -1
+            tt = None
+            granted = False
+            tree, leaf, tau, n = self._tree, self._leaf, self.max_sl_size, self._leaf.shape[0]
             for label in seq:
-                if not self._live(label):
+                if not (0 <= label < n and leaf.item(label) >= 0):
                     continue
                 if t < 0:
                     t = self._tenant(tenant, True)
-                if t in self._access.tenants(label):
-                    continue
-                self._access.add(label, t)
-                self._grant_one(label, t)
-            if t >= 0:
+                    tt = self._trees[t]
+                    assert tt is not None
+                if self._access.add(label, t):
+                    tt.grant(label, tree, leaf, tau)
+                    granted = True
+            if t >= 0 and not granted:
                 self._drop_tenant_if_empty(t)
 
     def revoke(self, labels: np.ndarray, tenant: str) -> None:

@@ -37,9 +37,10 @@ def test_chat_prompt_tokens_count_messages() -> None:
 
 def test_fault_specs() -> None:
     assert FaultSpec.parse("hang") == FaultSpec("hang")
+    assert FaultSpec.parse("500") == FaultSpec("500")
     assert FaultSpec.parse("429, times=2, retry-after=0.5") == FaultSpec("429", 2, 0.5)
     with pytest.raises(ValueError):
-        FaultSpec.parse("500")
+        FaultSpec.parse("418")
     with pytest.raises(ValueError):
         FaultSpec.parse("429,often=yes")
     assert fault_in({"prompt": "a [[fake-fault:drop,times=1]] b"}, None) == "drop,times=1"

@@ -1,0 +1,102 @@
+"""Compact curator state: the access arena, the tree's ancestors table, exact-capacity bulk
+lists and the snapshot version bump."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from curator import CuratorIndex, TenantTree
+from curator.access import AccessMap
+from tests.unit.test_curator_helpers import clustered
+
+
+def test_access_map_matches_a_model_through_growth_widening_and_compaction() -> None:
+    rng = np.random.default_rng(0)
+    cap = 64
+    acc = AccessMap(cap)
+    model: dict[int, set[int]] = {i: set() for i in range(cap)}
+    for step in range(6000):
+        label = int(rng.integers(cap))
+        t = int(rng.integers(40)) if step < 4000 else int(rng.choice([3, 70_000, 65_535]))
+        op = rng.random()
+        if op < 0.6:
+            assert acc.add(label, t) == (t not in model[label])
+            model[label].add(t)
+        elif op < 0.9 and model[label]:
+            t = int(rng.choice(sorted(model[label])))
+            acc.discard(label, t)
+            model[label].discard(t)
+        elif op >= 0.99:
+            acc.clear(label)
+            model[label].clear()
+        assert sorted(acc.tenants(label)) == sorted(model[label])
+    assert acc.pool.dtype == np.int32  # widened once a tenant int >= 65535 arrived
+    assert acc.pairs == sum(len(v) for v in model.values())
+    assert acc.used <= acc.pool.shape[0] and acc.garbage <= max(64, acc.pairs)
+    labels, tenants = acc.to_pairs()
+    rebuilt = AccessMap.from_pairs(cap, labels, tenants)
+    for label in range(cap):
+        assert sorted(rebuilt.tenants(label)) == sorted(model[label])
+    assert rebuilt.pool.shape[0] == rebuilt.pairs  # bulk build is exact
+
+
+def test_tree_ancestors_are_the_parent_chains_and_route_agrees() -> None:
+    rng = np.random.default_rng(1)
+    x = clustered(rng, 800, 8, 10)
+    index = CuratorIndex(dim=8, metric="l2", max_sl_size=4, branching=8, max_depth=4, train_size=800)
+    index.add(np.arange(800), x, [["a"]] * 800)
+    tree = index.tree
+    assert tree.trained and tree.ancestors.shape == (tree.n_nodes, tree.height + 1)
+    for node in range(tree.n_nodes):
+        chain, a = [], node
+        while a >= 0:
+            chain.append(a)
+            a = int(tree.parent[a])
+        row = tree.ancestors[node]
+        assert row[: len(chain)].tolist() == chain[::-1] and np.all(row[len(chain) :] == -1)
+    leaves = tree.route_leaves(x)
+    assert np.all(tree.child_count[leaves] == 0)
+    assert np.array_equal(tree.route(x), tree.ancestors[leaves])
+    assert np.array_equal(index.leaves()[:800], leaves)
+    assert index.path_of(10**6).tolist() == [-1] * (tree.height + 1)
+
+
+def test_bulk_build_has_exact_capacities_and_int32_offsets() -> None:
+    rng = np.random.default_rng(2)
+    x = clustered(rng, 900, 8, 10)
+    index = CuratorIndex(dim=8, metric="l2", max_sl_size=8, branching=8, max_depth=4, train_size=900)
+    index.add(np.arange(900), x, [["a"] + (["b"] if i % 3 == 0 else []) for i in range(900)])
+    for name in ("a", "b"):
+        tt = index.tenant_tree(name)
+        assert tt is not None and tt.sl_off.dtype == np.int32
+        nodes = tt.list_nodes()
+        assert np.array_equal(tt.sl_cap[nodes], tt.count[nodes])  # cap == size after a build
+        assert tt.used == int(tt.count[0]) <= tt.pool.shape[0] <= tt.used + max(16, tt.used // 8)
+    index.grant(np.arange(1, 900, 3), "b")  # moves full lists, splits, grows the arena
+    index.revoke(np.arange(0, 900, 3), "b")
+    assert sorted(index.access_of(1)) == ["a", "b"] and index.access_of(0) == ["a"]
+    b = TenantTree.build(np.arange(1, 900, 3).astype(np.int32), index.tree, index.leaves(), 8)
+    have = index.tenant_tree("b")
+    assert have is not None and np.array_equal(have.count, b.count)
+
+
+def test_snapshot_of_an_older_version_is_rejected() -> None:
+    rng = np.random.default_rng(3)
+    index = CuratorIndex(dim=8, metric="l2", max_sl_size=4, train_size=10_000)
+    index.add(np.arange(20), clustered(rng, 20, 8, 2), [["a"]] * 20)
+    with np.load(io.BytesIO(index.snapshot()), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    meta["version"] = 1
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    with pytest.raises(ValueError, match="supported version"):
+        CuratorIndex(dim=8, metric="l2").restore(buf.getvalue())
+    copy = CuratorIndex(dim=8, metric="l2")
+    copy.restore(index.snapshot())
+    assert copy.access_of(5) == ["a"] and len(copy) == 20
