@@ -7,10 +7,10 @@ import pytest
 
 from cache import (
     CachedResponse, CacheOptions, CategoryPolicy, EntryNotFound, InvalidRequest, LookupRequest, NotPermitted,
-    Reason, StoreReason, default_policies,
+    Reason, StoreReason,
 )
 from cache.stats import BreakEvenConfig
-from cache.testing import FakeClassifier, FakePorts
+from cache.testing import FakeClassifier, FakePorts, reference_policies
 
 BASE = "How do I reverse a list in Python?"
 PARAPHRASE = "how can i reverse a python list"  # cos 0.958 with BASE
@@ -267,7 +267,7 @@ async def test_set_policy_validates_and_creates_categories() -> None:
         cache.set_policy("default", colour="red")
     assert err.value.field == "colour"
     created = cache.set_policy("recipes", threshold=0.9)
-    assert created.ttl_s == default_policies()["default"].ttl_s and "recipes" in cache.policies()
+    assert created.ttl_s == reference_policies()["default"].ttl_s and "recipes" in cache.policies()
     assert (await cache.store(req(category="recipes"), OK)).stored
     with pytest.raises(InvalidRequest) as err:
         await cache.lookup(req(category="nonexistent"))
@@ -317,7 +317,7 @@ async def test_stats_count_lookups_by_outcome_and_time_steps() -> None:
 @pytest.mark.parametrize("eviction,evicted", [("lru", "q1"), ("lfu", "q1"), ("ttl-first", "q0")])
 async def test_store_over_quota_evicts_by_policy(eviction: str, evicted: str) -> None:
     p = ports()
-    policies = default_policies()
+    policies = reference_policies()
     policies["default"] = CategoryPolicy(threshold=0.88, ttl_s=1000, quota_per_tenant=2, quota_total=3,
                                          eviction=eviction)
     cache = p.cache(policies=policies)

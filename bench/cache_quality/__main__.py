@@ -1,0 +1,3 @@
+from bench.cache_quality.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""Targets, JSON, the markdown summary and the hit-rate vs false-hit-rate plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ANCHOR = {"threshold": 0.86, "f1": 0.700, "precision": 0.68, "recall": 0.72, "false_hit_rate": 0.137,
+          "fhr_threshold": 0.96, "fhr_recall": 0.41}
+ROWS = [
+    ("global_best_f1", "(i) global, best F1 on A"),
+    ("global_fhr_target", "(i) global, FHR <= target on A"),
+    ("per_category_fhr_target", "(ii) per-category, FHR <= target on A"),
+    ("per_category_each_fhr_target", "(ii-b) per-category, each category's own FHR <= target on A"),
+    ("per_category_best_f1", "(ii) per-category, best F1 on A"),
+    ("per_category_equal_hit_rate", "(ii) per-category, hit rate = global best-F1's"),
+    ("shipped_defaults", "(iii) shipped defaults (load 0)"),
+    ("shipped_defaults_full_load", "(iii) shipped defaults at full load (min_threshold)"),
+    ("previous_defaults", "(iii) shipped defaults before tuning (0.88/0.90/0.85/...)"),
+    ("recommended_defaults", "max(shipped, (ii-b) rounded up to 0.01)"),
+]
+
+
+def _status(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    fhr_target = r["target_fhr"]
+    shipped = r["shipped_defaults"]["B"]
+    best, equal = r["global_best_f1"]["B"], r["per_category_equal_hit_rate"]["B"]
+    out = [
+        {"target": f"shipped defaults: FHR <= {fhr_target:.0%} of lookups and recall >= 0.50 (half B)",
+         "value": f"FHR {shipped['false_hit_rate']:.2%}, recall {shipped['recall']:.3f}",
+         "status": _status(shipped["false_hit_rate"] <= fhr_target and shipped["recall"] >= 0.50)},
+        {"target": "per-category F1 >= best global F1 at equal hit rate (half B)",
+         "value": f"per-category F1 {equal['f1']:.3f} at hit rate {equal['hit_rate']:.3f} vs global F1 "
+                  f"{best['f1']:.3f} at hit rate {best['hit_rate']:.3f}",
+         "status": _status(equal["f1"] >= best["f1"])},
+    ]
+    steps = r.get("miss_path", {}).get("miss", {}).get("steps", {})
+    if "total" in steps:
+        p99 = steps["total"]["p99_ms"]
+        out.append({"target": "lookup miss-path cost (embedding supplied) <= 2 ms p99, in process",
+                    "value": f"p99 {p99:.3f} ms over {steps['total']['calls']} calls",
+                    "status": _status(p99 <= 2.0)})
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _thresholds(t: dict[str, float]) -> str:
+    values = set(t.values())
+    if len(values) == 1:
+        return f"{values.pop():.3f} (all)"
+    return ", ".join(f"{k} {v:.3f}" for k, v in t.items())
+
+
+def summary(r: dict[str, Any]) -> str:
+    p = r["pairs"]
+    lines = [
+        "# Cache quality (QQP): global threshold vs per-category policies",
+        "",
+        f"{p['all']} pairs ({p['duplicates']} labelled duplicates); every `a` stored (one tenant), every `b` "
+        f"looked up; thresholds chosen on half A ({p['A']} lookups), evaluated on half B ({p['B']}); seed "
+        f"{r['seed']}; FHR target {r['target_fhr']:.0%}. Machine: {r['machine']}. Elapsed {r['elapsed_s']:.0f} s.",
+        "",
+        "| policy (chosen on A) | hit rate | precision | recall | F1 | false-hit rate | thresholds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, label in ROWS:
+        m = r[key]["B"]
+        lines.append(f"| {label} | {m['hit_rate']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
+                     f"| {_pct(m['false_hit_rate'])} | {_thresholds(r[key]['thresholds'])} |")
+    g = r["global_best_f1"]["B"]
+    a = ANCHOR
+    lines += [
+        "",
+        f"Anchor (global): best F1 {a['f1']} at {a['threshold']} (P {a['precision']}, R {a['recall']}, FHR "
+        f"{_pct(a['false_hit_rate'])}); at FHR <= 2% threshold {a['fhr_threshold']}, recall {a['fhr_recall']}. "
+        f"Measured: best F1 {g['f1']:.3f} at {r['global_best_f1']['A']['threshold']:.3f} (P {g['precision']:.3f}, "
+        f"R {g['recall']:.3f}, FHR {_pct(g['false_hit_rate'])}); at FHR <= {r['target_fhr']:.0%} on A threshold "
+        f"{r['global_fhr_target']['A']['threshold']:.3f}, recall on B {r['global_fhr_target']['B']['recall']:.3f}.",
+        "",
+        "Diagnostics (threshold chosen on A, half B): " + "; ".join(
+            f"{proto} {name}: t {d['threshold']:.3f}, P {d['B']['precision']:.3f}, R {d['B']['recall']:.3f}, "
+            f"F1 {d['B']['f1']:.3f}, FHR {_pct(d['B']['false_hit_rate'])}"
+            for proto, rows in r["diagnostics"].items() for name, d in rows.items() if name != "curve_B") + ".",
+        "",
+        "Lookups per category (A / B): " + ", ".join(f"{c} {v['A']}/{v['B']}" for c, v in r["category_lookups"].items()),
+        "",
+        "## Targets",
+        "",
+        "| target | measured | status |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {t['target']} | {t['value']} | {t['status']} |" for t in r["targets"]]
+    c = r["classifier"]
+    acc = c["accuracy"]
+    lines += ["", "## Classifier (held-out prompts)", "",
+              f"{c['prompts']} prompts, confidence floor {c['floor']}: " +
+              ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if k != "to_default") +
+              f"; sent to `default`: {acc['to_default']:.3f} (counted wrong)."]
+    mp = r.get("miss_path")
+    if mp:
+        lines += ["", "## Lookup cost in process (embedding supplied)", "",
+                  f"{mp['entries']} entries stored through SemanticCache + CollectionRepository + VectorDB(SqliteStore) "
+                  f"in {mp['store_s']:.1f} s.", "",
+                  "| lookups | step | calls | p50 ms | p99 ms | mean ms |", "|---|---|---|---|---|---|"]
+        for kind in ("miss", "semantic_hit"):
+            for step, s in mp[kind]["steps"].items():
+                lines.append(f"| {kind} | {step} | {s['calls']} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | "
+                             f"{s['mean_ms']:.3f} |")
+        ix = mp.get("index_search_only", {})
+        if ix.get("calls"):
+            lines.append(f"| miss | index search only (1 scope, no thread hop) | {ix['calls']} | {ix['p50_ms']:.3f} | "
+                         f"{ix['p99_ms']:.3f} | {ix['mean_ms']:.3f} |")
+        e = r["embed"]
+        lines.append(f"| MiniLM embed, 1 query ({e['backend']}) | embed | {e['calls']} | {e['p50_ms']:.3f} | "
+                     f"{e['p99_ms']:.3f} | {e['mean_ms']:.3f} |")
+    if "e2e" in r:
+        e2 = r["e2e"]
+        s, o = e2["server"], e2["offline"]
+        lines += ["", "## End to end (real server, its own MiniLM embedder, shipped policies)", "",
+                  f"{e2['pairs']} pairs of half B: hit/miss agreement with the offline computation "
+                  f"{_pct(e2['hit_agreement'])} ({e2['disagreements']} disagreements"
+                  + (f", all within {e2['disagreement_max_distance_to_threshold']:.4f} of the threshold"
+                     if e2["disagreements"] else "") + "); same entry when both hit "
+                  f"{_pct(e2['same_entry_when_both_hit'])}; max similarity difference (server vs float16 file) "
+                  f"{e2['max_similarity_difference_on_same_entry']:.5f}. Server: hit rate {s['hit_rate']:.3f}, "
+                  f"P {s['precision']:.3f}, R {s['recall']:.3f}, FHR {_pct(s['false_hit_rate'])}; offline: hit rate "
+                  f"{o['hit_rate']:.3f}, P {o['precision']:.3f}, R {o['recall']:.3f}, FHR {_pct(o['false_hit_rate'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 5))
+    g = r["curves"]["global_B"]
+    ax.plot([x["false_hit_rate"] for x in g], [x["hit_rate"] for x in g], "-", label="global threshold sweep")
+    pc = r["curves"]["per_category_B"]
+    ax.plot([x["false_hit_rate"] for x in pc], [x["hit_rate"] for x in pc], "-", label="per-category (optimal on A, DP)")
+    one = r.get("diagnostics", {}).get("one_index", {}).get("curve_B")
+    if one:
+        ax.plot([x["false_hit_rate"] for x in one], [x["hit_rate"] for x in one], "--", color="grey",
+                label="diagnostic: global threshold, one index (no categories)")
+    for key, marker in (("global_best_f1", "o"), ("global_fhr_target", "s"), ("per_category_fhr_target", "D"),
+                        ("per_category_best_f1", "^"), ("shipped_defaults", "*")):
+        m = r[key]["B"]
+        ax.plot(m["false_hit_rate"], m["hit_rate"], marker, markersize=9, label=dict(ROWS)[key])
+    ax.axvline(r["target_fhr"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("false-hit rate (false hits / lookups), half B")
+    ax.set_ylabel("hit rate (hits / lookups), half B")
+    ax.set_xlim(0, 0.35)
+    ax.set_title("Cache quality on QQP: hit rate vs false-hit rate")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(r: dict[str, Any], out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cache_quality.json").write_text(json.dumps(r, indent=1, sort_keys=False))
+    plot(r, out / "cache_quality_hit_vs_false_hit.png")
+    text = summary(r)
+    (out / "cache_quality_summary.md").write_text(text)
+    return text
