@@ -30,6 +30,7 @@ from cache.testing import FakeBackend
 from cache.types import CachedResponse, CacheEntry, LookupRequest, Reason
 from curacache.embed.minilm import MiniLMEmbedder
 from curacache.server.cache_ports import CollectionRepository, collection_name
+from curacache.server.config import CacheConfig
 from curacache.server.vectordb import VectorDB
 from storage.sqlite import SqliteStore
 
@@ -107,8 +108,12 @@ async def _miss_path(
     db = VectorDB(store)
     clf = LinearClassifier.load()
     policies = {name: replace(p, quota_per_tenant=p.quota_total) for name, p in default_policies().items()}
+    shipped = CacheConfig()  # the server's defaults for cache collections (index kind and params)
     cache = SemanticCache(
-        repositories=lambda c: TimedRepository(CollectionRepository(db=db, category=c, dim=DIM), log),
+        repositories=lambda c: TimedRepository(
+            CollectionRepository(db=db, category=c, dim=DIM, index_kind=shipped.index_kind, index_params=shipped.index_params),
+            log,
+        ),
         embedder=NoEmbedder(), classifier=TimedClassifier(clf, log), backend=FakeBackend(), clock=SystemClock(),
         policies=policies, confidence_floor=clf.floor,
     )

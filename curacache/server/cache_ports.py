@@ -36,11 +36,15 @@ def collection_name(category: str) -> str:
 class CollectionRepository:
     """cache.ports.EntryRepository over one internal collection (created on first use)."""
 
-    def __init__(self, *, db: VectorDB, category: str, dim: int, index_kind: str = "") -> None:
+    def __init__(
+        self, *, db: VectorDB, category: str, dim: int, index_kind: str = "",
+        index_params: Mapping[str, float] | None = None,
+    ) -> None:
         self._db = db
         self._name = collection_name(category)
         self._dim = dim
         self._index_kind = index_kind
+        self._index_params = dict(index_params or {})
         self._collection: Collection | None = None
 
     def _get(self) -> Collection:
@@ -49,7 +53,10 @@ class CollectionRepository:
                 self._collection = self._db.get(self._name)
             except NotFound:  # first use of this category
                 try:
-                    self._db.create(self._name, dim=self._dim, metric="cosine", index_kind=self._index_kind, params={})
+                    self._db.create(
+                        self._name, dim=self._dim, metric="cosine", index_kind=self._index_kind,
+                        params=self._index_params,
+                    )
                 except AlreadyExists:
                     pass
                 self._collection = self._db.get(self._name)

@@ -77,7 +77,8 @@ def build_cache(config: CacheConfig, db: VectorDB) -> CacheParts:
     floor = classifier.floor if config.confidence_floor is None else config.confidence_floor
     cache = SemanticCache(
         repositories=lambda category: CollectionRepository(
-            db=db, category=category, dim=EMBED_DIM, index_kind=config.index_kind
+            db=db, category=category, dim=EMBED_DIM, index_kind=config.index_kind,
+            index_params=config.index_params,
         ),
         embedder=embedder,
         classifier=classifier,

@@ -94,7 +94,10 @@ class CacheConfig:
     embedder: str = "minilm"  # minilm | hashing | remote (see curacache.server.cache_wiring)
     embedder_url: str = ""  # remote: an OpenAI-compatible server's base URL
     embedder_model: str = ""
-    index_kind: str = ""  # index of the per-category collections; empty: the server default
+    index_kind: str = "curator"  # index of the per-category collections
+    # Curator trains its tree once a collection holds train_size entries; below that search is
+    # exact. Cache lookups sit on the miss path, so cache collections train early.
+    index_params: Mapping[str, float] = field(default_factory=lambda: {"train_size": 2048})
     confidence_floor: float | None = None  # None: the classifier's trained floor
     sweep_interval_s: float = 30.0  # expired-entry sweeper period
     default_model: str = ""  # backend model for requests that name none
@@ -150,7 +153,7 @@ def load_config(
 
 
 # Settings whose value is itself a table (kept whole instead of flattened into dotted names).
-_TABLE_VALUED = ("cache.policies",)
+_TABLE_VALUED = ("cache.policies", "cache.index_params")
 
 
 def _flatten(table: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
@@ -183,6 +186,10 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
             return _api_keys(value)
         if name == "cache.backends":
             return _backends(value)
+        if name == "cache.index_params":
+            if not isinstance(value, Mapping):
+                raise ConfigError("cache.index_params: expected a table [cache.index_params]")
+            return {str(k): float(v) for k, v in value.items()}
         if name == "cache.policies":
             if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
                 raise ConfigError("cache.policies: expected tables [cache.policies.<category>]")

@@ -61,3 +61,42 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("port = = 1")
     with pytest.raises(ConfigError, match="bad.toml"):
         load_config(file=tmp_path / "bad.toml", env={})
+
+
+def test_cache_section_backends_policies_and_index_params(tmp_path: Path) -> None:
+    from curacache.server.cache_wiring import policies_from
+
+    file = tmp_path / "c.toml"
+    file.write_text(
+        '[cache]\nembedder = "hashing"\ndefault_model = "m"\nconfidence_floor = 0.4\n'
+        '[cache.index_params]\ntrain_size = 500\n'
+        '[[cache.backends]]\nname = "gpu1"\nbase_url = "http://gpu1:8000"\nmodels = ["m"]\nmax_concurrency = 8\n'
+        '[cache.policies.code]\nthreshold = 0.99\n[cache.policies.recipes]\nttl_s = 60\n'
+    )
+    cache = load_config(file=file, env={}).cache
+    assert (cache.embedder, cache.default_model, cache.confidence_floor) == ("hashing", "m", 0.4)
+    assert cache.index_params == {"train_size": 500.0}
+    (backend,) = cache.backends
+    assert (backend.name, backend.base_url, backend.models, backend.max_concurrency) == ("gpu1", "http://gpu1:8000", ("m",), 8)
+    policies = policies_from(cache)
+    assert policies["code"].threshold == 0.99 and policies["recipes"].ttl_s == 60
+    assert policies["recipes"].threshold == policies["default"].threshold
+    env = load_config(env={"CURACACHE_CACHE__BACKENDS": "a=http://a:1;b=http://b:2"}).cache
+    assert [b.name for b in env.backends] == ["a", "b"] and load_config(env={}).cache.confidence_floor is None
+
+
+@pytest.mark.parametrize(
+    "text,field",
+    [
+        ('[[cache.backends]]\nname = "x"\n', "cache.backends[0]"),
+        ("[cache.policies.code]\nthreshold = 2.0\n", "cache.policies.code.threshold"),
+    ],
+)
+def test_bad_cache_settings_name_the_setting(tmp_path: Path, text: str, field: str) -> None:
+    from curacache.server.cache_wiring import policies_from
+
+    file = tmp_path / "c.toml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        policies_from(load_config(file=file, env={}).cache)
+    assert field in str(err.value)
