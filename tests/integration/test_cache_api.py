@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from curacache.client import AsyncClient, Client, GenerateResult
-from curacache.client.errors import InvalidArgumentError, PermissionDeniedError, ResourceExhaustedError, UnavailableError
+from curacache.client.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
 from curacache.llm.simulator import FakeLLM, SimConfig
 from tests.server_harness import ThreadServer
 
@@ -174,20 +180,21 @@ def test_concurrent_equivalent_misses_make_one_backend_call(
 
 @pytest.mark.parametrize(
     "fault,error",
-    [("500", UnavailableError), ("429,retry-after=30", ResourceExhaustedError), ("hang", None)],
+    [("500", UnavailableError), ("429,retry-after=30", ResourceExhaustedError), ("hang", DeadlineExceededError)],
 )
 def test_backend_errors_are_reported_and_never_cached(
-    cache_server: Callable[..., ThreadServer], fault: str, error: type[Exception] | None
+    cache_server: Callable[..., ThreadServer], fake_llm: ThreadFakeLLM, fault: str, error: type[Exception]
 ) -> None:
-    from curacache.client.errors import CuracacheError
-
+    # The backend's own timeout (1 s) must fire, well before the client's deadline.
+    backend = [{"name": "sim", "base_url": fake_llm.base_url, "timeout_s": 1.0, "max_retries": 1}]
     prompt = f"Summarise the plot of Hamlet [[fake-fault:{fault}]]"
-    with Client(cache_server().target, timeout=20) as c:
-        with pytest.raises(error or CuracacheError) as info:
+    with Client(cache_server(**{"cache.backends": backend}).target, timeout=20) as c:
+        started = time.monotonic()
+        with pytest.raises(error):
             _generate(c, prompt, "acme", params={"max_tokens": 20})
-        if fault == "hang":
-            assert type(info.value).__name__ in ("DeadlineExceededError", "UnavailableError")
+        assert time.monotonic() - started < 15  # the server answered; the client did not give up
         assert not c.lookup(prompt, "acme", model=MODEL).hit
+        assert not c.lookup(prompt.replace(fault, "x"), "acme", model=MODEL).hit
 
 
 def test_load_adaptation_moves_threshold_but_not_strict_categories(
