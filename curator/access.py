@@ -24,13 +24,13 @@ from __future__ import annotations
 import numpy as np
 
 from curator import _kernels
+from curator._arena import MAX_POOL, ArenaCounters
 
 _NARROW_MAX = np.iinfo(np.uint16).max
-_MAX_POOL = 2**31 - 1
 _MIN_POOL = 64
 
 
-class AccessMap:
+class AccessMap(ArenaCounters):
     """Per-label tenant slices in one arena (see the module docstring)."""
 
     __slots__ = ("off", "size", "pool", "meta")
@@ -39,26 +39,7 @@ class AccessMap:
         self.off = np.zeros(cap, dtype=np.int32)
         self.size = np.zeros(cap, dtype=np.int32)
         self.pool = np.empty(0, dtype=np.uint16)
-        # [used, garbage] as an array so the compiled `_kernels.access_add` can update them
-        self.meta = np.zeros(2, dtype=np.int64)
-
-    @property
-    def used(self) -> int:
-        """Arena high-water mark."""
-        return self.meta.item(0)
-
-    @used.setter
-    def used(self, v: int) -> None:
-        self.meta[0] = v
-
-    @property
-    def garbage(self) -> int:
-        """Slots below `used` that no slice owns."""
-        return self.meta.item(1)
-
-    @garbage.setter
-    def garbage(self, v: int) -> None:
-        self.meta[1] = v
+        self.meta = np.zeros(2, dtype=np.int64)  # [used, garbage] (see curator._arena)
 
     @property
     def pairs(self) -> int:
@@ -160,11 +141,7 @@ class AccessMap:
             if self.garbage > _MIN_POOL and 4 * self.garbage > self.used - self.garbage:
                 self._compact(n)
             if self.used + n > self.pool.shape[0]:
-                size = max(_MIN_POOL, self.used + n, self.pool.shape[0] * 3 // 2)
-                assert size <= _MAX_POOL, "access arena would exceed 2**31 slots"
-                pool = np.empty(size, dtype=self.pool.dtype)
-                pool[: self.used] = self.pool[: self.used]
-                self.pool = pool
+                self._grow_pool(self.used + n, min_size=_MIN_POOL, what="access")
         o = self.used
         self.used += n
         return o
@@ -177,7 +154,7 @@ class AccessMap:
         new_off = np.cumsum(sizes) - sizes
         src = np.repeat(self.off[labels].astype(np.int64) - new_off, sizes) + np.arange(live)
         size = max(_MIN_POOL, live + extra + (live + extra) // 8)
-        assert size <= _MAX_POOL, "access arena would exceed 2**31 slots"
+        assert size <= MAX_POOL, "access arena would exceed 2**31 slots"
         pool = np.empty(size, dtype=self.pool.dtype)
         pool[:live] = self.pool[src]
         self.off[labels] = new_off
@@ -194,7 +171,7 @@ class AccessMap:
         self.size[:] = sizes
         self.off[:] = np.cumsum(sizes) - sizes
         n = int(sizes.sum())
-        assert n <= _MAX_POOL, "access arena would exceed 2**31 slots"
+        assert n <= MAX_POOL, "access arena would exceed 2**31 slots"
         dtype = np.uint16 if n == 0 or int(tenants.max()) < _NARROW_MAX else np.int32
         self.pool = tenants[order].astype(dtype)
         self.used = n

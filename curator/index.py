@@ -44,7 +44,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from curator import _kernels, _persist
-from curator._rwlock import RWLock
+from curator.rwlock import RWLock
 from curator.access import AccessMap
 from curator.tenants import TenantTree
 from curator.tree import Tree, train_tree

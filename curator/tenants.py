@@ -36,11 +36,11 @@ from __future__ import annotations
 import numpy as np
 
 from curator import _kernels
+from curator._arena import MAX_POOL, ArenaCounters
 from curator.tree import Tree
 
 _MIN_CAP = 4
 _MIN_POOL = 16
-_MAX_POOL = 2**31 - 1  # sl_off is int32
 _NODE_ARRAYS = ("count", "sl_off", "sl_cap")
 
 
@@ -56,7 +56,7 @@ def capacity(n: int) -> int:
     return max(_MIN_CAP, n + n // 4)
 
 
-class TenantTree:
+class TenantTree(ArenaCounters):
     """Counts and shortlists of one tenant over one GCT (rebuilt when the GCT changes)."""
 
     __slots__ = ("count", "sl_off", "sl_cap", "pool", "meta")
@@ -66,26 +66,7 @@ class TenantTree:
         self.sl_off = np.zeros(n_nodes, dtype=np.int32)
         self.sl_cap = np.zeros(n_nodes, dtype=np.int32)
         self.pool = np.empty(0, dtype=np.int32)
-        # [used, garbage] as an array so the compiled grant fast path can update them
-        self.meta = np.zeros(2, dtype=np.int64)
-
-    @property
-    def used(self) -> int:
-        """Arena high-water mark."""
-        return self.meta.item(0)
-
-    @used.setter
-    def used(self, v: int) -> None:
-        self.meta[0] = v
-
-    @property
-    def garbage(self) -> int:
-        """Reserved slots below `used` that no list owns any more."""
-        return self.meta.item(1)
-
-    @garbage.setter
-    def garbage(self, v: int) -> None:
-        self.meta[1] = v
+        self.meta = np.zeros(2, dtype=np.int64)  # [used, garbage] (see curator._arena)
 
     @property
     def size(self) -> int:
@@ -127,12 +108,7 @@ class TenantTree:
             if 4 * self.garbage > live:  # GARBAGE_SHARE: keep garbage under ~1/4 of live
                 self._compact(extra=cap)
             if self.used + cap > self.pool.shape[0]:
-                # grow by half: geometric (amortised O(1) per slot) with less spare than doubling
-                size = max(_MIN_POOL, self.used + cap, self.pool.shape[0] * 3 // 2)
-                assert size <= _MAX_POOL, "tenant arena would exceed 2**31 slots"
-                pool = np.empty(size, dtype=np.int32)
-                pool[: self.used] = self.pool[: self.used]
-                self.pool = pool
+                self._grow_pool(self.used + cap, min_size=_MIN_POOL, what="tenant")
 
     def _release(self, node: int) -> None:
         self.garbage += int(self.sl_cap[node])
@@ -156,7 +132,7 @@ class TenantTree:
         caps = self.sl_cap[nodes].astype(np.int64)
         live = int(caps.sum())
         size = max(_MIN_POOL, live + extra + (live + extra) // 8)
-        assert size <= _MAX_POOL, "tenant arena would exceed 2**31 slots"
+        assert size <= MAX_POOL, "tenant arena would exceed 2**31 slots"
         pool = np.empty(size, dtype=np.int32)
         offs = np.concatenate(([0], np.cumsum(caps)[:-1])) if nodes.size else caps
         for node, off in zip(nodes.tolist(), offs.tolist()):
@@ -318,7 +294,7 @@ class TenantTree:
         total = int(offsets[-1] - offsets[0]) if sizes.size else 0
         if total:
             size = max(_MIN_POOL, total + total // 8)
-            assert size <= _MAX_POOL, "tenant arena would exceed 2**31 slots"
+            assert size <= MAX_POOL, "tenant arena would exceed 2**31 slots"
             self.pool = np.empty(size, dtype=np.int32)
             self.pool[:total] = ids[int(offsets[0]) : int(offsets[-1])]
         self.used = total

@@ -18,7 +18,7 @@ import numpy as np
 
 from curacache.errors import InvalidArgument, NotFound, PermissionDenied
 from curacache.index.base import Index, Retrainable
-from curacache.index.rwlock import RWLock
+from curator.rwlock import RWLock
 from curacache.server import snapshot
 from storage.base import DocumentStore
 from storage.types import CollectionSpec, StoredRecord

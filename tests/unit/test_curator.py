@@ -16,7 +16,6 @@ from curacache.errors import InvalidArgument
 from curacache.index import Index, SearchResult
 from curacache.index.curator import CURATOR, CuratorAdapter
 from curator import CuratorIndex, TenantTree
-from curator._rwlock import RWLock
 from tests.unit.test_curator_helpers import Model, assert_exact, check_structure, clustered, lists_of
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -295,18 +294,6 @@ def test_concurrent_searches_while_one_writer_changes_and_retrains() -> None:
     for label in index.labels().tolist():
         model.add([label], x[label : label + 1], [index.access_of(label)])
     check_structure(index, model)
-
-
-def test_rwlock_excludes_writers_from_readers() -> None:
-    lock = RWLock()
-    inside: list[str] = []
-    with lock.read():
-        t = threading.Thread(target=lambda: (lock.write().__enter__(), inside.append("w")))
-        t.start()
-        t.join(0.2)
-        assert inside == []  # the writer waits for the reader
-    t.join(5)
-    assert inside == ["w"]
 
 
 # -- the IndexKind adapter ---------------------------------------------------------------------

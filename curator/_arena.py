@@ -1,0 +1,49 @@
+"""What the two id arenas of `curator` share (tenant shortlists, and the label -> tenants map).
+
+Both keep variable-length int slices in one flat `pool` array: a slice that outgrows its room
+moves to the arena's end and leaves garbage behind, which a compaction reclaims. `used` (the
+high-water mark) and `garbage` live in a two-element int64 `meta` array so that the compiled
+fast paths in `curator._kernels` can update them in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_POOL = 2**31 - 1  # slice offsets are int32
+
+
+class ArenaCounters:
+    """Mixin: `used` / `garbage` views of `meta`, and geometric growth of `pool`."""
+
+    __slots__ = ()
+    meta: np.ndarray
+    pool: np.ndarray
+
+    @property
+    def used(self) -> int:
+        """Arena high-water mark."""
+        return self.meta.item(0)
+
+    @used.setter
+    def used(self, v: int) -> None:
+        self.meta[0] = v
+
+    @property
+    def garbage(self) -> int:
+        """Slots below `used` that no slice owns any more."""
+        return self.meta.item(1)
+
+    @garbage.setter
+    def garbage(self, v: int) -> None:
+        self.meta[1] = v
+
+    def _grow_pool(self, need: int, *, min_size: int, what: str) -> None:
+        """Reallocate `pool` (same dtype, live prefix copied) to at least `need` slots, growing
+        by half at least: geometric, so appends stay amortised O(1), with less spare than
+        doubling."""
+        size = max(min_size, need, self.pool.shape[0] * 3 // 2)
+        assert size <= MAX_POOL, f"{what} arena would exceed 2**31 slots"
+        pool = np.empty(size, dtype=self.pool.dtype)
+        pool[: self.used] = self.pool[: self.used]
+        self.pool = pool
