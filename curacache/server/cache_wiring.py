@@ -17,7 +17,6 @@ from curacache.embed.base import Embedder, HashingEmbedder
 from curacache.embed.batching import BatchingEmbedder
 from curacache.embed.minilm import MiniLMEmbedder
 from curacache.embed.remote import OpenAIEmbedder
-from curacache.llm.config import BackendConfig
 from curacache.llm.router import BackendRouter
 from curacache.server.cache_ports import CollectionRepository, RouterBackend
 from curacache.server.config import CacheConfig, ConfigError
@@ -67,11 +66,7 @@ def build_cache(config: CacheConfig, db: VectorDB) -> CacheParts:
         raise ConfigError(f"cache.embedder: must be one of {sorted(EMBEDDERS)}, got {config.embedder!r}")
     if config.embedder == "remote" and not (config.embedder_url and config.embedder_model):
         raise ConfigError("cache.embedder_url and cache.embedder_model: required for the remote embedder")
-    router = BackendRouter.from_configs(
-        BackendConfig(name=b.name, base_url=b.base_url, models=b.models, max_concurrency=b.max_concurrency,
-                      timeout_s=b.timeout_s, api_key=b.api_key, max_retries=b.max_retries)
-        for b in config.backends
-    )
+    router = BackendRouter.from_configs(config.backends)
     embedder = factory(config)
     classifier = LinearClassifier.load()
     floor = classifier.floor if config.confidence_floor is None else config.confidence_floor

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from curacache.llm.config import BackendConfig
+
 ENV_PREFIX = "CURACACHE_"
 
 
@@ -73,19 +75,6 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class BackendSpec:
-    """One OpenAI-compatible LLM backend (see curacache.llm.config.BackendConfig for the knobs)."""
-
-    name: str
-    base_url: str
-    models: tuple[str, ...] = ()
-    max_concurrency: int = 16
-    timeout_s: float = 30.0
-    api_key: str | None = None
-    max_retries: int = 2
-
-
-@dataclass(frozen=True, slots=True)
 class CacheConfig:
     """The semantic cache (DESIGN §5). `policies` overrides shipped per-category policies:
     TOML `[cache.policies.code] threshold = 0.92`; an unknown category is created from `default`."""
@@ -101,7 +90,7 @@ class CacheConfig:
     confidence_floor: float | None = None  # None: the classifier's trained floor
     sweep_interval_s: float = 30.0  # expired-entry sweeper period
     default_model: str = ""  # backend model for requests that name none
-    backends: tuple[BackendSpec, ...] = ()
+    backends: tuple[BackendConfig, ...] = ()  # every knob of curacache.llm.config.BackendConfig
     policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -226,20 +215,21 @@ def _api_keys(value: Any) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
-def _backends(value: Any) -> tuple[BackendSpec, ...]:
+def _backends(value: Any) -> tuple[BackendConfig, ...]:
     """From TOML: [[cache.backends]] tables; from env/flags: 'name=url;name2=url2'."""
     if isinstance(value, str):
         value = [{"name": n.strip(), "base_url": u.strip()} for n, _, u in
                  (part.partition("=") for part in value.split(";") if part)]
-    names = {f.name for f in dataclasses.fields(BackendSpec)}
+    names = {f.name for f in dataclasses.fields(BackendConfig)}
     out = []
     for i, entry in enumerate(value):
         unknown = set(entry) - names
         if unknown or not entry.get("name") or not entry.get("base_url"):
             raise ConfigError(f"cache.backends[{i}]: needs 'name' and 'base_url'; unknown {sorted(unknown)}")
-        entry = dict(entry)
-        entry["models"] = tuple(entry.get("models", ()))
-        out.append(BackendSpec(**entry))
+        try:
+            out.append(BackendConfig(**{**entry, "models": tuple(entry.get("models", ()))}))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"cache.backends[{i}]: {exc}") from None
     return tuple(out)
 
 

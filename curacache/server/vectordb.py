@@ -81,10 +81,10 @@ class VectorDB:
         except KeyError:
             raise NotFound(f"collection {name!r} does not exist") from None
 
-    def list(self, *, internal: bool = False) -> list[CollectionSpec]:
-        """Collections by name; `internal` ones (the cache's, named `cache:<category>`, which the
-        public API cannot address) only when asked for."""
-        specs = (c.spec for c in self._collections.values() if internal or ":" not in c.spec.name)
+    def list(self) -> list[CollectionSpec]:
+        """The public collections by name. Internal ones (the cache's `cache:<category>`, whose
+        colon no public name may contain) are left out: the public API cannot address them."""
+        specs = (c.spec for c in self._collections.values() if ":" not in c.spec.name)
         return sorted(specs, key=lambda s: s.name)
 
     def delete(self, name: str) -> None:

@@ -89,6 +89,7 @@ def test_cache_section_backends_policies_and_index_params(tmp_path: Path) -> Non
     "text,field",
     [
         ('[[cache.backends]]\nname = "x"\n', "cache.backends[0]"),
+        ('[[cache.backends]]\nname = "x"\nbase_url = "http://x:1"\nmax_concurrency = 0\n', "cache.backends[0]"),
         ("[cache.policies.code]\nthreshold = 2.0\n", "cache.policies.code.threshold"),
     ],
 )

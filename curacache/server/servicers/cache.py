@@ -98,14 +98,12 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         query, may_share = self._request(request.query, context)
         if request.shared and not may_share:
             raise PermissionDenied("shared: storing entries every tenant sees needs an admin API key")
-        text: list[str] = []
         with _api_fields():
             async for item in self._cache.generate(query):
                 if isinstance(item, Chunk):
-                    text.append(item.text)
                     yield pb.GenerateChunk(text=item.text)
-                elif isinstance(item, FinalResult):
-                    yield pb.GenerateChunk(done=_done(item, "".join(text)))
+                elif isinstance(item, FinalResult):  # carries the whole text (hit, lead or follower)
+                    yield pb.GenerateChunk(done=_done(item))
 
     @rpc
     async def Invalidate(self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext) -> pb.InvalidateResponse:
@@ -192,8 +190,8 @@ def _lookup_response(r: LookupResult) -> pb.LookupResponse:
     )
 
 
-def _done(f: FinalResult, streamed: str) -> pb.GenerateDone:
-    response = CachedResponse(text=f.text or streamed, finish_reason=f.finish_reason, usage=f.usage)
+def _done(f: FinalResult) -> pb.GenerateDone:
+    response = CachedResponse(text=f.text, finish_reason=f.finish_reason, usage=f.usage)
     return pb.GenerateDone(
         cached=f.cached, response=_response_pb(response), similarity=f.similarity or 0.0, category=f.category or "",
         entry_id=f.entry_id or "", reason=str(f.lookup_reason or ""),
