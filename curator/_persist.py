@@ -145,7 +145,7 @@ def apply(index: CuratorIndex, state: State) -> None:
     index._reset_tenants()
     hi = a["leaf"].shape[0]
     if hi:
-        index._resize(max(8, 1 << (hi - 1).bit_length()))
+        index._resize(index._grown(hi))  # after _reset_rows: exactly hi
         index._vectors[:hi] = a["vectors"]
         index._norms[:hi] = a["norms"]
         index._leaf[:hi] = a["leaf"]

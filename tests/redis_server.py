@@ -69,8 +69,12 @@ class RedisProcess:
                     raise RedisUnavailableError(
                         f"redis-server exited with {self._proc.returncode}; log:\n{self._log_tail()}")
                 try:
-                    # Check it is *our* process answering, not another server on a reused port.
-                    if client.info("server").get("process_id") == self._proc.pid:
+                    # Check it is *our* process answering, not another server on a reused port,
+                    # and that it has finished loading its AOF: INFO is answered while loading,
+                    # commands are refused (LOADING) until then.
+                    info = client.info()
+                    if info.get("process_id") == self._proc.pid and not info.get("loading", 0):
+                        client.ping()  # BusyLoadingError (a ConnectionError) if still loading
                         return
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                     pass  # not listening yet, or still loading the AOF
