@@ -319,3 +319,19 @@ def test_curator_kind_validates_params_and_satisfies_the_index_port() -> None:
     other = CURATOR.create(dim=4, metric="l2", params={})
     other.restore(blob)
     assert other.labels().tolist() == [0, 1, 2]
+
+
+def test_label_capacity_grows_geometrically_not_to_a_power_of_two() -> None:
+    index = CuratorIndex(dim=4, metric="ip", train_size=10**6)  # stays untrained: rows only
+    rng = np.random.default_rng(0)
+    n = 5000
+    for start in range(0, n, 100):
+        labels = np.arange(start, start + 100, dtype=np.int64)
+        index.add(labels, rng.normal(size=(100, 4)).astype(np.float32), [["t"]] * 100)
+    cap = index.memory_bytes()["norms"] // 4
+    assert n <= cap <= n + n // 2  # the next power of two would be 8192
+    index.add(np.array([20_000]), np.ones((1, 4), np.float32), [["t"]])  # a jump: exactly what it needs
+    assert index.memory_bytes()["norms"] // 4 == 20_001
+    restored = CuratorIndex(dim=4, metric="ip")
+    restored.restore(index.snapshot())
+    assert restored.memory_bytes()["norms"] // 4 <= 20_001
