@@ -43,7 +43,7 @@ from typing import Literal
 
 import numpy as np
 
-from bench.cache_quality.simulate import Lookups, metrics
+from bench.cache_quality.simulate import Lookups, metrics, outcome
 
 GRID = np.round(np.arange(0.70, 1.0 + 1e-9, 0.005), 3)
 
@@ -196,11 +196,10 @@ def _columns(look: Lookups, base: np.ndarray, cand: np.ndarray) -> np.ndarray:
     `base` to `cand` (-1/0/+1, non-zero only in the lookup's own category). Summing rows with
     bootstrap weights gives every count a resample needs in one matrix product."""
     n, k = len(look), len(look.categories)
-    good = look.nearest_correct
 
     def hits(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        hit = look.exact | (look.sim >= t[look.category])
-        return hit & good, hit & ~good
+        hit, correct = outcome(look, t)
+        return correct, hit & ~correct
 
     cb, fb = hits(base)
     cc, fc = hits(cand)

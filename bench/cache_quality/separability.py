@@ -64,8 +64,8 @@ def nearest(vectors: np.ndarray, lookups: np.ndarray, entries: np.ndarray, m: in
     return ids, sims
 
 
-def features(qqp: data.Qqp, lookups: np.ndarray, ids: np.ndarray, sims: np.ndarray, *, pair: bool) -> np.ndarray:
-    """One row per (lookup, candidate), lookup-major."""
+def features(qqp: data.Qqp, lookups: np.ndarray, ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """Cosine, rank, gap and lexical features: one row per (lookup, candidate), lookup-major."""
     words = {}
 
     def tokens(i: int) -> set[str]:
@@ -82,12 +82,14 @@ def features(qqp: data.Qqp, lookups: np.ndarray, ids: np.ndarray, sims: np.ndarr
             digits_differ = {x for x in a if x.isdigit()} != {x for x in b if x.isdigit()}
             rows.append([sims[r, j], j, sims[r, 0] - sims[r, j], len(a & b) / max(1, len(a | b)), len(a ^ b),
                          abs(len(a) - len(b)), float(digits_differ)])
-    x = np.asarray(rows, np.float32)
-    if pair:
-        u = np.repeat(qqp.vectors[lookups], m, axis=0)
-        v = qqp.vectors[ids.ravel()]
-        x = np.hstack([x, np.abs(u - v), u * v])
-    return x
+    return np.asarray(rows, np.float32)
+
+
+def pair_features(qqp: data.Qqp, lookups: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """[|u - v|, u * v] of the MiniLM vectors, rows as in `features`."""
+    u = np.repeat(qqp.vectors[lookups], ids.shape[1], axis=0)
+    v = qqp.vectors[ids.ravel()]
+    return np.hstack([np.abs(u - v), u * v])
 
 
 def reachable(score: np.ndarray, correct: np.ndarray, exact: np.ndarray, has_dup: np.ndarray,
@@ -118,14 +120,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     in_a = component_halves(qqp, args.seed)
     m = args.candidates
     everything = np.unique(qqp.a)
+    keys = {normalise_prompt(qqp.texts[t]) for t in everything.tolist()}
+    stored = set(qqp.cluster[everything].tolist())
 
-    def side(mask: np.ndarray, entries: np.ndarray):
+    def side(mask: np.ndarray):
         lookups = qqp.b[mask]
-        keys = {normalise_prompt(qqp.texts[t]) for t in entries.tolist()}
         exact = np.array([normalise_prompt(qqp.texts[t]) in keys for t in lookups.tolist()])
-        ids, sims = nearest(qqp.vectors, lookups, entries, m)
+        ids, sims = nearest(qqp.vectors, lookups, everything, m)
         correct = qqp.cluster[ids] == qqp.cluster[lookups][:, None]
-        stored = set(qqp.cluster[entries].tolist())
         has_dup = np.array([c in stored for c in qqp.cluster[lookups].tolist()])
         return lookups, exact, ids, sims, correct, has_dup
 
@@ -133,21 +135,23 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # entries alone the candidates are sparser and the verifiers fit the wrong distribution).
     # B's stored texts can appear there only as wrong candidates of A lookups: if anything that
     # teaches a verifier to refuse them, which can only lower its recall on B.
-    la, ea, ia, sa, ca, _ = side(in_a, everything)
-    lb, eb, ib, sb, cb, hb = side(~in_a, everything)
+    la, ea, ia, sa, ca, _ = side(in_a)
+    lb, eb, ib, sb, cb, hb = side(~in_a)
+    la, ia, sa, ca = la[~ea], ia[~ea], sa[~ea], ca[~ea]  # exact lookups never reach a verifier
+    xa, xb = features(qqp, la, ia, sa), features(qqp, lb, ib, sb)
     out: dict[str, object] = {"pairs": {"A": int(in_a.sum()), "B": int((~in_a).sum())}, "candidates": m,
                               "target_fhr": args.target_fhr}
     rows = np.arange(len(lb))
     out["cosine"] = reachable(sb[:, 0], cb[:, 0], eb, hb, args.target_fhr)
     models = {
-        "lexical_gbm": (False, lambda: HistGradientBoostingClassifier(max_iter=300, random_state=args.seed)),
-        "pair_logreg": (True, lambda: make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))),
+        "lexical_gbm": (lambda: HistGradientBoostingClassifier(max_iter=300, random_state=args.seed), xa, xb),
+        "pair_logreg": (lambda: make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)),
+                        np.hstack([xa, pair_features(qqp, la, ia)]), np.hstack([xb, pair_features(qqp, lb, ib)])),
     }
-    for name, (pair, make) in models.items():
+    for name, (make, train, test) in models.items():
         started = time.perf_counter()
-        xa = features(qqp, la[~ea], ia[~ea], sa[~ea], pair=pair)
-        model = make().fit(xa, ca[~ea].ravel())
-        p = model.predict_proba(features(qqp, lb, ib, sb, pair=pair))[:, 1].reshape(-1, m)
+        model = make().fit(train, ca.ravel())
+        p = model.predict_proba(test)[:, 1].reshape(-1, m)
         best = p.argmax(axis=1)
         out[name] = {**reachable(p[rows, best], cb[rows, best], eb, hb, args.target_fhr),
                      "seconds": time.perf_counter() - started}
