@@ -6,8 +6,8 @@ as a uint8 array. The access map is not stored: it is exactly the union of the t
 shortlists, so it is rebuilt from them on load. Labels travel as one GCT leaf each (-1 =
 absent); paths are the tree's `ancestors` (derived, not stored).
 
-VERSION 2 (leaf per label instead of a path per label). Older snapshots are rejected: the
-service then rebuilds the index from its store.
+VERSION 3 (8-bit quantized centroids; 2: a leaf per label instead of a path per label). Older
+snapshots are rejected: the service then rebuilds the index from its store.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from curator.index import CuratorIndex
 
 FORMAT = "curator-snapshot"
-VERSION = 2
+VERSION = 3
 
 
 def dump(index: CuratorIndex) -> bytes:
@@ -116,6 +116,7 @@ def load(data: bytes, *, dim: int, metric: str) -> State:
         leaf.ndim == 1
         and leaf.dtype == np.int32
         and arrays["vectors"].shape == (hi, dim)
+        and arrays["norms"].shape == ((hi,) if metric == "l2" else (0,))
         and bool(np.all(leaf >= -1))
         and (live.size == 0 or (int(live.max()) < n_nodes and not np.any(tree.child_count[live])))
         and arrays["t_count"].shape == (len(meta["tenants"]), n_nodes)
@@ -147,7 +148,8 @@ def apply(index: CuratorIndex, state: State) -> None:
     if hi:
         index._resize(index._grown(hi))  # after _reset_rows: exactly hi
         index._vectors[:hi] = a["vectors"]
-        index._norms[:hi] = a["norms"]
+        if index.metric == "l2":
+            index._norms[:hi] = a["norms"]
         index._leaf[:hi] = a["leaf"]
     index._n = int(np.count_nonzero(a["leaf"] >= 0))
     t_lists, nodes, offsets, ids = a["t_lists"], a["l_nodes"], a["l_offsets"], a["l_ids"]

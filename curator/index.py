@@ -3,7 +3,8 @@
 State (why: one copy of every vector, per (vector, tenant) one id in one list):
 
 - `vectors` (cap, dim) float32, row = label (labels are dense, caller-allocated, < 2**31),
-  `norms` (cap,) squared norms, `leaf` (cap,) int32 GCT leaf per label (-1 = absent); the
+  `norms` (cap,) squared norms (metric "l2" only: inner-product scores never read them, so an
+  "ip" index keeps an empty array instead of 4 bytes per label), `leaf` (cap,) int32 GCT leaf per label (-1 = absent); the
   label's root->leaf path is `tree.ancestors[leaf]` (4 bytes per label, not 4·(height + 1)).
 - `access`: an `AccessMap` (label -> tenant ints, one small int per pair in one arena);
   needed so that remove() can revoke from exactly the right tenants and grant/revoke can
@@ -121,8 +122,8 @@ class CuratorIndex:
         keep = min(cap, len(self._leaf))
         vec = np.empty((cap, self.dim), dtype=np.float32)
         vec[:keep] = self._vectors[:keep]
-        norms = np.zeros(cap, dtype=np.float32)
-        norms[:keep] = self._norms[:keep]
+        norms = np.zeros(cap if self.metric == "l2" else 0, dtype=np.float32)
+        norms[: min(keep, norms.shape[0])] = self._norms[: min(keep, norms.shape[0])]
         leaf = np.full(cap, -1, dtype=np.int32)
         leaf[:keep] = self._leaf[:keep]
         self._vectors, self._norms, self._leaf = vec, norms, leaf
@@ -209,7 +210,8 @@ class CuratorIndex:
             if present.size:
                 raise ValueError(f"add: labels already present: {present[:10].tolist()}")
             self._vectors[labels] = vectors
-            self._norms[labels] = np.einsum("ij,ij->i", vectors, vectors)
+            if self.metric == "l2":
+                self._norms[labels] = np.einsum("ij,ij->i", vectors, vectors)
             self._leaf[labels] = self._tree.route_leaves(vectors)
             self._n += n
             for label, tenants in zip(labels.tolist(), access):
@@ -354,7 +356,7 @@ class CuratorIndex:
                 return out_labels, out_scores
             tree = self._tree
             _kernels.search(
-                queries, tree.centroids, tree.cnorm, tree.child_start, tree.child_count,
+                queries, tree.codes, tree.lo, tree.step, tree.cnorm, tree.child_start, tree.child_count,
                 tt.count, tt.sl_cap, tt.sl_off, tt.pool, self._vectors, self._norms,
                 collect, keep, self.metric == "ip", out_labels, out_scores,
             )

@@ -2,9 +2,20 @@
 
 Node 0 is the root. Nodes are numbered breadth-first and the children of a node occupy one
 contiguous id range `[child_start, child_start + child_count)`, so their centroids are one
-contiguous block of `centroids` (one small matrix product scores them all). A node with
-`child_count == 0` is a GCT leaf. An untrained tree is the root alone (every tenant's ids sit
-in its root shortlist and search is exact).
+contiguous block of `codes` (one pass scores them all). A node with `child_count == 0` is a
+GCT leaf. An untrained tree is the root alone (every tenant's ids sit in its root shortlist and
+search is exact).
+
+Centroids are stored as 8-bit scalar-quantized codes (per dimension: `lo + step * code`, the
+range spanning every centroid of the tree), not float32. Why: the centroids were the largest
+part of the index beyond the raw vectors (1,409 nodes × 384 d = 2.06 MiB of 5.0 MiB on the
+73k-paper arXiv bench, where a shared IVF index costs 2.5 MiB in all); codes take a quarter.
+Every use (routing, search) goes through the same dequantized values and `cnorm` is computed
+from them, so routing and search stay consistent. A node's key is
+||q - c||² - ||q||² = ||c||² - 2 (q·lo + Σ (q·step)_j code_j): the query is scaled once per
+query, then each centroid costs one uint8 × float32 dot. The quantization step is ~1/255 of a
+dimension's range across centroids; measured on arXiv, recall at equal γ is unchanged (see
+`curator.index`).
 
 Training (why these choices, DESIGN §4): FAISS k-means (GPU when present), `niter` 20, fixed
 seed so a rebuild from the same sample gives the same tree. Root branching b0; below the
@@ -31,12 +42,25 @@ ROUTE_BEAM = 4
 REFINE_ROUNDS = 2
 
 
+def quantize(centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes uint8 (n, dim), lo float32 (dim,), step float32 (dim,)): per-dimension 8-bit
+    scalar quantization spanning the rows' range (a constant dimension gets step 1, code 0)."""
+    c = np.asarray(centroids, dtype=np.float32)
+    lo = c.min(axis=0) if c.shape[0] else np.zeros(c.shape[1], np.float32)
+    span = (c.max(axis=0) - lo) if c.shape[0] else np.zeros(c.shape[1], np.float32)
+    step = np.where(span > 0, span / 255.0, 1.0).astype(np.float32)
+    codes = np.clip(np.rint((c - lo) / step), 0, 255).astype(np.uint8)
+    return codes, lo.astype(np.float32), step
+
+
 @dataclass(frozen=True, slots=True)
 class Tree:
     """Flattened GCT arrays (read-only once built; a retrain builds a new Tree)."""
 
-    centroids: np.ndarray  # float32 (n_nodes, dim); the root's is the sample mean (unused)
-    cnorm: np.ndarray  # float32 (n_nodes,) squared centroid norms
+    codes: np.ndarray  # uint8 (n_nodes, dim) quantized centroids; the root's is the sample mean (unused)
+    lo: np.ndarray  # float32 (dim,) centroid = lo + step * code
+    step: np.ndarray  # float32 (dim,)
+    cnorm: np.ndarray  # float32 (n_nodes,) squared norms of the dequantized centroids
     child_start: np.ndarray  # int32 (n_nodes,)
     child_count: np.ndarray  # int32 (n_nodes,), 0 at GCT leaves
     parent: np.ndarray  # int32 (n_nodes,), -1 at the root
@@ -57,6 +81,30 @@ class Tree:
             anc[nodes, d] = nodes
         object.__setattr__(self, "ancestors", anc)
 
+    @classmethod
+    def from_centroids(
+        cls, centroids: np.ndarray, child_start: np.ndarray, child_count: np.ndarray, parent: np.ndarray,
+        depth: np.ndarray,
+    ) -> Tree:
+        """A tree over float centroids (quantized here; `cnorm` from the dequantized values)."""
+        codes, lo, step = quantize(centroids)
+        deq = lo + step * codes.astype(np.float32)
+        return cls(
+            codes=codes,
+            lo=lo,
+            step=step,
+            cnorm=np.einsum("ij,ij->i", deq, deq).astype(np.float32),
+            child_start=np.asarray(child_start, dtype=np.int32),
+            child_count=np.asarray(child_count, dtype=np.int32),
+            parent=np.asarray(parent, dtype=np.int32),
+            depth=np.asarray(depth, dtype=np.int32),
+        )
+
+    @property
+    def centroids(self) -> np.ndarray:
+        """Dequantized centroids, float32 (n_nodes, dim) (a new array; for diagnostics)."""
+        return self.lo + self.step * self.codes.astype(np.float32)
+
     @property
     def n_nodes(self) -> int:
         return int(self.child_count.shape[0])
@@ -75,7 +123,9 @@ class Tree:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
-            "centroids": self.centroids,
+            "codes": self.codes,
+            "lo": self.lo,
+            "step": self.step,
             "cnorm": self.cnorm,
             "child_start": self.child_start,
             "child_count": self.child_count,
@@ -86,7 +136,9 @@ class Tree:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Tree:
         t = cls(
-            centroids=np.ascontiguousarray(arrays["centroids"], dtype=np.float32),
+            codes=np.ascontiguousarray(arrays["codes"], dtype=np.uint8),
+            lo=np.ascontiguousarray(arrays["lo"], dtype=np.float32),
+            step=np.ascontiguousarray(arrays["step"], dtype=np.float32),
             cnorm=np.ascontiguousarray(arrays["cnorm"], dtype=np.float32),
             child_start=np.ascontiguousarray(arrays["child_start"], dtype=np.int32),
             child_count=np.ascontiguousarray(arrays["child_count"], dtype=np.int32),
@@ -98,7 +150,9 @@ class Tree:
     @classmethod
     def root_only(cls, dim: int) -> Tree:
         return cls(
-            centroids=np.zeros((1, dim), dtype=np.float32),
+            codes=np.zeros((1, dim), dtype=np.uint8),
+            lo=np.zeros(dim, dtype=np.float32),
+            step=np.ones(dim, dtype=np.float32),
             cnorm=np.zeros(1, dtype=np.float32),
             child_start=np.zeros(1, dtype=np.int32),
             child_count=np.zeros(1, dtype=np.int32),
@@ -113,7 +167,10 @@ class Tree:
         deeper (so parents precede children and `ancestors` is well defined).
         """
         n = self.n_nodes
-        if not (self.centroids.shape[0] == self.cnorm.shape[0] == self.parent.shape[0] == self.depth.shape[0] == n):
+        dim = self.codes.shape[1] if self.codes.ndim == 2 else -1
+        if self.lo.shape != (dim,) or self.step.shape != (dim,):
+            raise ValueError("tree quantizer arrays disagree with the codes")
+        if not (self.codes.shape[0] == self.cnorm.shape[0] == self.parent.shape[0] == self.depth.shape[0] == n):
             raise ValueError("tree arrays disagree in length")
         if n == 0 or self.parent[0] != -1 or self.depth[0] != 0:
             raise ValueError("tree has no root")
@@ -142,7 +199,7 @@ class Tree:
         out = np.zeros(x.shape[0], dtype=np.int32)
         if x.shape[0]:
             _kernels.route(
-                x, self.centroids, self.cnorm, self.child_start, self.child_count,
+                x, self.codes, self.lo, self.step, self.cnorm, self.child_start, self.child_count,
                 ROUTE_BEAM if beam is None else beam, out,
             )
         return out
@@ -158,7 +215,7 @@ class Tree:
         centroid of what actually sits below a node; after beam routing the two differ.
         Nodes no row reached keep their centroid.
         """
-        n_nodes, dim = self.n_nodes, self.centroids.shape[1]
+        n_nodes, dim = self.n_nodes, self.codes.shape[1]
         order = np.argsort(leaf, kind="stable")
         uniq, starts = np.unique(leaf[order], return_index=True)
         sums = np.zeros((n_nodes, dim), dtype=np.float64)
@@ -169,17 +226,10 @@ class Tree:
             p = self.parent[node]
             sums[p] += sums[node]
             counts[p] += counts[node]
-        cents = self.centroids.copy()
+        cents = self.centroids
         hit = counts > 0
         cents[hit] = (sums[hit] / counts[hit, None]).astype(np.float32)
-        return Tree(
-            centroids=cents,
-            cnorm=np.einsum("ij,ij->i", cents, cents).astype(np.float32),
-            child_start=self.child_start,
-            child_count=self.child_count,
-            parent=self.parent,
-            depth=self.depth,
-        )
+        return Tree.from_centroids(cents, self.child_start, self.child_count, self.parent, self.depth)
 
 
 def child_branching(b: int) -> int:
@@ -256,14 +306,7 @@ def train_tree(
             child_count.append(0)
             queue.append((cid, child_branching(b), idx[order[bounds[c] : bounds[c + 1]]]))
     cmat = np.ascontiguousarray(np.stack(centroids), dtype=np.float32)
-    tree = Tree(
-        centroids=cmat,
-        cnorm=np.einsum("ij,ij->i", cmat, cmat).astype(np.float32),
-        child_start=np.asarray(child_start, dtype=np.int32),
-        child_count=np.asarray(child_count, dtype=np.int32),
-        parent=np.asarray(parent, dtype=np.int32),
-        depth=np.asarray(depth, dtype=np.int32),
-    )
+    tree = Tree.from_centroids(cmat, child_start, child_count, parent, depth)
     rounds = REFINE_ROUNDS if refine_rounds is None else refine_rounds
     for _ in range(rounds if tree.trained else 0):
         tree = tree.recentered(x, tree.route_leaves(x))

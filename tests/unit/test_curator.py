@@ -328,10 +328,29 @@ def test_label_capacity_grows_geometrically_not_to_a_power_of_two() -> None:
     for start in range(0, n, 100):
         labels = np.arange(start, start + 100, dtype=np.int64)
         index.add(labels, rng.normal(size=(100, 4)).astype(np.float32), [["t"]] * 100)
-    cap = index.memory_bytes()["norms"] // 4
+    cap = index.memory_bytes()["paths"] // 4
     assert n <= cap <= n + n // 2  # the next power of two would be 8192
     index.add(np.array([20_000]), np.ones((1, 4), np.float32), [["t"]])  # a jump: exactly what it needs
-    assert index.memory_bytes()["norms"] // 4 == 20_001
+    assert index.memory_bytes()["paths"] // 4 == 20_001
     restored = CuratorIndex(dim=4, metric="ip")
     restored.restore(index.snapshot())
-    assert restored.memory_bytes()["norms"] // 4 <= 20_001
+    assert restored.memory_bytes()["paths"] // 4 <= 20_001
+
+
+def test_inner_product_index_keeps_no_norms_and_l2_scores_use_them() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    access = [["t"]] * 300
+    ip = CuratorIndex(dim=8, metric="ip", train_size=100, max_sl_size=8)
+    l2 = CuratorIndex(dim=8, metric="l2", train_size=100, max_sl_size=8)
+    for index in (ip, l2):
+        index.add(np.arange(300), x, access)
+    assert ip.memory_bytes()["norms"] == 0 and l2.memory_bytes()["norms"] >= 300 * 4
+    q = x[:5] + 0.01
+    _, d2 = l2.search("t", q, 3, gamma2=4096)
+    exact = np.sort(((q[:, None, :] - x[None]) ** 2).sum(-1), axis=1)[:, :3]
+    np.testing.assert_allclose(d2, exact, rtol=1e-4, atol=1e-4)
+    for index in (ip, l2):
+        again = CuratorIndex(dim=8, metric=index.metric)
+        again.restore(index.snapshot())
+        assert np.array_equal(again.search("t", q, 3)[0], index.search("t", q, 3)[0])

@@ -133,3 +133,23 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
 def clustered(rng: np.random.Generator, n: int, dim: int, n_clusters: int, spread: float = 1.0) -> np.ndarray:
     centers = rng.standard_normal((n_clusters, dim)).astype(np.float32) * 3
     return (centers[rng.integers(0, n_clusters, n)] + spread * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def test_quantized_centroids_stay_within_half_a_step_and_norms_match_the_codes() -> None:
+    from curator.tree import Tree, quantize
+
+    rng = np.random.default_rng(1)
+    c = rng.normal(size=(50, 16)).astype(np.float32)
+    c[:, 3] = 0.25  # a constant dimension
+    codes, lo, step = quantize(c)
+    deq = lo + step * codes.astype(np.float32)
+    assert codes.dtype == np.uint8 and np.all(np.abs(deq - c) <= step / 2 + 1e-6)
+    assert np.allclose(deq[:, 3], 0.25)
+    tree = Tree.from_centroids(
+        c, np.r_[1, np.zeros(49)], np.r_[49, np.zeros(49)], np.r_[-1, np.zeros(49)], np.r_[0, np.ones(49)]
+    )
+    np.testing.assert_allclose(tree.cnorm, (tree.centroids**2).sum(1), rtol=1e-5)
+    # routing scores the dequantized centroids: the leaf is the nearest of them
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    near = ((x[:, None, :] - tree.centroids[None, 1:]) ** 2).sum(-1).argmin(1) + 1
+    assert np.array_equal(tree.route_leaves(x, beam=1), near)
