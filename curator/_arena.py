@@ -40,9 +40,11 @@ class ArenaCounters:
 
     def _grow_pool(self, need: int, *, min_size: int, what: str) -> None:
         """Reallocate `pool` (same dtype, live prefix copied) to at least `need` slots, growing
-        by half at least: geometric, so appends stay amortised O(1), with less spare than
-        doubling."""
-        size = max(min_size, need, self.pool.shape[0] * 3 // 2)
+        by a quarter at least: geometric, so appends stay amortised O(1). Why not 1.5x: the
+        spare is index memory (arXiv bench, 89 category tenants: shortlists 0.84 -> 0.77 MiB);
+        an arena reallocation is one memcpy, so copying each slot ~4 times instead of ~2 is
+        cheap."""
+        size = max(min_size, need, self.pool.shape[0] * 5 // 4)
         assert size <= MAX_POOL, f"{what} arena would exceed 2**31 slots"
         pool = np.empty(size, dtype=self.pool.dtype)
         pool[: self.used] = self.pool[: self.used]

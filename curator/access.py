@@ -33,13 +33,18 @@ _MIN_POOL = 64
 class AccessMap(ArenaCounters):
     """Per-label tenant slices in one arena (see the module docstring)."""
 
-    __slots__ = ("off", "size", "pool", "meta")
+    __slots__ = ("slices", "off", "size", "pool", "meta")
 
     def __init__(self, cap: int = 0) -> None:
-        self.off = np.zeros(cap, dtype=np.int32)
-        self.size = np.zeros(cap, dtype=np.int32)
+        self._set_slices(np.zeros((cap, 2), dtype=np.int32))
         self.pool = np.empty(0, dtype=np.uint16)
         self.meta = np.zeros(2, dtype=np.int64)  # [used, garbage] (see curator._arena)
+
+    def _set_slices(self, slices: np.ndarray) -> None:
+        """`slices` is (cap, 2) int32: columns off, size (views kept as attributes); one array
+        so the compiled grant takes one argument for both, and one cache line per label."""
+        self.slices = slices
+        self.off, self.size = slices[:, 0], slices[:, 1]
 
     @property
     def pairs(self) -> int:
@@ -47,15 +52,14 @@ class AccessMap(ArenaCounters):
         return self.used - self.garbage
 
     def nbytes(self) -> int:
-        return self.off.nbytes + self.size.nbytes + self.pool.nbytes + self.meta.nbytes
+        return self.slices.nbytes + self.pool.nbytes + self.meta.nbytes
 
     def resize(self, cap: int) -> None:
         """New label capacity; rows cut off must be empty."""
-        keep = min(cap, self.off.shape[0])
-        for name in ("off", "size"):
-            new = np.zeros(cap, dtype=np.int32)
-            new[:keep] = getattr(self, name)[:keep]
-            setattr(self, name, new)
+        keep = min(cap, self.slices.shape[0])
+        new = np.zeros((cap, 2), dtype=np.int32)
+        new[:keep] = self.slices[:keep]
+        self._set_slices(new)
 
     def tenants(self, label: int) -> list[int]:
         """Tenant ints that see `label` (in no particular order)."""
@@ -71,7 +75,7 @@ class AccessMap(ArenaCounters):
         """Give a label with no tenants yet this (duplicate-free) tenant list."""
         n = len(tenants)
         if n:
-            self._fit(max(tenants))
+            self.fit(max(tenants))
             o = self._alloc(n)
             self.pool[o : o + n] = tenants
             self.off[label] = o
@@ -83,14 +87,14 @@ class AccessMap(ArenaCounters):
         The common case runs compiled (`_kernels.access_add`); arena growth runs here.
         """
         if t < _NARROW_MAX or self.pool.dtype != np.uint16:
-            r = _kernels.access_add(self.off, self.size, self.pool, self.meta, label, t)
+            r = _kernels.access_add(self.slices, self.pool, self.meta, label, t)
             if r < 2:
                 return r == 1
         n = self.size.item(label)
         o = self.off.item(label)
         if n and t in self.pool[o : o + n].tolist():
             return False
-        self._fit(t)
+        self.fit(t)
         if n and o + n == self.used and self.used < self.pool.shape[0]:
             self.used += 1  # the slice ends the arena: extend in place
         else:
@@ -124,7 +128,8 @@ class AccessMap(ArenaCounters):
 
     # -- arena ----------------------------------------------------------------------------------
 
-    def _fit(self, t: int) -> None:
+    def fit(self, t: int) -> None:
+        """Make the arena's dtype able to hold tenant int `t` (widen once from uint16)."""
         if t >= _NARROW_MAX and self.pool.dtype == np.uint16:
             self.pool = self.pool.astype(np.int32)
 

@@ -9,6 +9,12 @@ and collections use this same lock. `read()` / `write()` return prebuilt context
 objects with plain `__enter__` / `__exit__` rather than generator-based `@contextmanager`s:
 a single-label Curator grant costs a few µs in all, and a generator context manager alone
 added ~1 µs of it.
+
+A writer keeps the internal mutex for its whole write (released in `release_write`) instead of
+taking it twice around a `writer` flag: readers arriving meanwhile block on the mutex, as they
+would have blocked on the flag, and the uncontended write pays one acquire and one release
+(measured: enter + exit of an uncontended write 0.98 -> ~0.5 µs on the 2-core bench VM, where
+the whole grant is ~6 µs).
 """
 
 from __future__ import annotations
@@ -66,8 +72,8 @@ class RWLock:
             self._sleepers -= 1
 
     def acquire_read(self) -> None:
-        with self._mutex:
-            while self._writer or self._waiting:
+        with self._mutex:  # a writer inside holds the mutex: we queue here
+            while self._waiting:
                 self._sleep()
             self._readers += 1
 
@@ -80,28 +86,28 @@ class RWLock:
                 self._cond.notify_all()
 
     def acquire_write(self) -> None:
-        with self._mutex:
-            if not (self._writer or self._readers):  # uncontended: no wait, nobody to wake
-                self._writer = True
-                return
+        """Take the mutex and keep it until `release_write` (after waiting out the readers)."""
+        self._mutex.acquire()
+        if self._readers:
             self._waiting += 1
             try:
-                while self._writer or self._readers:
+                while self._readers:
                     self._sleep()
             except BaseException:
                 self._waiting -= 1
                 self._cond.notify_all()  # readers held back by us may proceed
+                self._mutex.release()
                 raise
             self._waiting -= 1
-            self._writer = True
+        self._writer = True
 
     def release_write(self) -> None:
-        with self._mutex:
-            if not self._writer:
-                raise RuntimeError("release_write without acquire_write")
-            self._writer = False
-            if self._sleepers:
-                self._cond.notify_all()
+        if not self._writer:
+            raise RuntimeError("release_write without acquire_write")
+        self._writer = False
+        if self._sleepers:
+            self._cond.notify_all()  # readers (or writers) that queued behind a waiting writer
+        self._mutex.release()
 
     def read(self) -> _Read:
         """Context manager: shared access."""
@@ -113,6 +119,7 @@ class RWLock:
 
     @property
     def waiting_writers(self) -> int:
-        """Writers blocked right now (for tests and diagnostics; racy by nature)."""
-        with self._mutex:
-            return self._waiting
+        """Writers waiting for readers to leave (for tests and diagnostics; racy by nature: read
+        without the mutex, which a writer inside holds; a writer queued behind another writer
+        waits on the mutex and is not counted)."""
+        return self._waiting

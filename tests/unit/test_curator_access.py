@@ -100,3 +100,19 @@ def test_snapshot_of_an_older_version_is_rejected() -> None:
     copy = CuratorIndex(dim=8, metric="l2")
     copy.restore(index.snapshot())
     assert copy.access_of(5) == ["a"] and len(copy) == 20
+
+
+def test_compiled_grant_on_a_widened_access_arena_stores_tenant_ints_beyond_uint16() -> None:
+    n = 65_540  # tenant ints reach 65,539: they no longer fit the access arena's uint16
+    index = CuratorIndex(dim=2, metric="ip", train_size=10**6)
+    x = np.ones((n, 2), dtype=np.float32)
+    index.add(np.arange(n), x, [[f"t{i}"] for i in range(n)])
+    last = f"t{n - 1}"
+    index.grant(np.array([0]), last)  # existing tenant: the compiled path stores its int
+    index.grant(np.array([0]), last)  # already seen: a no-op
+    index.grant(np.array([n + 5]), last)  # absent label: skipped
+    assert index.access_of(0) == sorted(["t0", last])
+    labels, _ = index.search(last, x[:1], 5)
+    assert sorted(labels[0][labels[0] >= 0].tolist()) == [0, n - 1]
+    index.revoke(np.array([0]), last)
+    assert index.access_of(0) == ["t0"]
