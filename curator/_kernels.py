@@ -98,6 +98,18 @@ def route(
     return
 
 
+@njit(nogil=True, cache=True)
+def _lower_bound(table: np.ndarray, lo: int, hi: int, node: int) -> int:
+    """First row in [lo, hi) of a tenant table (sorted by column 0 = node) with node >= `node`."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if table[mid, 0] < node:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @njit(nogil=True, cache=True, fastmath=_FM)
 def traverse(
     qs: np.ndarray,
@@ -106,47 +118,47 @@ def traverse(
     cnorm: np.ndarray,
     child_start: np.ndarray,
     child_count: np.ndarray,
-    count: np.ndarray,
-    sl_cap: np.ndarray,
+    table: np.ndarray,
+    entries: int,
     collect: int,
     keep: int,
-    out_nodes: np.ndarray,
+    out_rows: np.ndarray,
 ) -> int:
-    """Best-first search of one tenant's sub-tree; writes the chosen bucket nodes, nearest first.
+    """Best-first search of one tenant's sub-tree; writes the chosen buckets' table rows,
+    nearest first.
 
-    A min-heap keyed by the L2 distance from the query to node centroids (||q||² dropped; the
-    query enters as qs = q·step and qlo = q·lo, see `route`) is expanded
-    from the root; nodes where the tenant's `count` is 0 are never pushed; a node holding the
-    tenant's shortlist (`sl_cap > 0`; its length is `count`) becomes a bucket and is not descended. Expansion stops
-    once the buckets hold `collect` (= γ1·γ2·k) ids. The buckets are then sorted by centroid
-    distance and the nearest are kept until they hold `keep` (= γ2·k) ids (the bucket that
-    crosses `keep` is kept whole). Returns how many nodes were written to `out_nodes`.
-
-    `count`/`sl_cap` may have length 1 (a root-only tenant): the root then holds the list
-    (or nothing), so no other entry is read.
+    `table[:entries]` is the tenant's sparse table (see `curator.tenants`: rows (node, count,
+    off, cap) sorted by node, only nodes with count > 0). A min-heap keyed by the L2 distance
+    from the query to node centroids (||q||² dropped; the query enters as qs = q·step and
+    qlo = q·lo, see `route`) is expanded from the root; a node's children are consecutive
+    node ids, so the tenant's rows for them are one run found by a binary search (nodes where
+    the tenant has nothing have no row and are never pushed); a row with a list (cap > 0; its
+    length is count) becomes a bucket and is not descended. Expansion stops once the buckets
+    hold `collect` (= γ1·γ2·k) ids. The buckets are then sorted by centroid distance and the
+    nearest are kept until they hold `keep` (= γ2·k) ids (the bucket that crosses `keep` is
+    kept whole). Returns how many rows were written to `out_rows`.
     """
-    if count[0] <= 0:
+    if entries <= 0 or table[0, 0] != 0:
         return 0
-    if sl_cap[0] > 0:
-        out_nodes[0] = 0
+    if table[0, 3] > 0:
+        out_rows[0] = 0
         return 1
-    n_nodes = child_count.shape[0]
-    heap_key = np.empty(n_nodes, dtype=np.float32)
-    heap_node = np.empty(n_nodes, dtype=np.int32)
-    bucket_key = np.empty(n_nodes, dtype=np.float32)
-    bucket_node = np.empty(n_nodes, dtype=np.int32)
+    heap_key = np.empty(entries, dtype=np.float32)
+    heap_row = np.empty(entries, dtype=np.int32)
+    bucket_key = np.empty(entries, dtype=np.float32)
+    bucket_row = np.empty(entries, dtype=np.int32)
     heap_key[0] = 0.0
-    heap_node[0] = 0
+    heap_row[0] = 0
     hn = 1
     nb = 0
     collected = 0
     while hn > 0 and collected < collect:
         key = heap_key[0]  # pop the minimum
-        node = heap_node[0]
+        row = heap_row[0]
         hn -= 1
         if hn > 0:
             lk = heap_key[hn]
-            ln = heap_node[hn]
+            lr = heap_row[hn]
             i = 0
             while True:
                 c = 2 * i + 1
@@ -157,21 +169,22 @@ def traverse(
                 if heap_key[c] >= lk:
                     break
                 heap_key[i] = heap_key[c]
-                heap_node[i] = heap_node[c]
+                heap_row[i] = heap_row[c]
                 i = c
             heap_key[i] = lk
-            heap_node[i] = ln
-        if sl_cap[node] > 0:
-            s = count[node]
+            heap_row[i] = lr
+        if table[row, 3] > 0:
             bucket_key[nb] = key
-            bucket_node[nb] = node
+            bucket_row[nb] = row
             nb += 1
-            collected += s
+            collected += table[row, 1]
             continue
+        node = table[row, 0]
         cs = child_start[node]
-        for c in range(cs, cs + child_count[node]):
-            if count[c] <= 0:
-                continue
+        ce = cs + child_count[node]
+        r = _lower_bound(table, row + 1, entries, cs)  # children have larger ids than node
+        while r < entries and table[r, 0] < ce:
+            c = table[r, 0]
             ck = np.float32(cnorm[c] - 2.0 * (qlo + _dot_code(qs, codes[c])))
             i = hn  # push (sift up)
             hn += 1
@@ -180,18 +193,19 @@ def traverse(
                 if heap_key[p] <= ck:
                     break
                 heap_key[i] = heap_key[p]
-                heap_node[i] = heap_node[p]
+                heap_row[i] = heap_row[p]
                 i = p
             heap_key[i] = ck
-            heap_node[i] = c
+            heap_row[i] = r
+            r += 1
     order = np.argsort(bucket_key[:nb], kind="mergesort")
     total = 0
     m = 0
     for j in range(nb):
-        node = bucket_node[order[j]]
-        out_nodes[m] = node
+        row = bucket_row[order[j]]
+        out_rows[m] = row
         m += 1
-        total += count[node]
+        total += table[row, 1]
         if total >= keep:
             break
     return m
@@ -289,9 +303,8 @@ def search(
     cnorm: np.ndarray,
     child_start: np.ndarray,
     child_count: np.ndarray,
-    count: np.ndarray,
-    sl_cap: np.ndarray,
-    sl_off: np.ndarray,
+    table: np.ndarray,
+    meta: np.ndarray,
     pool: np.ndarray,
     vectors: np.ndarray,
     norms: np.ndarray,
@@ -303,34 +316,37 @@ def search(
 ) -> None:
     """One tenant's top-k for every query row: traverse, gather the buckets, score exactly.
 
-    The buckets' ids are copied from the tenant's arena (`pool[sl_off[b]:+count[b]]`) into
-    one candidate array (each id sits in exactly one list, so there are no duplicates).
-    Unfilled output slots are left as the caller initialised them.
+    `table`/`meta`/`pool` are the tenant's (`curator.tenants`; meta[2] = valid rows). The
+    buckets' ids are copied from the tenant's arena (`pool[off:off + count]` of each bucket
+    row) into one candidate array (each id sits in exactly one list, so there are no
+    duplicates). Unfilled output slots are left as the caller initialised them.
     """
-    buckets = np.empty(child_count.shape[0], dtype=np.int32)
+    entries = meta[2]
+    buckets = np.empty(max(entries, 1), dtype=np.int32)
     qs = np.empty(queries.shape[1], dtype=np.float32)
     for qi in range(queries.shape[0]):
         q = queries[qi]
         for j in range(q.shape[0]):
             qs[j] = q[j] * step[j]
-        m = traverse(qs, _dot(q, lo), codes, cnorm, child_start, child_count, count, sl_cap, collect, keep, buckets)
+        m = traverse(qs, _dot(q, lo), codes, cnorm, child_start, child_count, table, entries, collect, keep, buckets)
         total = 0
         for j in range(m):
-            total += count[buckets[j]]
+            total += table[buckets[j], 1]
         cand = np.empty(total, dtype=np.int32)
         pos = 0
         for j in range(m):
             b = buckets[j]
-            off = sl_off[b]
-            for u in range(count[b]):
+            off = table[b, 2]
+            n = table[b, 1]
+            for u in range(n):
                 cand[pos + u] = pool[off + u]
-            pos += count[b]
+            pos += n
         score_topk(q, vectors, norms, cand, is_ip, out_labels[qi], out_scores[qi])
 
 
 @njit(nogil=True, cache=True)
 def grant_fast(
-    nodes: np.ndarray,
+    table: np.ndarray,
     pool: np.ndarray,
     meta: np.ndarray,
     ancestors: np.ndarray,
@@ -342,62 +358,75 @@ def grant_fast(
     """The common cases of one tenant's grant path, in place.
 
     Returns -1 when done; otherwise nothing was changed and the result says why: 0 = the
-    general path is needed (a split), k > 0 = the arena needs k free slots at its end (the
-    caller reserves them and calls again).
+    general path is needed (a split, or the table has no spare row), k > 0 = the arena needs k
+    free slots at its end (the caller reserves them and calls again).
 
     Walks `ancestors[leaf]` (root first) to the first node where the tenant has a list
     (append `label`; a full list grows 1.5× in place when it ends the arena, else moves to
-    the arena's end) or nothing (start a list of capacity `new_cap` at the arena's end), then
-    increments the counts on the way. `nodes` = the tenant's (count, sl_off, sl_cap) columns,
-    `meta` = [used, garbage] of its arena. On the path only `leaf` itself is a GCT leaf, so a
-    list that outgrows τ anywhere above it is due to split.
+    the arena's end) or nothing (a new table row, kept in node order, with a list of capacity
+    `new_cap` at the arena's end), then increments the counts on the way. `table` = the
+    tenant's sparse rows (node, count, off, cap), `meta` = [used, garbage, entries]. Path
+    nodes have increasing ids, so each row lookup searches only past the previous one. On the
+    path only `leaf` itself is a GCT leaf, so a list that outgrows τ above it is due to split.
     Why compiled: a single-label grant is a dozen scalar reads/writes, ~2 µs interpreted.
     """
-    count, sl_off, sl_cap = nodes[:, 0], nodes[:, 1], nodes[:, 2]
-    m = count.shape[0]
-    target = -1
+    entries = meta[2]
+    rows = np.empty(ancestors.shape[1], dtype=np.int64)
+    lo = 0
     for j in range(ancestors.shape[1]):
         node = ancestors[leaf, j]
-        if node < 0 or node >= m:
+        if node < 0:
             return 0
-        c = count[node]
-        cap = sl_cap[node]
-        if cap > 0:
-            if c + 1 > tau and node != leaf:
-                return 0
-            if c == cap:
-                used = meta[0]
-                grown = max(cap + cap // 2, new_cap)  # = tenants.grow(cap)
-                off = sl_off[node]
-                if off + cap == used and off + grown <= pool.shape[0]:
-                    meta[0] = used + grown - cap
-                elif used + grown <= pool.shape[0]:
-                    for u in range(c):
-                        pool[used + u] = pool[off + u]
-                    sl_off[node] = used
-                    meta[0] = used + grown
-                    meta[1] += cap
-                else:
-                    return grown
-                sl_cap[node] = grown
-            pool[sl_off[node] + c] = label
-            target = j
-            break
-        if c == 0:
-            used = meta[0]
-            if used + new_cap > pool.shape[0]:
-                return new_cap
-            pool[used] = label
-            sl_off[node] = used
-            sl_cap[node] = new_cap
-            meta[0] = used + new_cap
-            target = j
-            break
-    if target < 0:
-        return 0
-    for j in range(target + 1):
-        count[ancestors[leaf, j]] += 1
-    return -1
+        r = _lower_bound(table, lo, entries, node)
+        if r < entries and table[r, 0] == node:
+            cap = table[r, 3]
+            if cap > 0:
+                c = table[r, 1]
+                if c + 1 > tau and node != leaf:
+                    return 0
+                if c == cap:
+                    used = meta[0]
+                    grown = max(cap + cap // 2, new_cap)  # = tenants.grow(cap)
+                    off = table[r, 2]
+                    if off + cap == used and off + grown <= pool.shape[0]:
+                        meta[0] = used + grown - cap
+                    elif used + grown <= pool.shape[0]:
+                        for u in range(c):
+                            pool[used + u] = pool[off + u]
+                        table[r, 2] = used
+                        meta[0] = used + grown
+                        meta[1] += cap
+                    else:
+                        return grown
+                    table[r, 3] = grown
+                pool[table[r, 2] + c] = label
+                table[r, 1] = c + 1
+                for u in range(j):
+                    table[rows[u], 1] += 1
+                return -1
+            rows[j] = r
+            lo = r + 1
+            continue
+        # nothing here: a new row at r with the list {label}
+        if entries == table.shape[0]:
+            return 0
+        used = meta[0]
+        if used + new_cap > pool.shape[0]:
+            return new_cap
+        for u in range(entries, r, -1):
+            for col in range(4):
+                table[u, col] = table[u - 1, col]
+        table[r, 0] = node
+        table[r, 1] = 1
+        table[r, 2] = used
+        table[r, 3] = new_cap
+        pool[used] = label
+        meta[0] = used + new_cap
+        meta[2] = entries + 1
+        for u in range(j):  # rows above r: their indices did not move
+            table[rows[u], 1] += 1
+        return -1
+    return 0
 
 
 @njit(nogil=True, cache=True)
@@ -444,7 +473,7 @@ def grant_pair(
     acc_pool: np.ndarray,
     acc_meta: np.ndarray,
     t: int,
-    nodes: np.ndarray,
+    table: np.ndarray,
     pool: np.ndarray,
     meta: np.ndarray,
     ancestors: np.ndarray,
@@ -460,7 +489,7 @@ def grant_pair(
     `grant_fast` codes 0 (a split is due) and k > 0 (the tenant arena needs k slots): the caller
     then runs the general path. Why one call: numba's dispatch costs ~0.3 µs plus ~0.07 µs per
     array argument on the 2-core bench VM; two calls per grant were a third of a ~6 µs grant
-    (hence also the packed `acc_slices` and `nodes` arrays).
+    (hence also the packed `acc_slices` array).
     `t` must fit `acc_pool`'s dtype (the index widens the arena when it creates such a tenant).
     """
     if label < 0 or label >= leaf.shape[0] or leaf[label] < 0:
@@ -474,7 +503,7 @@ def grant_pair(
     in_place = n > 0 and o + n == used and used < acc_pool.shape[0]
     if not in_place and used + n + 1 > acc_pool.shape[0]:
         return GRANT_ACCESS_FULL
-    r = grant_fast(nodes, pool, meta, ancestors, leaf[label], label, tau, new_cap)
+    r = grant_fast(table, pool, meta, ancestors, leaf[label], label, tau, new_cap)
     if r >= 0:
         return r
     access_add(acc_slices, acc_pool, acc_meta, label, t)  # room checked above

@@ -6,8 +6,9 @@ as a uint8 array. The access map is not stored: it is exactly the union of the t
 shortlists, so it is rebuilt from them on load. Labels travel as one GCT leaf each (-1 =
 absent); paths are the tree's `ancestors` (derived, not stored).
 
-VERSION 3 (8-bit quantized centroids; 2: a leaf per label instead of a path per label). Older
-snapshots are rejected: the service then rebuilds the index from its store.
+VERSION 4 (sparse per-tenant counts; 3: 8-bit quantized centroids; 2: a leaf per label instead
+of a path per label). Older snapshots are rejected: the service then rebuilds the index from
+its store.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from curator.index import CuratorIndex
 
 FORMAT = "curator-snapshot"
-VERSION = 3
+VERSION = 4
 
 
 def dump(index: CuratorIndex) -> bytes:
@@ -36,7 +37,9 @@ def dump(index: CuratorIndex) -> bytes:
     live = np.flatnonzero(leaf >= 0)
     hi = int(live[-1]) + 1 if live.size else 0
     names: list[str] = []
-    counts: list[np.ndarray] = []
+    e_nodes: list[np.ndarray] = []
+    e_counts: list[np.ndarray] = []
+    tenant_entries = [0]
     tenant_lists = [0]
     nodes: list[np.ndarray] = []
     offsets: list[np.ndarray] = []
@@ -46,16 +49,16 @@ def dump(index: CuratorIndex) -> bytes:
         if tt is None:
             continue
         names.append(str(index._tenant_names[t]))
-        full = np.zeros(index._tree.n_nodes, dtype=np.int32)
-        full[: tt.count.shape[0]] = tt.count  # root-only tenants keep length-1 arrays
-        counts.append(full)
+        rows = tt.rows()
+        e_nodes.append(rows[:, 0].copy())
+        e_counts.append(rows[:, 1].copy())
+        tenant_entries.append(tenant_entries[-1] + rows.shape[0])
         n, off, i = tt.export()
         nodes.append(n)
         offsets.append(off[:-1] + base)
         ids.append(i)
         base += int(off[-1])
         tenant_lists.append(tenant_lists[-1] + len(n))
-    n_nodes = index._tree.n_nodes
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -74,7 +77,9 @@ def dump(index: CuratorIndex) -> bytes:
         vectors=index._vectors[:hi],
         norms=index._norms[:hi],
         leaf=leaf[:hi],
-        t_count=np.stack(counts) if counts else np.zeros((0, n_nodes), np.int32),
+        t_entries=np.asarray(tenant_entries, dtype=np.int64),
+        e_nodes=np.concatenate(e_nodes) if e_nodes else np.empty(0, np.int32),
+        e_counts=np.concatenate(e_counts) if e_counts else np.empty(0, np.int32),
         t_lists=np.asarray(tenant_lists, dtype=np.int64),
         l_nodes=np.concatenate(nodes) if nodes else np.empty(0, np.int32),
         l_offsets=np.append(np.concatenate(offsets) if offsets else np.empty(0, np.int64), base),
@@ -104,7 +109,7 @@ def load(data: bytes, *, dim: int, metric: str) -> State:
         raise ValueError("not a curator snapshot of a supported version")
     if meta["dim"] != dim or meta["metric"] != metric:
         raise ValueError(f"snapshot is for dim={meta['dim']} metric={meta['metric']!r}")
-    need = {"leaf", "vectors", "norms", "t_count", "t_lists", "l_nodes", "l_offsets", "l_ids"}
+    need = {"leaf", "vectors", "norms", "t_entries", "e_nodes", "e_counts", "t_lists", "l_nodes", "l_offsets", "l_ids"}
     if not need <= arrays.keys():
         raise ValueError("curator snapshot is missing arrays")
     tree = Tree.from_arrays({k[5:]: arrays.pop(k) for k in list(arrays) if k.startswith("tree_")})
@@ -119,7 +124,10 @@ def load(data: bytes, *, dim: int, metric: str) -> State:
         and arrays["norms"].shape == ((hi,) if metric == "l2" else (0,))
         and bool(np.all(leaf >= -1))
         and (live.size == 0 or (int(live.max()) < n_nodes and not np.any(tree.child_count[live])))
-        and arrays["t_count"].shape == (len(meta["tenants"]), n_nodes)
+        and arrays["t_entries"].shape == (len(meta["tenants"]) + 1,)
+        and arrays["e_nodes"].shape == arrays["e_counts"].shape == (int(arrays["t_entries"][-1]),)
+        and (arrays["e_nodes"].size == 0 or 0 <= int(arrays["e_nodes"].min()) <= int(arrays["e_nodes"].max()) < n_nodes)
+        and bool(np.all(arrays["e_counts"] > 0))
         and arrays["t_lists"].shape == (len(meta["tenants"]) + 1,)
         and arrays["l_offsets"].shape == (arrays["l_nodes"].shape[0] + 1,)
         and (arrays["l_ids"].size == 0 or int(arrays["l_ids"].max()) < hi)
@@ -130,6 +138,12 @@ def load(data: bytes, *, dim: int, metric: str) -> State:
     )
     if not ok:
         raise ValueError("curator snapshot arrays are inconsistent")
+    t_entries, e_nodes, t_lists, l_nodes = arrays["t_entries"], arrays["e_nodes"], arrays["t_lists"], arrays["l_nodes"]
+    for t in range(len(meta["tenants"])):  # checked here so that apply() cannot fail half-way
+        nodes = e_nodes[int(t_entries[t]) : int(t_entries[t + 1])]
+        lists = l_nodes[int(t_lists[t]) : int(t_lists[t + 1])]
+        if np.any(np.diff(nodes) <= 0) or not np.all(np.isin(lists, nodes)):
+            raise ValueError("curator snapshot tenant counts are inconsistent")
     return State(meta, tree, arrays)
 
 
@@ -153,12 +167,14 @@ def apply(index: CuratorIndex, state: State) -> None:
         index._leaf[:hi] = a["leaf"]
     index._n = int(np.count_nonzero(a["leaf"] >= 0))
     t_lists, nodes, offsets, ids = a["t_lists"], a["l_nodes"], a["l_offsets"], a["l_ids"]
+    t_entries, e_nodes, e_counts = a["t_entries"], a["e_nodes"].astype(np.int32), a["e_counts"].astype(np.int32)
     owners = np.zeros(ids.shape[0], dtype=np.int64)
     for t, name in enumerate(meta["tenants"]):
         lo, up = int(t_lists[t]), int(t_lists[t + 1])
         off = offsets[lo : up + 1] - offsets[lo]
         tids = ids[int(offsets[lo]) : int(offsets[up])]
-        tt = TenantTree.from_lists(a["t_count"][t], nodes[lo:up], off, tids)
+        e0, e1 = int(t_entries[t]), int(t_entries[t + 1])
+        tt = TenantTree.from_lists(e_nodes[e0:e1], e_counts[e0:e1], nodes[lo:up].astype(np.int32), off, tids)
         index._tenant_ids[name] = t
         index._tenant_names.append(name)
         index._trees.append(tt)

@@ -4,8 +4,9 @@ State (why: one copy of every vector, per (vector, tenant) one id in one list):
 
 - `vectors` (cap, dim) float32, row = label (labels are dense, caller-allocated, < 2**31),
   `norms` (cap,) squared norms (metric "l2" only: inner-product scores never read them, so an
-  "ip" index keeps an empty array instead of 4 bytes per label), `leaf` (cap,) int32 GCT leaf per label (-1 = absent); the
-  label's root->leaf path is `tree.ancestors[leaf]` (4 bytes per label, not 4·(height + 1)).
+  "ip" index keeps an empty array instead of 4 bytes per label), `leaf` (cap,) int32 GCT
+  leaf per label (-1 = absent); the label's root->leaf path is `tree.ancestors[leaf]` (4
+  bytes per label, not 4·(height + 1)).
 - `access`: an `AccessMap` (label -> tenant ints, one small int per pair in one arena);
   needed so that remove() can revoke from exactly the right tenants and grant/revoke can
   skip no-ops.
@@ -253,7 +254,7 @@ class CuratorIndex:
             acc, anc, leaf = self._access, self._tree.ancestors, self._leaf
             for label in seq:
                 r = _grant_pair(
-                    acc.slices, acc.pool, acc.meta, t, tt.nodes, tt.pool, tt.meta, anc, leaf, label, self.max_sl_size,
+                    acc.slices, acc.pool, acc.meta, t, tt.table, tt.pool, tt.meta, anc, leaf, label, self.max_sl_size,
                     _MIN_LIST_CAP,
                 )
                 if r >= 0 or r == _GRANT_ACCESS_FULL:  # nothing changed: step by step
@@ -390,7 +391,7 @@ class CuratorIndex:
             tree = self._tree
             _kernels.search(
                 queries, tree.codes, tree.lo, tree.step, tree.cnorm, tree.child_start, tree.child_count,
-                tt.count, tt.sl_cap, tt.sl_off, tt.pool, self._vectors, self._norms,
+                tt.table, tt.meta, tt.pool, self._vectors, self._norms,
                 collect, keep, self.metric == "ip", out_labels, out_scores,
             )
         return out_labels, out_scores

@@ -1,29 +1,35 @@
-"""One tenant's sub-tree of the GCT: exact per-node counts plus shortlists in one arena.
+"""One tenant's sub-tree of the GCT: a sparse table of exact per-node counts, and shortlists
+in one arena.
 
-For tenant t and GCT node n:
+For tenant t, `table` holds one row per GCT node n where t has anything (count[n] > 0), rows
+sorted by node id, columns (NODE, COUNT, OFF, CAP):
 
-- `count[n]`: how many of t's ids sit in shortlists at or below n. Exact counts (not the
-  paper's per-node Bloom filter) because they are delete-safe, cost 4 bytes per node, and
-  give the merge rule for free (n's subtree fits one list iff count[n] <= τ).
-- `sl_cap[n]` > 0 iff t has a list at n (empty lists are dropped). A node holding a list is
-  a leaf of t's sub-tree, so the list's length is `count[n]`: no separate size array.
-- the list itself is `pool[sl_off[n] : sl_off[n] + count[n]]` with `sl_cap[n]` reserved.
-  One int32 arena per tenant (why: the compiled search reads every bucket straight from it,
-  with no per-bucket Python object). A full list moves to the arena's end with 1.5×
-  capacity (`grow`); the arena is compacted when its garbage exceeds a quarter of the live
-  slots (compaction is O(live), paid for by the moves that made the garbage). `sl_off` is int32:
-  an arena never reaches 2**31 slots (asserted in `_alloc`; the ids are labels < 2**31 and
-  the arena holds at most ~4 slots per id).
+- COUNT: how many of t's ids sit in shortlists at or below n. Exact counts (not the paper's
+  per-node Bloom filter) because they are delete-safe and give the merge rule for free (n's
+  subtree fits one list iff count[n] <= τ).
+- CAP > 0 iff t has a list at n (empty lists are dropped). A node holding a list is a leaf of
+  t's sub-tree, so the list's length is COUNT: no separate size column.
+- the list itself is `pool[OFF : OFF + COUNT]` with CAP slots reserved. One int32 arena per
+  tenant (why: the compiled search reads every bucket straight from it, with no per-bucket
+  Python object). A full list moves to the arena's end with 1.5× capacity (`grow`); the
+  arena is compacted when its garbage exceeds a quarter of the live slots (compaction is
+  O(live), paid for by the moves that made the garbage). OFF is int32: an arena never
+  reaches 2**31 slots (asserted in `_alloc`; the ids are labels < 2**31 and the arena holds
+  at most ~4 slots per id).
 - Bulk builds (`from_lists`: after training, on restore) give every list exactly its size
   and the arena 1/8 spare: memory is what the lists need, and the first grants that move a
   full list to the arena's end find room there instead of reallocating the arena.
 
-Per node that is 12 bytes per tenant (count, sl_off, sl_cap).
+Why a sparse table (rows only where count > 0) and not dense per-node arrays: a tenant's
+memory is then O(nodes it touches), not O(GCT nodes). Measured on the 300-subscriber arXiv
+bench (1,409 GCT nodes): the 132 split tenants touch 17,260 (tenant, node) pairs in all, so
+dense arrays (12 bytes × 1,409 per split tenant, 2.13 MiB) were a fifth of the index, and a
+GCT grown to 10k nodes would make them 120 KB per tenant. Lookups are binary searches over
+the tenant's rows; a node's children are consecutive ids, so their rows are one consecutive
+run (the search expands a node with one binary search).
 
-Root-only tenants (every tenant with <= τ ids, and all tenants before the GCT is trained)
-keep per-node arrays of length 1: small tenants cost O(their ids), not O(nodes). The arrays
-grow to the GCT size on the first split below the root and shrink back when a merge brings
-everything into the root list.
+`meta` = [used, garbage, entries] (int64): the arena counters (`curator._arena`) and the
+number of valid table rows (the table keeps spare rows for inserts; it grows by half).
 
 Canonical form (kept by every operation, checked by the tests): t's lists sit exactly at the
 highest nodes n on each id's path with count[n] <= τ, or at the GCT leaf when there is no
@@ -41,6 +47,8 @@ from curator.tree import Tree
 
 MIN_CAP = 4  # smallest list capacity
 _MIN_POOL = 16
+_MIN_ROWS = 4
+NODE, COUNT, OFF, CAP = 0, 1, 2, 3  # table columns
 
 
 def grow(cap: int) -> int:
@@ -58,45 +66,102 @@ def capacity(n: int) -> int:
 class TenantTree(ArenaCounters):
     """Counts and shortlists of one tenant over one GCT (rebuilt when the GCT changes)."""
 
-    __slots__ = ("nodes", "count", "sl_off", "sl_cap", "pool", "meta")
+    __slots__ = ("table", "pool", "meta")
 
-    def __init__(self, n_nodes: int = 1) -> None:
-        self._set_nodes(np.zeros((n_nodes, 3), dtype=np.int32))
+    def __init__(self, rows: int = _MIN_ROWS) -> None:
+        self.table = np.zeros((max(rows, 1), 4), dtype=np.int32)
         self.pool = np.empty(0, dtype=np.int32)
-        self.meta = np.zeros(2, dtype=np.int64)  # [used, garbage] (see curator._arena)
+        self.meta = np.zeros(3, dtype=np.int64)  # [used, garbage, entries]
 
-    def _set_nodes(self, nodes: np.ndarray) -> None:
-        """`nodes` is (n_nodes, 3) int32: columns count, sl_off, sl_cap (views kept as
-        attributes). Why one array: the compiled grant takes it as one argument (numba's
-        dispatch costs ~0.1 µs per array argument, a noticeable share of a ~4 µs grant), and a
-        node's three numbers share a cache line (a grant touches every node on its path)."""
-        self.nodes = nodes
-        self.count, self.sl_off, self.sl_cap = nodes[:, 0], nodes[:, 1], nodes[:, 2]
+    # -- reading --------------------------------------------------------------------------------
+
+    @property
+    def entries(self) -> int:
+        """Number of valid table rows (nodes where the tenant has anything)."""
+        return self.meta.item(2)
 
     @property
     def size(self) -> int:
-        """Number of ids the tenant sees."""
-        return self.count.item(0)
+        """Number of ids the tenant sees (the root's count)."""
+        t = self.table
+        return t.item(0, COUNT) if self.entries and t.item(0, NODE) == 0 else 0
 
-    @property
-    def sl_size(self) -> np.ndarray:
-        """Per-node list lengths (derived: count where a list exists, else 0; a copy)."""
-        return np.where(self.sl_cap > 0, self.count, 0).astype(np.int32)
+    def rows(self) -> np.ndarray:
+        """The valid table rows (a view: NODE, COUNT, OFF, CAP)."""
+        return self.table[: self.entries]
+
+    def counts(self, n_nodes: int) -> np.ndarray:
+        """Dense per-node counts (int32 (n_nodes,), a new array; for tests and snapshots)."""
+        out = np.zeros(n_nodes, dtype=np.int32)
+        r = self.rows()
+        out[r[:, NODE]] = r[:, COUNT]
+        return out
 
     def nbytes(self) -> tuple[int, int]:
-        """(per-node arrays, arena incl. spare capacity)."""
-        return self.nodes.nbytes + self.meta.nbytes, self.pool.nbytes
+        """(count table incl. spare rows + counters, arena incl. spare capacity)."""
+        return self.table.nbytes + self.meta.nbytes, self.pool.nbytes
+
+    def _find(self, node: int) -> int:
+        """Row index of `node`, or -1 when the tenant has nothing there."""
+        col = self.table[: self.entries, NODE]
+        i = int(np.searchsorted(col, node))
+        return i if i < col.shape[0] and col.item(i) == node else -1
+
+    def _ids_at(self, i: int) -> np.ndarray:
+        off = self.table.item(i, OFF)
+        return self.pool[off : off + self.table.item(i, COUNT)]
 
     def ids(self, node: int) -> np.ndarray:
         """The tenant's shortlist at `node` (a view; empty if none)."""
-        if node >= self.sl_cap.shape[0] or self.sl_cap[node] == 0:
+        i = self._find(node)
+        if i < 0 or self.table.item(i, CAP) == 0:
             return np.empty(0, dtype=np.int32)
-        off = int(self.sl_off[node])
-        return self.pool[off : off + int(self.count[node])]
+        return self._ids_at(i)
 
     def list_nodes(self) -> np.ndarray:
         """Nodes where the tenant has a shortlist, ascending."""
-        return np.flatnonzero(self.sl_cap).astype(np.int32)
+        r = self.rows()
+        return r[r[:, CAP] > 0, NODE].astype(np.int32)
+
+    def list_spans(self) -> list[tuple[int, int, int, int]]:
+        """(node, off, cap, size) of every list, for tests and diagnostics."""
+        r = self.rows()
+        return [(int(n), int(o), int(c), int(s)) for n, s, o, c in r[r[:, CAP] > 0].tolist()]
+
+    # -- table rows -----------------------------------------------------------------------------
+
+    def _insert(self, node: int) -> int:
+        """A new all-zero row for `node` (absent), kept in node order; its index."""
+        n = self.entries
+        if n == self.table.shape[0]:
+            self._resize_table(max(_MIN_ROWS, n + n // 2))
+        i = int(np.searchsorted(self.table[:n, NODE], node))
+        self.table[i + 1 : n + 1] = self.table[i:n]  # numpy copies overlapping slices safely
+        self.table[i] = (node, 0, 0, 0)
+        self.meta[2] = n + 1
+        return i
+
+    def _delete(self, i: int) -> None:
+        n = self.entries
+        self.table[i : n - 1] = self.table[i + 1 : n]
+        self.meta[2] = n - 1
+        if self.table.shape[0] > _MIN_ROWS and n - 1 <= self.table.shape[0] // 4:
+            self._resize_table(max(_MIN_ROWS, (n - 1) * 2))
+
+    def _resize_table(self, rows: int) -> None:
+        new = np.zeros((rows, 4), dtype=np.int32)
+        n = self.entries
+        new[:n] = self.table[:n]
+        self.table = new
+
+    def _bump(self, nodes: list[int], by: int) -> None:
+        """Add `by` to the counts of these nodes (rows must exist); drop rows that reach 0."""
+        for node in nodes:
+            i = self._find(node)
+            c = self.table.item(i, COUNT) + by
+            self.table[i, COUNT] = c
+            if c == 0:
+                self._delete(i)
 
     # -- arena ----------------------------------------------------------------------------------
 
@@ -115,44 +180,42 @@ class TenantTree(ArenaCounters):
             if self.used + cap > self.pool.shape[0]:
                 self._grow_pool(self.used + cap, min_size=_MIN_POOL, what="tenant")
 
-    def _release(self, node: int) -> None:
-        self.garbage += int(self.sl_cap[node])
-        self.sl_cap[node] = 0
-        self.sl_off[node] = 0
+    def _release(self, i: int) -> None:
+        """Drop row i's list (its count stays; the caller fixes it)."""
+        self.garbage += self.table.item(i, CAP)
+        self.table[i, CAP] = 0
+        self.table[i, OFF] = 0
         if self.garbage == self.used:  # nothing live: give the arena back
             self.pool = np.empty(0, dtype=np.int32)
             self.used = self.garbage = 0
 
     def _place(self, node: int, ids: np.ndarray) -> None:
-        """Store `ids` as node's (new) list; the caller sets count[node] = len(ids)."""
+        """Store `ids` as node's (new) list and set its count to len(ids) (row created if absent)."""
         cap = capacity(len(ids))
-        off = self._alloc(cap)
+        off = self._alloc(cap)  # may compact: row indices stay, offsets move
+        i = self._find(node)
+        if i < 0:
+            i = self._insert(node)
         self.pool[off : off + len(ids)] = ids
-        self.sl_off[node] = off
-        self.sl_cap[node] = cap
+        self.table[i, COUNT] = len(ids)
+        self.table[i, OFF] = off
+        self.table[i, CAP] = cap
 
     def _compact(self, extra: int = 0) -> None:
         """Copy the live lists, in node order, into a fresh arena sized for them (+ extra, + 1/8)."""
-        nodes = np.flatnonzero(self.sl_cap)
-        caps = self.sl_cap[nodes].astype(np.int64)
+        r = self.rows()
+        rows = np.flatnonzero(r[:, CAP])
+        caps = r[rows, CAP].astype(np.int64)
         live = int(caps.sum())
         size = max(_MIN_POOL, live + extra + (live + extra) // 8)
         assert size <= MAX_POOL, "tenant arena would exceed 2**31 slots"
         pool = np.empty(size, dtype=np.int32)
-        offs = np.concatenate(([0], np.cumsum(caps)[:-1])) if nodes.size else caps
-        for node, off in zip(nodes.tolist(), offs.tolist()):
-            src = int(self.sl_off[node])
-            n = int(self.count[node])
+        offs = np.concatenate(([0], np.cumsum(caps)[:-1])) if rows.size else caps
+        for i, off in zip(rows.tolist(), offs.tolist()):
+            src, n = self.table.item(i, OFF), self.table.item(i, COUNT)
             pool[off : off + n] = self.pool[src : src + n]
-            self.sl_off[node] = off
+            self.table[i, OFF] = off
         self.pool, self.used, self.garbage = pool, live, 0
-
-    def _resize_nodes(self, n_nodes: int) -> None:
-        """Switch between root-only (length 1) and full-tree per-node arrays."""
-        new = np.zeros((n_nodes, 3), dtype=np.int32)
-        m = min(n_nodes, self.nodes.shape[0])
-        new[:m] = self.nodes[:m]
-        self._set_nodes(new)
 
     # -- grant path -----------------------------------------------------------------------------
 
@@ -165,53 +228,62 @@ class TenantTree(ArenaCounters):
         split pushes ids down along `tree.ancestors[leaf[id]]`).
 
         The common cases (append, moving a full list to the arena's end, start a list) run
-        compiled (`_kernels.grant_fast`); when the arena lacks room it is grown here and the
-        kernel retried; splits run the interpreted path below.
+        compiled (`_kernels.grant_fast`); when the arena or the table lacks room it is grown
+        here and the kernel retried; splits run the interpreted path below.
         """
         at = leaf.item(label)
-        for _ in range(2):  # second try after reserving the room the first one asked for
-            need = _kernels.grant_fast(self.nodes, self.pool, self.meta, tree.ancestors, at, label, tau, MIN_CAP)
+        while True:
+            need = _kernels.grant_fast(self.table, self.pool, self.meta, tree.ancestors, at, label, tau, MIN_CAP)
             if need < 0:
                 return
-            if need == 0:
+            if need > 0:
+                self._reserve(need)
+            elif self.entries == self.table.shape[0]:
+                self._resize_table(self.entries + self.entries // 2 + 1)
+            else:
                 break
-            self._reserve(need)
-        count, caps = self.count, self.sl_cap
+        path: list[int] = []
         for node in tree.ancestors[at].tolist():
             if node < 0:
                 break
-            c = count.item(node)
-            count[node] = c + 1
-            cap = caps.item(node)
-            if cap:  # t's list is here and holds c ids
-                off = self.sl_off.item(node)
-                if c == cap:
-                    grown = grow(cap)
-                    if off + cap == self.used and off + grown <= self.pool.shape[0]:
-                        self.used += grown - cap  # last list in the arena: grow in place
-                    else:
-                        old = self.pool[off : off + c].copy()
-                        self.garbage += cap
-                        caps[node] = 0  # so a compaction inside _alloc skips it
-                        off = self._alloc(grown)
-                        self.pool[off : off + c] = old
-                        self.sl_off[node] = off
-                    caps[node] = grown
-                self.pool[off + c] = label
-                if c + 1 > tau and tree.child_count.item(node) > 0:
-                    self._split(node, tree, leaf, tau)
-                return
-            if c == 0:
+            path.append(node)
+            i = self._find(node)
+            if i < 0:  # nothing here yet: start a list
                 self._place(node, np.array([label], dtype=np.int32))
+                self._bump(path[:-1], 1)
+                return
+            if self.table.item(i, CAP):  # t's list is here
+                self._append(i, label)
+                self._bump(path, 1)
+                i = self._find(node)
+                if self.table.item(i, COUNT) > tau and tree.child_count.item(node) > 0:
+                    self._split(node, tree, leaf, tau)
                 return
         raise AssertionError("grant walked past a GCT leaf: tenant structure is corrupt")
 
+    def _append(self, i: int, label: int) -> None:
+        """Append to row i's list (count not yet incremented), growing its capacity if full."""
+        t = self.table
+        c, cap, off = t.item(i, COUNT), t.item(i, CAP), t.item(i, OFF)
+        if c == cap:
+            grown = grow(cap)
+            if off + cap == self.used and off + grown <= self.pool.shape[0]:
+                self.used += grown - cap  # last list in the arena: grow in place
+            else:
+                old = self.pool[off : off + c].copy()
+                self.garbage += cap
+                t[i, CAP] = 0  # so a compaction inside _alloc skips it
+                off = self._alloc(grown)
+                self.pool[off : off + c] = old
+                t[i, OFF] = off
+            t[i, CAP] = grown
+        self.pool[off + c] = label
+
     def _split(self, node: int, tree: Tree, leaf: np.ndarray, tau: int) -> None:
         """Push each id of `node`'s list one level down along its own path; drop the list."""
-        if self.count.shape[0] < tree.n_nodes:
-            self._resize_nodes(tree.n_nodes)
-        ids = self.ids(node).copy()
-        self._release(node)
+        i = self._find(node)
+        ids = self._ids_at(i).copy()
+        self._release(i)
         kids = tree.ancestors[leaf[ids], tree.depth[node] + 1]
         order = np.argsort(kids, kind="stable")
         ids, kids = ids[order], kids[order]
@@ -219,7 +291,6 @@ class TenantTree(ArenaCounters):
         ends = np.append(starts[1:], len(kids))
         for child, a, b in zip(uniq.tolist(), starts.tolist(), ends.tolist()):
             self._place(child, ids[a:b])
-            self.count[child] = b - a
             if b - a > tau and tree.child_count[child] > 0:
                 self._split(child, tree, leaf, tau)
 
@@ -231,65 +302,76 @@ class TenantTree(ArenaCounters):
         Merge rule: while the parent P's children together hold <= τ ids (count[P] <= τ) and
         none of them has a deeper sub-tree, their lists become one list at P.
         """
-        caps = self.sl_cap
-        m = caps.shape[0]
         depth = -1
+        i = -1
         for j, node in enumerate(path):
-            if node < 0 or node >= m:
+            if node < 0:
                 break
-            if caps.item(node):
+            i = self._find(node)
+            if i < 0:
+                break
+            if self.table.item(i, CAP):
                 depth = j
                 break
         if depth < 0:
             raise AssertionError("revoke: the tenant has no list on the label's path")
         node = path[depth]
-        off, n = self.sl_off.item(node), self.count.item(node)
+        off, n, cap = self.table.item(i, OFF), self.table.item(i, COUNT), self.table.item(i, CAP)
         hits = np.flatnonzero(self.pool[off : off + n] == label)
         if hits.size == 0:
             raise AssertionError("revoke: label missing from the tenant's list on its path")
         self.pool[off + int(hits[0])] = self.pool[off + n - 1]
-        self.count[path[: depth + 1]] -= 1
-        cap = caps.item(node)
         if n == 1:
-            self._release(node)
+            self._release(i)
         elif cap > MIN_CAP and n - 1 <= cap // 4:
-            caps[node] = cap // 2  # the tail becomes garbage until the next compaction
+            self.table[i, CAP] = cap // 2  # the tail becomes garbage until the next compaction
             self.garbage += cap - cap // 2
+        self._bump(path[: depth + 1], -1)
         self._merge_up(int(tree.parent[node]), tree, tau)
-        if self.count.shape[0] > 1 and self.sl_cap[0] > 0:
-            self._resize_nodes(1)  # everything is back in the root list
         if self.garbage > _MIN_POOL and 5 * self.garbage > self.used:  # garbage > live / 4
             self._compact()
 
     def _merge_up(self, p: int, tree: Tree, tau: int) -> None:
-        count, caps = self.count, self.sl_cap
-        while p >= 0 and count[p] <= tau:
-            total = int(count[p])
-            if total > 0:
+        while p >= 0:
+            i = self._find(p)
+            if i >= 0:
+                total = self.table.item(i, COUNT)
+                if total > tau:
+                    return
                 cs = int(tree.child_start[p])
-                kids = cs + np.flatnonzero(count[cs : cs + tree.child_count[p]])
-                if np.any(caps[kids] == 0):
-                    return  # a child has a deeper sub-tree: blocked (never in canonical form)
-                parts = np.concatenate([self.ids(c) for c in kids.tolist()])
-                for c in kids.tolist():
-                    self._release(c)
-                count[kids] = 0
-                self._place(p, parts)
+                col = self.table[: self.entries, NODE]
+                a, b = np.searchsorted(col, [cs, cs + int(tree.child_count[p])]).tolist()
+                if a < b:  # p's children with ids: rows a..b-1
+                    kids = self.table[a:b]
+                    if np.any(kids[:, CAP] == 0):
+                        return  # a child has a deeper sub-tree: blocked (never in canonical form)
+                    parts = np.concatenate([self._ids_at(r) for r in range(a, b)])
+                    nodes = kids[:, NODE].tolist()
+                    for r in range(a, b):
+                        self._release(r)
+                    for node in nodes:
+                        self._delete(self._find(node))
+                    self._place(p, parts)
             p = int(tree.parent[p])
 
     # -- bulk build and export ------------------------------------------------------------------
 
     @classmethod
-    def from_lists(cls, count: np.ndarray, nodes: np.ndarray, offsets: np.ndarray, ids: np.ndarray) -> TenantTree:
-        """A tenant with these counts and lists (list j = ids[offsets[j]:offsets[j + 1]]).
+    def from_lists(
+        cls, nodes: np.ndarray, counts: np.ndarray, list_nodes: np.ndarray, offsets: np.ndarray, ids: np.ndarray
+    ) -> TenantTree:
+        """A tenant with these counts (at ascending `nodes`, all > 0) and lists (list j at
+        `list_nodes[j]` = ids[offsets[j]:offsets[j + 1]]; every list node among `nodes`).
 
         Exact capacities (cap = size): the bulk result costs only what it holds; a later grant
         to a full list moves it to the arena's end with 1.5× capacity (amortised O(1)).
         The arena keeps 1/8 spare for those first moves (see the module docstring).
         """
-        n_nodes = 1 if int(count[0]) == 0 or (nodes.size == 1 and nodes[0] == 0) else count.shape[0]
-        self = cls(n_nodes)
-        self.count[:] = count[:n_nodes]
+        self = cls(max(_MIN_ROWS, nodes.shape[0]))
+        k = nodes.shape[0]
+        self.table[:k, NODE] = nodes
+        self.table[:k, COUNT] = counts
+        self.meta[2] = k
         sizes = np.diff(offsets)
         total = int(offsets[-1] - offsets[0]) if sizes.size else 0
         if total:
@@ -298,8 +380,11 @@ class TenantTree(ArenaCounters):
             self.pool = np.empty(size, dtype=np.int32)
             self.pool[:total] = ids[int(offsets[0]) : int(offsets[-1])]
         self.used = total
-        self.sl_off[nodes] = (offsets[:-1] - offsets[0]).astype(np.int32)
-        self.sl_cap[nodes] = sizes.astype(np.int32)
+        rows = np.searchsorted(nodes, list_nodes)
+        if list_nodes.size and not np.array_equal(nodes[np.minimum(rows, k - 1)], list_nodes):
+            raise ValueError("tenant lists at nodes without a count")
+        self.table[rows, OFF] = (offsets[:-1] - offsets[0]).astype(np.int32)
+        self.table[rows, CAP] = sizes.astype(np.int32)
         return self
 
     @classmethod
@@ -329,15 +414,17 @@ class TenantTree(ArenaCounters):
         at = np.concatenate(got_at) if got_at else np.empty(0, np.int32)
         order = np.argsort(at, kind="stable")
         ids, at = ids[order], at[order]
-        nodes, starts = np.unique(at, return_index=True)
+        list_nodes, starts = np.unique(at, return_index=True)
         offsets = np.append(starts, len(at)).astype(np.int64)
-        return cls.from_lists(count, nodes.astype(np.int32), offsets, ids)
+        touched = np.flatnonzero(count).astype(np.int32)
+        return cls.from_lists(touched, count[touched], list_nodes.astype(np.int32), offsets, ids)
 
     def export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(list nodes int32 ascending, offsets int64 (len + 1), concatenated ids int32)."""
-        nodes = self.list_nodes()
-        parts = [self.ids(int(n)) for n in nodes.tolist()]
+        r = self.rows()
+        rows = np.flatnonzero(r[:, CAP])
+        parts = [self._ids_at(int(i)) for i in rows.tolist()]
         sizes = np.array([len(p) for p in parts], dtype=np.int64)
         offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         ids = np.concatenate(parts).astype(np.int32) if parts else np.empty(0, np.int32)
-        return nodes, offsets, ids
+        return r[rows, NODE].astype(np.int32), offsets, ids

@@ -108,10 +108,9 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
                 full_count[a] += ids.size
                 a = tree.parent[a]
         assert sorted(seen) == model.visible(tenant), "each accessible id in exactly one list"
-        m = tt.count.shape[0]
-        assert m in (1, tree.n_nodes)
-        assert np.array_equal(tt.count, full_count[:m])
-        assert np.all(full_count[m:] == 0)
+        assert np.array_equal(tt.counts(tree.n_nodes), full_count)
+        rows = tt.rows()  # sparse: a row exactly where the count is positive, in node order
+        assert np.array_equal(rows[:, 0], np.flatnonzero(full_count)) and np.all(rows[:, 1] > 0)
         for node in lists:  # canonical placement: splits and merges both happened
             parent = tree.parent[node]
             assert parent < 0 or full_count[parent] > tau, f"list at {node} should have merged up"
@@ -119,13 +118,13 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
         internal = (full_count > 0) & ~np.isin(np.arange(tree.n_nodes), list(lists))
         assert np.all(tree.child_count[internal] > 0), "a GCT leaf with ids but no list"
         # arena: reserved ranges inside the high-water mark and pairwise disjoint
-        nodes = np.flatnonzero(tt.sl_cap)
-        assert set(nodes.tolist()) == set(lists)
-        spans = sorted((int(tt.sl_off[n]), int(tt.sl_off[n] + tt.sl_cap[n])) for n in nodes)
+        spans_by_node = tt.list_spans()
+        assert {n for n, _, _, _ in spans_by_node} == set(lists)
+        assert all(size <= cap for _, _, cap, size in spans_by_node)
+        spans = sorted((off, off + cap) for _, off, cap, _ in spans_by_node)
         for (a0, a1), (b0, _) in zip(spans, spans[1:]):
             assert a1 <= b0
         assert not spans or spans[-1][1] <= tt.used <= tt.pool.shape[0]
-        assert np.all(tt.sl_size[nodes] <= tt.sl_cap[nodes])
     for name in ("nobody", *[t for t in ("t0", "t1", "t2", "t3", "anchor") if t not in model.tenants()]):
         assert index.tenant_tree(name) is None
 
