@@ -213,16 +213,18 @@ def traverse(
 
 @njit(nogil=True, cache=True, fastmath=_FM)
 def _offer(key: float, lab: int, best_key: np.ndarray, best_lab: np.ndarray, filled: int) -> int:
-    """Insert (key, lab) into the sorted best-k arrays (smaller key is better); new fill."""
+    """Insert (key, lab) into the sorted best-k arrays (smaller key is better; equal keys:
+    smaller label first, so the result does not depend on the candidates' order, e.g. on the
+    slot order of a leaf bitmap, which a snapshot restore renumbers); new fill."""
     kk = best_key.shape[0]
     if filled < kk:
         j = filled
         filled += 1
-    elif key < best_key[kk - 1]:
+    elif key < best_key[kk - 1] or (key == best_key[kk - 1] and lab < best_lab[kk - 1]):
         j = kk - 1
     else:
         return filled
-    while j > 0 and best_key[j - 1] > key:
+    while j > 0 and (best_key[j - 1] > key or (best_key[j - 1] == key and best_lab[j - 1] > lab)):
         best_key[j] = best_key[j - 1]
         best_lab[j] = best_lab[j - 1]
         j -= 1
@@ -306,6 +308,8 @@ def search(
     table: np.ndarray,
     meta: np.ndarray,
     pool: np.ndarray,
+    blocks: np.ndarray,
+    mpool: np.ndarray,
     vectors: np.ndarray,
     norms: np.ndarray,
     collect: int,
@@ -318,9 +322,11 @@ def search(
 
     `table`/`meta`/`pool` are the tenant's (`curator.tenants`; meta[2] = valid rows). The
     buckets' ids are copied from the tenant's arena (`pool[off:off + count]` of each bucket
-    row) into one candidate array (each id sits in exactly one list, so there are no
-    duplicates). Unfilled output slots are left as the caller initialised them.
+    row; a bucket at a GCT leaf below the root is a bitmap over the leaf's member slots,
+    `blocks`/`mpool`) into one candidate array (each id sits in exactly one list, so there
+    are no duplicates). Unfilled output slots are left as the caller initialised them.
     """
+    words = pool.view(np.uint32)
     entries = meta[2]
     buckets = np.empty(max(entries, 1), dtype=np.int32)
     qs = np.empty(queries.shape[1], dtype=np.float32)
@@ -336,12 +342,63 @@ def search(
         pos = 0
         for j in range(m):
             b = buckets[j]
+            node = table[b, 0]
             off = table[b, 2]
             n = table[b, 1]
-            for u in range(n):
-                cand[pos + u] = pool[off + u]
-            pos += n
+            if node > 0 and child_count[node] == 0:  # leaf bitmap: slot -> member label
+                moff = blocks[node, 0]
+                for w in range(table[b, 3]):
+                    bits = words[off + w]
+                    if bits == 0:
+                        continue
+                    for bit in range(32):
+                        if (bits >> np.uint32(bit)) & np.uint32(1):
+                            cand[pos] = mpool[moff + 32 * w + bit]
+                            pos += 1
+            else:
+                for u in range(n):
+                    cand[pos + u] = pool[off + u]
+                pos += n
         score_topk(q, vectors, norms, cand, is_ip, out_labels[qi], out_scores[qi])
+
+
+@njit(nogil=True, cache=True)
+def leaf_slot(blocks: np.ndarray, mpool: np.ndarray, leaf: int, label: int) -> int:
+    """`label`'s slot in GCT leaf `leaf` (see `curator.members`), -1 if it has none."""
+    off = blocks[leaf, 0]
+    for u in range(blocks[leaf, 1]):
+        if mpool[off + u] == label:
+            return u
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _grant_bit(table: np.ndarray, pool: np.ndarray, meta: np.ndarray, r: int, s: int) -> int:
+    """Set slot `s` in row r's leaf bitmap, growing it (1.5×, zero-filled) when `s` is past its
+    words; -1 when done, k > 0 = the arena needs k free slots (nothing changed)."""
+    words = pool.view(np.uint32)
+    w = s >> 5
+    cap = table[r, 3]
+    off = table[r, 2]
+    if w >= cap:
+        grown = max(cap + cap // 2, w + 1)
+        used = meta[0]
+        if off + cap == used and off + grown <= pool.shape[0]:
+            meta[0] = used + grown - cap
+        elif used + grown <= pool.shape[0]:
+            for u in range(cap):
+                words[used + u] = words[off + u]
+            table[r, 2] = used
+            off = used
+            meta[0] = used + grown
+            meta[1] += cap
+        else:
+            return grown
+        for u in range(cap, grown):
+            words[off + u] = 0
+        table[r, 3] = grown
+    words[off + w] |= np.uint32(1) << np.uint32(s & 31)
+    return -1
 
 
 @njit(nogil=True, cache=True)
@@ -354,6 +411,8 @@ def grant_fast(
     label: int,
     tau: int,
     new_cap: int,
+    blocks: np.ndarray,
+    mpool: np.ndarray,
 ) -> int:
     """The common cases of one tenant's grant path, in place.
 
@@ -367,10 +426,16 @@ def grant_fast(
     `new_cap` at the arena's end), then increments the counts on the way. `table` = the
     tenant's sparse rows (node, count, off, cap), `meta` = [used, garbage, entries]. Path
     nodes have increasing ids, so each row lookup searches only past the previous one. On the
-    path only `leaf` itself is a GCT leaf, so a list that outgrows τ above it is due to split.
+    path only `leaf` itself is a GCT leaf, so a list that outgrows τ above it is due to split;
+    a list at `leaf` (when it is not the root) is a bitmap over the leaf's member slots
+    (`blocks`/`mpool`, see `curator.members`).
     Why compiled: a single-label grant is a dozen scalar reads/writes, ~2 µs interpreted.
     """
     entries = meta[2]
+    bitmap = leaf > 0
+    s = leaf_slot(blocks, mpool, leaf, label) if bitmap else -1
+    if bitmap and s < 0:
+        return 0
     rows = np.empty(ancestors.shape[1], dtype=np.int64)
     lo = 0
     for j in range(ancestors.shape[1]):
@@ -380,6 +445,14 @@ def grant_fast(
         r = _lower_bound(table, lo, entries, node)
         if r < entries and table[r, 0] == node:
             cap = table[r, 3]
+            if cap > 0 and bitmap and node == leaf:
+                need = _grant_bit(table, pool, meta, r, s)
+                if need > 0:
+                    return need
+                table[r, 1] += 1
+                for u in range(j):
+                    table[rows[u], 1] += 1
+                return -1
             if cap > 0:
                 c = table[r, 1]
                 if c + 1 > tau and node != leaf:
@@ -411,18 +484,24 @@ def grant_fast(
         if entries == table.shape[0]:
             return 0
         used = meta[0]
-        if used + new_cap > pool.shape[0]:
-            return new_cap
+        cap = (s >> 5) + 1 if bitmap and node == leaf else new_cap
+        if used + cap > pool.shape[0]:
+            return cap
         for u in range(entries, r, -1):
             for col in range(4):
                 table[u, col] = table[u - 1, col]
         table[r, 0] = node
         table[r, 1] = 1
         table[r, 2] = used
-        table[r, 3] = new_cap
-        pool[used] = label
-        meta[0] = used + new_cap
+        table[r, 3] = cap
+        meta[0] = used + cap
         meta[2] = entries + 1
+        if bitmap and node == leaf:
+            for u in range(cap):
+                pool[used + u] = 0
+            _grant_bit(table, pool, meta, r, s)  # within its words: cannot need room
+        else:
+            pool[used] = label
         for u in range(j):  # rows above r: their indices did not move
             table[rows[u], 1] += 1
         return -1
@@ -481,6 +560,8 @@ def grant_pair(
     label: int,
     tau: int,
     new_cap: int,
+    blocks: np.ndarray,
+    mpool: np.ndarray,
 ) -> int:
     """One (label, tenant t) grant in one compiled call, all or nothing: the access map's
     `access_add` and the tenant's `grant_fast`.
@@ -503,7 +584,7 @@ def grant_pair(
     in_place = n > 0 and o + n == used and used < acc_pool.shape[0]
     if not in_place and used + n + 1 > acc_pool.shape[0]:
         return GRANT_ACCESS_FULL
-    r = grant_fast(table, pool, meta, ancestors, leaf[label], label, tau, new_cap)
+    r = grant_fast(table, pool, meta, ancestors, leaf[label], label, tau, new_cap, blocks, mpool)
     if r >= 0:
         return r
     access_add(acc_slices, acc_pool, acc_meta, label, t)  # room checked above

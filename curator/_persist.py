@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from curator.access import AccessMap
+from curator.members import LeafMembers
 from curator.tenants import TenantTree
 from curator.tree import Tree
 
@@ -166,6 +167,7 @@ def apply(index: CuratorIndex, state: State) -> None:
             index._norms[:hi] = a["norms"]
         index._leaf[:hi] = a["leaf"]
     index._n = int(np.count_nonzero(a["leaf"] >= 0))
+    index._members = LeafMembers.build(index._leaf, state.tree.child_count)
     t_lists, nodes, offsets, ids = a["t_lists"], a["l_nodes"], a["l_offsets"], a["l_ids"]
     t_entries, e_nodes, e_counts = a["t_entries"], a["e_nodes"].astype(np.int32), a["e_counts"].astype(np.int32)
     owners = np.zeros(ids.shape[0], dtype=np.int64)
@@ -174,7 +176,7 @@ def apply(index: CuratorIndex, state: State) -> None:
         off = offsets[lo : up + 1] - offsets[lo]
         tids = ids[int(offsets[lo]) : int(offsets[up])]
         e0, e1 = int(t_entries[t]), int(t_entries[t + 1])
-        tt = TenantTree.from_lists(e_nodes[e0:e1], e_counts[e0:e1], nodes[lo:up].astype(np.int32), off, tids)
+        tt = TenantTree.from_lists(index._members, e_nodes[e0:e1], e_counts[e0:e1], nodes[lo:up].astype(np.int32), off, tids)
         index._tenant_ids[name] = t
         index._tenant_names.append(name)
         index._trees.append(tt)

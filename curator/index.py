@@ -48,6 +48,7 @@ import numpy as np
 from curator import _kernels, _persist
 from curator.rwlock import RWLock
 from curator.access import AccessMap
+from curator.members import LeafMembers
 from curator.tenants import MIN_CAP as _MIN_LIST_CAP
 from curator.tenants import TenantTree
 from curator.tree import Tree, train_tree
@@ -107,6 +108,7 @@ class CuratorIndex:
         self._norms = np.empty(0, dtype=np.float32)
         self._leaf = np.empty(0, dtype=np.int32)  # -1 = absent
         self._access = AccessMap(0)
+        self._members = LeafMembers.build(self._leaf, self._tree.child_count)
         self._n = 0
 
     def _reset_tenants(self) -> None:
@@ -142,11 +144,11 @@ class CuratorIndex:
             if self._free_tenants:
                 t = self._free_tenants.pop()
                 self._tenant_names[t] = name
-                self._trees[t] = TenantTree()  # root-only until its first split
+                self._trees[t] = TenantTree(self._members)
             else:
                 t = len(self._trees)
                 self._tenant_names.append(name)
-                self._trees.append(TenantTree())
+                self._trees.append(TenantTree(self._members))
             self._tenant_ids[name] = t
             self._access.fit(t)  # so the compiled grant path may store t
         return -1 if t is None else t
@@ -220,8 +222,11 @@ class CuratorIndex:
             self._vectors[labels] = vectors
             if self.metric == "l2":
                 self._norms[labels] = np.einsum("ij,ij->i", vectors, vectors)
-            self._leaf[labels] = self._tree.route_leaves(vectors)
+            self._leaf[labels] = leaves = self._tree.route_leaves(vectors)
             self._n += n
+            if self._members.active:
+                for label, at in zip(labels.tolist(), leaves.tolist()):
+                    self._members.add(at, label)
             for label, tenants in zip(labels.tolist(), access):
                 ts = list(dict.fromkeys(self._tenant(name, True) for name in tenants))
                 self._access.set(label, ts)
@@ -251,11 +256,11 @@ class CuratorIndex:
                 self._grant_general(seq, tenant)
                 return
             tt = self._trees[t]
-            acc, anc, leaf = self._access, self._tree.ancestors, self._leaf
+            acc, anc, leaf, mem = self._access, self._tree.ancestors, self._leaf, self._members
             for label in seq:
                 r = _grant_pair(
                     acc.slices, acc.pool, acc.meta, t, tt.table, tt.pool, tt.meta, anc, leaf, label, self.max_sl_size,
-                    _MIN_LIST_CAP,
+                    _MIN_LIST_CAP, mem.blocks, mem.pool,
                 )
                 if r >= 0 or r == _GRANT_ACCESS_FULL:  # nothing changed: step by step
                     self._grant_general([label], tenant)
@@ -307,6 +312,8 @@ class CuratorIndex:
                 for t in self._access.tenants(label):
                     self._revoke_one(label, t)
                 self._access.clear(label)
+                if self._members.active:
+                    self._members.remove(self._leaf.item(label), label)
                 self._leaf[label] = -1
                 self._n -= 1
             if self._n == 0:
@@ -356,6 +363,7 @@ class CuratorIndex:
         live = np.flatnonzero(self._leaf >= 0)
         self._train_at = RETRAIN_GROWTH * max(int(live.size), self.train_size)
         self._leaf[live] = tree.route_leaves(self._vectors[live])
+        self._members = LeafMembers.build(self._leaf, tree.child_count)
         labels, tenants = self._access.to_pairs()
         order = np.argsort(tenants, kind="stable")
         labels, tenants = labels[order].astype(np.int32), tenants[order]
@@ -363,7 +371,7 @@ class CuratorIndex:
         for t, tt in enumerate(self._trees):
             if tt is not None:
                 ids = labels[bounds[t] : bounds[t + 1]]
-                self._trees[t] = TenantTree.build(ids, tree, self._leaf, self.max_sl_size)
+                self._trees[t] = TenantTree.build(ids, tree, self._leaf, self.max_sl_size, self._members)
 
     # -- search ---------------------------------------------------------------------------------
 
@@ -391,7 +399,7 @@ class CuratorIndex:
             tree = self._tree
             _kernels.search(
                 queries, tree.codes, tree.lo, tree.step, tree.cnorm, tree.child_start, tree.child_count,
-                tt.table, tt.meta, tt.pool, self._vectors, self._norms,
+                tt.table, tt.meta, tt.pool, self._members.blocks, self._members.pool, self._vectors, self._norms,
                 collect, keep, self.metric == "ip", out_labels, out_scores,
             )
         return out_labels, out_scores
@@ -438,6 +446,11 @@ class CuratorIndex:
         with self._lock.read():
             return self._leaf.copy()
 
+    @property
+    def leaf_members(self) -> LeafMembers:
+        """The GCT leaves' member slots (what leaf bitmaps index; for tests and diagnostics)."""
+        return self._members
+
     def tenant_tree(self, tenant: str) -> TenantTree | None:
         """The live structure of `tenant` (for tests and diagnostics: do not mutate)."""
         t = self._tenant_ids.get(tenant)
@@ -452,12 +465,14 @@ class CuratorIndex:
                     c, a = tt.nbytes()
                     counts += c
                     lists += a
+            member_nodes, member_slots = self._members.nbytes()
             return {
                 "vectors": self._vectors.nbytes,
                 "norms": self._norms.nbytes,
                 "paths": self._leaf.nbytes,  # one leaf per label; paths via tree.ancestors
                 "access": self._access.nbytes(),
-                "tree": self._tree.nbytes(),  # includes the ancestors table
+                "leaf_members": member_slots,
+                "tree": self._tree.nbytes() + member_nodes,  # incl. ancestors and the leaves' blocks
                 "tenant_counts": counts,
                 "shortlists": lists,
                 "tenant_map": sys.getsizeof(self._tenant_ids)

@@ -16,6 +16,12 @@ sorted by node id, columns (NODE, COUNT, OFF, CAP):
   O(live), paid for by the moves that made the garbage). OFF is int32: an arena never
   reaches 2**31 slots (asserted in `_alloc`; the ids are labels < 2**31 and the arena holds
   at most ~4 slots per id).
+- A list at a GCT leaf other than the root is a bitmap instead: CAP uint32 words at OFF over
+  the leaf's member slots (`curator.members`; bit s = the label in slot s), COUNT bits set.
+  Such a list only exists where the tenant holds more than τ ids under the leaf's parent, so
+  it is dense there: 533k of the 850k (id, tenant) pairs of the 300-subscriber arXiv bench
+  sit in leaf lists, 2.0 MiB as ids and ~0.15 MiB as bitmaps. Which kind a list is follows
+  from its node, so nothing records it.
 - Bulk builds (`from_lists`: after training, on restore) give every list exactly its size
   and the arena 1/8 spare: memory is what the lists need, and the first grants that move a
   full list to the arena's end find room there instead of reallocating the arena.
@@ -43,6 +49,7 @@ import numpy as np
 
 from curator import _kernels
 from curator._arena import MAX_POOL, ArenaCounters
+from curator.members import LeafMembers
 from curator.tree import Tree
 
 MIN_CAP = 4  # smallest list capacity
@@ -66,9 +73,10 @@ def capacity(n: int) -> int:
 class TenantTree(ArenaCounters):
     """Counts and shortlists of one tenant over one GCT (rebuilt when the GCT changes)."""
 
-    __slots__ = ("table", "pool", "meta")
+    __slots__ = ("table", "pool", "meta", "members")
 
-    def __init__(self, rows: int = _MIN_ROWS) -> None:
+    def __init__(self, members: LeafMembers, rows: int = _MIN_ROWS) -> None:
+        self.members = members  # the index's slot table (shared, replaced with the GCT)
         self.table = np.zeros((max(rows, 1), 4), dtype=np.int32)
         self.pool = np.empty(0, dtype=np.int32)
         self.meta = np.zeros(3, dtype=np.int64)  # [used, garbage, entries]
@@ -108,11 +116,25 @@ class TenantTree(ArenaCounters):
         return i if i < col.shape[0] and col.item(i) == node else -1
 
     def _ids_at(self, i: int) -> np.ndarray:
-        off = self.table.item(i, OFF)
+        """Row i's list as ids (a view of an id list; decoded, a new array, for a bitmap)."""
+        node, off = self.table.item(i, NODE), self.table.item(i, OFF)
+        if self.members.bitmap_node[node]:
+            words = self.pool[off : off + self.table.item(i, CAP)].view(np.uint8)
+            slots = np.flatnonzero(np.unpackbits(words, bitorder="little"))  # little-endian words
+            return self.members.labels_at(node, slots)
         return self.pool[off : off + self.table.item(i, COUNT)]
 
+    def _encode(self, node: int, ids: np.ndarray) -> np.ndarray:
+        """What row `node` stores for these ids: the ids, or (a leaf list) bitmap words."""
+        if not self.members.bitmap_node[node]:
+            return ids
+        slots = self.members.slots(node, np.asarray(ids))
+        bits = np.zeros(32 * (int(slots.max()) // 32 + 1), dtype=bool)
+        bits[slots] = True
+        return np.packbits(bits, bitorder="little").view(np.int32)
+
     def ids(self, node: int) -> np.ndarray:
-        """The tenant's shortlist at `node` (a view; empty if none)."""
+        """The tenant's shortlist at `node` (a view, or decoded for a leaf bitmap; empty if none)."""
         i = self._find(node)
         if i < 0 or self.table.item(i, CAP) == 0:
             return np.empty(0, dtype=np.int32)
@@ -191,18 +213,20 @@ class TenantTree(ArenaCounters):
 
     def _place(self, node: int, ids: np.ndarray) -> None:
         """Store `ids` as node's (new) list and set its count to len(ids) (row created if absent)."""
-        cap = capacity(len(ids))
+        stored = self._encode(node, ids)
+        cap = len(stored) if stored is not ids else capacity(len(ids))
         off = self._alloc(cap)  # may compact: row indices stay, offsets move
         i = self._find(node)
         if i < 0:
             i = self._insert(node)
-        self.pool[off : off + len(ids)] = ids
+        self.pool[off : off + len(stored)] = stored
         self.table[i, COUNT] = len(ids)
         self.table[i, OFF] = off
         self.table[i, CAP] = cap
 
     def _compact(self, extra: int = 0) -> None:
-        """Copy the live lists, in node order, into a fresh arena sized for them (+ extra, + 1/8)."""
+        """Copy the live lists, in node order, into a fresh arena sized for them (+ extra, + 1/8).
+        Whole reservations are copied: a leaf bitmap's words are all live."""
         r = self.rows()
         rows = np.flatnonzero(r[:, CAP])
         caps = r[rows, CAP].astype(np.int64)
@@ -212,7 +236,7 @@ class TenantTree(ArenaCounters):
         pool = np.empty(size, dtype=np.int32)
         offs = np.concatenate(([0], np.cumsum(caps)[:-1])) if rows.size else caps
         for i, off in zip(rows.tolist(), offs.tolist()):
-            src, n = self.table.item(i, OFF), self.table.item(i, COUNT)
+            src, n = self.table.item(i, OFF), self.table.item(i, CAP)
             pool[off : off + n] = self.pool[src : src + n]
             self.table[i, OFF] = off
         self.pool, self.used, self.garbage = pool, live, 0
@@ -232,8 +256,11 @@ class TenantTree(ArenaCounters):
         here and the kernel retried; splits run the interpreted path below.
         """
         at = leaf.item(label)
+        m = self.members
         while True:
-            need = _kernels.grant_fast(self.table, self.pool, self.meta, tree.ancestors, at, label, tau, MIN_CAP)
+            need = _kernels.grant_fast(
+                self.table, self.pool, self.meta, tree.ancestors, at, label, tau, MIN_CAP, m.blocks, m.pool
+            )
             if need < 0:
                 return
             if need > 0:
@@ -253,6 +280,7 @@ class TenantTree(ArenaCounters):
                 self._bump(path[:-1], 1)
                 return
             if self.table.item(i, CAP):  # t's list is here
+                assert not m.bitmap_node[node], "the compiled path appends to leaf bitmaps"
                 self._append(i, label)
                 self._bump(path, 1)
                 i = self._find(node)
@@ -317,13 +345,21 @@ class TenantTree(ArenaCounters):
             raise AssertionError("revoke: the tenant has no list on the label's path")
         node = path[depth]
         off, n, cap = self.table.item(i, OFF), self.table.item(i, COUNT), self.table.item(i, CAP)
-        hits = np.flatnonzero(self.pool[off : off + n] == label)
-        if hits.size == 0:
-            raise AssertionError("revoke: label missing from the tenant's list on its path")
-        self.pool[off + int(hits[0])] = self.pool[off + n - 1]
+        if self.members.bitmap_node[node]:
+            s = self.members.slot(node, label)
+            words = self.pool[off : off + cap].view(np.uint32)
+            bit = np.uint32(1) << np.uint32(s & 31)
+            if s >> 5 >= cap or not words[s >> 5] & bit:
+                raise AssertionError("revoke: label missing from the tenant's leaf bitmap")
+            words[s >> 5] &= ~bit
+        else:
+            hits = np.flatnonzero(self.pool[off : off + n] == label)
+            if hits.size == 0:
+                raise AssertionError("revoke: label missing from the tenant's list on its path")
+            self.pool[off + int(hits[0])] = self.pool[off + n - 1]
         if n == 1:
             self._release(i)
-        elif cap > MIN_CAP and n - 1 <= cap // 4:
+        elif not self.members.bitmap_node[node] and cap > MIN_CAP and n - 1 <= cap // 4:
             self.table[i, CAP] = cap // 2  # the tail becomes garbage until the next compaction
             self.garbage += cap - cap // 2
         self._bump(path[: depth + 1], -1)
@@ -358,37 +394,52 @@ class TenantTree(ArenaCounters):
 
     @classmethod
     def from_lists(
-        cls, nodes: np.ndarray, counts: np.ndarray, list_nodes: np.ndarray, offsets: np.ndarray, ids: np.ndarray
+        cls,
+        members: LeafMembers,
+        nodes: np.ndarray,
+        counts: np.ndarray,
+        list_nodes: np.ndarray,
+        offsets: np.ndarray,
+        ids: np.ndarray,
     ) -> TenantTree:
         """A tenant with these counts (at ascending `nodes`, all > 0) and lists (list j at
         `list_nodes[j]` = ids[offsets[j]:offsets[j + 1]]; every list node among `nodes`).
 
-        Exact capacities (cap = size): the bulk result costs only what it holds; a later grant
-        to a full list moves it to the arena's end with 1.5× capacity (amortised O(1)).
-        The arena keeps 1/8 spare for those first moves (see the module docstring).
+        Exact capacities (cap = size, or a leaf bitmap's words): the bulk result costs only
+        what it holds; a later grant to a full list moves it to the arena's end with 1.5×
+        capacity (amortised O(1)). The arena keeps 1/8 spare for those first moves.
         """
-        self = cls(max(_MIN_ROWS, nodes.shape[0]))
+        self = cls(members, max(_MIN_ROWS, nodes.shape[0]))
         k = nodes.shape[0]
         self.table[:k, NODE] = nodes
         self.table[:k, COUNT] = counts
         self.meta[2] = k
-        sizes = np.diff(offsets)
-        total = int(offsets[-1] - offsets[0]) if sizes.size else 0
+        rows = np.searchsorted(nodes, list_nodes)
+        if list_nodes.size and not np.array_equal(nodes[np.minimum(rows, k - 1)], list_nodes):
+            raise ValueError("tenant lists at nodes without a count")
+        base = int(offsets[0]) if offsets.size else 0
+        parts = [ids[int(a) : int(b)] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+        leafy = members.bitmap_node[list_nodes] if list_nodes.size else np.zeros(0, bool)
+        if leafy.any():  # leaf lists become bitmaps (few lists: a loop is fine)
+            parts = [self._encode(int(n), p) if b else p for n, p, b in zip(list_nodes.tolist(), parts, leafy)]
+            sizes = np.array([len(p) for p in parts], dtype=np.int64)
+            flat = np.concatenate(parts) if parts else np.empty(0, np.int32)
+        else:
+            sizes = np.diff(offsets).astype(np.int64)
+            flat = ids[base : int(offsets[-1])] if offsets.size else np.empty(0, np.int32)
+        total = int(sizes.sum())
         if total:
             size = max(_MIN_POOL, total + total // 8)
             assert size <= MAX_POOL, "tenant arena would exceed 2**31 slots"
             self.pool = np.empty(size, dtype=np.int32)
-            self.pool[:total] = ids[int(offsets[0]) : int(offsets[-1])]
+            self.pool[:total] = flat
         self.used = total
-        rows = np.searchsorted(nodes, list_nodes)
-        if list_nodes.size and not np.array_equal(nodes[np.minimum(rows, k - 1)], list_nodes):
-            raise ValueError("tenant lists at nodes without a count")
-        self.table[rows, OFF] = (offsets[:-1] - offsets[0]).astype(np.int32)
+        self.table[rows, OFF] = (np.cumsum(sizes) - sizes).astype(np.int32)
         self.table[rows, CAP] = sizes.astype(np.int32)
         return self
 
     @classmethod
-    def build(cls, labels: np.ndarray, tree: Tree, leaf: np.ndarray, tau: int) -> TenantTree:
+    def build(cls, labels: np.ndarray, tree: Tree, leaf: np.ndarray, tau: int, members: LeafMembers) -> TenantTree:
         """The canonical structure for `labels` in one pass per GCT depth (after (re)training).
 
         `leaf` maps every label to its GCT leaf. Same lists as granting the labels one by
@@ -417,13 +468,14 @@ class TenantTree(ArenaCounters):
         list_nodes, starts = np.unique(at, return_index=True)
         offsets = np.append(starts, len(at)).astype(np.int64)
         touched = np.flatnonzero(count).astype(np.int32)
-        return cls.from_lists(touched, count[touched], list_nodes.astype(np.int32), offsets, ids)
+        return cls.from_lists(members, touched, count[touched], list_nodes.astype(np.int32), offsets, ids)
 
     def export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(list nodes int32 ascending, offsets int64 (len + 1), concatenated ids int32)."""
+        """(list nodes int32 ascending, offsets int64 (len + 1), concatenated ids int32, each
+        list sorted: canonical, as the order inside a list carries no meaning)."""
         r = self.rows()
         rows = np.flatnonzero(r[:, CAP])
-        parts = [self._ids_at(int(i)) for i in rows.tolist()]
+        parts = [np.sort(self._ids_at(int(i))) for i in rows.tolist()]
         sizes = np.array([len(p) for p in parts], dtype=np.int64)
         offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         ids = np.concatenate(parts).astype(np.int32) if parts else np.empty(0, np.int32)

@@ -83,7 +83,7 @@ def test_random_sequences_keep_every_invariant(metric: str, train_size: int, ops
         if index.trained:  # the sequential structure equals the canonical bulk build
             for tenant in model.tenants():
                 ids = np.asarray(model.visible(tenant), dtype=np.int32)
-                built = lists_of(TenantTree.build(ids, index.tree, index.leaves(), index.max_sl_size))
+                built = lists_of(TenantTree.build(ids, index.tree, index.leaves(), index.max_sl_size, index.leaf_members))
                 have = lists_of(index.tenant_tree(tenant))  # type: ignore[arg-type]
                 assert {n: sorted(v.tolist()) for n, v in built.items()} == {
                     n: sorted(v.tolist()) for n, v in have.items()

@@ -148,7 +148,7 @@ def test_sequential_grants_equal_the_canonical_bulk_build() -> None:
     ids = rng.choice(600, 250, replace=False)
     for i in ids.tolist():
         index.grant(np.array([i]), "t")
-    built = TenantTree.build(np.sort(ids).astype(np.int32), index.tree, index.leaves(), 8)
+    built = TenantTree.build(np.sort(ids).astype(np.int32), index.tree, index.leaves(), 8, index.leaf_members)
     have = index.tenant_tree("t")
     assert have is not None and np.array_equal(have.rows()[:, :2], built.rows()[:, :2])
     assert {n: sorted(v.tolist()) for n, v in lists_of(have).items()} == {

@@ -69,17 +69,28 @@ def test_bulk_build_has_exact_capacities_and_int32_offsets() -> None:
     rng = np.random.default_rng(2)
     x = clustered(rng, 900, 8, 10)
     index = CuratorIndex(dim=8, metric="l2", max_sl_size=8, branching=8, max_depth=4, train_size=900)
-    index.add(np.arange(900), x, [["a"] + (["b"] if i % 3 == 0 else []) for i in range(900)])
-    for name in ("a", "b"):
+    access = [["a"] + (["b"] if i % 3 == 0 else []) + (["c"] if i < 5 else []) for i in range(900)]
+    index.add(np.arange(900), x, access)
+    kinds: set[bool] = set()
+    for name in ("a", "b", "c"):
         tt = index.tenant_tree(name)
         assert tt is not None and tt.table.dtype == np.int32
-        assert all(cap == size for _, _, cap, size in tt.list_spans())  # cap == size after a build
-        assert tt.used == tt.size <= tt.pool.shape[0] <= tt.used + max(16, tt.used // 8)
+        bitmap = index.leaf_members.bitmap_node
+        for node, _, cap, size in tt.list_spans():  # exact after a build: ids, or just the words needed
+            if bitmap[node]:
+                top = int(index.leaf_members.slots(node, np.sort(tt.ids(node))).max())
+                assert cap == top // 32 + 1
+            else:
+                assert cap == size
+        spans = tt.list_spans()
+        kinds.update(bool(bitmap[n]) for n, *_ in spans)
+        assert tt.used == sum(c for _, _, c, _ in spans) <= tt.pool.shape[0] <= tt.used + max(16, tt.used // 8)
         assert tt.entries == tt.table.shape[0] or tt.table.shape[0] == 4  # exact rows after a build
+    assert kinds == {True, False}  # leaf bitmaps ("a", "b") and an id list (c's root list) were built
     index.grant(np.arange(1, 900, 3), "b")  # moves full lists, splits, grows the arena
     index.revoke(np.arange(0, 900, 3), "b")
-    assert sorted(index.access_of(1)) == ["a", "b"] and index.access_of(0) == ["a"]
-    b = TenantTree.build(np.arange(1, 900, 3).astype(np.int32), index.tree, index.leaves(), 8)
+    assert sorted(index.access_of(1)) == ["a", "b", "c"] and index.access_of(0) == ["a", "c"]
+    b = TenantTree.build(np.arange(1, 900, 3).astype(np.int32), index.tree, index.leaves(), 8, index.leaf_members)
     have = index.tenant_tree("b")
     assert have is not None and np.array_equal(have.rows()[:, :2], b.rows()[:, :2])
 
