@@ -402,6 +402,55 @@ def _grant_bit(table: np.ndarray, pool: np.ndarray, meta: np.ndarray, r: int, s:
 
 
 @njit(nogil=True, cache=True)
+def _list_has(table: np.ndarray, pool: np.ndarray, r: int, is_bitmap: bool, s: int, label: int) -> bool:
+    """Does row r's list hold `label` (slot `s` of a leaf bitmap; else a scan of the ids)?"""
+    off = table[r, 2]
+    if is_bitmap:
+        w = s >> 5
+        return w < table[r, 3] and (pool.view(np.uint32)[off + w] >> np.uint32(s & 31)) & np.uint32(1) != 0
+    for u in range(table[r, 1]):
+        if pool[off + u] == label:
+            return True
+    return False
+
+
+@njit(nogil=True, cache=True)
+def tenant_has(
+    table: np.ndarray,
+    pool: np.ndarray,
+    meta: np.ndarray,
+    ancestors: np.ndarray,
+    leaf: np.ndarray,
+    label: int,
+    blocks: np.ndarray,
+    mpool: np.ndarray,
+) -> bool:
+    """Does this tenant see `label`? In canonical form a seen label sits in the tenant's one
+    list on its path: the first node of the path that holds a list (a node without a row
+    means the tenant has nothing below it). O(height + that list's length; a leaf bitmap: one
+    bit). Why this replaces a label -> tenants map: that map cost 2 bytes per (label, tenant)
+    pair plus 8 per label (2.3 MiB of 8.9 on the 300-subscriber bench)."""
+    if label < 0 or label >= leaf.shape[0] or leaf[label] < 0:
+        return False
+    at = leaf[label]
+    entries = meta[2]
+    lo = 0
+    for j in range(ancestors.shape[1]):
+        node = ancestors[at, j]
+        if node < 0:
+            return False
+        r = _lower_bound(table, lo, entries, node)
+        if r >= entries or table[r, 0] != node:
+            return False
+        if table[r, 3] > 0:
+            is_bitmap = node == at and at > 0
+            s = leaf_slot(blocks, mpool, at, label) if is_bitmap else -1
+            return _list_has(table, pool, r, is_bitmap, s, label)
+        lo = r + 1
+    return False
+
+
+@njit(nogil=True, cache=True)
 def grant_fast(
     table: np.ndarray,
     pool: np.ndarray,
@@ -416,9 +465,10 @@ def grant_fast(
 ) -> int:
     """The common cases of one tenant's grant path, in place.
 
-    Returns -1 when done; otherwise nothing was changed and the result says why: 0 = the
-    general path is needed (a split, or the table has no spare row), k > 0 = the arena needs k
-    free slots at its end (the caller reserves them and calls again).
+    Returns -1 when done, -2 when the tenant already sees `label` (its one list on the path
+    holds it); otherwise nothing was changed and the result says why: 0 = the general path is
+    needed (a split, or the table has no spare row), k > 0 = the arena needs k free slots at
+    its end (the caller reserves them and calls again).
 
     Walks `ancestors[leaf]` (root first) to the first node where the tenant has a list
     (append `label`; a full list grows 1.5× in place when it ends the arena, else moves to
@@ -445,6 +495,8 @@ def grant_fast(
         r = _lower_bound(table, lo, entries, node)
         if r < entries and table[r, 0] == node:
             cap = table[r, 3]
+            if cap > 0 and _list_has(table, pool, r, node == leaf and bitmap, s, label):
+                return -2
             if cap > 0 and bitmap and node == leaf:
                 need = _grant_bit(table, pool, meta, r, s)
                 if need > 0:
@@ -508,50 +560,14 @@ def grant_fast(
     return 0
 
 
-@njit(nogil=True, cache=True)
-def access_add(slices: np.ndarray, pool: np.ndarray, meta: np.ndarray, label: int, t: int) -> int:
-    """Add tenant `t` to `label`'s slice of the access arena (see `curator.access`).
-
-    Returns 0 if `t` is already there, 1 if added (in place when the slice ends the arena,
-    else moved to the arena's end), 2 if the arena has no room (nothing changed; the
-    caller grows it). `slices` = the (off, size) columns, `meta` = [used, garbage].
-    """
-    off, size = slices[:, 0], slices[:, 1]
-    n = size[label]
-    o = off[label]
-    for u in range(n):
-        if pool[o + u] == t:
-            return 0
-    used = meta[0]
-    if n > 0 and o + n == used and used < pool.shape[0]:
-        meta[0] = used + 1
-    elif used + n + 1 <= pool.shape[0]:
-        for u in range(n):
-            pool[used + u] = pool[o + u]
-        off[label] = used
-        o = used
-        meta[0] = used + n + 1
-        meta[1] += n
-    else:
-        return 2
-    pool[o + n] = t
-    size[label] = n + 1
-    return 1
-
-
-# grant_pair results (besides grant_fast's 0 = split needed and k > 0 = tenant arena room)
+# grant_pair results (besides grant_fast's 0 = general path and k > 0 = arena room)
 GRANT_DONE = -1
 GRANT_SEEN = -2  # the tenant already sees the label: nothing to do
-GRANT_ACCESS_FULL = -3  # the access arena has no room: the caller takes the general path
 GRANT_ABSENT = -4  # no such label: nothing to do
 
 
 @njit(nogil=True, cache=True)
 def grant_pair(
-    acc_slices: np.ndarray,
-    acc_pool: np.ndarray,
-    acc_meta: np.ndarray,
-    t: int,
     table: np.ndarray,
     pool: np.ndarray,
     meta: np.ndarray,
@@ -563,29 +579,14 @@ def grant_pair(
     blocks: np.ndarray,
     mpool: np.ndarray,
 ) -> int:
-    """One (label, tenant t) grant in one compiled call, all or nothing: the access map's
-    `access_add` and the tenant's `grant_fast`.
+    """One (label, tenant) grant in one compiled call: the liveness check and `grant_fast`
+    (which also recognises a label the tenant already sees).
 
-    Returns GRANT_DONE, GRANT_SEEN, GRANT_ABSENT, or (nothing changed) GRANT_ACCESS_FULL / the
-    `grant_fast` codes 0 (a split is due) and k > 0 (the tenant arena needs k slots): the caller
-    then runs the general path. Why one call: numba's dispatch costs ~0.3 µs plus ~0.07 µs per
-    array argument on the 2-core bench VM; two calls per grant were a third of a ~6 µs grant
-    (hence also the packed `acc_slices` array).
-    `t` must fit `acc_pool`'s dtype (the index widens the arena when it creates such a tenant).
+    Returns GRANT_DONE, GRANT_SEEN, GRANT_ABSENT, or (nothing changed) the `grant_fast` codes
+    0 and k > 0: the caller then runs the general path. Why one call: numba's dispatch costs
+    ~0.3 µs plus ~0.07 µs per array argument on the 2-core bench VM, a large share of a
+    ~4 µs grant.
     """
     if label < 0 or label >= leaf.shape[0] or leaf[label] < 0:
         return GRANT_ABSENT
-    n = acc_slices[label, 1]
-    o = acc_slices[label, 0]
-    for u in range(n):
-        if acc_pool[o + u] == t:
-            return GRANT_SEEN
-    used = acc_meta[0]
-    in_place = n > 0 and o + n == used and used < acc_pool.shape[0]
-    if not in_place and used + n + 1 > acc_pool.shape[0]:
-        return GRANT_ACCESS_FULL
-    r = grant_fast(table, pool, meta, ancestors, leaf[label], label, tau, new_cap, blocks, mpool)
-    if r >= 0:
-        return r
-    access_add(acc_slices, acc_pool, acc_meta, label, t)  # room checked above
-    return GRANT_DONE
+    return grant_fast(table, pool, meta, ancestors, leaf[label], label, tau, new_cap, blocks, mpool)

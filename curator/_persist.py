@@ -2,9 +2,9 @@
 
 Why npz: arrays round-trip bit-exactly and fast; `allow_pickle=False` on load means a
 snapshot can never execute code. Scalars and tenant names travel as one JSON document stored
-as a uint8 array. The access map is not stored: it is exactly the union of the tenants'
-shortlists, so it is rebuilt from them on load. Labels travel as one GCT leaf each (-1 =
-absent); paths are the tree's `ancestors` (derived, not stored).
+as a uint8 array. Labels travel as one GCT leaf each (-1 = absent); paths are the tree's
+`ancestors` and the leaves' member slots are rebuilt from the leaves (derived, not stored).
+Lists travel as sorted ids, leaf bitmaps included (re-encoded against the rebuilt slots).
 
 VERSION 4 (sparse per-tenant counts; 3: 8-bit quantized centroids; 2: a leaf per label instead
 of a path per label). Older snapshots are rejected: the service then rebuilds the index from
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curator.access import AccessMap
 from curator.members import LeafMembers
 from curator.tenants import TenantTree
 from curator.tree import Tree
@@ -170,15 +169,15 @@ def apply(index: CuratorIndex, state: State) -> None:
     index._members = LeafMembers.build(index._leaf, state.tree.child_count)
     t_lists, nodes, offsets, ids = a["t_lists"], a["l_nodes"], a["l_offsets"], a["l_ids"]
     t_entries, e_nodes, e_counts = a["t_entries"], a["e_nodes"].astype(np.int32), a["e_counts"].astype(np.int32)
-    owners = np.zeros(ids.shape[0], dtype=np.int64)
     for t, name in enumerate(meta["tenants"]):
         lo, up = int(t_lists[t]), int(t_lists[t + 1])
         off = offsets[lo : up + 1] - offsets[lo]
         tids = ids[int(offsets[lo]) : int(offsets[up])]
         e0, e1 = int(t_entries[t]), int(t_entries[t + 1])
-        tt = TenantTree.from_lists(index._members, e_nodes[e0:e1], e_counts[e0:e1], nodes[lo:up].astype(np.int32), off, tids)
+        tt = TenantTree.from_lists(
+            index._members, e_nodes[e0:e1], e_counts[e0:e1], nodes[lo:up].astype(np.int32), off, tids
+        )
         index._tenant_ids[name] = t
         index._tenant_names.append(name)
         index._trees.append(tt)
-        owners[int(offsets[lo]) : int(offsets[up])] = t
-    index._access = AccessMap.from_pairs(index._leaf.shape[0], ids.astype(np.int64), owners)
+

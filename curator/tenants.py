@@ -243,8 +243,14 @@ class TenantTree(ArenaCounters):
 
     # -- grant path -----------------------------------------------------------------------------
 
-    def grant(self, label: int, tree: Tree, leaf: np.ndarray, tau: int) -> None:
-        """Insert `label` (not yet seen by this tenant) along its root->leaf path.
+    def has(self, label: int, tree: Tree, leaf: np.ndarray) -> bool:
+        """Does the tenant see `label` (a live label, or any int: absent ones are not seen)?"""
+        m = self.members
+        return bool(_kernels.tenant_has(self.table, self.pool, self.meta, tree.ancestors, leaf, label, m.blocks, m.pool))
+
+    def grant(self, label: int, tree: Tree, leaf: np.ndarray, tau: int) -> bool:
+        """Insert live `label` along its root->leaf path; False (nothing changed) if the
+        tenant already sees it.
 
         At a node with a list: append (split if it now exceeds τ and the node is no GCT leaf).
         At a node where the tenant has nothing: start a list {label} there. Otherwise descend.
@@ -262,7 +268,7 @@ class TenantTree(ArenaCounters):
                 self.table, self.pool, self.meta, tree.ancestors, at, label, tau, MIN_CAP, m.blocks, m.pool
             )
             if need < 0:
-                return
+                return need == -1  # -2: already seen
             if need > 0:
                 self._reserve(need)
             elif self.entries == self.table.shape[0]:
@@ -278,7 +284,7 @@ class TenantTree(ArenaCounters):
             if i < 0:  # nothing here yet: start a list
                 self._place(node, np.array([label], dtype=np.int32))
                 self._bump(path[:-1], 1)
-                return
+                return True
             if self.table.item(i, CAP):  # t's list is here
                 assert not m.bitmap_node[node], "the compiled path appends to leaf bitmaps"
                 self._append(i, label)
@@ -286,7 +292,7 @@ class TenantTree(ArenaCounters):
                 i = self._find(node)
                 if self.table.item(i, COUNT) > tau and tree.child_count.item(node) > 0:
                     self._split(node, tree, leaf, tau)
-                return
+                return True
         raise AssertionError("grant walked past a GCT leaf: tenant structure is corrupt")
 
     def _append(self, i: int, label: int) -> None:
@@ -324,8 +330,9 @@ class TenantTree(ArenaCounters):
 
     # -- revoke path ----------------------------------------------------------------------------
 
-    def revoke(self, label: int, path: list[int], tree: Tree, tau: int) -> None:
-        """Remove `label` (seen by this tenant) from its one list on `path`, then merge upward.
+    def revoke(self, label: int, path: list[int], tree: Tree, tau: int) -> bool:
+        """Remove `label` from the tenant's one list on `path`, then merge upward; False
+        (nothing changed) if the tenant does not see it.
 
         Merge rule: while the parent P's children together hold <= τ ids (count[P] <= τ) and
         none of them has a deeper sub-tree, their lists become one list at P.
@@ -342,7 +349,7 @@ class TenantTree(ArenaCounters):
                 depth = j
                 break
         if depth < 0:
-            raise AssertionError("revoke: the tenant has no list on the label's path")
+            return False  # no list on the label's path: not seen
         node = path[depth]
         off, n, cap = self.table.item(i, OFF), self.table.item(i, COUNT), self.table.item(i, CAP)
         if self.members.bitmap_node[node]:
@@ -350,12 +357,12 @@ class TenantTree(ArenaCounters):
             words = self.pool[off : off + cap].view(np.uint32)
             bit = np.uint32(1) << np.uint32(s & 31)
             if s >> 5 >= cap or not words[s >> 5] & bit:
-                raise AssertionError("revoke: label missing from the tenant's leaf bitmap")
+                return False
             words[s >> 5] &= ~bit
         else:
             hits = np.flatnonzero(self.pool[off : off + n] == label)
             if hits.size == 0:
-                raise AssertionError("revoke: label missing from the tenant's list on its path")
+                return False
             self.pool[off + int(hits[0])] = self.pool[off + n - 1]
         if n == 1:
             self._release(i)
@@ -366,6 +373,7 @@ class TenantTree(ArenaCounters):
         self._merge_up(int(tree.parent[node]), tree, tau)
         if self.garbage > _MIN_POOL and 5 * self.garbage > self.used:  # garbage > live / 4
             self._compact()
+        return True
 
     def _merge_up(self, p: int, tree: Tree, tau: int) -> None:
         while p >= 0:

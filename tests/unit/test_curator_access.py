@@ -1,5 +1,5 @@
-"""Compact curator state: the access arena, the tree's ancestors table, exact-capacity bulk
-lists and the snapshot version bump."""
+"""Compact curator state: the leaves' member slots, the tree's ancestors table, exact-capacity
+bulk lists and the snapshot version bump."""
 
 from __future__ import annotations
 
@@ -10,38 +10,37 @@ import numpy as np
 import pytest
 
 from curator import CuratorIndex, TenantTree
-from curator.access import AccessMap
+from curator.members import LeafMembers
 from tests.unit.test_curator_helpers import clustered
 
 
-def test_access_map_matches_a_model_through_growth_widening_and_compaction() -> None:
+def test_leaf_members_keep_slots_stable_and_reuse_holes_through_moves_and_compaction() -> None:
     rng = np.random.default_rng(0)
-    cap = 64
-    acc = AccessMap(cap)
-    model: dict[int, set[int]] = {i: set() for i in range(cap)}
-    for step in range(6000):
-        label = int(rng.integers(cap))
-        t = int(rng.integers(40)) if step < 4000 else int(rng.choice([3, 70_000, 65_535]))
-        op = rng.random()
-        if op < 0.6:
-            assert acc.add(label, t) == (t not in model[label])
-            model[label].add(t)
-        elif op < 0.9 and model[label]:
-            t = int(rng.choice(sorted(model[label])))
-            acc.discard(label, t)
-            model[label].discard(t)
-        elif op >= 0.99:
-            acc.clear(label)
-            model[label].clear()
-        assert sorted(acc.tenants(label)) == sorted(model[label])
-    assert acc.pool.dtype == np.int32  # widened once a tenant int >= 65535 arrived
-    assert acc.pairs == sum(len(v) for v in model.values())
-    assert acc.used <= acc.pool.shape[0] and acc.garbage <= max(64, acc.pairs)
-    labels, tenants = acc.to_pairs()
-    rebuilt = AccessMap.from_pairs(cap, labels, tenants)
-    for label in range(cap):
-        assert sorted(rebuilt.tenants(label)) == sorted(model[label])
-    assert rebuilt.pool.shape[0] == rebuilt.pairs  # bulk build is exact
+    child_count = np.array([3, 0, 0, 0], dtype=np.int32)  # root + three GCT leaves
+    members = LeafMembers(4, child_count)
+    assert members.bitmap_node.tolist() == [False, True, True, True]
+    model: dict[int, dict[int, int]] = {1: {}, 2: {}, 3: {}}  # leaf -> label -> slot
+    next_label = 0
+    for _ in range(3000):
+        node = int(rng.integers(1, 4))
+        if rng.random() < 0.6 or not model[node]:
+            slot = members.add(node, next_label)
+            assert slot not in model[node].values()  # a live label's slot is never handed out
+            model[node][next_label] = slot
+            next_label += 1
+        else:
+            label = int(rng.choice(sorted(model[node])))
+            members.remove(node, label)
+            del model[node][label]
+        for leaf, slots in model.items():  # every live label keeps the slot it was given
+            if slots:
+                labels = np.array(sorted(slots), dtype=np.int64)
+                assert members.slots(leaf, labels).tolist() == [slots[x] for x in labels.tolist()]
+                assert members.labels_at(leaf, members.slots(leaf, labels)).tolist() == labels.tolist()
+    assert members.used <= members.pool.shape[0]
+    assert members.garbage <= max(64, members.used // 8 + 8)
+    live = int(members.blocks[:, 1].sum()) - int(members.blocks[:, 3].sum())
+    assert live == sum(len(v) for v in model.values())
 
 
 def test_tree_ancestors_are_the_parent_chains_and_route_agrees() -> None:
@@ -111,19 +110,3 @@ def test_snapshot_of_an_older_version_is_rejected() -> None:
     copy = CuratorIndex(dim=8, metric="l2")
     copy.restore(index.snapshot())
     assert copy.access_of(5) == ["a"] and len(copy) == 20
-
-
-def test_compiled_grant_on_a_widened_access_arena_stores_tenant_ints_beyond_uint16() -> None:
-    n = 65_540  # tenant ints reach 65,539: they no longer fit the access arena's uint16
-    index = CuratorIndex(dim=2, metric="ip", train_size=10**6)
-    x = np.ones((n, 2), dtype=np.float32)
-    index.add(np.arange(n), x, [[f"t{i}"] for i in range(n)])
-    last = f"t{n - 1}"
-    index.grant(np.array([0]), last)  # existing tenant: the compiled path stores its int
-    index.grant(np.array([0]), last)  # already seen: a no-op
-    index.grant(np.array([n + 5]), last)  # absent label: skipped
-    assert index.access_of(0) == sorted(["t0", last])
-    labels, _ = index.search(last, x[:1], 5)
-    assert sorted(labels[0][labels[0] >= 0].tolist()) == [0, n - 1]
-    index.revoke(np.array([0]), last)
-    assert index.access_of(0) == ["t0"]
