@@ -451,6 +451,24 @@ def tenant_has(
 
 
 @njit(nogil=True, cache=True)
+def tenant_has_many(
+    table: np.ndarray,
+    pool: np.ndarray,
+    meta: np.ndarray,
+    ancestors: np.ndarray,
+    leaf: np.ndarray,
+    labels: np.ndarray,
+    blocks: np.ndarray,
+    mpool: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """out[i] = `tenant_has(..., labels[i], ...)`: one call per tenant for a whole batch (a
+    remove asks every tenant; numba's per-call dispatch dominates a single check)."""
+    for i in range(labels.shape[0]):
+        out[i] = tenant_has(table, pool, meta, ancestors, leaf, labels[i], blocks, mpool)
+
+
+@njit(nogil=True, cache=True)
 def grant_fast(
     table: np.ndarray,
     pool: np.ndarray,

@@ -180,10 +180,26 @@ class CuratorIndex:
         self._drop_tenant_if_empty(t)
         return done
 
-    def _seen_by(self, label: int) -> list[int]:
-        """Tenant ints that see live `label` (every tenant asked; see the module docstring)."""
-        tree, leaf = self._tree, self._leaf
-        return [t for t, tt in enumerate(self._trees) if tt is not None and tt.has(label, tree, leaf)]
+    def _seen_by(self, labels: list[int]) -> list[list[int]]:
+        """For each label, the tenant ints that see it: every tenant is asked once for the
+        whole batch (one compiled call each; see the module docstring)."""
+        anc, leaf, mb, mp = self._tree.ancestors, self._leaf, self._members.blocks, self._members.pool
+        trees = self._trees
+        if len(labels) == 1:  # the common single delete: no mask arrays
+            x = labels[0]
+            has = _kernels.tenant_has
+            return [
+                [t for t, tt in enumerate(trees) if tt is not None and has(tt.table, tt.pool, tt.meta, anc, leaf, x, mb, mp)]
+            ]
+        arr = np.asarray(labels, dtype=np.int64)
+        seen: list[list[int]] = [[] for _ in labels]
+        mask = np.empty(arr.shape[0], dtype=np.bool_)
+        for t, tt in enumerate(trees):
+            if tt is not None:
+                _kernels.tenant_has_many(tt.table, tt.pool, tt.meta, anc, leaf, arr, mb, mp, mask)
+                for i in np.flatnonzero(mask).tolist():
+                    seen[i].append(t)
+        return seen
 
     def _live(self, label: int) -> bool:
         return 0 <= label < self._leaf.shape[0] and self._leaf.item(label) >= 0
@@ -306,10 +322,9 @@ class CuratorIndex:
         """Forget labels: revoke for every tenant that sees them, free the rows; absent skipped."""
         seq = self._distinct(labels)
         with self._lock.write():
-            for label in seq:
-                if not self._live(label):
-                    continue
-                for t in self._seen_by(label):
+            seq = [label for label in seq if self._live(label)]
+            for label, tenants in zip(seq, self._seen_by(seq)):
+                for t in tenants:
                     self._revoke_one(label, t)
                 if self._members.active:
                     self._members.remove(self._leaf.item(label), label)
@@ -426,7 +441,7 @@ class CuratorIndex:
     def access_of(self, label: int) -> list[str]:
         """Tenants that see `label` (empty if absent)."""
         with self._lock.read():
-            seen = self._seen_by(label) if self._live(label) else []
+            seen = self._seen_by([label])[0] if self._live(label) else []
             return sorted(str(self._tenant_names[t]) for t in seen)
 
     def path_of(self, label: int) -> np.ndarray:

@@ -246,7 +246,8 @@ class TenantTree(ArenaCounters):
     def has(self, label: int, tree: Tree, leaf: np.ndarray) -> bool:
         """Does the tenant see `label` (a live label, or any int: absent ones are not seen)?"""
         m = self.members
-        return bool(_kernels.tenant_has(self.table, self.pool, self.meta, tree.ancestors, leaf, label, m.blocks, m.pool))
+        args = (self.table, self.pool, self.meta, tree.ancestors, leaf, label, m.blocks, m.pool)
+        return bool(_kernels.tenant_has(*args))
 
     def grant(self, label: int, tree: Tree, leaf: np.ndarray, tau: int) -> bool:
         """Insert live `label` along its root->leaf path; False (nothing changed) if the

@@ -108,6 +108,9 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
                 full_count[a] += ids.size
                 a = tree.parent[a]
         assert sorted(seen) == model.visible(tenant), "each accessible id in exactly one list"
+        leaves, visible = index.leaves(), set(model.visible(tenant))
+        for label in list(model.vecs)[:40]:  # membership answered from the one list on the path
+            assert tt.has(label, tree, leaves) == (label in visible)
         assert np.array_equal(tt.counts(tree.n_nodes), full_count)
         rows = tt.rows()  # sparse: a row exactly where the count is positive, in node order
         assert np.array_equal(rows[:, 0], np.flatnonzero(full_count)) and np.all(rows[:, 1] > 0)
