@@ -67,6 +67,7 @@ RETRAIN_GROWTH = 4
 _MIN_CAP = 8
 # The compiled grant, bound once: module attribute lookups are measurable in a ~4 µs grant.
 _grant_pair = _kernels.grant_pair
+_INT64 = np.dtype(np.int64)
 
 
 class CuratorIndex:
@@ -264,7 +265,7 @@ class CuratorIndex:
         liveness and no-op checks and the tenant's common cases; splits, arena growth and new
         tenants take the general path (`_grant_general`).
         """
-        if type(labels) is np.ndarray and labels.shape == (1,) and labels.dtype.kind == "i":
+        if labels.__class__ is np.ndarray and labels.dtype is _INT64 and labels.size == 1:
             seq = [labels.item(0)]
         else:
             seq = self._distinct(labels)
@@ -276,14 +277,12 @@ class CuratorIndex:
                 self._grant_general(seq, tenant)
                 return
             tt = self._trees[t]
-            anc, leaf, mem = self._tree.ancestors, self._leaf, self._members
+            table, pool, meta, mem = tt.table, tt.pool, tt.meta, self._members
+            anc, leaf, tau = self._tree.ancestors, self._leaf, self.max_sl_size
             for label in seq:
-                r = _grant_pair(
-                    tt.table, tt.pool, tt.meta, anc, leaf, label, self.max_sl_size, _MIN_LIST_CAP, mem.blocks, mem.pool
-                )
-                if r >= 0:  # nothing changed: step by step
-                    self._grant_general([label], tenant)
-                    tt = self._trees[t]
+                if _grant_pair(table, pool, meta, anc, leaf, label, tau, _MIN_LIST_CAP, mem.blocks, mem.pool) >= 0:
+                    self._grant_general([label], tenant)  # nothing changed: step by step
+                    table, pool, meta = tt.table, tt.pool, tt.meta  # it may have reallocated them
         finally:
             lock.release_write()
 
