@@ -38,6 +38,26 @@ class ArenaCounters:
     def garbage(self, v: int) -> None:
         self.meta[1] = v
 
+    def _alloc(self, n: int) -> int:  # each arena: reserve (compacting or growing), then bump
+        raise NotImplementedError
+
+    def _regrow(self, table: np.ndarray, row: int, off_col: int, cap_col: int, keep: int, grown: int) -> int:
+        """Give the slice of `table[row]` (offset and capacity in columns off_col, cap_col)
+        `grown` slots, keeping its first `keep`: in place when it ends the arena and the arena
+        has room, else moved to the arena's end (its old slots become garbage). Its offset."""
+        off, cap = table.item(row, off_col), table.item(row, cap_col)
+        if off + cap == self.used and off + grown <= self.pool.shape[0]:
+            self.used += grown - cap
+        else:
+            old = self.pool[off : off + keep].copy()
+            self.garbage += cap
+            table[row, cap_col] = 0  # so a compaction inside _alloc skips it
+            off = self._alloc(grown)
+            self.pool[off : off + keep] = old
+            table[row, off_col] = off
+        table[row, cap_col] = grown
+        return off
+
     def _grow_pool(self, need: int, *, min_size: int, what: str) -> None:
         """Reallocate `pool` (same dtype, live prefix copied) to at least `need` slots, growing
         by a quarter at least: geometric, so appends stay amortised O(1). Why not 1.5x: the

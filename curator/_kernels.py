@@ -373,31 +373,50 @@ def leaf_slot(blocks: np.ndarray, mpool: np.ndarray, leaf: int, label: int) -> i
 
 
 @njit(nogil=True, cache=True)
+def _regrow(table: np.ndarray, pool: np.ndarray, meta: np.ndarray, r: int, keep: int, grown: int) -> int:
+    """Give row r's slice `grown` slots, keeping its first `keep` (in place when it ends the
+    arena, else moved to the arena's end; the compiled twin of `ArenaCounters._regrow`).
+    Returns -1, or `grown` when the arena has no room (nothing changed)."""
+    cap = table[r, 3]
+    off = table[r, 2]
+    used = meta[0]
+    if off + cap == used and off + grown <= pool.shape[0]:
+        meta[0] = used + grown - cap
+    elif used + grown <= pool.shape[0]:
+        for u in range(keep):
+            pool[used + u] = pool[off + u]
+        table[r, 2] = used
+        meta[0] = used + grown
+        meta[1] += cap
+    else:
+        return grown
+    table[r, 3] = grown
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _count_in(table: np.ndarray, rows: np.ndarray, j: int, r: int) -> int:
+    """The grant landed in row r at path depth j: count it there and at rows[:j] above; -1."""
+    table[r, 1] += 1
+    for u in range(j):
+        table[rows[u], 1] += 1
+    return -1
+
+
+@njit(nogil=True, cache=True)
 def _grant_bit(table: np.ndarray, pool: np.ndarray, meta: np.ndarray, r: int, s: int) -> int:
     """Set slot `s` in row r's leaf bitmap, growing it (1.5×, zero-filled) when `s` is past its
     words; -1 when done, k > 0 = the arena needs k free slots (nothing changed)."""
     words = pool.view(np.uint32)
     w = s >> 5
     cap = table[r, 3]
-    off = table[r, 2]
     if w >= cap:
         grown = max(cap + cap // 2, w + 1)
-        used = meta[0]
-        if off + cap == used and off + grown <= pool.shape[0]:
-            meta[0] = used + grown - cap
-        elif used + grown <= pool.shape[0]:
-            for u in range(cap):
-                words[used + u] = words[off + u]
-            table[r, 2] = used
-            off = used
-            meta[0] = used + grown
-            meta[1] += cap
-        else:
+        if _regrow(table, pool, meta, r, cap, grown) > 0:
             return grown
         for u in range(cap, grown):
-            words[off + u] = 0
-        table[r, 3] = grown
-    words[off + w] |= np.uint32(1) << np.uint32(s & 31)
+            words[table[r, 2] + u] = 0
+    words[table[r, 2] + w] |= np.uint32(1) << np.uint32(s & 31)
     return -1
 
 
@@ -517,36 +536,17 @@ def grant_fast(
                 return -2
             if cap > 0 and bitmap and node == leaf:
                 need = _grant_bit(table, pool, meta, r, s)
-                if need > 0:
-                    return need
-                table[r, 1] += 1
-                for u in range(j):
-                    table[rows[u], 1] += 1
-                return -1
+                return need if need > 0 else _count_in(table, rows, j, r)
             if cap > 0:
                 c = table[r, 1]
                 if c + 1 > tau and node != leaf:
                     return 0
                 if c == cap:
-                    used = meta[0]
                     grown = max(cap + cap // 2, new_cap)  # = tenants.grow(cap)
-                    off = table[r, 2]
-                    if off + cap == used and off + grown <= pool.shape[0]:
-                        meta[0] = used + grown - cap
-                    elif used + grown <= pool.shape[0]:
-                        for u in range(c):
-                            pool[used + u] = pool[off + u]
-                        table[r, 2] = used
-                        meta[0] = used + grown
-                        meta[1] += cap
-                    else:
+                    if _regrow(table, pool, meta, r, c, grown) > 0:
                         return grown
-                    table[r, 3] = grown
                 pool[table[r, 2] + c] = label
-                table[r, 1] = c + 1
-                for u in range(j):
-                    table[rows[u], 1] += 1
-                return -1
+                return _count_in(table, rows, j, r)
             rows[j] = r
             lo = r + 1
             continue
@@ -561,7 +561,7 @@ def grant_fast(
             for col in range(4):
                 table[u, col] = table[u - 1, col]
         table[r, 0] = node
-        table[r, 1] = 1
+        table[r, 1] = 0  # counted below
         table[r, 2] = used
         table[r, 3] = cap
         meta[0] = used + cap
@@ -572,9 +572,7 @@ def grant_fast(
             _grant_bit(table, pool, meta, r, s)  # within its words: cannot need room
         else:
             pool[used] = label
-        for u in range(j):  # rows above r: their indices did not move
-            table[rows[u], 1] += 1
-        return -1
+        return _count_in(table, rows, j, r)  # rows above r: their indices did not move
     return 0
 
 

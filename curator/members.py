@@ -101,17 +101,7 @@ class LeafMembers(ArenaCounters):
             b[node, HOLES] = holes - 1
             return s
         if n == cap:
-            grown = max(_MIN_BLOCK, cap + cap // 4)
-            if off + cap == self.used and off + grown <= self.pool.shape[0]:
-                self.used += grown - cap
-            else:
-                old = self.pool[off : off + n].copy()
-                self.garbage += cap
-                b[node, CAP] = 0  # so a compaction inside _alloc skips it
-                off = self._alloc(grown)
-                self.pool[off : off + n] = old
-                b[node, OFF] = off
-            b[node, CAP] = grown
+            off = self._regrow(b, node, OFF, CAP, n, max(_MIN_BLOCK, cap + cap // 4))
         self.pool[off + n] = label
         b[node, LEN] = n + 1
         return n

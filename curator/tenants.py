@@ -298,20 +298,9 @@ class TenantTree(ArenaCounters):
 
     def _append(self, i: int, label: int) -> None:
         """Append to row i's list (count not yet incremented), growing its capacity if full."""
-        t = self.table
-        c, cap, off = t.item(i, COUNT), t.item(i, CAP), t.item(i, OFF)
+        c, cap, off = self.table.item(i, COUNT), self.table.item(i, CAP), self.table.item(i, OFF)
         if c == cap:
-            grown = grow(cap)
-            if off + cap == self.used and off + grown <= self.pool.shape[0]:
-                self.used += grown - cap  # last list in the arena: grow in place
-            else:
-                old = self.pool[off : off + c].copy()
-                self.garbage += cap
-                t[i, CAP] = 0  # so a compaction inside _alloc skips it
-                off = self._alloc(grown)
-                self.pool[off : off + c] = old
-                t[i, OFF] = off
-            t[i, CAP] = grown
+            off = self._regrow(self.table, i, OFF, CAP, c, grow(cap))
         self.pool[off + c] = label
 
     def _split(self, node: int, tree: Tree, leaf: np.ndarray, tau: int) -> None:
