@@ -110,3 +110,28 @@ def test_snapshot_of_an_older_version_is_rejected() -> None:
     copy = CuratorIndex(dim=8, metric="l2")
     copy.restore(index.snapshot())
     assert copy.access_of(5) == ["a"] and len(copy) == 20
+
+
+def test_snapshot_with_tenant_rows_out_of_node_order_is_rejected_and_nothing_changes() -> None:
+    rng = np.random.default_rng(4)
+    index = CuratorIndex(dim=8, metric="l2", max_sl_size=4, branching=8, max_depth=3, train_size=300)
+    index.add(np.arange(300), clustered(rng, 300, 8, 6), [["a"]] * 300)
+    with np.load(io.BytesIO(index.snapshot()), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert arrays["e_nodes"].size > 2
+    arrays["e_nodes"] = arrays["e_nodes"][::-1].copy()  # same nodes, not ascending
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    target = CuratorIndex(dim=8, metric="l2")
+    target.add(np.array([7]), np.ones((1, 8), np.float32), [["keep"]])
+    with pytest.raises(ValueError, match="tenant counts are inconsistent"):
+        target.restore(buf.getvalue())
+    assert target.access_of(7) == ["keep"] and len(target) == 1  # checked before anything changed
+
+
+def test_equal_scores_are_ordered_by_label_whatever_the_insertion_order() -> None:
+    index = CuratorIndex(dim=4, metric="ip", train_size=10**6)
+    index.add(np.array([5, 3, 9, 1]), np.ones((4, 4), np.float32), [["t"]] * 4)
+    labels, scores = index.search("t", np.ones((1, 4), np.float32), 4)
+    assert labels[0].tolist() == [1, 3, 5, 9] and np.all(scores == 4.0)
+    assert index.search("t", np.ones((1, 4), np.float32), 2)[0][0].tolist() == [1, 3]
