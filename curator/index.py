@@ -65,8 +65,6 @@ MAX_TRAIN_SAMPLE = 200_000
 # on a quarter of the data still route well, and k-means cost stays amortised O(1) per insert.
 RETRAIN_GROWTH = 4
 _MIN_CAP = 8
-# The compiled grant, bound once: module attribute lookups are measurable in a ~4 µs grant.
-_grant_pair = _kernels.grant_pair
 _INT64 = np.dtype(np.int64)
 
 
@@ -98,6 +96,7 @@ class CuratorIndex:
         self.train_size = int(train_size)
         self.use_gpu = use_gpu
         self._lock = RWLock()
+        self._grant_pair = _kernels.grant_pair_entry()  # see `grant`
         self._train_mutex = threading.Lock()  # one (re)training at a time
         self._pad = np.float32(-np.inf if metric == "ip" else np.inf)
         self._tree = Tree.root_only(dim)
@@ -261,7 +260,7 @@ class CuratorIndex:
         tenants take the general path (`_grant_general`).
         """
         if labels.__class__ is np.ndarray and labels.dtype is _INT64 and labels.size == 1:
-            seq = [labels.item(0)]
+            seq: Sequence[int] = (labels.item(0),)
         else:
             seq = self._distinct(labels)
         lock = self._lock
@@ -271,17 +270,16 @@ class CuratorIndex:
             if t is None:
                 self._grant_general(seq, tenant)
                 return
-            tt = self._trees[t]
-            table, pool, meta, mem = tt.table, tt.pool, tt.meta, self._members
+            tt, mem, grant_pair = self._trees[t], self._members, self._grant_pair
             anc, leaf, tau = self._tree.ancestors, self._leaf, self.max_sl_size
             for label in seq:
-                if _grant_pair(table, pool, meta, anc, leaf, label, tau, _MIN_LIST_CAP, mem.blocks, mem.pool) >= 0:
-                    self._grant_general([label], tenant)  # nothing changed: step by step
-                    table, pool, meta = tt.table, tt.pool, tt.meta  # it may have reallocated them
+                # tt's arrays are re-read per label: the general path may reallocate them
+                if grant_pair(tt.table, tt.pool, tt.meta, anc, leaf, label, tau, _MIN_LIST_CAP, mem.blocks, mem.pool) >= 0:
+                    self._grant_general((label,), tenant)  # nothing changed: step by step
         finally:
             lock.release_write()
 
-    def _grant_general(self, seq: list[int], tenant: str) -> None:
+    def _grant_general(self, seq: Sequence[int], tenant: str) -> None:
         """`grant` for any labels and tenant, step by step (write lock held)."""
         t = -1
         tt = None

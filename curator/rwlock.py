@@ -14,7 +14,8 @@ A writer keeps the internal mutex for its whole write (released in `release_writ
 taking it twice around a `writer` flag: readers arriving meanwhile block on the mutex, as they
 would have blocked on the flag, and the uncontended write pays one acquire and one release
 (measured: enter + exit of an uncontended write 0.98 -> ~0.5 µs on the 2-core bench VM, where
-the whole grant is ~6 µs).
+the whole grant is ~6 µs). No `writer` flag either: the held mutex is the flag, and releasing
+it unheld raises (0.31 -> 0.2x µs, of a ~2.7 µs grant).
 """
 
 from __future__ import annotations
@@ -51,13 +52,12 @@ class _Write:
 class RWLock:
     """Condition-based readers-writer lock with writer preference."""
 
-    __slots__ = ("_mutex", "_cond", "_readers", "_writer", "_waiting", "_sleepers", "_read", "_write")
+    __slots__ = ("_mutex", "_cond", "_readers", "_waiting", "_sleepers", "_read", "_write")
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()  # taken directly (C-level `with`) on the fast paths
         self._cond = threading.Condition(self._mutex)
         self._readers = 0  # threads inside read()
-        self._writer = False  # a thread is inside write()
         self._waiting = 0  # threads blocked in write(); readers yield to them
         self._sleepers = 0  # threads inside wait(): skip notify_all when there are none
         self._read = _Read(self)
@@ -99,12 +99,9 @@ class RWLock:
                 self._mutex.release()
                 raise
             self._waiting -= 1
-        self._writer = True
 
     def release_write(self) -> None:
-        if not self._writer:
-            raise RuntimeError("release_write without acquire_write")
-        self._writer = False
+        """Release a write (RuntimeError, from the mutex, when no write is held)."""
         if self._sleepers:
             self._cond.notify_all()  # readers (or writers) that queued behind a waiting writer
         self._mutex.release()

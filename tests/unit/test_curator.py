@@ -16,7 +16,14 @@ from curacache.errors import InvalidArgument
 from curacache.index import Index, SearchResult
 from curacache.index.curator import CURATOR, CuratorAdapter
 from curator import CuratorIndex, TenantTree
-from tests.unit.test_curator_helpers import Model, assert_exact, check_structure, clustered, lists_of
+from tests.unit.test_curator_helpers import (
+    Model,
+    assert_exact,
+    check_grant_arrays,
+    check_structure,
+    clustered,
+    lists_of,
+)
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 HUGE = 1e6
@@ -237,6 +244,8 @@ def test_snapshot_restore_gives_identical_results(metric: str) -> None:
     copy = CuratorIndex(dim=8, metric=metric)  # default params: the snapshot's own win
     copy.restore(blob)
     assert copy.max_sl_size == 6 and copy.trained and np.array_equal(copy.labels(), index.labels())
+    for tenant in copy.tenants():  # restored arrays are fresh, writable, C-contiguous
+        check_grant_arrays(copy, copy.tenant_tree(tenant))  # type: ignore[arg-type]
     q = rng.standard_normal((20, 8)).astype(np.float32)
     for tenant in ("a", "b", "c", "z", "anchor", "nobody"):
         for g2 in (1, 4, HUGE):
@@ -246,6 +255,7 @@ def test_snapshot_restore_gives_identical_results(metric: str) -> None:
     for idx in (index, copy):  # both keep working identically after the restore
         idx.revoke(np.arange(0, 800, 2), "b")
         idx.add(np.array([901]), x[1:2], [["b"]])
+        idx.grant(np.array([901]), "c")  # the compiled single-label grant on restored arrays
     assert np.array_equal(index.search("b", q, 10)[0], copy.search("b", q, 10)[0])
     assert copy.snapshot() == index.snapshot()
     with pytest.raises(ValueError):

@@ -8,9 +8,10 @@ placement (merges happened); a consistent arena.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from curator import CuratorIndex, TenantTree
+from curator import CuratorIndex, TenantTree, _kernels
 
 
 class Model:
@@ -84,6 +85,16 @@ def lists_of(tt: TenantTree) -> dict[int, np.ndarray]:
     return {int(node): tt.ids(int(node)).copy() for node in tt.list_nodes()}
 
 
+def check_grant_arrays(index: CuratorIndex, tt: TenantTree) -> None:
+    """The arrays `CuratorIndex.grant` hands numba's raw entry point have exactly the types it
+    was compiled for: that entry point checks dtypes only, so a view or a 1-D array where a 2-D
+    one belongs would be misread, not rejected."""
+    mem = index.leaf_members
+    arrays = (tt.table, tt.pool, tt.meta, index.tree.ancestors, index._leaf, mem.blocks, mem.pool)
+    want = _kernels.GRANT_PAIR_TYPES[:5] + _kernels.GRANT_PAIR_TYPES[8:]
+    assert [numba.typeof(a) for a in arrays] == list(want)
+
+
 def check_structure(index: CuratorIndex, model: Model) -> None:
     """Every design invariant of every tenant's sub-tree, against the model's access map."""
     tree = index.tree
@@ -93,6 +104,7 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
     for tenant in model.tenants():
         tt = index.tenant_tree(tenant)
         assert tt is not None
+        check_grant_arrays(index, tt)
         lists = lists_of(tt)
         full_count = np.zeros(tree.n_nodes, dtype=np.int64)
         seen: list[int] = []
