@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, types
+from numba.typed import List
 
 _FM = {"reassoc", "contract", "nsz", "arcp"}
+_I32_2D, _I32_1D, _I64_1D = types.int32[:, ::1], types.int32[::1], types.int64[::1]
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
@@ -476,10 +478,10 @@ def tenant_has(
 
 
 @njit(nogil=True, cache=True)
-def tenant_has_many(
-    table: np.ndarray,
-    pool: np.ndarray,
-    meta: np.ndarray,
+def seen_by(
+    tables: list[np.ndarray],
+    pools: list[np.ndarray],
+    metas: list[np.ndarray],
     ancestors: np.ndarray,
     leaf: np.ndarray,
     labels: np.ndarray,
@@ -487,10 +489,17 @@ def tenant_has_many(
     mpool: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """out[i] = `tenant_has(..., labels[i], ...)`: one call per tenant for a whole batch (a
-    remove asks every tenant; numba's per-call dispatch dominates a single check)."""
-    for i in range(labels.shape[0]):
-        out[i] = tenant_has(table, pool, meta, ancestors, leaf, labels[i], blocks, mpool)
+    """out[i, t] = does tenant t see labels[i] (`tenant_has`), for every tenant in one call:
+    the tenants' (table, pool, meta) come as numba typed lists (`curator.directory`)."""
+    for t in range(len(tables)):
+        table, pool, meta = tables[t], pools[t], metas[t]
+        for i in range(labels.shape[0]):
+            out[i, t] = tenant_has(table, pool, meta, ancestors, leaf, labels[i], blocks, mpool)
+
+
+def array_lists():  # type: ignore[no-untyped-def]
+    """Three empty numba typed lists for `seen_by`: int32 tables, int32 pools, int64 metas."""
+    return (List.empty_list(_I32_2D), List.empty_list(_I32_1D), List.empty_list(_I64_1D))
 
 
 @njit(nogil=True, cache=True)
@@ -580,6 +589,92 @@ def grant_fast(
     return 0
 
 
+@njit(nogil=True, cache=True)
+def revoke_fast(
+    table: np.ndarray,
+    pool: np.ndarray,
+    meta: np.ndarray,
+    ancestors: np.ndarray,
+    leaf: np.ndarray,
+    label: int,
+    tau: int,
+    min_cap: int,
+    blocks: np.ndarray,
+    mpool: np.ndarray,
+) -> int:
+    """One tenant's revoke of `label`, in place, up to the merge.
+
+    Returns -2 when the tenant does not see `label` (absent, or not in its one list on the
+    label's path; nothing changed). Otherwise the label is gone from that list (a swap with
+    the last id, or a cleared bit in a leaf bitmap), the counts on the path are decremented,
+    an emptied list is released (its slots become garbage; its row goes when its count
+    reaches 0) and a list at most a quarter full gives back half its capacity (garbage until
+    the next compaction); then -1, or the parent node whose count fell to τ: its children's
+    lists may now merge into one there (`TenantTree._merge_up`; in canonical form the parent
+    of a list holds > τ ids, so no other node can become mergeable).
+    Never reallocates: compaction and shrinking the table are left to the caller.
+    Why compiled: interpreted, a revoke was ~20 µs (a binary search per path node as a numpy
+    call), and a remove() revokes for every tenant that sees the label.
+    """
+    if label < 0 or label >= leaf.shape[0] or leaf[label] < 0:
+        return -2
+    at = leaf[label]
+    entries = meta[2]
+    lo = 0
+    r = -1
+    j = 0
+    while j < ancestors.shape[1]:
+        node = ancestors[at, j]
+        if node < 0:
+            return -2
+        r = _lower_bound(table, lo, entries, node)
+        if r >= entries or table[r, 0] != node:
+            return -2
+        if table[r, 3] > 0:
+            break
+        lo = r + 1
+        j += 1
+    if j == ancestors.shape[1]:
+        return -2
+    node = ancestors[at, j]
+    off, n, cap = table[r, 2], table[r, 1], table[r, 3]
+    if node == at and at > 0:  # a leaf bitmap
+        s = leaf_slot(blocks, mpool, at, label)
+        if s < 0 or not _list_has(table, pool, r, True, s, label):
+            return -2
+        pool.view(np.uint32)[off + (s >> 5)] &= ~(np.uint32(1) << np.uint32(s & 31))
+    else:
+        u = 0
+        while u < n and pool[off + u] != label:
+            u += 1
+        if u == n:
+            return -2
+        pool[off + u] = pool[off + n - 1]
+        if n > 1 and cap > min_cap and n - 1 <= cap // 4:
+            table[r, 3] = cap // 2
+            meta[1] += cap - cap // 2
+    if n == 1:
+        meta[1] += table[r, 3]
+        table[r, 2] = 0
+        table[r, 3] = 0
+    table[r, 1] = n - 1
+    lo = 0
+    for u in range(j):  # the path's rows above r (all before it)
+        lo = _lower_bound(table, lo, r, ancestors[at, u])
+        table[lo, 1] -= 1
+        lo += 1
+    if n == 1:  # count 0: the row goes (only r can reach 0: a parent of a list holds > τ ids)
+        for u in range(r, entries - 1):
+            for col in range(4):
+                table[u, col] = table[u + 1, col]
+        meta[2] = entries - 1
+    if j == 0:
+        return -1
+    p = ancestors[at, j - 1]
+    pr = _lower_bound(table, 0, meta[2], p)
+    return p if table[pr, 1] <= tau else -1
+
+
 # grant_pair results (besides grant_fast's 0 = general path and k > 0 = arena room)
 GRANT_DONE = -1
 GRANT_SEEN = -2  # the tenant already sees the label: nothing to do
@@ -612,7 +707,6 @@ def grant_pair(
     return grant_fast(table, pool, meta, ancestors, leaf[label], label, tau, new_cap, blocks, mpool)
 
 
-_I32_2D, _I32_1D, _I64_1D = types.int32[:, ::1], types.int32[::1], types.int64[::1]
 # What `grant_pair` is handed: the tenant's table, pool, meta; the tree's ancestors; the leaf
 # per label; label, tau, new_cap; the leaf members' blocks and pool. All C-contiguous and
 # writable (the index's own arrays, never views).

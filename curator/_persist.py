@@ -45,10 +45,8 @@ def dump(index: CuratorIndex) -> bytes:
     offsets: list[np.ndarray] = []
     ids: list[np.ndarray] = []
     base = 0
-    for t, tt in enumerate(index._trees):
-        if tt is None:
-            continue
-        names.append(str(index._tenant_names[t]))
+    for _, name, tt in index._tenants.live():
+        names.append(name)
         rows = tt.rows()
         e_nodes.append(rows[:, 0].copy())
         e_counts.append(rows[:, 1].copy())
@@ -177,7 +175,5 @@ def apply(index: CuratorIndex, state: State) -> None:
         tt = TenantTree.from_lists(
             index._members, e_nodes[e0:e1], e_counts[e0:e1], nodes[lo:up].astype(np.int32), off, tids
         )
-        index._tenant_ids[name] = t
-        index._tenant_names.append(name)
-        index._trees.append(tt)
+        index._tenants.add(name, tt)
 

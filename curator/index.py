@@ -12,10 +12,10 @@ State (why: one copy of every vector, per (vector, tenant) one id in one list):
 
 No label -> tenants map: whether tenant t sees label x is answered by t's one list on x's
 path (`TenantTree.has`, compiled), so grant and revoke recognise no-ops without one, and
-remove() asks every tenant. Why: the map cost 2 bytes per (label, tenant) pair plus 8 per
-label, 2.3 MiB of the 8.9 MiB index on the 300-subscriber arXiv bench (share degree 11.6);
-the price is a remove() that is O(tenants) compiled checks instead of O(share degree)
-(one check is ~0.3-1 µs: ~0.1-0.3 ms per removed label at 300 tenants).
+remove() asks every tenant, in one compiled call over all of them (`curator.directory`). Why:
+the map cost 2 bytes per (label, tenant) pair plus 8 per label, 2.3 MiB of the 8.9 MiB index
+on the 300-subscriber arXiv bench (share degree 11.6); the price is a remove() that does
+O(tenants) work instead of O(share degree): ~0.05 µs per tenant.
 
 Symbols: τ = `max_sl_size` (split threshold of a shortlist), b0 = `branching` (root fan-out of
 the GCT), γ1 = `gamma1` (expansion factor: stop the traversal at γ1·γ2·k collected ids),
@@ -44,15 +44,15 @@ split or merge. The caller serialises writers.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Sequence
 
 import numpy as np
 
 from curator import _kernels, _persist
-from curator.rwlock import RWLock
+from curator.directory import TenantDirectory
 from curator.members import LeafMembers
+from curator.rwlock import RWLock
 from curator.tenants import MIN_CAP as _MIN_LIST_CAP
 from curator.tenants import TenantTree
 from curator.tree import Tree, train_tree
@@ -114,10 +114,7 @@ class CuratorIndex:
         self._n = 0
 
     def _reset_tenants(self) -> None:
-        self._tenant_ids: dict[str, int] = {}
-        self._tenant_names: list[str | None] = []
-        self._trees: list[TenantTree | None] = []
-        self._free_tenants: list[int] = []
+        self._tenants = TenantDirectory()
 
     def _grown(self, hi: int) -> int:
         """Label capacity for labels < hi: 1.25x the current one (appends stay amortised O(1))
@@ -140,61 +137,35 @@ class CuratorIndex:
         self._vectors, self._norms, self._leaf = vec, norms, leaf
 
     def _tenant(self, name: str, create: bool) -> int:
-        t = self._tenant_ids.get(name)
+        t = self._tenants.ids.get(name)
         if t is None and create:
-            if self._free_tenants:
-                t = self._free_tenants.pop()
-                self._tenant_names[t] = name
-                self._trees[t] = TenantTree(self._members)
-            else:
-                t = len(self._trees)
-                self._tenant_names.append(name)
-                self._trees.append(TenantTree(self._members))
-            self._tenant_ids[name] = t
+            t = self._tenants.add(name, TenantTree(self._members))
         return -1 if t is None else t
 
-    def _drop_tenant_if_empty(self, t: int) -> None:
-        tt = self._trees[t]
+    def _changed(self, t: int) -> None:
+        """Tenant t's structure may have changed: drop it if empty, else keep the directory's
+        compiled view of its arrays current."""
+        tt = self._tenants.trees[t]
         if tt is not None and tt.size == 0:
-            name = self._tenant_names[t]
-            assert name is not None
-            del self._tenant_ids[name]
-            self._tenant_names[t] = None
-            self._trees[t] = None
-            self._free_tenants.append(t)
-            if not self._tenant_ids:
-                self._reset_tenants()
-
-    def _path(self, label: int) -> list[int]:
-        return self._tree.ancestors[self._leaf.item(label)].tolist()
+            self._tenants.drop(t)
+        else:
+            self._tenants.sync(t)
 
     def _grant_one(self, label: int, t: int) -> None:
-        tt = self._trees[t]
+        tt = self._tenants.trees[t]
         assert tt is not None
         tt.grant(label, self._tree, self._leaf, self.max_sl_size)
+        self._tenants.sync(t)
 
     def _revoke_one(self, label: int, t: int) -> None:
-        tt = self._trees[t]
+        tt = self._tenants.trees[t]
         assert tt is not None
-        tt.revoke(label, self._path(label), self._tree, self.max_sl_size)
-        self._drop_tenant_if_empty(t)
+        tt.revoke(label, self._tree, self._leaf, self.max_sl_size)
+        self._changed(t)
 
     def _seen_by(self, labels: list[int]) -> list[list[int]]:
-        """For each label, the tenant ints that see it: every tenant is asked once for the
-        whole batch (one compiled call each; see the module docstring)."""
-        trees, tree, leaf = self._trees, self._tree, self._leaf
-        if len(labels) == 1:  # a single delete: no mask arrays (measured 70 vs 250 µs, 89 tenants)
-            return [[t for t, tt in enumerate(trees) if tt is not None and tt.has(labels[0], tree, leaf)]]
-        anc, mb, mp = tree.ancestors, self._members.blocks, self._members.pool
-        arr = np.asarray(labels, dtype=np.int64)
-        seen: list[list[int]] = [[] for _ in labels]
-        mask = np.empty(arr.shape[0], dtype=np.bool_)
-        for t, tt in enumerate(trees):
-            if tt is not None:
-                _kernels.tenant_has_many(tt.table, tt.pool, tt.meta, anc, leaf, arr, mb, mp, mask)
-                for i in np.flatnonzero(mask).tolist():
-                    seen[i].append(t)
-        return seen
+        """For each label, the tenant ints that see it (one compiled call over all tenants)."""
+        return self._tenants.seen_by(labels, self._tree.ancestors, self._leaf, self._members)
 
     def _live(self, label: int) -> bool:
         return 0 <= label < self._leaf.shape[0] and self._leaf.item(label) >= 0
@@ -266,11 +237,12 @@ class CuratorIndex:
         lock = self._lock
         lock.acquire_write()
         try:
-            t = self._tenant_ids.get(tenant)
+            tenants = self._tenants
+            t = tenants.ids.get(tenant)
             if t is None:
                 self._grant_general(seq, tenant)
                 return
-            tt, mem, grant_pair = self._trees[t], self._members, self._grant_pair
+            tt, mem, grant_pair = tenants.trees[t], self._members, self._grant_pair
             anc, leaf, tau = self._tree.ancestors, self._leaf, self.max_sl_size
             for label in seq:
                 # tt's arrays are re-read per label: the general path may reallocate them
@@ -290,12 +262,12 @@ class CuratorIndex:
                 continue
             if t < 0:
                 t = self._tenant(tenant, True)
-                tt = self._trees[t]
+                tt = self._tenants.trees[t]
                 assert tt is not None
             if tt.grant(label, tree, leaf, tau):
                 granted = True
-        if t >= 0 and not granted:
-            self._drop_tenant_if_empty(t)
+        if t >= 0:
+            self._changed(t)  # a new tenant that got nothing is dropped again
 
     def revoke(self, labels: np.ndarray, tenant: str) -> None:
         """Stop `tenant` seeing these labels (remove from its list, merge upward); no-ops skipped."""
@@ -307,7 +279,7 @@ class CuratorIndex:
             for label in seq:
                 if self._live(label):
                     self._revoke_one(label, t)
-                    if self._trees[t] is None:  # that was its last label
+                    if self._tenants.ids.get(tenant) != t:  # that was its last label
                         break
 
     def remove(self, labels: np.ndarray) -> None:
@@ -365,15 +337,14 @@ class CuratorIndex:
 
     def _install(self, tree: Tree) -> None:
         """Route every present label through `tree` and rebuild all tenant structures."""
-        seen = [None if tt is None else tt.export()[2] for tt in self._trees]  # decoded by the old GCT
+        seen = [(t, tt.export()[2]) for t, _, tt in self._tenants.live()]  # decoded by the old GCT
         self._tree = tree
         live = np.flatnonzero(self._leaf >= 0)
         self._train_at = RETRAIN_GROWTH * max(int(live.size), self.train_size)
         self._leaf[live] = tree.route_leaves(self._vectors[live])
         self._members = LeafMembers.build(self._leaf, tree.child_count)
-        for t, ids in enumerate(seen):
-            if ids is not None:
-                self._trees[t] = TenantTree.build(ids, tree, self._leaf, self.max_sl_size, self._members)
+        for t, ids in seen:
+            self._tenants.replace(t, TenantTree.build(ids, tree, self._leaf, self.max_sl_size, self._members))
 
     # -- search ---------------------------------------------------------------------------------
 
@@ -394,8 +365,7 @@ class CuratorIndex:
         collect = max(1, int(gamma1 * gamma2 * k))
         keep = max(1, int(gamma2 * k))
         with self._lock.read():
-            t = self._tenant_ids.get(tenant)
-            tt = None if t is None else self._trees[t]
+            tt = self.tenant_tree(tenant)
             if tt is None or nq == 0:
                 return out_labels, out_scores
             tree = self._tree
@@ -428,13 +398,13 @@ class CuratorIndex:
     def tenants(self) -> list[str]:
         """Tenants that see at least one label."""
         with self._lock.read():
-            return sorted(self._tenant_ids)
+            return sorted(self._tenants.ids)
 
     def access_of(self, label: int) -> list[str]:
         """Tenants that see `label` (empty if absent)."""
         with self._lock.read():
             seen = self._seen_by([label])[0] if self._live(label) else []
-            return sorted(str(self._tenant_names[t]) for t in seen)
+            return sorted(str(self._tenants.names[t]) for t in seen)
 
     def path_of(self, label: int) -> np.ndarray:
         """`label`'s root->leaf GCT path (copy; -1 padded; all -1 if absent)."""
@@ -455,18 +425,17 @@ class CuratorIndex:
 
     def tenant_tree(self, tenant: str) -> TenantTree | None:
         """The live structure of `tenant` (for tests and diagnostics: do not mutate)."""
-        t = self._tenant_ids.get(tenant)
-        return None if t is None else self._trees[t]
+        t = self._tenants.ids.get(tenant)
+        return None if t is None else self._tenants.trees[t]
 
     def memory_bytes(self) -> dict[str, int]:
         """Allocated bytes by component (spare capacity included; Python overhead estimated)."""
         with self._lock.read():
             counts = lists = 0
-            for tt in self._trees:
-                if tt is not None:
-                    c, a = tt.nbytes()
-                    counts += c
-                    lists += a
+            for _, _, tt in self._tenants.live():
+                c, a = tt.nbytes()
+                counts += c
+                lists += a
             member_nodes, member_slots = self._members.nbytes()
             return {
                 "vectors": self._vectors.nbytes,
@@ -476,11 +445,7 @@ class CuratorIndex:
                 "tree": self._tree.nbytes() + member_nodes,  # incl. ancestors and the leaves' blocks
                 "tenant_counts": counts,
                 "shortlists": lists,
-                "tenant_map": sys.getsizeof(self._tenant_ids)
-                + sys.getsizeof(self._tenant_names)
-                + sys.getsizeof(self._trees)
-                + sys.getsizeof(self._free_tenants)
-                + sum(sys.getsizeof(name) for name in self._tenant_ids),
+                "tenant_map": self._tenants.nbytes(),
             }
 
     # -- persistence ----------------------------------------------------------------------------

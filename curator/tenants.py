@@ -320,49 +320,30 @@ class TenantTree(ArenaCounters):
 
     # -- revoke path ----------------------------------------------------------------------------
 
-    def revoke(self, label: int, path: list[int], tree: Tree, tau: int) -> bool:
-        """Remove `label` from the tenant's one list on `path`, then merge upward; False
-        (nothing changed) if the tenant does not see it.
+    def revoke(self, label: int, tree: Tree, leaf: np.ndarray, tau: int) -> bool:
+        """Remove `label` from the tenant's one list on its path, then merge upward; False
+        (nothing changed) if the tenant does not see it (or `label` is absent).
 
         Merge rule: while the parent P's children together hold <= τ ids (count[P] <= τ) and
-        none of them has a deeper sub-tree, their lists become one list at P.
+        none of them has a deeper sub-tree, their lists become one list at P. The removal and
+        the counts run compiled (`_kernels.revoke_fast`), merges and compaction here.
         """
-        depth = -1
-        i = -1
-        for j, node in enumerate(path):
-            if node < 0:
-                break
-            i = self._find(node)
-            if i < 0:
-                break
-            if self.table.item(i, CAP):
-                depth = j
-                break
-        if depth < 0:
-            return False  # no list on the label's path: not seen
-        node = path[depth]
-        off, n, cap = self.table.item(i, OFF), self.table.item(i, COUNT), self.table.item(i, CAP)
-        if self.members.bitmap_node[node]:
-            s = self.members.slot(node, label)
-            words = self.pool[off : off + cap].view(np.uint32)
-            bit = np.uint32(1) << np.uint32(s & 31)
-            if s >> 5 >= cap or not words[s >> 5] & bit:
-                return False
-            words[s >> 5] &= ~bit
-        else:
-            hits = np.flatnonzero(self.pool[off : off + n] == label)
-            if hits.size == 0:
-                return False
-            self.pool[off + int(hits[0])] = self.pool[off + n - 1]
-        if n == 1:
-            self._release(i)
-        elif not self.members.bitmap_node[node] and cap > MIN_CAP and n - 1 <= cap // 4:
-            self.table[i, CAP] = cap // 2  # the tail becomes garbage until the next compaction
-            self.garbage += cap - cap // 2
-        self._bump(path[: depth + 1], -1)
-        self._merge_up(int(tree.parent[node]), tree, tau)
-        if self.garbage > _MIN_POOL and 5 * self.garbage > self.used:  # garbage > live / 4
+        m = self.members
+        merge_at = _kernels.revoke_fast(
+            self.table, self.pool, self.meta, tree.ancestors, leaf, label, tau, MIN_CAP, m.blocks, m.pool
+        )
+        if merge_at == -2:
+            return False
+        if merge_at >= 0:
+            self._merge_up(merge_at, tree, tau)
+        if self.garbage == self.used:  # nothing live: give the arena back
+            self.pool = np.empty(0, dtype=np.int32)
+            self.used = self.garbage = 0
+        elif self.garbage > _MIN_POOL and 5 * self.garbage > self.used:  # garbage > live / 4
             self._compact()
+        rows = self.table.shape[0]
+        if rows > _MIN_ROWS and self.entries <= rows // 4:
+            self._resize_table(max(_MIN_ROWS, self.entries * 2))
         return True
 
     def _merge_up(self, p: int, tree: Tree, tau: int) -> None:

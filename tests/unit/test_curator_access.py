@@ -3,8 +3,10 @@ bulk lists and the snapshot version bump."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -135,3 +137,36 @@ def test_equal_scores_are_ordered_by_label_whatever_the_insertion_order() -> Non
     labels, scores = index.search("t", np.ones((1, 4), np.float32), 4)
     assert labels[0].tolist() == [1, 3, 5, 9] and np.all(scores == 4.0)
     assert index.search("t", np.ones((1, 4), np.float32), 2)[0][0].tolist() == [1, 3]
+
+
+def test_directory_view_follows_reallocations_and_reused_tenant_ints() -> None:
+    """remove()/access_of() ask every tenant through the directory's compiled view of their
+    arrays: it must list each tenant's current arrays (and nothing for a freed int), and must
+    not keep replaced arrays alive past the write that replaced them."""
+    rng = np.random.default_rng(3)
+    x = clustered(rng, 400, 8, 6)
+    index = CuratorIndex(dim=8, metric="l2", max_sl_size=8, branching=4, train_size=300)
+    index.add(np.arange(300), x[:300], [["a", "b"] if i % 50 == 0 else ["a"] for i in range(300)])
+    assert index.trained
+    assert index.access_of(50) == ["a", "b"] and index.access_of(4) == ["a"]  # the view is built
+    tt = index.tenant_tree("b")
+    assert tt is not None
+    old = weakref.ref(tt.pool)
+    for label in range(1, 300, 3):  # b grows from 6 ids: its arena is reallocated on the way
+        index.grant(np.array([label], dtype=np.int64), "b")
+        if tt.pool is not old():
+            break
+    assert tt.pool is not old()
+    gc.collect()
+    assert old() is None, "the view still holds b's replaced arena"
+    assert index.access_of(1) == ["a", "b"] and index.access_of(5) == ["a"]
+    index.revoke(np.arange(300), "b")  # b is dropped: its int is free, and sees nothing
+    assert index.tenant_tree("b") is None and index.access_of(50) == ["a"]
+    index.grant(np.array([5]), "c")  # c takes b's int
+    assert index.access_of(5) == ["a", "c"] and index.access_of(50) == ["a"]
+    index.remove(np.array([5]))
+    assert index.tenants() == ["a"] and index.access_of(5) == []
+    index.remove(np.arange(300))  # every tenant gone: the directory starts over
+    assert index.tenants() == [] and len(index) == 0
+    index.add(np.array([7]), x[7:8], [["z"]])
+    assert index.access_of(7) == ["z"]

@@ -143,6 +143,10 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
         assert not spans or spans[-1][1] <= tt.used <= tt.pool.shape[0]
     for name in ("nobody", *[t for t in ("t0", "t1", "t2", "t3", "anchor") if t not in model.tenants()]):
         assert index.tenant_tree(name) is None
+    # who sees a label, from the directory's compiled view of every tenant (what remove() asks;
+    # built on first use, then kept current write by write)
+    for label in list(model.vecs)[:40]:
+        assert index.access_of(label) == sorted(model.access[label])
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int, n_clusters: int, spread: float = 1.0) -> np.ndarray:
