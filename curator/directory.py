@@ -1,21 +1,26 @@
-"""The index's tenants: names <-> small ints (freed ints reused) -> `TenantTree`, and a compiled
-view of every tenant's arrays, so that one compiled call answers which tenants see a label.
+"""The index's tenants: names <-> small ints (freed ints reused) -> `TenantTree`, and an address
+table of every tenant's arrays, so that one compiled call answers which tenants see a label.
 
-Why the view: the index keeps no label -> tenants map (see `curator.index`), so remove() and
-access_of() ask every tenant. Asked one compiled call per tenant, that cost ~2 µs a tenant
-(numba's dispatch and the Python around it): 684 µs per removed label at 300 tenants on the
-arXiv bench. The view lists every tenant's (table, pool, meta) in three numba typed lists,
-handed to `_kernels.seen_by` as three arguments, so a remove is one call whatever the number
-of tenants (the work inside stays O(tenants), ~0.05 µs each).
+Why the address table: the index keeps no label -> tenants map (see `curator.index`), so
+remove() and access_of() ask every tenant. Asked one compiled call per tenant, that cost
+~2 µs a tenant (numba's dispatch and the Python around it): 684 µs per removed label at 300
+tenants on the arXiv bench. Handing numba all tenants' arrays in one call needs them in one
+argument. Numba typed lists of arrays do that but cost ~77 ns per tenant to read (reference
+counting per array) and ~0.7 s of compilation in every new process (their methods are not
+cached on disk); an int64 table of addresses costs ~4 ns per tenant (measured: one call over
+300 tenants, 23 µs with typed lists, 1.1 µs with addresses) and nothing at start.
 
-Keeping it current: only the Python side ever reallocates a tenant's arrays (the compiled
-grant hands such cases back to it), and the index calls `sync(t)` after every write that may
-have done so for tenant t; `sync` compares the arrays it listed with the tenant's by identity.
-The view holds references to what it lists, so a tenant's replaced arrays live until its
-sync, i.e. until the end of the write that replaced them.
+Row t of `addr` = (table address, table rows, pool address, pool length, meta address) of
+tenant t (`_kernels.DIR_*` columns); a free int lists empty arrays (no rows: sees nothing).
 
-Built lazily, on the first `seen_by`: typed lists compile their methods on first use in a
-process (~1 s, not cached on disk), which an index that never removes should not pay.
+Memory safety: the directory keeps a reference to every array whose address it lists
+(`_held`), replaced only together with the row, so an address never outlives its array.
+Only the Python side ever reallocates a tenant's arrays (the compiled grant and revoke hand
+such cases back to it), and the index calls `sync(t)` after every write that may have done so
+for tenant t; `sync` compares the held arrays with the tenant's by identity. A missed sync
+would leave the row pointing at the tenant's previous (still held, so still valid) arrays:
+stale answers, never a dangling read; and it would keep those arrays alive, which the tests
+check does not happen.
 """
 
 from __future__ import annotations
@@ -29,18 +34,23 @@ from curator import _kernels
 from curator.members import LeafMembers
 from curator.tenants import TenantTree
 
-# numba's array struct in a typed list: meminfo, parent, nitems, itemsize, data, then shape
-# and strides (ndim words each)
-_ITEM_BYTES = (5 + 2 * 2) * 8 + 2 * (5 + 2 * 1) * 8
+_MIN_ROWS = 4
+
+
+def _address(a: np.ndarray, dtype: type, ndim: int) -> int:
+    """Data address of an array the compiled side may read as C-contiguous `dtype` (checked)."""
+    if a.dtype != dtype or a.ndim != ndim or not a.flags.c_contiguous:
+        raise AssertionError(f"tenant array is {a.dtype} {a.ndim}-d, contiguous={a.flags.c_contiguous}")
+    return int(a.ctypes.data)
 
 
 class TenantDirectory:
     """Tenants of one index: `ids` (name -> int), `names` / `trees` by int (None = free)."""
 
-    __slots__ = ("ids", "names", "trees", "_free", "_view", "_listed", "_vacant")
+    __slots__ = ("ids", "names", "trees", "addr", "_free", "_held", "_vacant")
 
     def __init__(self) -> None:
-        # what the view lists for a free int: no rows, so the tenant sees nothing
+        # what a free int lists: one all-zero row (entries 0), so the tenant sees nothing
         self._vacant = (np.zeros((1, 4), np.int32), np.zeros(0, np.int32), np.zeros(3, np.int64))
         self._clear()
 
@@ -49,8 +59,9 @@ class TenantDirectory:
         self.names: list[str | None] = []
         self.trees: list[TenantTree | None] = []
         self._free: list[int] = []
-        self._view: tuple[object, object, object] | None = None  # typed lists: tables, pools, metas
-        self._listed: list[tuple[object, ...]] = []  # per int: (tree, table, pool) the view lists
+        # row t: tenant t's arrays (see the module docstring; read by `_kernels.seen_by`)
+        self.addr = np.zeros((_MIN_ROWS, 5), dtype=np.int64)
+        self._held: list[tuple[object, ...]] = []  # per int: (tree, table, pool, meta) addr lists
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -92,40 +103,35 @@ class TenantDirectory:
             self.sync(t)
 
     def sync(self, t: int) -> None:
-        """Make the view list tenant t's current arrays (a no-op while nothing moved)."""
-        if self._view is None:
-            return
+        """Make row t list tenant t's current arrays (a no-op while nothing moved)."""
         tt = self.trees[t]
-        arrays = self._vacant if tt is None else (tt.table, tt.pool, tt.meta)
-        if t < len(self._listed):
-            old = self._listed[t]
-            if old[0] is tt and old[1] is arrays[0] and old[2] is arrays[1]:
+        table, pool, meta = self._vacant if tt is None else (tt.table, tt.pool, tt.meta)
+        if t < len(self._held):
+            old = self._held[t]
+            if old[0] is tt and old[1] is table and old[2] is pool and old[3] is meta:
                 return
-            self._listed[t] = (tt, arrays[0], arrays[1])
-            for lst, a in zip(self._view, arrays):
-                lst[t] = a  # type: ignore[index]
         else:
-            assert t == len(self._listed), "tenant ints are handed out in order"
-            self._listed.append((tt, arrays[0], arrays[1]))
-            for lst, a in zip(self._view, arrays):
-                lst.append(a)  # type: ignore[attr-defined]
+            assert t == len(self._held), "tenant ints are handed out in order"
+            self._held.append(())
+            if t == self.addr.shape[0]:
+                self.addr = np.concatenate([self.addr, np.zeros_like(self.addr)])
+        self.addr[t] = (
+            _address(table, np.int32, 2), table.shape[0], _address(pool, np.int32, 1), pool.shape[0],
+            _address(meta, np.int64, 1),
+        )
+        self._held[t] = (tt, table, pool, meta)
 
     def seen_by(
         self, labels: list[int], ancestors: np.ndarray, leaf: np.ndarray, members: LeafMembers
     ) -> list[list[int]]:
         """For each label, the ints of the tenants that see it (one compiled call)."""
-        if self._view is None:
-            self._view = _kernels.array_lists()
-            for t in range(len(self.trees)):
-                self.sync(t)
-        out = np.zeros((len(labels), len(self.trees)), dtype=np.bool_)
+        out = np.zeros((len(labels), len(self._held)), dtype=np.bool_)
         arr = np.asarray(labels, dtype=np.int64)
-        _kernels.seen_by(*self._view, ancestors, leaf, arr, members.blocks, members.pool, out)
+        _kernels.seen_by(self.addr, ancestors, leaf, arr, members.blocks, members.pool, out)
         return [np.flatnonzero(row).tolist() for row in out]
 
     def nbytes(self) -> int:
-        """The maps and lists (Python object sizes) and the view (numba's list items, estimated)."""
+        """The maps and lists (Python object sizes) and the address table."""
         maps = sys.getsizeof(self.ids) + sys.getsizeof(self.names) + sys.getsizeof(self.trees)
         maps += sys.getsizeof(self._free) + sum(sys.getsizeof(name) for name in self.ids)
-        view = 0 if self._view is None else len(self._listed) * _ITEM_BYTES + sys.getsizeof(self._listed)
-        return maps + view
+        return maps + sys.getsizeof(self._held) + self.addr.nbytes

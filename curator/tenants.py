@@ -167,8 +167,13 @@ class TenantTree(ArenaCounters):
         n = self.entries
         self.table[i : n - 1] = self.table[i + 1 : n]
         self.meta[2] = n - 1
-        if self.table.shape[0] > _MIN_ROWS and n - 1 <= self.table.shape[0] // 4:
-            self._resize_table(max(_MIN_ROWS, (n - 1) * 2))
+        self._shrink_table()
+
+    def _shrink_table(self) -> None:
+        """Halve the spare rows once at most a quarter of the table is used."""
+        rows, n = self.table.shape[0], self.entries
+        if rows > _MIN_ROWS and n <= rows // 4:
+            self._resize_table(max(_MIN_ROWS, n * 2))
 
     def _resize_table(self, rows: int) -> None:
         new = np.zeros((rows, 4), dtype=np.int32)
@@ -176,14 +181,11 @@ class TenantTree(ArenaCounters):
         new[:n] = self.table[:n]
         self.table = new
 
-    def _bump(self, nodes: list[int], by: int) -> None:
-        """Add `by` to the counts of these nodes (rows must exist); drop rows that reach 0."""
+    def _bump(self, nodes: list[int]) -> None:
+        """Count one more id at these nodes (their rows exist)."""
         for node in nodes:
             i = self._find(node)
-            c = self.table.item(i, COUNT) + by
-            self.table[i, COUNT] = c
-            if c == 0:
-                self._delete(i)
+            self.table[i, COUNT] += 1
 
     # -- arena ----------------------------------------------------------------------------------
 
@@ -207,7 +209,10 @@ class TenantTree(ArenaCounters):
         self.garbage += self.table.item(i, CAP)
         self.table[i, CAP] = 0
         self.table[i, OFF] = 0
-        if self.garbage == self.used:  # nothing live: give the arena back
+        self._give_back_if_empty()
+
+    def _give_back_if_empty(self) -> None:
+        if self.used and self.garbage == self.used:  # nothing live: give the arena back
             self.pool = np.empty(0, dtype=np.int32)
             self.used = self.garbage = 0
 
@@ -284,12 +289,12 @@ class TenantTree(ArenaCounters):
             i = self._find(node)
             if i < 0:  # nothing here yet: start a list
                 self._place(node, np.array([label], dtype=np.int32))
-                self._bump(path[:-1], 1)
+                self._bump(path[:-1])
                 return True
             if self.table.item(i, CAP):  # t's list is here
                 assert not m.bitmap_node[node], "the compiled path appends to leaf bitmaps"
                 self._append(i, label)
-                self._bump(path, 1)
+                self._bump(path)
                 i = self._find(node)
                 if self.table.item(i, COUNT) > tau and tree.child_count.item(node) > 0:
                     self._split(node, tree, leaf, tau)
@@ -336,14 +341,10 @@ class TenantTree(ArenaCounters):
             return False
         if merge_at >= 0:
             self._merge_up(merge_at, tree, tau)
-        if self.garbage == self.used:  # nothing live: give the arena back
-            self.pool = np.empty(0, dtype=np.int32)
-            self.used = self.garbage = 0
-        elif self.garbage > _MIN_POOL and 5 * self.garbage > self.used:  # garbage > live / 4
+        self._give_back_if_empty()
+        if self.garbage > _MIN_POOL and 5 * self.garbage > self.used:  # garbage > live / 4
             self._compact()
-        rows = self.table.shape[0]
-        if rows > _MIN_ROWS and self.entries <= rows // 4:
-            self._resize_table(max(_MIN_ROWS, self.entries * 2))
+        self._shrink_table()
         return True
 
     def _merge_up(self, p: int, tree: Tree, tau: int) -> None:

@@ -19,7 +19,7 @@ from curator import CuratorIndex, TenantTree
 from tests.unit.test_curator_helpers import (
     Model,
     assert_exact,
-    check_grant_arrays,
+    check_kernel_arrays,
     check_structure,
     clustered,
     lists_of,
@@ -245,7 +245,7 @@ def test_snapshot_restore_gives_identical_results(metric: str) -> None:
     copy.restore(blob)
     assert copy.max_sl_size == 6 and copy.trained and np.array_equal(copy.labels(), index.labels())
     for tenant in copy.tenants():  # restored arrays are fresh, writable, C-contiguous
-        check_grant_arrays(copy, copy.tenant_tree(tenant))  # type: ignore[arg-type]
+        check_kernel_arrays(copy, copy.tenant_tree(tenant))  # type: ignore[arg-type]
     q = rng.standard_normal((20, 8)).astype(np.float32)
     for tenant in ("a", "b", "c", "z", "anchor", "nobody"):
         for g2 in (1, 4, HUGE):

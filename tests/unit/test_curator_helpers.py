@@ -85,14 +85,23 @@ def lists_of(tt: TenantTree) -> dict[int, np.ndarray]:
     return {int(node): tt.ids(int(node)).copy() for node in tt.list_nodes()}
 
 
-def check_grant_arrays(index: CuratorIndex, tt: TenantTree) -> None:
-    """The arrays `CuratorIndex.grant` hands numba's raw entry point have exactly the types it
-    was compiled for: that entry point checks dtypes only, so a view or a 1-D array where a 2-D
-    one belongs would be misread, not rejected."""
+def check_kernel_arrays(index: CuratorIndex, tt: TenantTree) -> None:
+    """What the kernels read is current and typed as compiled: the tenant's row of the
+    directory's address table lists its arrays as they are now (a missed sync would have
+    `seen_by` read replaced arrays), and the arrays `grant` hands numba's raw entry point have
+    exactly the types it was compiled for (it checks dtypes only, so a view or a 1-D array
+    where a 2-D one belongs would be misread, not rejected)."""
+    d = index._tenants
+    t = d.ids[next(name for name in d.ids if d.trees[d.ids[name]] is tt)]
+    assert d.addr[t].tolist() == [
+        tt.table.ctypes.data, tt.table.shape[0], tt.pool.ctypes.data, tt.pool.shape[0], tt.meta.ctypes.data,
+    ]
+    for a in (tt.table, tt.pool, tt.meta):
+        assert a.flags.c_contiguous and a.flags.writeable
     mem = index.leaf_members
-    arrays = (tt.table, tt.pool, tt.meta, index.tree.ancestors, index._leaf, mem.blocks, mem.pool)
+    passed = (tt.table, tt.pool, tt.meta, index.tree.ancestors, index._leaf, mem.blocks, mem.pool)
     want = _kernels.GRANT_PAIR_TYPES[:5] + _kernels.GRANT_PAIR_TYPES[8:]
-    assert [numba.typeof(a) for a in arrays] == list(want)
+    assert [numba.typeof(a) for a in passed] == list(want)
 
 
 def check_structure(index: CuratorIndex, model: Model) -> None:
@@ -104,7 +113,7 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
     for tenant in model.tenants():
         tt = index.tenant_tree(tenant)
         assert tt is not None
-        check_grant_arrays(index, tt)
+        check_kernel_arrays(index, tt)
         lists = lists_of(tt)
         full_count = np.zeros(tree.n_nodes, dtype=np.int64)
         seen: list[int] = []
