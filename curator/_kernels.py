@@ -564,14 +564,16 @@ def grant_fast(
     """
     entries = meta[2]
     bitmap = leaf > 0
-    s = leaf_slot(blocks, mpool, leaf, label) if bitmap else -1
-    if bitmap and s < 0:
-        return 0
+    s = -1  # the label's slot in its leaf: looked up only if the walk reaches the leaf
     lo = 0
     for j in range(ancestors.shape[1]):
         node = ancestors[leaf, j]
         if node < 0:
             return 0
+        if bitmap and node == leaf:
+            s = leaf_slot(blocks, mpool, leaf, label)
+            if s < 0:
+                return 0
         r = _lower_bound(table, lo, entries, node)
         if r < entries and table[r, 0] == node:
             cap = table[r, 3]
