@@ -1,9 +1,11 @@
-"""What the two id arenas of `curator` share (tenant shortlists, and the label -> tenants map).
+"""What the two id arenas of `curator` share (tenant shortlists, and the GCT leaves' member
+slots).
 
-Both keep variable-length int slices in one flat `pool` array: a slice that outgrows its room
-moves to the arena's end and leaves garbage behind, which a compaction reclaims. `used` (the
-high-water mark) and `garbage` live in a two-element int64 `meta` array so that the compiled
-fast paths in `curator._kernels` can update them in place.
+Both keep variable-length int slices in one flat `pool` array, described by the rows of a
+table (offset and capacity columns): a slice that outgrows its room moves to the arena's end
+and leaves garbage behind, which a compaction reclaims. `used` (the high-water mark) and
+`garbage` live in the int64 `meta` array (first two entries) so that the compiled fast paths
+in `curator._kernels` can update them in place.
 """
 
 from __future__ import annotations
@@ -57,6 +59,25 @@ class ArenaCounters:
             table[row, off_col] = off
         table[row, cap_col] = grown
         return off
+
+    def _compact_slices(
+        self, table: np.ndarray, rows: np.ndarray, off_col: int, cap_col: int, copy_col: int, extra: int, *,
+        min_size: int, what: str, fill: int | None = None,
+    ) -> None:
+        """Copy the slices of these `table` rows (their first `copy_col` slots each), in row
+        order, into a fresh arena sized for their capacities (+ extra, + 1/8 spare; filled
+        with `fill`, or left uninitialised), and point the rows at their new offsets."""
+        caps = table[rows, cap_col].astype(np.int64)
+        live = int(caps.sum())
+        size = max(min_size, live + extra + (live + extra) // 8)
+        assert size <= MAX_POOL, f"{what} arena would exceed 2**31 slots"
+        pool = np.empty(size, dtype=self.pool.dtype) if fill is None else np.full(size, fill, self.pool.dtype)
+        offs = np.concatenate(([0], np.cumsum(caps)[:-1])) if rows.size else caps
+        for row, off in zip(rows.tolist(), offs.tolist()):
+            src, n = table.item(row, off_col), table.item(row, copy_col)
+            pool[off : off + n] = self.pool[src : src + n]
+            table[row, off_col] = off
+        self.pool, self.used, self.garbage = pool, live, 0
 
     def _grow_pool(self, need: int, *, min_size: int, what: str) -> None:
         """Reallocate `pool` (same dtype, live prefix copied) to at least `need` slots, growing

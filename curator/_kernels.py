@@ -39,6 +39,20 @@ def _dot_code(qs: np.ndarray, code: np.ndarray) -> float:
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
+def _scale_query(q: np.ndarray, lo: np.ndarray, step: np.ndarray, qs: np.ndarray) -> float:
+    """qs = q · step (elementwise), and returns q·lo: the query's side of every node key."""
+    for j in range(q.shape[0]):
+        qs[j] = q[j] * step[j]
+    return _dot(q, lo)
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def _node_key(qs: np.ndarray, qlo: float, codes: np.ndarray, cnorm: np.ndarray, c: int) -> float:
+    """||q - c||² - ||q||² for node c's quantized centroid: ||c||² - 2 (q·lo + qs·code)."""
+    return cnorm[c] - 2.0 * (qlo + _dot_code(qs, codes[c]))
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
 def route(
     x: np.ndarray,
     codes: np.ndarray,
@@ -69,9 +83,7 @@ def route(
     cand_key = np.empty(beam * max_fan, dtype=np.float32)
     xs = np.empty(x.shape[1], dtype=np.float32)
     for i in range(x.shape[0]):
-        xlo = _dot(x[i], lo)
-        for j in range(x.shape[1]):
-            xs[j] = x[i, j] * step[j]
+        xlo = _scale_query(x[i], lo, step, xs)
         cur[0] = 0
         nc = 1
         best_leaf = 0
@@ -82,7 +94,7 @@ def route(
                 node = cur[b]
                 for c in range(child_start[node], child_start[node] + child_count[node]):
                     cand_node[m] = c
-                    cand_key[m] = cnorm[c] - 2.0 * (xlo + _dot_code(xs, codes[c]))
+                    cand_key[m] = _node_key(xs, xlo, codes, cnorm, c)
                     m += 1
             if m == 0:
                 break
@@ -188,7 +200,7 @@ def traverse(
         r = _lower_bound(table, row + 1, entries, cs)  # children have larger ids than node
         while r < entries and table[r, 0] < ce:
             c = table[r, 0]
-            ck = np.float32(cnorm[c] - 2.0 * (qlo + _dot_code(qs, codes[c])))
+            ck = np.float32(_node_key(qs, qlo, codes, cnorm, c))
             i = hn  # push (sift up)
             hn += 1
             while i > 0:
@@ -335,9 +347,8 @@ def search(
     qs = np.empty(queries.shape[1], dtype=np.float32)
     for qi in range(queries.shape[0]):
         q = queries[qi]
-        for j in range(q.shape[0]):
-            qs[j] = q[j] * step[j]
-        m = traverse(qs, _dot(q, lo), codes, cnorm, child_start, child_count, table, entries, collect, keep, buckets)
+        qlo = _scale_query(q, lo, step, qs)
+        m = traverse(qs, qlo, codes, cnorm, child_start, child_count, table, entries, collect, keep, buckets)
         total = 0
         for j in range(m):
             total += table[buckets[j], 1]
@@ -410,17 +421,23 @@ def _regrow(table: np.ndarray, pool: np.ndarray, meta: np.ndarray, r: int, keep:
 
 
 @njit(nogil=True, cache=True)
-def _count_in(table: np.ndarray, ancestors: np.ndarray, leaf: int, j: int, r: int) -> int:
-    """The grant landed in row r at path depth j: count it there and at the path's rows above
-    (found again: they all lie before r, in path order); -1. Why not remember them on the way
-    down: a scratch array is a heap allocation per grant, dearer than a few binary searches
-    over rows just read."""
-    table[r, 1] += 1
+def _count_path(table: np.ndarray, ancestors: np.ndarray, leaf: int, j: int, r: int, by: int) -> None:
+    """Add `by` to the count of row r (at depth j of `leaf`'s path) and of the path's rows
+    above it (found again: they all lie before r, in path order). Why not remember them on
+    the way down: a scratch array is a heap allocation per call, dearer than a few binary
+    searches over rows just read."""
+    table[r, 1] += by
     lo = 0
     for u in range(j):
         lo = _lower_bound(table, lo, r, ancestors[leaf, u])
-        table[lo, 1] += 1
+        table[lo, 1] += by
         lo += 1
+
+
+@njit(nogil=True, cache=True)
+def _count_in(table: np.ndarray, ancestors: np.ndarray, leaf: int, j: int, r: int) -> int:
+    """The grant landed in row r at path depth j: count it there and above; -1 (done)."""
+    _count_path(table, ancestors, leaf, j, r, 1)
     return -1
 
 
@@ -452,6 +469,25 @@ def _list_has(table: np.ndarray, pool: np.ndarray, r: int, is_bitmap: bool, s: i
 
 
 @njit(nogil=True, cache=True)
+def _list_row(table: np.ndarray, entries: int, ancestors: np.ndarray, at: int) -> tuple[int, int]:
+    """(row, path depth) of the tenant's one list on GCT leaf `at`'s path: the first path node
+    whose row holds a list; (-1, -1) when a node on the way has no row (the tenant has nothing
+    below it) or the path holds no list."""
+    lo = 0
+    for j in range(ancestors.shape[1]):
+        node = ancestors[at, j]
+        if node < 0:
+            return -1, -1
+        r = _lower_bound(table, lo, entries, node)
+        if r >= entries or table[r, 0] != node:
+            return -1, -1
+        if table[r, 3] > 0:
+            return r, j
+        lo = r + 1
+    return -1, -1
+
+
+@njit(nogil=True, cache=True)
 def tenant_has(
     table: np.ndarray,
     pool: np.ndarray,
@@ -470,21 +506,12 @@ def tenant_has(
     if label < 0 or label >= leaf.shape[0] or leaf[label] < 0:
         return False
     at = leaf[label]
-    entries = meta[2]
-    lo = 0
-    for j in range(ancestors.shape[1]):
-        node = ancestors[at, j]
-        if node < 0:
-            return False
-        r = _lower_bound(table, lo, entries, node)
-        if r >= entries or table[r, 0] != node:
-            return False
-        if table[r, 3] > 0:
-            is_bitmap = node == at and at > 0
-            s = leaf_slot(blocks, mpool, at, label) if is_bitmap else -1
-            return _list_has(table, pool, r, is_bitmap, s, label)
-        lo = r + 1
-    return False
+    r, j = _list_row(table, meta[2], ancestors, at)
+    if r < 0:
+        return False
+    is_bitmap = ancestors[at, j] == at and at > 0
+    s = leaf_slot(blocks, mpool, at, label) if is_bitmap else -1
+    return _list_has(table, pool, r, is_bitmap, s, label)
 
 
 @intrinsic
@@ -651,21 +678,8 @@ def revoke_fast(
         return -2
     at = leaf[label]
     entries = meta[2]
-    lo = 0
-    r = -1
-    j = 0
-    while j < ancestors.shape[1]:
-        node = ancestors[at, j]
-        if node < 0:
-            return -2
-        r = _lower_bound(table, lo, entries, node)
-        if r >= entries or table[r, 0] != node:
-            return -2
-        if table[r, 3] > 0:
-            break
-        lo = r + 1
-        j += 1
-    if j == ancestors.shape[1]:
+    r, j = _list_row(table, entries, ancestors, at)
+    if r < 0:
         return -2
     node = ancestors[at, j]
     off, n, cap = table[r, 2], table[r, 1], table[r, 3]
@@ -686,12 +700,7 @@ def revoke_fast(
         meta[1] += table[r, 3]
         table[r, 2] = 0
         table[r, 3] = 0
-    table[r, 1] = n - 1
-    lo = 0
-    for u in range(j):  # the path's rows above r (all before it)
-        lo = _lower_bound(table, lo, r, ancestors[at, u])
-        table[lo, 1] -= 1
-        lo += 1
+    _count_path(table, ancestors, at, j, r, -1)
     if n == 1:  # count 0: the row goes (only r can reach 0: a parent of a list holds > τ ids)
         for u in range(r, entries - 1):
             for col in range(4):

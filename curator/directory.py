@@ -65,9 +65,6 @@ class TenantDirectory:
         self.addr = np.zeros((_MIN_ROWS, 5), dtype=np.int64)
         self._held: list[tuple[object, ...]] = []  # per int: (tree, table, pool, meta) addr lists
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def live(self) -> Iterator[tuple[int, str, TenantTree]]:
         """(int, name, tree) of every tenant, by int."""
         for t, tt in enumerate(self.trees):
@@ -117,10 +114,10 @@ class TenantDirectory:
             self._held.append(())
             if t == self.addr.shape[0]:
                 self.addr = np.concatenate([self.addr, np.zeros_like(self.addr)])
-        self.addr[t] = (
-            _address(table, np.int32, 2), table.shape[0], _address(pool, np.int32, 1), pool.shape[0],
-            _address(meta, np.int64, 1),
-        )
+        row = self.addr[t]
+        row[_kernels.DIR_TABLE], row[_kernels.DIR_ROWS] = _address(table, np.int32, 2), table.shape[0]
+        row[_kernels.DIR_POOL], row[_kernels.DIR_POOL_LEN] = _address(pool, np.int32, 1), pool.shape[0]
+        row[_kernels.DIR_META] = _address(meta, np.int64, 1)
         self._held[t] = (tt, table, pool, meta)
 
     def seen_by(

@@ -131,14 +131,4 @@ class LeafMembers(ArenaCounters):
     def _compact(self, extra: int) -> None:
         """Copy the live blocks, in node order, into a fresh arena (+ extra, + 1/8 spare)."""
         nodes = np.flatnonzero(self.blocks[:, CAP])
-        caps = self.blocks[nodes, CAP].astype(np.int64)
-        live = int(caps.sum())
-        size = max(_MIN_POOL, live + extra + (live + extra) // 8)
-        assert size <= MAX_POOL, "member arena would exceed 2**31 slots"
-        pool = np.full(size, -1, dtype=np.int32)
-        offs = np.concatenate(([0], np.cumsum(caps)[:-1])) if nodes.size else caps
-        for node, off in zip(nodes.tolist(), offs.tolist()):
-            src, n = self.blocks.item(node, OFF), self.blocks.item(node, LEN)
-            pool[off : off + n] = self.pool[src : src + n]
-            self.blocks[node, OFF] = off
-        self.pool, self.used, self.garbage = pool, live, 0
+        self._compact_slices(self.blocks, nodes, OFF, CAP, LEN, extra, min_size=_MIN_POOL, what="member", fill=-1)

@@ -232,19 +232,8 @@ class TenantTree(ArenaCounters):
     def _compact(self, extra: int = 0) -> None:
         """Copy the live lists, in node order, into a fresh arena sized for them (+ extra, + 1/8).
         Whole reservations are copied: a leaf bitmap's words are all live."""
-        r = self.rows()
-        rows = np.flatnonzero(r[:, CAP])
-        caps = r[rows, CAP].astype(np.int64)
-        live = int(caps.sum())
-        size = max(_MIN_POOL, live + extra + (live + extra) // 8)
-        assert size <= MAX_POOL, "tenant arena would exceed 2**31 slots"
-        pool = np.empty(size, dtype=np.int32)
-        offs = np.concatenate(([0], np.cumsum(caps)[:-1])) if rows.size else caps
-        for i, off in zip(rows.tolist(), offs.tolist()):
-            src, n = self.table.item(i, OFF), self.table.item(i, CAP)
-            pool[off : off + n] = self.pool[src : src + n]
-            self.table[i, OFF] = off
-        self.pool, self.used, self.garbage = pool, live, 0
+        rows = np.flatnonzero(self.rows()[:, CAP])
+        self._compact_slices(self.table, rows, OFF, CAP, CAP, extra, min_size=_MIN_POOL, what="tenant")
 
     # -- grant path -----------------------------------------------------------------------------
 

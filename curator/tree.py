@@ -53,6 +53,11 @@ def quantize(centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return codes, lo.astype(np.float32), step
 
 
+def dequantize(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """The float32 centroids the codes stand for (a new array)."""
+    return lo + step * codes.astype(np.float32)
+
+
 @dataclass(frozen=True, slots=True)
 class Tree:
     """Flattened GCT arrays (read-only once built; a retrain builds a new Tree)."""
@@ -88,7 +93,7 @@ class Tree:
     ) -> Tree:
         """A tree over float centroids (quantized here; `cnorm` from the dequantized values)."""
         codes, lo, step = quantize(centroids)
-        deq = lo + step * codes.astype(np.float32)
+        deq = dequantize(codes, lo, step)
         return cls(
             codes=codes,
             lo=lo,
@@ -103,7 +108,7 @@ class Tree:
     @property
     def centroids(self) -> np.ndarray:
         """Dequantized centroids, float32 (n_nodes, dim) (a new array; for diagnostics)."""
-        return self.lo + self.step * self.codes.astype(np.float32)
+        return dequantize(self.codes, self.lo, self.step)
 
     @property
     def n_nodes(self) -> int:
