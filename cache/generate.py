@@ -1,5 +1,6 @@
 """Generate: lookup; on a hit replay the cached text; on a miss stream the backend through,
-admit and store on success (DESIGN §3 Cache.Generate, §5).
+admit and store on success (DESIGN §3 Cache.Generate, §5). The stream opens with the lookup's
+outcome, so a caller knows hit or miss before the first chunk.
 
 Users complain that semantic caches do not cache streamed responses and replay errors as
 successes; here the streamed text is accumulated and stored only after the backend's final
@@ -63,8 +64,9 @@ class Generator:
     def in_flight(self) -> int:
         return len(self._flights)
 
-    async def run(self, req: LookupRequest) -> AsyncIterator[Chunk | FinalResult]:
+    async def run(self, req: LookupRequest) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
         result, prep = await self._lookup(req)
+        yield result  # first, so a caller can say hit or miss before any text (HTTP headers)
         if result.hit and result.response is not None:
             response = result.response
             for piece in replay_chunks(response.text, self._chunk_chars):

@@ -137,9 +137,10 @@ class SemanticCache:
         prep = self._prepare(req)
         return await self._store_prepared(prep, response, ttl=ttl, shared=shared)
 
-    def generate(self, req: LookupRequest) -> AsyncIterator[Chunk | FinalResult]:
-        """Chunks then one FinalResult (`cached` says hit or not). Backend errors propagate and
-        nothing is stored; equivalent concurrent misses share one backend call."""
+    def generate(self, req: LookupRequest) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
+        """The lookup's LookupResult, then chunks, then one FinalResult (`cached` says hit or not).
+        Backend errors propagate and nothing is stored; equivalent concurrent misses share one
+        backend call."""
         return self._generator.run(req)
 
     async def _lookup(self, req: LookupRequest) -> tuple[LookupResult, Prepared]:
@@ -155,8 +156,15 @@ class SemanticCache:
                                   detail=f"caching is disabled for category {category!r}")
             self._stats.lookup(category, result.reason, steps, None)
             return result, prep
+        if not self._cacheable(prep, policy):
+            result = LookupResult(hit=False, reason=Reason.NONDETERMINISTIC, category=category,
+                                  detail="temperature > 0 without seed; the category does not cache sampled answers")
+            self._stats.lookup(category, result.reason, steps, None)
+            return result, prep
         now = self._clock.now()
         threshold, _ = self._effective(category, req.model)
+        if req.min_similarity is not None:
+            threshold = max(threshold, req.min_similarity)  # the caller may only be stricter
         t0 = self._clock.monotonic()
         exact, exact_failure = await self._exact(prep, category, policy, now)
         steps["exact"] = _ms(self._clock.monotonic() - t0)
@@ -258,6 +266,8 @@ class SemanticCache:
         vector = await self._vector(prep, {})
         now = self._clock.now()
         ttl_s = ttl if ttl is not None else self._effective(category, req.model)[1]
+        if req.max_ttl is not None:
+            ttl_s = min(ttl_s, req.max_ttl)
         scope = SHARED_TENANT if shared else req.tenant
         entry = CacheEntry(
             entry_id=prep.exact_key(scope, category), category=category, tenant=req.tenant, shared=shared,
@@ -377,6 +387,12 @@ class SemanticCache:
             steps["embed"] = _ms(self._clock.monotonic() - t0)
             prep.vector = rows[0]
         return prep.vector
+
+    @staticmethod
+    def _cacheable(prep: Prepared, policy: CategoryPolicy) -> bool:
+        """A sampled request is neither served from nor stored in a category that does not
+        cache sampled answers (admission refuses the same requests)."""
+        return prep.deterministic or policy.cache_nondeterministic
 
     def _shareable(self, prep: Prepared) -> bool:
         """Single-flight only requests whose answer may be shared: deterministic ones, or any

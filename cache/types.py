@@ -46,6 +46,7 @@ class Reason(StrEnum):
     EMPTY = "empty"
     NO_CACHE = "no_cache"
     SINGLE_FLIGHT = "single_flight"  # a miss served by another request's in-flight backend call
+    NONDETERMINISTIC = "nondeterministic"  # samples, and the category does not cache sampled answers
 
 
 class StoreReason(StrEnum):
@@ -186,6 +187,8 @@ class LookupRequest:
     embedding: np.ndarray | None = None
     no_store: bool = False
     no_cache: bool = False
+    min_similarity: float | None = None
+    max_ttl: float | None = None
 
     def __post_init__(self) -> None:
         _check_tenant(self.tenant)
@@ -207,6 +210,10 @@ class LookupRequest:
         for name in ("no_store", "no_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequest(name, "must be a boolean")
+        if self.min_similarity is not None and not _number_in(self.min_similarity, 0.0, 1.0):
+            raise InvalidRequest("min_similarity", f"must be a number in [0, 1], got {self.min_similarity!r}")
+        if self.max_ttl is not None and not _number_in(self.max_ttl, 0.0, math.inf, low_open=True):
+            raise InvalidRequest("max_ttl", f"must be a positive number of seconds, got {self.max_ttl!r}")
 
     @property
     def query_text(self) -> str:
@@ -276,6 +283,12 @@ class FinalResult:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "usage", _usage(self.usage, "usage"))
+
+
+def _number_in(value: object, low: float, high: float, *, low_open: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return (low < value if low_open else low <= value) and value <= high
 
 
 def _check_tenant(tenant: object) -> None:

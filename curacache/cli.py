@@ -1,4 +1,8 @@
-"""`curacache` command line: serve, fake-llm (more subcommands join as features land)."""
+"""`curacache` command line: serve, gateway, fake-llm.
+
+Each subcommand imports what it runs only when it runs, so the gateway (and the SDK) work on the
+light install (`pip install curacache`) without the service's dependencies.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-
-from curacache.server.config import ConfigError, load_config
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +29,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
 
 async def _serve_async(args: argparse.Namespace) -> None:
     from curacache.server.app import create_server, describe_store
+    from curacache.server.config import load_config
 
     config_file = args.config or (Path(os.environ["CURACACHE_CONFIG"]) if os.environ.get("CURACACHE_CONFIG") else None)
     config = load_config(
@@ -58,6 +61,8 @@ async def _serve_async(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from curacache.server.config import ConfigError
+
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it narrates CPU-feature probing at INFO
     try:
@@ -124,10 +129,50 @@ def _fake_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gateway_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gateway",
+        help="run the OpenAI-compatible HTTP gateway in front of the service",
+        description="OpenAI-compatible HTTP gateway: point any OpenAI client's base URL at "
+        "http://LISTEN/v1 and its chat/completions requests go through the semantic cache.",
+    )
+    p.add_argument("--listen", help="HOST:PORT to serve HTTP on (default 127.0.0.1:8080; port 0 picks one)")
+    p.add_argument("--server", help="HOST:PORT of the curacache service (default 127.0.0.1:50051)")
+    p.add_argument("--config", type=Path, help="TOML gateway config (keys, service_key, limits)")
+    p.set_defaults(run=_gateway)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from curacache.gateway.app import serve
+    from curacache.gateway.config import GatewayConfigError, load_gateway_config
+
+    try:
+        config = load_gateway_config(file=args.config, overrides={"listen": args.listen, "server": args.server})
+    except GatewayConfigError as exc:
+        print(f"curacache gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(port: int) -> None:
+        auth = f"{len(config.keys)} keys" if config.keys else f"no keys (loopback only, tenant {config.default_tenant!r})"
+        print(f"curacache gateway listening on http://{config.host}:{port}/v1 -> service {config.server}; {auth}",
+              flush=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, stop=stop, ready=ready)
+
+    asyncio.run(run())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="curacache", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _gateway_parser(sub)
     _fake_llm_parser(sub)
     args = parser.parse_args(argv)
     return int(args.run(args))

@@ -5,8 +5,11 @@ from curacache.client.cache_types import (
     CachedResponse,
     CategoryPolicy,
     CategoryStats,
+    ForwardHead,
     GenerateResult,
+    GenerateStart,
     LookupResult,
+    Model,
     StoreResult,
     Usage,
 )
@@ -26,8 +29,8 @@ from curacache.client.types import CollectionInfo, CollectionStats, Hit, Record
 
 __all__ = [
     "AlreadyExistsError", "AsyncClient", "CachedResponse", "CategoryPolicy", "CategoryStats",
-    "Client", "CollectionInfo", "CollectionStats", "GenerateResult", "LookupResult", "StoreResult",
-    "Usage",
+    "Client", "CollectionInfo", "CollectionStats", "ForwardHead", "GenerateResult", "GenerateStart",
+    "LookupResult", "Model", "StoreResult", "Usage",
     "CuracacheError", "DeadlineExceededError", "Hit", "InvalidArgumentError", "NotFoundError",
     "PermissionDeniedError", "Record", "ResourceExhaustedError", "UnauthenticatedError",
     "UnavailableError",

@@ -26,7 +26,8 @@ class AsyncClient(CacheCalls):
     """Async client for a Curacache server (vector collections here; cache calls in CacheCalls).
 
     `target` is "host:port"; `api_key` is sent as `authorization: Bearer <key>`;
-    `timeout` is the per-call deadline in seconds (None: no deadline).
+    `timeout` is the per-call deadline in seconds (None: no deadline); `channel_options` are
+    extra gRPC channel arguments (e.g. `("grpc.max_reconnect_backoff_ms", 1000)`).
     """
 
     def __init__(
@@ -37,10 +38,12 @@ class AsyncClient(CacheCalls):
         timeout: float | None = 60.0,
         credentials: grpc.ChannelCredentials | None = None,
         max_message_bytes: int = 256 << 20,
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            *channel_options,
         ]
         self._channel = (
             grpc.aio.secure_channel(target, credentials, options=options)

@@ -8,7 +8,9 @@ take part in the fingerprint: a cached response is served only for the same mode
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Union
 
@@ -20,8 +22,11 @@ from curacache.client.cache_types import (
     CachedResponse,
     CategoryPolicy,
     CategoryStats,
+    ForwardHead,
     GenerateResult,
+    GenerateStart,
     LookupResult,
+    Model,
     StoreResult,
     Usage,
 )
@@ -96,15 +101,67 @@ class CacheCalls:
         shared: bool = False,
         no_store: bool = False,
         no_cache: bool = False,
+        min_similarity: float | None = None,
+        max_ttl: float | None = None,
     ) -> AsyncIterator[str | GenerateResult]:
-        """Yield the response text in chunks, then one GenerateResult (`cached` tells a hit)."""
+        """Yield the response text in chunks, then one GenerateResult (`cached` tells a hit).
+
+        `min_similarity` may only make the lookup stricter than the category's threshold;
+        `max_ttl` caps how long the response is stored (seconds)."""
+        events = self.generate_events(
+            prompt, tenant, category, model, params, embedding, shared=shared, no_store=no_store,
+            no_cache=no_cache, min_similarity=min_similarity, max_ttl=max_ttl,
+        )
+        async with contextlib.aclosing(events):
+            async for item in events:
+                if not isinstance(item, GenerateStart):
+                    yield item
+
+    async def generate_events(
+        self,
+        prompt: Prompt,
+        tenant: str,
+        category: str | None = None,
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        embedding: np.ndarray | Sequence[float] | None = None,
+        *,
+        shared: bool = False,
+        no_store: bool = False,
+        no_cache: bool = False,
+        min_similarity: float | None = None,
+        max_ttl: float | None = None,
+    ) -> AsyncIterator[GenerateStart | str | GenerateResult]:
+        """`generate`, opening with a GenerateStart: hit or miss is known before any text."""
         query = _query(prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache)
-        async for chunk in self._stream(self._cache.Generate, pb.GenerateRequest(query=query, shared=shared)):
-            if chunk.WhichOneof("kind") == "text":
+        query.min_similarity = min_similarity or 0.0
+        request = pb.GenerateRequest(query=query, shared=shared, max_ttl_s=max_ttl or 0.0)
+        async for chunk in self._stream(self._cache.Generate, request):
+            kind = chunk.WhichOneof("kind")
+            if kind == "text":
                 yield chunk.text
+            elif kind == "start":
+                s = chunk.start
+                yield GenerateStart(s.cached, s.similarity, s.category, s.entry_id, s.reason, s.threshold, s.cacheable)
             else:
                 d = chunk.done
                 yield GenerateResult(d.cached, _response(d.response), d.similarity, d.category, d.entry_id, d.reason, d.stored)
+
+    async def models(self) -> list[Model]:
+        """The models the service's LLM backends serve."""
+        r = await self._call(self._cache.Models, pb.ModelsRequest())
+        return [Model(m.id, m.owned_by) for m in r.models]
+
+    async def forward(self, path: str, body: bytes, tenant: str) -> AsyncIterator[ForwardHead | bytes]:
+        """Send an OpenAI request body untouched to the backend serving its model (no caching):
+        yields the backend's ForwardHead, then its response body as it arrives."""
+        request = pb.ForwardRequest(tenant=tenant, path=path, body=body)
+        async for chunk in self._stream(self._cache.Forward, request):
+            if chunk.WhichOneof("kind") == "head":
+                h = chunk.head
+                yield ForwardHead(h.status, h.content_type, h.retry_after or None)
+            else:
+                yield chunk.data
 
     async def invalidate(
         self,
@@ -168,8 +225,10 @@ def _query(
                 setattr(p, key, value)
             elif key == "stop":
                 p.stop.extend([value] if isinstance(value, str) else value)
-            else:
-                p.extra[key] = str(value)
+            elif isinstance(value, str):
+                p.extra[key] = value
+            else:  # numbers, booleans, objects: sent as JSON so the backend gets their type
+                p.extra_json[key] = json.dumps(value)
     if embedding is not None:
         q.embedding = np.ascontiguousarray(embedding, dtype="<f4").ravel().tobytes()
     return q

@@ -42,6 +42,22 @@ class StoreResult:
 
 
 @dataclass(frozen=True, slots=True)
+class GenerateStart:
+    """The first item `generate_events` yields: the lookup's outcome, before any text.
+
+    `cacheable` is False when the policy keeps the request out of the cache entirely (it
+    samples and the category does not cache sampled answers, or the category is disabled)."""
+
+    cached: bool
+    similarity: float
+    category: str
+    entry_id: str
+    reason: str
+    threshold: float
+    cacheable: bool
+
+
+@dataclass(frozen=True, slots=True)
 class GenerateResult:
     """The last item `generate` yields, after the text chunks."""
 
@@ -92,3 +108,20 @@ class CategoryStats:
     hit_rate: float
     semantic_skipped: bool
     miss_cost_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A model some LLM backend of the service serves; `owned_by` names that backend."""
+
+    id: str
+    owned_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardHead:
+    """First item of `forward`: the backend's status line; its body bytes follow."""
+
+    status: int
+    content_type: str
+    retry_after: str | None

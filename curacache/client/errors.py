@@ -5,13 +5,18 @@ from __future__ import annotations
 import grpc
 
 
-class CuracacheError(Exception):
-    """A call failed; `code` is the gRPC status, `details` the server's message."""
+ERROR_SOURCE_KEY = "curacache-error-source"  # the server's trailing metadata (curacache.server.status)
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+
+class CuracacheError(Exception):
+    """A call failed; `code` is the gRPC status, `details` the server's message, `source`
+    "backend" when an LLM backend failed (down, overloaded, timed out) rather than the service."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, *, source: str = "") -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+        self.source = source
 
 
 class InvalidArgumentError(CuracacheError): ...
@@ -24,8 +29,8 @@ class DeadlineExceededError(CuracacheError): ...
 
 
 class ResourceExhaustedError(CuracacheError):
-    def __init__(self, code: grpc.StatusCode, details: str, retry_after: float | None) -> None:
-        super().__init__(code, details)
+    def __init__(self, code: grpc.StatusCode, details: str, retry_after: float | None, *, source: str = "") -> None:
+        super().__init__(code, details, source=source)
         self.retry_after = retry_after
 
 
@@ -42,7 +47,9 @@ _BY_CODE: dict[grpc.StatusCode, type[CuracacheError]] = {
 
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> CuracacheError:
     code, details = exc.code(), exc.details() or ""
+    trailers = dict(exc.trailing_metadata() or ())
+    source = str(trailers.get(ERROR_SOURCE_KEY, ""))
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        retry = dict(exc.trailing_metadata() or ()).get("retry-after")
-        return ResourceExhaustedError(code, details, float(retry) if retry else None)
-    return _BY_CODE.get(code, CuracacheError)(code, details)
+        retry = trailers.get("retry-after")
+        return ResourceExhaustedError(code, details, float(retry) if retry else None, source=source)
+    return _BY_CODE.get(code, CuracacheError)(code, details, source=source)

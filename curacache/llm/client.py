@@ -27,7 +27,7 @@ from curacache.llm import wire
 from curacache.llm.config import BackendConfig
 from curacache.llm.errors import BackendError, BackendTimeout, BackendUnavailable, UnknownModel
 from curacache.llm.load import LoadTracker
-from curacache.llm.types import Chunk, Completion, GenerationRequest
+from curacache.llm.types import Chunk, Completion, ForwardHead, GenerationRequest
 
 
 class _Retry(Exception):
@@ -37,6 +37,11 @@ class _Retry(Exception):
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+
+
+def _unwrap(failure: Exception) -> Exception:
+    """The error inside a `_Retry` (for calls that never retry)."""
+    return failure.error if isinstance(failure, _Retry) else failure
 
 
 class BackendClient:
@@ -219,6 +224,59 @@ class BackendClient:
             finally:
                 await response.aclose()
         yield assembler.completion()  # after the slot is free: the HTTP exchange is over
+
+    async def served_models(self) -> tuple[str, ...]:
+        """The configured model list; a catch-all backend (none configured) is asked for its
+        own `/models`. Raises BackendError when it cannot be asked."""
+        if self.config.models:
+            return self.config.models
+        try:
+            response = await self._http.get("/models", timeout=self._completion_timeout)
+        except httpx.HTTPError as exc:
+            raise _unwrap(self._transport_failure(exc, delivered=True)) from exc
+        if response.status_code != 200:
+            raise BackendUnavailable(f"backend {self.name}: /models answered {response.status_code}", backend=self.name)
+        try:
+            rows = response.json().get("data") or []
+            return tuple(str(row["id"]) for row in rows if isinstance(row, dict) and row.get("id"))
+        except (ValueError, AttributeError) as exc:
+            raise BackendUnavailable(f"backend {self.name}: /models sent no model list", backend=self.name) from exc
+
+    async def forward(self, path: str, body: bytes) -> AsyncIterator[ForwardHead | bytes]:
+        """POST `body` untouched to `path` (relative to the API base) and relay the response:
+        its `ForwardHead`, then its body bytes as they arrive.
+
+        For requests the cache must not touch (tools, n > 1, ...). The backend's own status and
+        body pass through, errors included; only a failure to reach it raises. Never retried:
+        the body is opaque, so we cannot tell whether a retry is safe.
+        """
+        self._load.begin()
+        try:
+            async with self._slots:
+                request = self._http.build_request(
+                    "POST", path, content=body, headers={"content-type": "application/json"},
+                    timeout=self._stream_timeout,
+                )
+                try:
+                    response = await self._http.send(request, stream=True)
+                except httpx.HTTPError as exc:
+                    raise _unwrap(self._transport_failure(exc, delivered=True)) from exc
+                try:
+                    self._load.record_attempt(pressure=response.status_code == 429 or response.status_code >= 500)
+                    yield ForwardHead(
+                        status=response.status_code,
+                        content_type=response.headers.get("content-type", "application/json"),
+                        retry_after=response.headers.get("retry-after"),
+                    )
+                    try:
+                        async for data in response.aiter_bytes():
+                            yield data
+                    except httpx.HTTPError as exc:
+                        raise _unwrap(self._transport_failure(exc, delivered=True)) from exc
+                finally:
+                    await response.aclose()
+        finally:
+            self._load.end()
 
     # -- failure classification ------------------------------------------------------------------
 

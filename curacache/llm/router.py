@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from curacache.llm.client import BackendClient
 from curacache.llm.config import BackendConfig
 from curacache.llm.errors import UnknownModel
-from curacache.llm.types import Chunk, Completion, GenerationRequest
+from curacache.llm.types import Chunk, Completion, ForwardHead, GenerationRequest
 
 
 class BackendRouter:
@@ -60,6 +60,10 @@ class BackendRouter:
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk | Completion]:
         return self.route(request.model).stream(request)
+
+    def forward(self, model: str, path: str, body: bytes) -> AsyncIterator[ForwardHead | bytes]:
+        """`BackendClient.forward` on the backend that serves `model`."""
+        return self.route(model).forward(path, body)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(b.aclose() for b in self._backends))

@@ -75,3 +75,12 @@ class Completion:
     finish_reason: str | None
     usage: Usage
     model: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardHead:
+    """The status line of a forwarded request's response; its body follows as bytes."""
+
+    status: int
+    content_type: str
+    retry_after: str | None

@@ -135,7 +135,8 @@ async def create_server(config: ServerConfig, *, store: DocumentStore | None = N
     collections_pb2_grpc.add_CollectionsServicer_to_server(CollectionsServicer(db, gate, limits), server)
     vectors_pb2_grpc.add_VectorsServicer_to_server(VectorsServicer(db, gate, limits), server)
     if cache is not None:
-        cache_pb2_grpc.add_CacheServicer_to_server(CacheServicer(cache.cache, gate, dim=cache.dim), server)
+        cache_pb2_grpc.add_CacheServicer_to_server(CacheServicer(
+            cache.cache, gate, dim=cache.dim, router=cache.router, max_forward_bytes=limits.max_forward_bytes), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -149,4 +149,13 @@ class RouterBackend:
 
 
 def _backend_params(params: Mapping[str, object]) -> dict[str, object]:
-    return {k: v for k, v in params.items() if v is not None}
+    return {k: _json_ready(v) for k, v in params.items() if v is not None}
+
+
+def _json_ready(value: object) -> object:
+    """The cache freezes params (read-only mappings, tuples); the wire needs dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_json_ready(v) for v in value]
+    return value

@@ -12,6 +12,7 @@ import grpc
 
 from cache import errors as cache_errors
 from curacache import errors
+from curacache.llm.errors import BackendError
 from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
 
 log = logging.getLogger("curacache.server")
@@ -35,6 +36,11 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 )
 
 
+ERROR_SOURCE_KEY = "curacache-error-source"
+"""Trailing metadata naming where a failure came from: "backend" for an LLM backend's, so a
+gateway can tell a backend that is down (502) or overloaded (503) from the service itself."""
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
     """Status code, message and trailing metadata for an exception."""
     for kind, code in _CODES:
@@ -42,6 +48,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[st
             trailers: tuple[tuple[str, str], ...] = ()
             if isinstance(exc, errors.ResourceExhausted):
                 trailers = (("retry-after", str(max(1, math.ceil(exc.retry_after)))),)
+            if isinstance(exc, BackendError):
+                trailers += ((ERROR_SOURCE_KEY, "backend"),)
             return code, str(exc), trailers
     log.exception("internal error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", ()

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from cache import Chunk, FinalResult, LookupRequest, Reason, StoreReason
+from cache import Chunk, FinalResult, LookupRequest, LookupResult, Reason, StoreReason
 from cache.singleflight import FlightAbandoned, SingleFlight
 from cache.testing import FakePorts
 
@@ -17,14 +17,17 @@ def req(prompt: str = "Explain single-flight", tenant: str = "ann", **kw) -> Loo
 
 
 async def collect(stream) -> tuple[str, FinalResult]:
-    text, final = [], None
+    text, final, started = [], None, False
     async for item in stream:
-        if isinstance(item, Chunk):
+        if isinstance(item, LookupResult):
+            assert not started and not text and final is None, "the lookup's outcome comes first, once"
+            started = True
+        elif isinstance(item, Chunk):
             assert final is None, "chunks after the final result"
             text.append(item.text)
         else:
             final = item
-    assert final is not None
+    assert started and final is not None
     return "".join(text), final
 
 
@@ -121,6 +124,7 @@ async def test_abandoned_leader_hands_over_to_a_follower() -> None:
     p.backend.gate = asyncio.Event()
     cache = p.cache()
     leader = cache.generate(req())
+    assert isinstance(await leader.__anext__(), LookupResult)  # the miss is known before the backend call
     first = asyncio.create_task(leader.__anext__())
     await asyncio.sleep(0.01)
     follower = asyncio.create_task(collect(cache.generate(req())))

@@ -17,8 +17,15 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class GenerationParams(_message.Message):
-    __slots__ = ("temperature", "top_p", "max_tokens", "seed", "stop", "extra")
+    __slots__ = ("temperature", "top_p", "max_tokens", "seed", "stop", "extra", "extra_json")
     class ExtraEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ExtraJsonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -31,16 +38,18 @@ class GenerationParams(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_JSON_FIELD_NUMBER: _ClassVar[int]
     temperature: float
     top_p: float
     max_tokens: int
     seed: int
     stop: _containers.RepeatedScalarFieldContainer[str]
     extra: _containers.ScalarMap[str, str]
-    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    extra_json: _containers.ScalarMap[str, str]
+    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., extra: _Optional[_Mapping[str, str]] = ..., extra_json: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CacheQuery(_message.Message):
-    __slots__ = ("tenant", "prompt", "messages", "category", "model", "params", "embedding", "no_store", "no_cache")
+    __slots__ = ("tenant", "prompt", "messages", "category", "model", "params", "embedding", "no_store", "no_cache", "min_similarity")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +59,7 @@ class CacheQuery(_message.Message):
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     NO_STORE_FIELD_NUMBER: _ClassVar[int]
     NO_CACHE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
@@ -59,7 +69,8 @@ class CacheQuery(_message.Message):
     embedding: bytes
     no_store: bool
     no_cache: bool
-    def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., category: _Optional[str] = ..., model: _Optional[str] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., embedding: _Optional[bytes] = ..., no_store: _Optional[bool] = ..., no_cache: _Optional[bool] = ...) -> None: ...
+    min_similarity: float
+    def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., category: _Optional[str] = ..., model: _Optional[str] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., embedding: _Optional[bytes] = ..., no_store: _Optional[bool] = ..., no_cache: _Optional[bool] = ..., min_similarity: _Optional[float] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -132,12 +143,32 @@ class StoreResponse(_message.Message):
     def __init__(self, entry_id: _Optional[str] = ..., category: _Optional[str] = ..., stored: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("query", "shared")
+    __slots__ = ("query", "shared", "max_ttl_s")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     SHARED_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTL_S_FIELD_NUMBER: _ClassVar[int]
     query: CacheQuery
     shared: bool
-    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., shared: _Optional[bool] = ...) -> None: ...
+    max_ttl_s: float
+    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., shared: _Optional[bool] = ..., max_ttl_s: _Optional[float] = ...) -> None: ...
+
+class GenerateStart(_message.Message):
+    __slots__ = ("cached", "similarity", "category", "entry_id", "reason", "threshold", "cacheable")
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CACHEABLE_FIELD_NUMBER: _ClassVar[int]
+    cached: bool
+    similarity: float
+    category: str
+    entry_id: str
+    reason: str
+    threshold: float
+    cacheable: bool
+    def __init__(self, cached: _Optional[bool] = ..., similarity: _Optional[float] = ..., category: _Optional[str] = ..., entry_id: _Optional[str] = ..., reason: _Optional[str] = ..., threshold: _Optional[float] = ..., cacheable: _Optional[bool] = ...) -> None: ...
 
 class GenerateDone(_message.Message):
     __slots__ = ("cached", "response", "similarity", "category", "entry_id", "reason", "stored")
@@ -158,12 +189,14 @@ class GenerateDone(_message.Message):
     def __init__(self, cached: _Optional[bool] = ..., response: _Optional[_Union[CachedResponse, _Mapping]] = ..., similarity: _Optional[float] = ..., category: _Optional[str] = ..., entry_id: _Optional[str] = ..., reason: _Optional[str] = ..., stored: _Optional[bool] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
-    __slots__ = ("text", "done")
+    __slots__ = ("text", "done", "start")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
     text: str
     done: GenerateDone
-    def __init__(self, text: _Optional[str] = ..., done: _Optional[_Union[GenerateDone, _Mapping]] = ...) -> None: ...
+    start: GenerateStart
+    def __init__(self, text: _Optional[str] = ..., done: _Optional[_Union[GenerateDone, _Mapping]] = ..., start: _Optional[_Union[GenerateStart, _Mapping]] = ...) -> None: ...
 
 class InvalidateRequest(_message.Message):
     __slots__ = ("tenant", "entry_ids", "category", "all")
@@ -308,3 +341,49 @@ class CacheStatsResponse(_message.Message):
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     categories: _containers.RepeatedCompositeFieldContainer[CategoryStats]
     def __init__(self, categories: _Optional[_Iterable[_Union[CategoryStats, _Mapping]]] = ...) -> None: ...
+
+class ModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("id", "owned_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OWNED_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    owned_by: str
+    def __init__(self, id: _Optional[str] = ..., owned_by: _Optional[str] = ...) -> None: ...
+
+class ModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class ForwardRequest(_message.Message):
+    __slots__ = ("tenant", "path", "body")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    path: str
+    body: bytes
+    def __init__(self, tenant: _Optional[str] = ..., path: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
+
+class ForwardHead(_message.Message):
+    __slots__ = ("status", "content_type", "retry_after")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    status: int
+    content_type: str
+    retry_after: str
+    def __init__(self, status: _Optional[int] = ..., content_type: _Optional[str] = ..., retry_after: _Optional[str] = ...) -> None: ...
+
+class ForwardChunk(_message.Message):
+    __slots__ = ("head", "data")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    head: ForwardHead
+    data: bytes
+    def __init__(self, head: _Optional[_Union[ForwardHead, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -75,6 +75,16 @@ class CacheStub:
                 request_serializer=curacache_dot_v1_dot_cache__pb2.CacheStatsRequest.SerializeToString,
                 response_deserializer=curacache_dot_v1_dot_cache__pb2.CacheStatsResponse.FromString,
                 _registered_method=True)
+        self.Models = channel.unary_unary(
+                '/curacache.v1.Cache/Models',
+                request_serializer=curacache_dot_v1_dot_cache__pb2.ModelsRequest.SerializeToString,
+                response_deserializer=curacache_dot_v1_dot_cache__pb2.ModelsResponse.FromString,
+                _registered_method=True)
+        self.Forward = channel.unary_stream(
+                '/curacache.v1.Cache/Forward',
+                request_serializer=curacache_dot_v1_dot_cache__pb2.ForwardRequest.SerializeToString,
+                response_deserializer=curacache_dot_v1_dot_cache__pb2.ForwardChunk.FromString,
+                _registered_method=True)
 
 
 class CacheServicer:
@@ -128,6 +138,18 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Models(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Forward(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +192,16 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=curacache_dot_v1_dot_cache__pb2.CacheStatsRequest.FromString,
                     response_serializer=curacache_dot_v1_dot_cache__pb2.CacheStatsResponse.SerializeToString,
+            ),
+            'Models': grpc.unary_unary_rpc_method_handler(
+                    servicer.Models,
+                    request_deserializer=curacache_dot_v1_dot_cache__pb2.ModelsRequest.FromString,
+                    response_serializer=curacache_dot_v1_dot_cache__pb2.ModelsResponse.SerializeToString,
+            ),
+            'Forward': grpc.unary_stream_rpc_method_handler(
+                    servicer.Forward,
+                    request_deserializer=curacache_dot_v1_dot_cache__pb2.ForwardRequest.FromString,
+                    response_serializer=curacache_dot_v1_dot_cache__pb2.ForwardChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +420,60 @@ class Cache:
             '/curacache.v1.Cache/Stats',
             curacache_dot_v1_dot_cache__pb2.CacheStatsRequest.SerializeToString,
             curacache_dot_v1_dot_cache__pb2.CacheStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Models(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/curacache.v1.Cache/Models',
+            curacache_dot_v1_dot_cache__pb2.ModelsRequest.SerializeToString,
+            curacache_dot_v1_dot_cache__pb2.ModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/curacache.v1.Cache/Forward',
+            curacache_dot_v1_dot_cache__pb2.ForwardRequest.SerializeToString,
+            curacache_dot_v1_dot_cache__pb2.ForwardChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,8 @@ its own fields and the servicer prefixes them with where they sit in the request
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -16,10 +18,13 @@ import grpc
 from cache.errors import InvalidRequest
 from cache.policy import CategoryPolicy, Eviction
 from cache.service import SemanticCache
-from cache.types import CachedResponse, Chunk, FinalResult, LookupRequest, LookupResult
+from cache.types import CachedResponse, Chunk, FinalResult, LookupRequest, LookupResult, Reason
 from curacache.api.v1 import cache_pb2 as pb
 from curacache.api.v1 import cache_pb2_grpc
 from curacache.errors import InvalidArgument, PermissionDenied
+from curacache.llm.errors import BackendError
+from curacache.llm.router import BackendRouter
+from curacache.llm.types import ForwardHead
 from curacache.server import validate
 from curacache.server.gate import Gate
 from curacache.server.status import rpc, rpc_stream
@@ -41,12 +46,16 @@ def _api_fields() -> Iterator[None]:
 
 
 class CacheServicer(cache_pb2_grpc.CacheServicer):
-    def __init__(self, cache: SemanticCache, gate: Gate, *, dim: int) -> None:
+    def __init__(self, cache: SemanticCache, gate: Gate, *, dim: int, router: BackendRouter, max_forward_bytes: int) -> None:
         self._cache = cache
         self._gate = gate
         self._dim = dim
+        self._router = router
+        self._max_forward_bytes = max_forward_bytes
 
-    def _request(self, q: pb.CacheQuery, context: grpc.aio.ServicerContext) -> tuple[LookupRequest, bool]:
+    def _request(
+        self, q: pb.CacheQuery, context: grpc.aio.ServicerContext, *, max_ttl_s: float = 0.0
+    ) -> tuple[LookupRequest, bool]:
         """The cache request, and whether the caller may write shared entries."""
         principal = self._gate.tenant(context, q.tenant, "query.tenant")
         embedding = None
@@ -57,6 +66,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         if q.params.stop:
             params["stop"] = list(q.params.stop)
         params.update(q.params.extra)
+        params.update(_json_params(q.params.extra_json, set(q.params.extra)))
         with _api_fields():
             request = LookupRequest(
                 tenant=q.tenant,
@@ -68,6 +78,8 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
                 embedding=embedding,
                 no_store=q.no_store,
                 no_cache=q.no_cache,
+                min_similarity=q.min_similarity or None,
+                max_ttl=max_ttl_s or None,
             )
         return request, principal.manage
 
@@ -95,12 +107,16 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
 
     @rpc_stream
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateChunk]:
-        query, may_share = self._request(request.query, context)
+        if request.max_ttl_s < 0 or not math.isfinite(request.max_ttl_s):
+            raise InvalidArgument("max_ttl_s", f"must be >= 0 seconds, got {request.max_ttl_s}")
+        query, may_share = self._request(request.query, context, max_ttl_s=request.max_ttl_s)
         if request.shared and not may_share:
             raise PermissionDenied("shared: storing entries every tenant sees needs an admin API key")
         with _api_fields():
             async for item in self._cache.generate(query):
-                if isinstance(item, Chunk):
+                if isinstance(item, LookupResult):
+                    yield pb.GenerateChunk(start=_start(item))
+                elif isinstance(item, Chunk):
                     yield pb.GenerateChunk(text=item.text)
                 elif isinstance(item, FinalResult):  # carries the whole text (hit, lead or follower)
                     yield pb.GenerateChunk(done=_done(item))
@@ -149,6 +165,35 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         return pb.SetPolicyResponse(policy=_policy_pb(category, policy))
 
     @rpc
+    async def Models(self, request: pb.ModelsRequest, context: grpc.aio.ServicerContext) -> pb.ModelsResponse:
+        self._gate.principal(context)
+        owners: dict[str, str] = {}
+        for backend in self._router.backends:
+            try:
+                served = await backend.served_models()
+            except BackendError:
+                continue  # one backend down must not hide the others' models
+            for model in served:
+                owners.setdefault(model, backend.name)
+        return pb.ModelsResponse(models=[pb.Model(id=m, owned_by=b) for m, b in owners.items()])
+
+    @rpc_stream
+    async def Forward(self, request: pb.ForwardRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ForwardChunk]:
+        self._gate.tenant(context, request.tenant)
+        backend_path = _FORWARD_PATHS.get(request.path)
+        if backend_path is None:
+            raise InvalidArgument("path", f"must be one of {sorted(_FORWARD_PATHS)}, got {request.path!r}")
+        if len(request.body) > self._max_forward_bytes:
+            raise InvalidArgument("body", f"{len(request.body)} bytes is over the limit of {self._max_forward_bytes}")
+        model = _forward_model(request.body)
+        async for item in self._router.forward(model, backend_path, request.body):
+            if isinstance(item, ForwardHead):
+                yield pb.ForwardChunk(head=pb.ForwardHead(
+                    status=item.status, content_type=item.content_type, retry_after=item.retry_after or ""))
+            else:
+                yield pb.ForwardChunk(data=item)
+
+    @rpc
     async def Stats(self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext) -> pb.CacheStatsResponse:
         self._gate.principal(context)
         rows = []
@@ -163,6 +208,42 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
                 semantic_skipped=c.skipping_semantic, miss_cost_ms=c.miss_path_ms or 0.0,
             ))
         return pb.CacheStatsResponse(categories=rows)
+
+
+_FORWARD_PATHS = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions"}
+
+
+def _forward_model(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise InvalidArgument("body", "is not valid JSON") from None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    if not isinstance(model, str) or not model:
+        raise InvalidArgument("body.model", "is required (a string)")
+    return model
+
+
+def _json_params(extra_json: Mapping[str, str], plain: set[str]) -> dict[str, Any]:
+    """`params.extra_json`: backend parameters whose values are JSON (numbers, objects)."""
+    params: dict[str, Any] = {}
+    for key, text in extra_json.items():
+        field = f"query.params.extra_json[{key!r}]"
+        if key in plain:
+            raise InvalidArgument(field, "is also in params.extra; send each parameter once")
+        try:
+            params[key] = json.loads(text)
+        except ValueError:
+            raise InvalidArgument(field, f"is not valid JSON: {text[:80]!r}") from None
+    return params
+
+
+def _start(r: LookupResult) -> pb.GenerateStart:
+    return pb.GenerateStart(
+        cached=r.hit, similarity=r.similarity or 0.0, category=r.category or "", entry_id=r.entry_id or "",
+        reason=str(r.reason), threshold=r.threshold or 0.0,
+        cacheable=r.reason not in (Reason.NONDETERMINISTIC, Reason.DISABLED),
+    )
 
 
 def _usage(u: pb.Usage) -> dict[str, int]:
