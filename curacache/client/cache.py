@@ -51,9 +51,13 @@ class CacheCalls:
         model: str | None = None,
         params: Mapping[str, Any] | None = None,
         embedding: np.ndarray | Sequence[float] | None = None,
+        *,
+        min_similarity: float | None = None,
     ) -> LookupResult:
-        """Look `prompt` up in `tenant`'s cache (its private entries and shared ones)."""
+        """Look `prompt` up in `tenant`'s cache (its private entries and shared ones).
+        `min_similarity` may only make the lookup stricter than the category's threshold."""
         query = _query(prompt, tenant, category, model, params, embedding)
+        query.min_similarity = min_similarity or 0.0
         r = await self._call(self._cache.Lookup, pb.LookupRequest(query=query))
         return LookupResult(
             hit=r.hit,

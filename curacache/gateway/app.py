@@ -18,13 +18,43 @@ from typing import Any
 
 from aiohttp import web
 
-from curacache.client import AsyncClient, CuracacheError, GenerateResult, GenerateStart
+from curacache.client import AsyncClient, CachedResponse, CuracacheError, GenerateResult, LookupResult
 from curacache.gateway import wire
 from curacache.gateway.config import GatewayConfig
 from curacache.gateway.errors import HttpError, bad_request, http_error
 from curacache.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 
 _RESULT_KEY = web.RequestKey("cache_result", str)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How the cache treated a request: what the X-Cache headers say."""
+
+    result: str  # hit | miss | bypass
+    reason: str
+    similarity: float = 0.0
+    entry_id: str = ""
+    category: str = ""
+
+    @classmethod
+    def of(cls, found: LookupResult) -> Outcome:
+        reason = found.reason.partition(":")[0]  # the service appends a human detail after ':'
+        result = "hit" if found.hit else "bypass" if reason in _UNCACHEABLE else "miss"
+        return cls(result, reason, found.similarity, found.entry_id, found.category)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-Cache": self.result.upper(),
+            "X-Cache-Similarity": f"{self.similarity:.4f}",
+            "X-Cache-Entry": self.entry_id,
+            "X-Cache-Category": self.category,
+            "X-Cache-Reason": self.reason,
+        }
+
+
+# Lookup reasons for which the policy keeps a request out of the cache entirely.
+_UNCACHEABLE = frozenset({"nondeterministic", "disabled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,58 +136,70 @@ class Gateway:
         plan = wire.plan(wire.parse_body(raw), chat=chat, max_turns=self._config.max_turns)
         if plan.bypass is not None:
             return await self._forward(request, raw, tenant, plan)
-        events = self._client.generate_events(
-            plan.prompt, tenant, controls.category, plan.model, plan.params,
-            no_cache=controls.no_cache or controls.no_store, no_store=controls.no_store,
-            min_similarity=controls.min_similarity, max_ttl=controls.max_age,
+        if controls.no_cache or controls.no_store:
+            outcome = Outcome("bypass" if controls.no_store else "miss", "no_store" if controls.no_store else "no_cache")
+            answer = self._generate(plan, tenant, controls, controls.category)
+        else:
+            # A unary Lookup first: a hit (the common case worth optimising) costs one small
+            # RPC; a miss then generates with the lookup skipped (no_cache), which keeps the
+            # service's single-flight and stores the answer (bench/gateway README).
+            found = await self._client.lookup(
+                plan.prompt, tenant, controls.category, plan.model, plan.params, min_similarity=controls.min_similarity)
+            outcome = Outcome.of(found)
+            if found.hit and found.response is not None:
+                answer = _replay(found.response)
+            else:
+                uncached = Controls(controls.category, True, outcome.result == "bypass", controls.max_age)
+                answer = self._generate(plan, tenant, uncached, found.category or controls.category)
+        request[_RESULT_KEY] = outcome.result
+        self.metrics.cache.labels(outcome.result, outcome.category or "none").inc()
+        async with contextlib.aclosing(answer):
+            if plan.stream:
+                return await self._stream(request, plan, answer, outcome)
+            return await self._whole(plan, answer, outcome)
+
+    async def _generate(
+        self, plan: wire.Plan, tenant: str, controls: Controls, category: str | None
+    ) -> AsyncIterator[str | CachedResponse]:
+        """The service's Generate as text chunks, then the whole CachedResponse."""
+        events = self._client.generate(
+            plan.prompt, tenant, category, plan.model, plan.params,
+            no_cache=controls.no_cache, no_store=controls.no_store, max_ttl=controls.max_age,
         )
         async with contextlib.aclosing(events):
-            start = await anext(events)
-            if not isinstance(start, GenerateStart):
-                raise HttpError(502, "cache service sent no lookup outcome", "server_error")
-            result = _result(start, controls)
-            request[_RESULT_KEY] = result
-            self.metrics.cache.labels(result, start.category or "none").inc()
-            headers = _cache_headers(start, result)
-            if plan.stream:
-                return await self._stream(request, plan, events, headers, result)
-            return await self._whole(plan, events, headers)
+            async for item in events:
+                yield item.response if isinstance(item, GenerateResult) else item
 
-    async def _whole(
-        self, plan: wire.Plan, events: AsyncIterator[Any], headers: dict[str, str]
-    ) -> web.Response:
-        parts: list[str] = []
-        async for item in events:
-            if isinstance(item, GenerateResult):
-                u = item.response.usage
+    async def _whole(self, plan: wire.Plan, answer: AsyncIterator[str | CachedResponse], outcome: Outcome) -> web.Response:
+        async for item in answer:
+            if isinstance(item, CachedResponse):
+                u = item.usage
                 body = wire.completion_body(
                     chat=plan.chat, rid=wire.response_id(plan.chat), created=int(time.time()), model=plan.model,
-                    text="".join(parts) or item.response.text, finish_reason=item.response.finish_reason or "stop",
+                    text=item.text, finish_reason=item.finish_reason or "stop",
                     usage=wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens),
                 )
-                return web.json_response(body, headers=headers)
-            parts.append(item)
+                return web.json_response(body, headers=outcome.headers())
         raise HttpError(502, "cache service ended the answer without a result", "server_error")
 
     async def _stream(
-        self, request: web.Request, plan: wire.Plan, events: AsyncIterator[Any], headers: dict[str, str], result: str
+        self, request: web.Request, plan: wire.Plan, answer: AsyncIterator[str | CachedResponse], outcome: Outcome
     ) -> web.StreamResponse:
         started = time.perf_counter()
-        response = web.StreamResponse(headers={**headers, **_SSE_HEADERS})
+        response = web.StreamResponse(headers={**outcome.headers(), **_SSE_HEADERS})
         await response.prepare(request)
         writer = wire.ChunkWriter(chat=plan.chat, model=plan.model, include_usage=plan.include_usage)
         await response.write(writer.opening())
         first = True
         try:
-            async for item in events:
-                if isinstance(item, GenerateResult):
-                    u = item.response.usage
+            async for item in answer:
+                if isinstance(item, CachedResponse):
+                    u = item.usage
                     await response.write(writer.finish(
-                        item.response.finish_reason or "stop",
-                        wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens)))
+                        item.finish_reason or "stop", wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens)))
                     break
                 if first:
-                    self.metrics.first_byte.labels(result).observe(time.perf_counter() - started)
+                    self.metrics.first_byte.labels(outcome.result).observe(time.perf_counter() - started)
                     first = False
                 await response.write(writer.text(item))
         except CuracacheError as exc:
@@ -230,22 +272,9 @@ def _error_response(error: HttpError) -> web.Response:
     return web.json_response(error.body(), status=error.status, headers=error.headers())
 
 
-def _result(start: GenerateStart, controls: Controls) -> str:
-    if start.cached:
-        return "hit"
-    if not start.cacheable or controls.no_store:
-        return "bypass"  # neither served from nor stored in the cache
-    return "miss"
-
-
-def _cache_headers(start: GenerateStart, result: str) -> dict[str, str]:
-    return {
-        "X-Cache": result.upper(),
-        "X-Cache-Similarity": f"{start.similarity:.4f}",
-        "X-Cache-Entry": start.entry_id,
-        "X-Cache-Category": start.category,
-        "X-Cache-Reason": start.reason,
-    }
+async def _replay(response: CachedResponse) -> AsyncIterator[str | CachedResponse]:
+    yield response.text
+    yield response
 
 
 def _controls(request: web.Request) -> Controls:
