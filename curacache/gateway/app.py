@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class Gateway:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/cache/feedback", self._feedback)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/health", self._healthz)  # the name vLLM and fake-llm use
         app.router.add_get("/metrics", self._metrics)
         return app
 
@@ -149,7 +151,7 @@ class Gateway:
             if found.hit and found.response is not None:
                 answer = _replay(found.response)
             else:
-                uncached = Controls(controls.category, True, outcome.result == "bypass", controls.max_age)
+                uncached = dataclasses.replace(controls, no_cache=True, no_store=outcome.result == "bypass")
                 answer = self._generate(plan, tenant, uncached, found.category or controls.category)
         request[_RESULT_KEY] = outcome.result
         self.metrics.cache.labels(outcome.result, outcome.category or "none").inc()
@@ -180,29 +182,33 @@ class Gateway:
                     usage=wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens),
                 )
                 return web.json_response(body, headers=outcome.headers())
-        raise HttpError(502, "cache service ended the answer without a result", "server_error")
+        raise _no_result()
 
     async def _stream(
         self, request: web.Request, plan: wire.Plan, answer: AsyncIterator[str | CachedResponse], outcome: Outcome
     ) -> web.StreamResponse:
         started = time.perf_counter()
+        # The status line waits for the first token: the client sees no byte earlier than the
+        # backend's first token anyway, and a backend that fails before answering (most
+        # failures do) still gets its proper HTTP status instead of an in-band error.
+        item = await anext(answer, None)
+        if item is None:
+            raise _no_result()
+        self.metrics.first_byte.labels(outcome.result).observe(time.perf_counter() - started)
         response = web.StreamResponse(headers={**outcome.headers(), **_SSE_HEADERS})
         await response.prepare(request)
         writer = wire.ChunkWriter(chat=plan.chat, model=plan.model, include_usage=plan.include_usage)
-        await response.write(writer.opening())
-        first = True
         try:
-            async for item in answer:
-                if isinstance(item, CachedResponse):
-                    u = item.usage
-                    await response.write(writer.finish(
-                        item.finish_reason or "stop", wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens)))
-                    break
-                if first:
-                    self.metrics.first_byte.labels(outcome.result).observe(time.perf_counter() - started)
-                    first = False
+            await response.write(writer.opening())
+            while not isinstance(item, CachedResponse):
                 await response.write(writer.text(item))
-        except CuracacheError as exc:
+                item = await anext(answer, None)
+                if item is None:
+                    raise _no_result()
+            u = item.usage
+            await response.write(writer.finish(
+                item.finish_reason or "stop", wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens)))
+        except (CuracacheError, HttpError) as exc:
             # Headers are gone: report in-band as OpenAI-compatible servers do, and end without
             # [DONE] so a client cannot take the partial answer for a whole one.
             await response.write(wire.sse(http_error(exc).body()))
@@ -215,8 +221,8 @@ class Gateway:
         path = wire.CHAT_PATH if plan.chat else wire.COMPLETIONS_PATH
         parts = self._client.forward(path, raw, tenant)
         async with contextlib.aclosing(parts):
-            head = await anext(parts)
-            if isinstance(head, bytes):
+            head = await anext(parts, None)
+            if head is None or isinstance(head, bytes):
                 raise HttpError(502, "cache service sent no status line", "server_error")
             headers = {"Content-Type": head.content_type, "X-Cache": "BYPASS", "X-Cache-Reason": plan.bypass or ""}
             if head.retry_after:
@@ -228,6 +234,11 @@ class Gateway:
                     if isinstance(data, bytes):
                         await response.write(data)
             except CuracacheError as exc:  # the backend dropped mid-answer
+                if not head.content_type.startswith("text/event-stream"):
+                    # A cut JSON body must not look whole: drop the connection, no last chunk.
+                    if request.transport is not None:
+                        request.transport.close()
+                    return response
                 await response.write(wire.sse(http_error(exc).body()))
             await response.write_eof()
             return response
@@ -263,6 +274,10 @@ class Gateway:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _no_result() -> HttpError:
+    return HttpError(502, "cache service ended the answer without a result", "server_error")
 
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}

@@ -1,7 +1,8 @@
 """The one place where failures become HTTP statuses and OpenAI's error JSON.
 
 `{"error": {"message", "type", "param", "code"}}`, with the status OpenAI clients act on:
-400 bad request (the message names the field), 401 unknown or missing key, 403, 404 unknown
+400 bad request (the message names the field), 401 unknown or missing key (checked by the
+gateway), 403 a tenant the gateway's service key may not act for, 404 unknown
 model, 413 body too large, 429 rate limited (Retry-After), 502 backend failed, 503 backend
 overloaded or service unreachable (Retry-After), 504 timeout.
 """
@@ -58,7 +59,10 @@ def _from_service(exc: CuracacheError) -> HttpError:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return HttpError(400, message, "invalid_request_error", param=_param(message))
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return HttpError(401, message, "authentication_error", code="invalid_api_key")
+        # Callers' keys are checked by the gateway itself: the service refused the gateway's own
+        # service_key, which no caller can fix.
+        return HttpError(500, f"the service refused the gateway's service_key: {message}", "server_error",
+                         code="gateway_misconfigured")
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return HttpError(403, message, "permission_error")
     if code == grpc.StatusCode.NOT_FOUND:

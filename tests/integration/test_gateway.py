@@ -324,3 +324,27 @@ def test_gateway_refuses_to_listen_beyond_loopback_without_keys() -> None:
     with pytest.raises(GatewayConfigError, match="keys"):
         load_gateway_config(overrides={"listen": "0.0.0.0:8080"})
     assert load_gateway_config(overrides={"listen": "0.0.0.0:8080", "keys": [{"key": "k", "tenant": "t"}]}).keys == {"k": "t"}
+
+
+def test_gateway_uses_its_own_service_key(sim: ThreadFakeLLM, tmp_path: Path) -> None:
+    """With auth on at the service, the gateway authenticates as itself; a tenant its key does
+    not cover is refused (403), and a wrong service key is the gateway's problem, not the user's."""
+    keys = [{"key": "gw-key", "tenants": ["ten-a"]}]
+    settings = {"cache.embedder": "hashing", "cache.backends": f"sim={sim.base_url}", "cache.default_model": MODEL,
+                "auth.keys": keys}
+    srv = ThreadServer(make_config("sqlite", tmp_path / "data", None, **settings))
+    users = [{"key": "sk-a", "tenant": "ten-a"}, {"key": "sk-z", "tenant": "ten-z"}]
+    good = ThreadGateway(srv.target, service_key="gw-key", keys=users)
+    bad = ThreadGateway(srv.target, service_key="not-the-key", keys=users)
+    try:
+        body = {"model": MODEL, "messages": user("What is a monad?")}
+        ok = httpx.post(f"{good.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-a"})
+        assert ok.status_code == 200 and ok.headers["x-cache"] == "MISS"
+        other = httpx.post(f"{good.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-z"})
+        assert other.status_code == 403 and other.json()["error"]["type"] == "permission_error"
+        wrong = httpx.post(f"{bad.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-a"})
+        assert wrong.status_code == 500 and wrong.json()["error"]["code"] == "gateway_misconfigured"
+    finally:
+        good.stop()
+        bad.stop()
+        srv.stop()

@@ -105,7 +105,7 @@ def test_whole_bodies() -> None:
     ("code", "source", "status", "retry"),
     [
         (grpc.StatusCode.INVALID_ARGUMENT, "", 400, None),
-        (grpc.StatusCode.UNAUTHENTICATED, "", 401, None),
+        (grpc.StatusCode.UNAUTHENTICATED, "", 500, None),  # the gateway's own service_key was refused
         (grpc.StatusCode.PERMISSION_DENIED, "", 403, None),
         (grpc.StatusCode.NOT_FOUND, "backend", 404, None),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "", 429, "3"),

@@ -16,7 +16,7 @@ from curacache.llm import (
     Message,
     UnknownModel,
 )
-from curacache.server.status import status_for
+from curacache.server.status import ERROR_SOURCE_KEY, status_for
 
 
 def test_request_needs_exactly_one_of_messages_and_prompt() -> None:
@@ -69,8 +69,9 @@ def test_backend_errors_map_to_real_status_codes(error: BackendError, code: grpc
     assert isinstance(error, BackendError)
     got, _, trailers = status_for(error)
     assert got == code
+    assert (ERROR_SOURCE_KEY, "backend") in trailers  # a gateway tells backend from service failures
     if isinstance(error, BackendOverloaded):
-        assert trailers == (("retry-after", "3"),)
+        assert trailers == (("retry-after", "3"), (ERROR_SOURCE_KEY, "backend"))
 
 
 def test_rejected_keeps_the_backends_message() -> None:
