@@ -19,14 +19,16 @@ hits for feedback, calibration), all of it rebuilt or harmlessly reset by `resto
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
 
-from cache.admission import admit
+from cache.admission import admit, utf8_size
 from cache.calibration import FeedbackBook
 from cache.errors import EntryNotFound, InvalidPolicy, InvalidRequest, NotPermitted
 from cache.eviction import choose_victims
@@ -44,6 +46,7 @@ from cache.types import (
 )
 
 DEFAULT_CATEGORY = "default"
+_PREPARE_INLINE_BYTES = 16 << 10
 _CATEGORY_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 
 
@@ -86,7 +89,8 @@ class SemanticCache:
                                       min_feedback=options.min_feedback)
         self._stats = CacheStats(config=options.break_even)
         self._generator = Generator(
-            lookup=self._lookup, store=self._store_prepared, shareable=self._shareable,
+            lookup=self._lookup, store=lambda prep, response, shared: self._store_prepared(prep, response, shared=shared),
+            shareable=self._shareable,
             record_latency=self._stats.backend_latency, backend=backend, clock=clock,
             chunk_chars=options.replay_chunk_chars,
         )
@@ -113,8 +117,10 @@ class SemanticCache:
             ids = ledger.expired(now)
             if ids:
                 await self._repo(category).delete(ids)
-                self._forget(category, ledger.remove(ids))
-                self._stats.expired(category, len(ids))
+                removed = ledger.remove(ids)
+                self._forget(category, removed)
+                for tenant, n in Counter(m.tenant for m in removed).items():
+                    self._stats.expired(tenant, category, n)
                 total += len(ids)
         return total
 
@@ -134,16 +140,22 @@ class SemanticCache:
             raise InvalidRequest("response", "must be a CachedResponse")
         if not isinstance(shared, bool):
             raise InvalidRequest("shared", "must be a boolean")
-        prep = self._prepare(req)
+        if (size := utf8_size(response.text)) > self._options.max_response_bytes:
+            raise InvalidRequest("response.text", f"{size} bytes, above the limit of "
+                                                  f"{self._options.max_response_bytes} (max_response_bytes)")
+        prep = await self._prepare(req)
         return await self._store_prepared(prep, response, ttl=ttl, shared=shared)
 
-    def generate(self, req: LookupRequest) -> AsyncIterator[Chunk | FinalResult]:
+    def generate(self, req: LookupRequest, *, shared: bool = False) -> AsyncIterator[Chunk | FinalResult]:
         """Chunks then one FinalResult (`cached` says hit or not). Backend errors propagate and
-        nothing is stored; equivalent concurrent misses share one backend call."""
-        return self._generator.run(req)
+        nothing is stored; equivalent concurrent misses share one backend call. `shared`: a
+        generated response is stored as a shared entry (same rule as `store(shared=True)`)."""
+        if not isinstance(shared, bool):
+            raise InvalidRequest("shared", "must be a boolean")
+        return self._generator.run(req, shared=shared)
 
     async def _lookup(self, req: LookupRequest) -> tuple[LookupResult, Prepared]:
-        prep = self._prepare(req)
+        prep = await self._prepare(req)
         if req.no_cache:
             return LookupResult(hit=False, reason=Reason.NO_CACHE, category=req.category,
                                 detail="request marked no-cache"), prep
@@ -153,7 +165,7 @@ class SemanticCache:
         if not policy.enabled:
             result = LookupResult(hit=False, reason=Reason.DISABLED, category=category,
                                   detail=f"caching is disabled for category {category!r}")
-            self._stats.lookup(category, result.reason, steps, None)
+            self._stats.lookup(req.tenant, category, result.reason, steps, None)
             return result, prep
         now = self._clock.now()
         threshold, _ = self._effective(category, req.model)
@@ -161,18 +173,18 @@ class SemanticCache:
         exact, exact_failure = await self._exact(prep, category, policy, now)
         steps["exact"] = _ms(self._clock.monotonic() - t0)
         if exact is not None:
-            self._stats.lookup(category, exact.reason, steps, None)
+            self._stats.lookup(req.tenant, category, exact.reason, steps, None)
             return exact, prep
         if self._stats.should_skip(category):
             result = exact_failure or LookupResult(
                 hit=False, reason=Reason.BREAK_EVEN_SKIP, category=category, threshold=threshold,
                 detail="semantic search skipped: this category's hit rate does not pay for its cost",
             )
-            self._stats.lookup(category, Reason.BREAK_EVEN_SKIP, steps, None)
+            self._stats.lookup(req.tenant, category, Reason.BREAK_EVEN_SKIP, steps, None)
             return result, prep
         t0 = self._clock.monotonic()
         result = await self._semantic(prep, category, policy, threshold, now, steps, exact_failure)
-        self._stats.lookup(category, result.reason, steps, _ms(self._clock.monotonic() - t0))
+        self._stats.lookup(req.tenant, category, result.reason, steps, _ms(self._clock.monotonic() - t0))
         return result, prep
 
     async def _exact(
@@ -250,9 +262,10 @@ class SemanticCache:
                 raise InvalidRequest("ttl", "must be a positive number of seconds")
             if policy.max_ttl_s is not None and ttl > policy.max_ttl_s:
                 raise InvalidRequest("ttl", f"above the category's max_ttl_s {policy.max_ttl_s}")
-        verdict = admit(response=response, policy=policy, deterministic=prep.deterministic, no_store=req.no_store)
+        verdict = admit(response=response, policy=policy, deterministic=prep.deterministic, no_store=req.no_store,
+                        max_bytes=self._options.max_response_bytes)
         if not verdict.admitted:
-            self._stats.refused(category, verdict.reason.value)
+            self._stats.refused(req.tenant, category, verdict.reason.value)
             return StoreResult(entry_id=None, category=category, stored=False, reason=verdict.reason,
                                detail=verdict.detail)
         vector = await self._vector(prep, {})
@@ -272,9 +285,11 @@ class SemanticCache:
         victims = choose_victims(ledger, policy, tenant=req.tenant, now=now, keep=entry.entry_id)
         if victims:
             await repo.delete(victims)
-            self._forget(category, ledger.remove(victims))
-            self._stats.evicted(category, len(victims))
-        self._stats.stored(category)
+            removed = ledger.remove(victims)
+            self._forget(category, removed)
+            for owner, n in Counter(m.tenant for m in removed).items():
+                self._stats.evicted(owner, category, n)
+        self._stats.stored(req.tenant, category)
         return StoreResult(entry_id=entry.entry_id, category=category, stored=True, reason=StoreReason.STORED,
                            expires_at=entry.expires_at)
 
@@ -308,10 +323,10 @@ class SemanticCache:
         recent = self._feedback.take(tenant, entry_id)
         if recent is None:
             category = self._find(entry_id, tenant)
-            self._stats.feedback(category, correct)
+            self._stats.feedback(tenant, category, correct)
             return category
         category, similarity = recent
-        self._stats.feedback(category, correct)
+        self._stats.feedback(tenant, category, correct)
         if similarity is not None:
             self._feedback.rate(category, similarity, correct, self._policies[category])
         return category
@@ -320,10 +335,18 @@ class SemanticCache:
         """The configured policies (Stats shows calibrated and effective thresholds)."""
         return dict(self._policies)
 
-    def set_policy(self, category: str, **changes: object) -> CategoryPolicy:
-        """Change fields of a category's policy (validated, unknown fields refused); an unknown
-        category is created from `default`. Setting `threshold` restarts calibration."""
+    def set_policy(self, category: str, *, create: bool = False, **changes: object) -> CategoryPolicy:
+        """Change fields of a category's policy (validated, unknown fields refused; see
+        `CategoryPolicy.with_changes` for lowering a threshold below its bound). An unknown
+        category is refused unless `create`, which makes it from `default`'s policy (a typo in
+        a category name must not silently add a category). Setting `threshold` restarts
+        calibration."""
         _check_category_name(category)
+        if not isinstance(create, bool):
+            raise InvalidRequest("create", "must be a boolean")
+        if category not in self._policies and not create:
+            raise InvalidRequest("category", f"unknown category {category!r} (known: {sorted(self._policies)}); "
+                                             "set create to add a new category")
         base = self._policies.get(category, self._policies[DEFAULT_CATEGORY])
         policy = base.with_changes(changes)
         self._policies[category] = policy
@@ -331,14 +354,19 @@ class SemanticCache:
             self._feedback.reset(category)
         return policy
 
-    def stats(self, model: str | None = None) -> dict[str, CategoryStats]:
+    def stats(self, model: str | None = None, *, tenants: Iterable[str] | None = None) -> dict[str, CategoryStats]:
+        """Per category: counters, entries and what is in force now. With `tenants` (a
+        tenant-scoped caller), counters and entries are those tenants' own only."""
         load = self._load(model)
+        scope = None if tenants is None else frozenset(tenants)
         out = {}
         for category, policy in self._policies.items():
             base = self._calibrated_policy(category)
             threshold, ttl = effective(base, load)
+            ledger = self._ledger(category)
+            entries = len(ledger) if scope is None else sum(ledger.count(t) for t in scope)
             out[category] = CategoryStats(
-                category=category, counters=self._stats.counters(category), entries=len(self._ledger(category)),
+                category=category, counters=self._stats.counters(category, scope), entries=entries,
                 threshold=base.threshold, effective_threshold=threshold, effective_ttl_s=ttl, load=load,
                 calibrated=self._feedback.threshold(category) is not None and not policy.strict,
             )
@@ -346,13 +374,23 @@ class SemanticCache:
 
     # ---------------------------------------------------------------- helpers
 
-    def _prepare(self, req: LookupRequest) -> Prepared:
+    async def _prepare(self, req: LookupRequest) -> Prepared:
         if not isinstance(req, LookupRequest):
             raise InvalidRequest("request", "must be a LookupRequest")
         if req.embedding is not None and req.embedding.shape[0] != self._embedder.dim:
             raise InvalidRequest("embedding", f"has {req.embedding.shape[0]} dims, expected {self._embedder.dim}")
         if req.category is not None:
             self._policy(req.category)
+        field, size = ("prompt", utf8_size(req.prompt)) if req.prompt is not None else \
+            ("messages", sum(utf8_size(content) for _, content in req.messages))
+        limit = self._options.max_prompt_bytes
+        if size > limit:
+            raise InvalidRequest(field, f"{size} bytes, above the limit of {limit} (max_prompt_bytes)")
+        if size > _PREPARE_INLINE_BYTES:
+            # Normalising and fingerprinting a long prompt takes milliseconds: off the event
+            # loop, in pieces that let the GIL go (see normalise_prompt), so the other
+            # tenants' lookups keep flowing meanwhile.
+            return await asyncio.to_thread(Prepared, req)
         return Prepared(req)
 
     async def _resolve_category(self, prep: Prepared, steps: dict[str, float]) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from cache.classifier import LinearClassifier
 from cache.clock import SystemClock
 from cache.errors import InvalidRequest
+from cache.options import CacheOptions
 from cache.policy import CategoryPolicy, default_policies
 from cache.service import SemanticCache
 from curacache.embed.base import Embedder, HashingEmbedder
@@ -19,7 +20,7 @@ from curacache.embed.minilm import MiniLMEmbedder
 from curacache.embed.remote import OpenAIEmbedder
 from curacache.llm.router import BackendRouter
 from curacache.server.cache_ports import CollectionRepository, RouterBackend
-from curacache.server.config import CacheConfig, ConfigError
+from curacache.server.config import CacheConfig, ConfigError, LimitsConfig
 from curacache.server.vectordb import VectorDB
 
 EMBED_DIM = 384  # MiniLM; the remote embedder must serve the same dimension
@@ -60,7 +61,7 @@ def policies_from(config: CacheConfig) -> dict[str, CategoryPolicy]:
     return policies
 
 
-def build_cache(config: CacheConfig, db: VectorDB) -> CacheParts:
+def build_cache(config: CacheConfig, db: VectorDB, limits: LimitsConfig = LimitsConfig()) -> CacheParts:
     factory = EMBEDDERS.get(config.embedder)
     if factory is None:
         raise ConfigError(f"cache.embedder: must be one of {sorted(EMBEDDERS)}, got {config.embedder!r}")
@@ -81,5 +82,6 @@ def build_cache(config: CacheConfig, db: VectorDB) -> CacheParts:
         clock=SystemClock(),
         policies=policies_from(config),
         confidence_floor=floor,
+        options=CacheOptions(max_prompt_bytes=limits.max_prompt_bytes, max_response_bytes=limits.max_response_bytes),
     )
     return CacheParts(cache, embedder, router, EMBED_DIM)

@@ -41,6 +41,20 @@ async def test_miss_streams_through_and_stores_then_hit_replays_exact_text() -> 
     assert p.backend.calls == 1
 
 
+async def test_generate_shared_stores_a_shared_entry_other_tenants_hit() -> None:
+    p = FakePorts()
+    cache = p.cache()
+    text, stored = await collect(cache.generate(req(tenant="ann"), shared=True))
+    assert stored.store_reason is StoreReason.STORED
+    replay, hit = await collect(cache.generate(req(tenant="ben")))
+    assert hit.cached and hit.entry_id == stored.entry_id and replay == text
+    assert p.backend.calls == 1
+    _, private = await collect(cache.generate(req("Explain a private thing", tenant="ann")))
+    _, other = await collect(cache.generate(req("Explain a private thing", tenant="ben")))
+    assert not other.cached and other.entry_id != private.entry_id  # the default stays private
+    assert p.backend.calls == 3
+
+
 async def test_twenty_concurrent_equivalent_misses_make_one_backend_call() -> None:
     p = FakePorts()
     p.backend.gate = asyncio.Event()

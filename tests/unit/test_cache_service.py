@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cache import (
-    CachedResponse, CacheOptions, CategoryPolicy, EntryNotFound, InvalidRequest, LookupRequest, NotPermitted,
+    CachedResponse, CacheOptions, CategoryPolicy, EntryNotFound, FinalResult, InvalidRequest, LookupRequest,
+    NotPermitted,
     Reason, StoreReason,
 )
 from cache.stats import BreakEvenConfig
@@ -266,7 +267,11 @@ async def test_set_policy_validates_and_creates_categories() -> None:
     with pytest.raises(InvalidRequest) as err:
         cache.set_policy("default", colour="red")
     assert err.value.field == "colour"
-    created = cache.set_policy("recipes", threshold=0.9)
+    with pytest.raises(InvalidRequest) as err:
+        cache.set_policy("recipes", threshold=0.9)  # a typo must not add a category
+    assert err.value.field == "category" and "create" in err.value.message
+    assert "recipes" not in cache.policies()
+    created = cache.set_policy("recipes", create=True, threshold=0.9)
     assert created.ttl_s == reference_policies()["default"].ttl_s and "recipes" in cache.policies()
     assert (await cache.store(req(category="recipes"), OK)).stored
     with pytest.raises(InvalidRequest) as err:
@@ -332,3 +337,57 @@ async def test_store_over_quota_evicts_by_policy(eviction: str, evicted: str) ->
         [m.entry_id for m in cache._ledger("default")])).values()}
     assert evicted not in remaining and "q2" in remaining and "b0" in remaining and len(remaining) == 3
     assert cache.stats()["default"].counters.evictions == 1
+
+
+async def test_size_limits_name_the_field_and_large_generations_are_not_stored() -> None:
+    p = ports()
+    cache = p.cache(options=CacheOptions(max_prompt_bytes=100, max_response_bytes=50))
+    with pytest.raises(InvalidRequest) as err:
+        await cache.lookup(req("é" * 51))  # 102 bytes in UTF-8
+    assert err.value.field == "prompt" and "102 bytes" in err.value.message and "100" in err.value.message
+    convo = [("system", "x" * 60), ("user", "y" * 41)]
+    with pytest.raises(InvalidRequest) as err:
+        await cache.lookup(LookupRequest(tenant="ann", messages=convo, category="default"))
+    assert err.value.field == "messages"
+    with pytest.raises(InvalidRequest) as err:
+        await cache.store(req(), CachedResponse(text="z" * 51, finish_reason="stop"))
+    assert err.value.field == "response.text"
+    assert (await cache.lookup(req("é" * 50))).reason is Reason.EMPTY  # at the limit: fine
+    p.backend.text = "w" * 51
+    chunks, final = [], None
+    async for item in cache.generate(req(params={"temperature": 0})):
+        if isinstance(item, FinalResult):
+            final = item
+        else:
+            chunks.append(item.text)
+    assert final is not None and "".join(chunks) == p.backend.text  # delivered ...
+    assert final.store_reason is StoreReason.TOO_LARGE and len(p.repos["default"]) == 0  # ... not stored
+
+
+async def test_a_long_prompt_is_prepared_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Normalising a long prompt runs in a worker thread, so other lookups go on meanwhile."""
+    import threading
+
+    from cache import fingerprint
+
+    threads = []
+    original = fingerprint.normalise_prompt
+
+    def spy(text: str, **kw: object) -> str:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return original(text, **kw)
+
+    cache = ports().cache()
+    monkeypatch.setattr(fingerprint, "normalise_prompt", spy)
+    await cache.lookup(req("short prompt"))
+    await cache.lookup(req("a long prompt " * 10_000))
+    assert threads == [True, False]
+
+
+@pytest.mark.parametrize("text", [
+    "  Ｈｅｌｌｏ\u00a0 WORLD\n", "a \u0301b  c\t\td", "x" * 10 + " " * 7 + "ﬁ y\u2028z", "é e\u0301 É  ", "",
+])
+def test_normalising_in_pieces_equals_one_piece(text: str) -> None:
+    from cache.fingerprint import normalise_prompt
+
+    assert all(normalise_prompt(text, piece_chars=n) == normalise_prompt(text) for n in range(1, 12))
