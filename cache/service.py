@@ -6,9 +6,11 @@ Lookup path, every step timed into Stats:
      classifier over the prompt embedding (confidence below the floor -> `default`);
   3. exact fast path: get by the exact key (tenant scope, then shared scope);
   4. break-even: a category whose semantic path does not pay for itself skips it (probing);
-  5. embed the query (unless the request carried an embedding), search the category for the
-     tenant (its entries + shared ones), top `search_k`;
-  6. a hit needs similarity >= the effective threshold (load-adapted, calibrated), an
+  5. embed the query (unless the request carried an embedding), search ALL the tenant's
+     entries (every category, plus shared ones) in one search, top `search_k`: the category
+     sets policy, not a partition, so a paraphrase the classifier files elsewhere is found;
+  6. a hit needs similarity >= the effective threshold (load-adapted, calibrated) of the
+     stricter of the lookup's and the entry's categories (strict categories stay strict), an
      unexpired entry visible to the tenant, and matching model, context and params
      fingerprints; otherwise the reason of the most similar failure is reported;
   7. record the outcome (counters, rolling hit rate, ledger hits for eviction).
@@ -54,7 +56,7 @@ class SemanticCache:
     def __init__(
         self,
         *,
-        repositories: Callable[[str], EntryRepository],
+        repository: EntryRepository,
         embedder: Embedder,
         classifier: Classifier | None,
         backend: Backend,
@@ -63,7 +65,6 @@ class SemanticCache:
         confidence_floor: float = 0.5,
         options: CacheOptions = CacheOptions(),
     ) -> None:
-        """`repositories(category)` is called once per category, on first use."""
         if DEFAULT_CATEGORY not in policies:
             raise InvalidPolicy("policies", f"must include {DEFAULT_CATEGORY!r}")
         for name, policy in policies.items():
@@ -74,7 +75,7 @@ class SemanticCache:
             raise InvalidRequest("confidence_floor", "must be in [0, 1]")
         if options.search_k < 1 or options.replay_chunk_chars < 1:
             raise InvalidRequest("options", "search_k and replay_chunk_chars must be positive")
-        self._repositories = repositories
+        self._repo = repository
         self._embedder = embedder
         self._classifier = classifier
         self._backend = backend
@@ -82,8 +83,8 @@ class SemanticCache:
         self._policies = dict(policies)
         self._floor = confidence_floor
         self._options = options
-        self._repos: dict[str, EntryRepository] = {}
-        self._ledgers: dict[str, Ledger] = {}
+        self._ledgers: dict[str, Ledger] = {}  # TTL, quota and eviction stay per category
+        self._where: dict[str, str] = {}  # entry id -> its category (the entry's policy)
         self._routes: dict[str, str] = {}  # route key -> category (exact repeats skip classify)
         self._feedback = FeedbackBook(recent=options.recent_hits, window=options.calibration_window,
                                       min_feedback=options.min_feedback)
@@ -98,14 +99,13 @@ class SemanticCache:
     # ---------------------------------------------------------------- start-up and sweeping
 
     async def restore(self) -> int:
-        """Rebuild the in-memory bookkeeping from every category's `scan()`; call at start-up
+        """Rebuild the in-memory bookkeeping from the repository's `scan()`; call at start-up
         before serving. Returns the number of entries found."""
+        self._ledgers, self._where, self._routes = {}, {}, {}
         count = 0
-        for category in self._policies:
-            ledger = self._ledgers[category] = Ledger()
-            async for entry in self._repo(category).scan():
-                self._remember(category, ledger, entry)
-                count += 1
+        async for entry in self._repo.scan():
+            self._remember(entry.category, self._ledger(entry.category), entry)
+            count += 1
         return count
 
     async def sweep_expired(self) -> int:
@@ -116,7 +116,7 @@ class SemanticCache:
         for category, ledger in list(self._ledgers.items()):
             ids = ledger.expired(now)
             if ids:
-                await self._repo(category).delete(ids)
+                await self._repo.delete(ids)
                 removed = ledger.remove(ids)
                 self._forget(category, removed)
                 for tenant, n in Counter(m.tenant for m in removed).items():
@@ -193,13 +193,13 @@ class SemanticCache:
         """(hit, None) or (None, why the exact candidate failed, if there was one)."""
         tenant = prep.req.tenant
         keys = [prep.exact_key(tenant, category), prep.exact_key(SHARED_TENANT, category)]
-        found = await self._repo(category).get(keys)
+        found = await self._repo.get(keys)
         failure = None
         for key in keys:
             entry = found.get(key)
             if entry is None or not entry.visible_to(tenant) or entry.category != category:
                 continue
-            reason, detail = why_not(entry, prep, policy, now)
+            reason, detail = why_not(entry, prep, now, nondeterministic=policy.cache_nondeterministic)
             if reason is None:
                 return self._hit(entry, prep, 1.0, None, Reason.EXACT, now), None
             failure = failure or LookupResult(hit=False, reason=reason, detail=detail, similarity=1.0,
@@ -213,27 +213,43 @@ class SemanticCache:
         tenant = prep.req.tenant
         vector = await self._vector(prep, steps)
         t0 = self._clock.monotonic()
-        found = await self._repo(category).search(vector, tenant, self._options.search_k)
+        found = await self._repo.search(vector, tenant, self._options.search_k)
         steps["search"] = _ms(self._clock.monotonic() - t0)
+        load = self._load(prep.req.model)
+        needs: dict[str, float] = {}  # category -> the threshold a hit in it needs here
+        def need(entry_category: str | None) -> float:
+            """The stricter of the lookup's and the entry's effective thresholds (an entry
+            this process does not know yet is judged by its category once fetched)."""
+            if entry_category is None or entry_category == category:
+                return threshold
+            if entry_category not in needs:
+                needs[entry_category] = max(threshold, self._threshold(entry_category, load))
+            return needs[entry_category]
+
         found = sorted(((i, _clamp(s)) for i, s in found), key=lambda pair: -pair[1])
-        above = [(i, s) for i, s in found if s >= threshold]
+        above = [(i, s) for i, s in found if s >= need(self._where.get(i))]
         if not above:
             if exact_failure is not None:
                 return exact_failure
-            return below_threshold(found, threshold, category, self._ledger(category), tenant)
+            return below_threshold(found, category, threshold, need, self._meta, tenant)
         t0 = self._clock.monotonic()
-        entries = await self._repo(category).get([i for i, _ in above])
+        entries = await self._repo.get([i for i, _ in above])
         steps["fetch"] = _ms(self._clock.monotonic() - t0)
         failure = None
         for entry_id, similarity in above:
             entry = entries.get(entry_id)
             if entry is None or not entry.visible_to(tenant):
                 continue  # deleted meanwhile, or a repository that over-shares: never served
-            reason, detail = why_not(entry, prep, policy, now)
+            required = need(entry.category)
+            entry_policy = self._policies.get(entry.category, policy)
+            if similarity < required or not entry_policy.enabled:
+                continue
+            reason, detail = why_not(entry, prep, now, nondeterministic=policy.cache_nondeterministic
+                                     and entry_policy.cache_nondeterministic)
             if reason is None:
-                return self._hit(entry, prep, similarity, threshold, Reason.SEMANTIC, now)
+                return self._hit(entry, prep, similarity, required, Reason.SEMANTIC, now)
             failure = failure or LookupResult(hit=False, reason=reason, detail=detail, similarity=similarity,
-                                              threshold=threshold, category=category, entry_id=entry_id)
+                                              threshold=required, category=category, entry_id=entry_id)
         return failure or exact_failure or LookupResult(
             hit=False, reason=Reason.BELOW_THRESHOLD, threshold=threshold, category=category,
             detail=f"no entry reaches threshold {threshold:.4f}")
@@ -278,7 +294,7 @@ class SemanticCache:
             core_params_fp=prep.core_fp, response_text=response.text, finish_reason=response.finish_reason,
             usage=response.usage, created_at=now, expires_at=now + float(ttl_s),
         )
-        repo = self._repo(category)
+        repo = self._repo
         await repo.put(entry, vector)
         ledger = self._ledger(category)
         self._remember(category, ledger, entry)
@@ -311,7 +327,7 @@ class SemanticCache:
         for cat, ids in plan.items():
             if not ids:
                 continue
-            removed += await self._repo(cat).delete(ids)
+            removed += await self._repo.delete(ids)
             self._forget(cat, self._ledger(cat).remove(ids))
         return removed
 
@@ -443,11 +459,15 @@ class SemanticCache:
     def _effective(self, category: str, model: str | None) -> tuple[float, float]:
         return effective(self._calibrated_policy(category), self._load(model))
 
-    def _repo(self, category: str) -> EntryRepository:
-        repo = self._repos.get(category)
-        if repo is None:
-            repo = self._repos[category] = self._repositories(category)
-        return repo
+    def _threshold(self, category: str, load: float) -> float:
+        """Effective threshold of an entry's category (one no longer configured: `default`'s)."""
+        if category not in self._policies:
+            category = DEFAULT_CATEGORY
+        return effective(self._calibrated_policy(category), load)[0]
+
+    def _meta(self, entry_id: str) -> EntryMeta | None:
+        category = self._where.get(entry_id)
+        return None if category is None else self._ledger(category).get(entry_id)
 
     def _ledger(self, category: str) -> Ledger:
         ledger = self._ledgers.get(category)
@@ -460,9 +480,12 @@ class SemanticCache:
                                 context_fp=entry.context_fp, model=entry.model, params_fp=entry.params_fp)
         ledger.add(EntryMeta.of(entry, route))
         self._routes[route] = category
+        self._where[entry.entry_id] = category
 
     def _forget(self, category: str, metas: Iterable[EntryMeta]) -> None:
         for meta in metas:
+            if self._where.get(meta.entry_id) == category:
+                del self._where[meta.entry_id]
             if self._routes.get(meta.route_key) == category:
                 del self._routes[meta.route_key]
 

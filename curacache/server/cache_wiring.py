@@ -5,6 +5,7 @@ Part of the composition root: the only place where `cache` meets its port implem
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -19,9 +20,11 @@ from curacache.embed.batching import BatchingEmbedder
 from curacache.embed.minilm import MiniLMEmbedder
 from curacache.embed.remote import OpenAIEmbedder
 from curacache.llm.router import BackendRouter
-from curacache.server.cache_ports import CollectionRepository, RouterBackend
+from curacache.server.cache_ports import CollectionRepository, RouterBackend, adopt_legacy_collections
 from curacache.server.config import CacheConfig, ConfigError, LimitsConfig
 from curacache.server.vectordb import VectorDB
+
+log = logging.getLogger("curacache.cache")
 
 EMBED_DIM = 384  # MiniLM; the remote embedder must serve the same dimension
 
@@ -71,11 +74,13 @@ def build_cache(config: CacheConfig, db: VectorDB, limits: LimitsConfig = Limits
     embedder = factory(config)
     classifier = LinearClassifier.load()
     floor = classifier.floor if config.confidence_floor is None else config.confidence_floor
+    repository = CollectionRepository(db=db, dim=EMBED_DIM, index_kind=config.index_kind,
+                                      index_params=config.index_params)
+    moved = adopt_legacy_collections(db, repository)
+    if moved:
+        log.info("moved %d cache entries from per-category collections into %s", moved, repository.name)
     cache = SemanticCache(
-        repositories=lambda category: CollectionRepository(
-            db=db, category=category, dim=EMBED_DIM, index_kind=config.index_kind,
-            index_params=config.index_params,
-        ),
+        repository=repository,
         embedder=embedder,
         classifier=classifier,
         backend=RouterBackend(router=router, default_model=config.default_model or None),

@@ -265,6 +265,10 @@ class Collection:
             for row in rows
         ]
 
+    def visible_count(self, tenant: str) -> int:
+        """How many records `tenant` can see (a dict read: no lock needed under the GIL)."""
+        return self._tenant_records.get(tenant, 0)
+
     def stats(self, tenants: Iterable[str] | None = None) -> CollectionStats:
         """The whole collection's figures, or with `tenants` (a tenant-scoped caller) only
         theirs: records any of them can see, how many of them hold any, and no sizes (those

@@ -95,7 +95,7 @@ def test_paraphrase_hits_after_a_miss_and_near_miss_misses(cache_client: Client)
     # The cache's own collections are internal: not listed, not addressable.
     assert all(":" not in info.name for info in c.list_collections())
     with pytest.raises(InvalidArgumentError):
-        c.get_collection("cache:code")
+        c.get_collection("cache::entries")
 
     c.store("What is the capital of France?", "Paris.", "acme", model=MODEL, category="knowledge")
     near = c.lookup("What is the capital of Germany?", "acme", model=MODEL, category="knowledge")

@@ -120,7 +120,7 @@ def test_admission_reasons() -> None:
 def _ledger(metas: list[tuple[str, str, float, float, int, float | None]]) -> Ledger:
     ledger = Ledger()
     for entry_id, tenant, created, expires, hits, last in metas:
-        ledger.add(EntryMeta(entry_id=entry_id, tenant=tenant, shared=False, created_at=created,
+        ledger.add(EntryMeta(entry_id=entry_id, category="default", tenant=tenant, shared=False, created_at=created,
                              expires_at=expires, hits=hits, last_hit_at=last, route_key=entry_id))
     return ledger
 
