@@ -9,7 +9,7 @@ DATA   ?= ./data
 export HNSWLIB_NO_NATIVE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test redis-server proto clean e2e-llamacpp
+.PHONY: run install test redis-server proto clean e2e-llamacpp
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -q -e '.[dev]'
 	touch $@
+
+## make install: create .venv and install curacache (what `make run` does first)
+install: $(VENV)/.installed
 
 ## make run: install into .venv and serve on 127.0.0.1:50051 with SQLite under ./data
 run: $(VENV)/.installed

@@ -16,6 +16,11 @@ GOOD_FINISH = frozenset({"stop", "eos", "end_turn", "stop_sequence"})
 tool_calls with empty text, unknown values) is refused; `length` only if the policy allows."""
 
 
+def utf8_size(text: str) -> int:
+    """Bytes of `text` in UTF-8 (what a size limit counts)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Admission:
     admitted: bool
@@ -24,9 +29,11 @@ class Admission:
 
 
 def admit(
-    *, response: CachedResponse, policy: CategoryPolicy, deterministic: bool, no_store: bool
+    *, response: CachedResponse, policy: CategoryPolicy, deterministic: bool, no_store: bool,
+    max_bytes: int | None = None,
 ) -> Admission:
-    """Admit or refuse, with the reason a user can see in StoreResult / FinalResult."""
+    """Admit or refuse, with the reason a user can see in StoreResult / FinalResult.
+    `max_bytes`: the largest response text (UTF-8) that may be stored."""
     if not policy.enabled:
         return Admission(admitted=False, reason=StoreReason.DISABLED, detail="category disabled")
     if no_store:
@@ -44,4 +51,7 @@ def admit(
         return Admission(admitted=False, reason=StoreReason.ERROR, detail=f"finish_reason={finish!r}")
     if not response.text.strip():
         return Admission(admitted=False, reason=StoreReason.EMPTY, detail="empty response text")
+    if max_bytes is not None and (size := utf8_size(response.text)) > max_bytes:
+        return Admission(admitted=False, reason=StoreReason.TOO_LARGE,
+                         detail=f"response is {size} bytes, above max_response_bytes {max_bytes}")
     return Admission(admitted=True, reason=StoreReason.STORED)

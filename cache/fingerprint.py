@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,13 +31,26 @@ SAMPLING_PARAMS = frozenset({"temperature", "top_p", "top_k", "min_p", "typical_
 """Knobs that only change *which* sample is drawn; dropped from the core fingerprint that
 `cache_nondeterministic` categories match on."""
 
-_SPACE = re.compile(r"\s+")
 _KEY_HEX = 32  # 128-bit ids: collision-free in practice, short enough for record ids
 
 
-def normalise_prompt(text: str) -> str:
-    """NFKC (full-width, ligatures), case-fold, collapse runs of whitespace, strip."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+def normalise_prompt(text: str, *, piece_chars: int = 1 << 16) -> str:
+    """NFKC (full-width, ligatures), case-fold, collapse runs of whitespace, strip.
+
+    A long text is done in pieces of about `piece_chars`, each cut just before a space: each
+    piece is a short C call, so a thread normalising a 1 MB prompt lets the GIL go between
+    pieces instead of holding the event loop for the whole text. The result is the same as
+    in one piece: NFKC never composes across U+0020, case folding is per character, and
+    every piece after the first starts with whitespace, so no word is split between two.
+    """
+    words: list[str] = []
+    start, n = 0, len(text)
+    while start < n:
+        end = text.find(" ", start + piece_chars) if n - start > piece_chars else -1
+        end = n if end < 0 else end
+        words.extend(unicodedata.normalize("NFKC", text[start:end]).casefold().split())
+        start = end
+    return " ".join(words)
 
 
 def canonical_params(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from cache.types import CachedResponse, Chunk, FinalResult, LookupRequest, Looku
 log = logging.getLogger("cache.generate")
 
 LookupFn = Callable[[LookupRequest], Awaitable[tuple[LookupResult, Prepared]]]
-StoreFn = Callable[[Prepared, CachedResponse], Awaitable[StoreResult]]
+StoreFn = Callable[[Prepared, CachedResponse, bool], Awaitable[StoreResult]]
+"""(prepared request, response, shared) -> the store's verdict."""
 ShareableFn = Callable[[Prepared], bool]
 LatencyFn = Callable[[str, float], None]
 
@@ -64,7 +65,9 @@ class Generator:
     def in_flight(self) -> int:
         return len(self._flights)
 
-    async def run(self, req: LookupRequest) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
+    async def run(self, req: LookupRequest, *, shared: bool = False) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
+        """`shared`: a generated response is stored as a shared entry (the caller checked that
+        the requester may do so)."""
         result, prep = await self._lookup(req)
         yield result  # first, so a caller can say hit or miss before any text (HTTP headers)
         if result.hit and result.response is not None:
@@ -78,14 +81,14 @@ class Generator:
             )
             return
         if not self._shareable(prep):
-            async for item in self._lead(prep, result, None):
+            async for item in self._lead(prep, result, None, shared):
                 yield item
             return
-        key = _flight_key(prep)
+        key = _flight_key(prep, shared)
         while True:
             flight = self._flights.join(key)
             if flight.leader:
-                async for item in self._lead(prep, result, flight):
+                async for item in self._lead(prep, result, flight, shared):
                     yield item
                 return
             try:
@@ -102,7 +105,7 @@ class Generator:
             return
 
     async def _lead(
-        self, prep: Prepared, result: LookupResult, flight: Flight[FinalResult] | None
+        self, prep: Prepared, result: LookupResult, flight: Flight[FinalResult] | None, shared: bool
     ) -> AsyncIterator[Chunk | FinalResult]:
         started = self._clock.monotonic()
         parts: list[str] = []
@@ -122,7 +125,7 @@ class Generator:
                 yield Chunk(text=text)
             elapsed_ms = (self._clock.monotonic() - started) * 1000.0
             response = CachedResponse(text=text, finish_reason=final.finish_reason, usage=final.usage)
-            stored = await self._store_quietly(prep, response)
+            stored = await self._store_quietly(prep, response, shared)
             category = stored.category if stored is not None else prep.category
             if category is not None:
                 self._record_latency(category, elapsed_ms)
@@ -143,17 +146,18 @@ class Generator:
             flight.resolve(out)
         yield out
 
-    async def _store_quietly(self, prep: Prepared, response: CachedResponse) -> StoreResult | None:
+    async def _store_quietly(self, prep: Prepared, response: CachedResponse, shared: bool) -> StoreResult | None:
         """The user already has the answer; a failing store must not turn it into an error."""
         try:
-            return await self._store(prep, response)
+            return await self._store(prep, response, shared)
         except Exception:  # noqa: BLE001 - logged; the response itself was delivered
             log.warning("storing a generated response failed", exc_info=True)
             return None
 
 
-def _flight_key(prep: Prepared) -> str:
+def _flight_key(prep: Prepared, shared: bool) -> str:
+    """A shared and a private generation of the same prompt store different entries: two flights."""
     req = prep.req
     return "|".join(
-        (prep.exact_key(req.tenant, prep.category or ""), "1" if req.no_store else "0")
+        (prep.exact_key(req.tenant, prep.category or ""), "1" if req.no_store else "0", "1" if shared else "0")
     )

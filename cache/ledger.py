@@ -1,4 +1,4 @@
-"""In-memory bookkeeping of one category's entries: owner, expiry, hits, last hit.
+"""In-memory bookkeeping of one category's entries (TTL, quota and eviction are per category): owner, expiry, hits, last hit.
 
 Why in memory: eviction (LRU/LFU/quota) and the expiry sweeper need per-entry counters that
 change on every hit; writing them to the store on each hit would double the store traffic of
@@ -20,6 +20,7 @@ from cache.types import CacheEntry
 @dataclass(slots=True)
 class EntryMeta:
     entry_id: str
+    category: str
     tenant: str
     shared: bool
     created_at: float
@@ -31,7 +32,7 @@ class EntryMeta:
     @classmethod
     def of(cls, entry: CacheEntry, route_key: str) -> EntryMeta:
         return cls(
-            entry_id=entry.entry_id, tenant=entry.tenant, shared=entry.shared, created_at=entry.created_at,
+            entry_id=entry.entry_id, category=entry.category, tenant=entry.tenant, shared=entry.shared, created_at=entry.created_at,
             expires_at=entry.expires_at, hits=entry.hits, last_hit_at=entry.last_hit_at, route_key=route_key,
         )
 

@@ -20,6 +20,11 @@ class CacheOptions:
     calibration_window: int = 500
     min_feedback: int = 20
     recent_hits: int = 10_000  # (tenant, entry) hits remembered for Feedback
+    # Size limits (the server sets them from limits.*): a prompt (a conversation: its message
+    # contents together) or a stored response above them is refused naming the field; a
+    # generated response above max_response_bytes is delivered but not stored.
+    max_prompt_bytes: int = 1 << 20
+    max_response_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

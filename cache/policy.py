@@ -83,11 +83,22 @@ class CategoryPolicy:
             _unit("target_false_hit_rate", self.target_false_hit_rate)
 
     def with_changes(self, changes: Mapping[str, object]) -> CategoryPolicy:
-        """A validated copy with some fields changed (SetPolicy); unknown names are refused."""
+        """A validated copy with some fields changed (SetPolicy); unknown names are refused.
+
+        Lowering `threshold` below `min_threshold` (without setting `min_threshold` too) moves
+        the bound down with it, keeping the room load adaptation had (threshold − min_threshold):
+        the user asked for a lower threshold, and refusing would make them change two fields to
+        change one. Setting both to inconsistent values is refused, naming both values."""
         known = {f.name for f in dataclasses.fields(self)}
         for name in changes:
             if name not in known:
                 raise InvalidPolicy(name, "unknown policy field")
+        changes = dict(changes)
+        threshold = changes.get("threshold")
+        if ("min_threshold" not in changes and isinstance(threshold, (int, float))
+                and not isinstance(threshold, bool) and math.isfinite(threshold) and threshold < self.min_threshold):
+            room = self.threshold - self.min_threshold
+            changes["min_threshold"] = max(0.0, round(threshold - room, 6))
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 

@@ -40,14 +40,16 @@ class Embedder(Protocol):
 
 @runtime_checkable
 class EntryRepository(Protocol):
-    """The cache entries of ONE category: an internal vector collection plus its documents.
+    """Every cache entry, of every category: an internal vector collection plus its documents.
 
-    Server implementation (DESIGN §2): one collection per category (`dim` = embedder dim,
-    metric cosine). An entry is a record with id = `entry.entry_id`, vector, owner =
-    `entry.tenant`, tenants = `entry.access_list()` (the owner, plus the reserved tenant
-    `cache.types.SHARED_TENANT` = "*" when `entry.shared`), payload = `entry.to_bytes()` and
-    metadata = `entry.metadata()`. Shared visibility: `search` runs the collection search as
-    `tenant` AND as "*" and merges the two top-k lists by similarity (deduplicating ids).
+    The category is an attribute of the entry (it sets policy, not a partition: DESIGN §5),
+    so one search covers all of a tenant's entries. Server implementation (DESIGN §2): one
+    collection (`dim` = embedder dim, metric cosine), tenants as the index's tenants. An entry
+    is a record with id = `entry.entry_id`, vector, owner = `entry.tenant`, tenants =
+    `entry.access_list()` (the owner, plus the reserved tenant `cache.types.SHARED_TENANT` =
+    "*" when `entry.shared`), payload = `entry.to_bytes()` and metadata = `entry.metadata()`.
+    Shared visibility: `search` also runs as "*" (when shared entries exist) and merges the
+    two top-k lists by similarity (deduplicating ids).
     The service re-checks `entry.visible_to(tenant)` on everything it fetches, so a
     repository bug cannot leak another tenant's private entry.
     """
@@ -66,7 +68,7 @@ class EntryRepository(Protocol):
         its private ones and the shared ones. `vector` is a unit float32 row."""
 
     def scan(self) -> AsyncIterator[CacheEntry]:
-        """Every entry in the category (start-up rebuild of the service's bookkeeping)."""
+        """Every entry (start-up rebuild of the service's bookkeeping)."""
 
 
 @runtime_checkable

@@ -6,9 +6,11 @@ Lookup path, every step timed into Stats:
      classifier over the prompt embedding (confidence below the floor -> `default`);
   3. exact fast path: get by the exact key (tenant scope, then shared scope);
   4. break-even: a category whose semantic path does not pay for itself skips it (probing);
-  5. embed the query (unless the request carried an embedding), search the category for the
-     tenant (its entries + shared ones), top `search_k`;
-  6. a hit needs similarity >= the effective threshold (load-adapted, calibrated), an
+  5. embed the query (unless the request carried an embedding), search ALL the tenant's
+     entries (every category, plus shared ones) in one search, top `search_k`: the category
+     sets policy, not a partition, so a paraphrase the classifier files elsewhere is found;
+  6. a hit needs similarity >= the effective threshold (load-adapted, calibrated) of the
+     stricter of the lookup's and the entry's categories (strict categories stay strict), an
      unexpired entry visible to the tenant, and matching model, context and params
      fingerprints; otherwise the reason of the most similar failure is reported;
   7. record the outcome (counters, rolling hit rate, ledger hits for eviction).
@@ -19,14 +21,16 @@ hits for feedback, calibration), all of it rebuilt or harmlessly reset by `resto
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
 
-from cache.admission import admit
+from cache.admission import admit, utf8_size
 from cache.calibration import FeedbackBook
 from cache.errors import EntryNotFound, InvalidPolicy, InvalidRequest, NotPermitted
 from cache.eviction import choose_victims
@@ -44,6 +48,7 @@ from cache.types import (
 )
 
 DEFAULT_CATEGORY = "default"
+_PREPARE_INLINE_BYTES = 16 << 10
 _CATEGORY_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 
 
@@ -51,7 +56,7 @@ class SemanticCache:
     def __init__(
         self,
         *,
-        repositories: Callable[[str], EntryRepository],
+        repository: EntryRepository,
         embedder: Embedder,
         classifier: Classifier | None,
         backend: Backend,
@@ -60,7 +65,6 @@ class SemanticCache:
         confidence_floor: float = 0.5,
         options: CacheOptions = CacheOptions(),
     ) -> None:
-        """`repositories(category)` is called once per category, on first use."""
         if DEFAULT_CATEGORY not in policies:
             raise InvalidPolicy("policies", f"must include {DEFAULT_CATEGORY!r}")
         for name, policy in policies.items():
@@ -71,7 +75,7 @@ class SemanticCache:
             raise InvalidRequest("confidence_floor", "must be in [0, 1]")
         if options.search_k < 1 or options.replay_chunk_chars < 1:
             raise InvalidRequest("options", "search_k and replay_chunk_chars must be positive")
-        self._repositories = repositories
+        self._repo = repository
         self._embedder = embedder
         self._classifier = classifier
         self._backend = backend
@@ -79,14 +83,15 @@ class SemanticCache:
         self._policies = dict(policies)
         self._floor = confidence_floor
         self._options = options
-        self._repos: dict[str, EntryRepository] = {}
-        self._ledgers: dict[str, Ledger] = {}
+        self._ledgers: dict[str, Ledger] = {}  # TTL, quota and eviction stay per category
+        self._where: dict[str, str] = {}  # entry id -> its category (the entry's policy)
         self._routes: dict[str, str] = {}  # route key -> category (exact repeats skip classify)
         self._feedback = FeedbackBook(recent=options.recent_hits, window=options.calibration_window,
                                       min_feedback=options.min_feedback)
         self._stats = CacheStats(config=options.break_even)
         self._generator = Generator(
-            lookup=self._lookup, store=self._store_prepared, shareable=self._shareable,
+            lookup=self._lookup, store=lambda prep, response, shared: self._store_prepared(prep, response, shared=shared),
+            shareable=self._shareable,
             record_latency=self._stats.backend_latency, backend=backend, clock=clock,
             chunk_chars=options.replay_chunk_chars,
         )
@@ -94,14 +99,13 @@ class SemanticCache:
     # ---------------------------------------------------------------- start-up and sweeping
 
     async def restore(self) -> int:
-        """Rebuild the in-memory bookkeeping from every category's `scan()`; call at start-up
+        """Rebuild the in-memory bookkeeping from the repository's `scan()`; call at start-up
         before serving. Returns the number of entries found."""
+        self._ledgers, self._where, self._routes = {}, {}, {}
         count = 0
-        for category in self._policies:
-            ledger = self._ledgers[category] = Ledger()
-            async for entry in self._repo(category).scan():
-                self._remember(category, ledger, entry)
-                count += 1
+        async for entry in self._repo.scan():
+            self._remember(entry.category, self._ledger(entry.category), entry)
+            count += 1
         return count
 
     async def sweep_expired(self) -> int:
@@ -112,9 +116,11 @@ class SemanticCache:
         for category, ledger in list(self._ledgers.items()):
             ids = ledger.expired(now)
             if ids:
-                await self._repo(category).delete(ids)
-                self._forget(category, ledger.remove(ids))
-                self._stats.expired(category, len(ids))
+                await self._repo.delete(ids)
+                removed = ledger.remove(ids)
+                self._forget(category, removed)
+                for tenant, n in Counter(m.tenant for m in removed).items():
+                    self._stats.expired(tenant, category, n)
                 total += len(ids)
         return total
 
@@ -134,17 +140,23 @@ class SemanticCache:
             raise InvalidRequest("response", "must be a CachedResponse")
         if not isinstance(shared, bool):
             raise InvalidRequest("shared", "must be a boolean")
-        prep = self._prepare(req)
+        if (size := utf8_size(response.text)) > self._options.max_response_bytes:
+            raise InvalidRequest("response.text", f"{size} bytes, above the limit of "
+                                                  f"{self._options.max_response_bytes} (max_response_bytes)")
+        prep = await self._prepare(req)
         return await self._store_prepared(prep, response, ttl=ttl, shared=shared)
 
-    def generate(self, req: LookupRequest) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
+    def generate(self, req: LookupRequest, *, shared: bool = False) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
         """The lookup's LookupResult, then chunks, then one FinalResult (`cached` says hit or not).
         Backend errors propagate and nothing is stored; equivalent concurrent misses share one
-        backend call."""
-        return self._generator.run(req)
+        backend call. `shared`: a generated response is stored as a shared entry (same rule as
+        `store(shared=True)`)."""
+        if not isinstance(shared, bool):
+            raise InvalidRequest("shared", "must be a boolean")
+        return self._generator.run(req, shared=shared)
 
     async def _lookup(self, req: LookupRequest) -> tuple[LookupResult, Prepared]:
-        prep = self._prepare(req)
+        prep = await self._prepare(req)
         if req.no_cache:
             return LookupResult(hit=False, reason=Reason.NO_CACHE, category=req.category,
                                 detail="request marked no-cache"), prep
@@ -154,12 +166,12 @@ class SemanticCache:
         if not policy.enabled:
             result = LookupResult(hit=False, reason=Reason.DISABLED, category=category,
                                   detail=f"caching is disabled for category {category!r}")
-            self._stats.lookup(category, result.reason, steps, None)
+            self._stats.lookup(req.tenant, category, result.reason, steps, None)
             return result, prep
         if not self._cacheable(prep, policy):
             result = LookupResult(hit=False, reason=Reason.NONDETERMINISTIC, category=category,
                                   detail="temperature > 0 without seed; the category does not cache sampled answers")
-            self._stats.lookup(category, result.reason, steps, None)
+            self._stats.lookup(req.tenant, category, result.reason, steps, None)
             return result, prep
         now = self._clock.now()
         threshold, _ = self._effective(category, req.model)
@@ -169,18 +181,18 @@ class SemanticCache:
         exact, exact_failure = await self._exact(prep, category, policy, now)
         steps["exact"] = _ms(self._clock.monotonic() - t0)
         if exact is not None:
-            self._stats.lookup(category, exact.reason, steps, None)
+            self._stats.lookup(req.tenant, category, exact.reason, steps, None)
             return exact, prep
         if self._stats.should_skip(category):
             result = exact_failure or LookupResult(
                 hit=False, reason=Reason.BREAK_EVEN_SKIP, category=category, threshold=threshold,
                 detail="semantic search skipped: this category's hit rate does not pay for its cost",
             )
-            self._stats.lookup(category, Reason.BREAK_EVEN_SKIP, steps, None)
+            self._stats.lookup(req.tenant, category, Reason.BREAK_EVEN_SKIP, steps, None)
             return result, prep
         t0 = self._clock.monotonic()
         result = await self._semantic(prep, category, policy, threshold, now, steps, exact_failure)
-        self._stats.lookup(category, result.reason, steps, _ms(self._clock.monotonic() - t0))
+        self._stats.lookup(req.tenant, category, result.reason, steps, _ms(self._clock.monotonic() - t0))
         return result, prep
 
     async def _exact(
@@ -189,13 +201,13 @@ class SemanticCache:
         """(hit, None) or (None, why the exact candidate failed, if there was one)."""
         tenant = prep.req.tenant
         keys = [prep.exact_key(tenant, category), prep.exact_key(SHARED_TENANT, category)]
-        found = await self._repo(category).get(keys)
+        found = await self._repo.get(keys)
         failure = None
         for key in keys:
             entry = found.get(key)
             if entry is None or not entry.visible_to(tenant) or entry.category != category:
                 continue
-            reason, detail = why_not(entry, prep, policy, now)
+            reason, detail = why_not(entry, prep, now, nondeterministic=policy.cache_nondeterministic)
             if reason is None:
                 return self._hit(entry, prep, 1.0, None, Reason.EXACT, now), None
             failure = failure or LookupResult(hit=False, reason=reason, detail=detail, similarity=1.0,
@@ -209,27 +221,43 @@ class SemanticCache:
         tenant = prep.req.tenant
         vector = await self._vector(prep, steps)
         t0 = self._clock.monotonic()
-        found = await self._repo(category).search(vector, tenant, self._options.search_k)
+        found = await self._repo.search(vector, tenant, self._options.search_k)
         steps["search"] = _ms(self._clock.monotonic() - t0)
+        load = self._load(prep.req.model)
+        needs: dict[str, float] = {}  # category -> the threshold a hit in it needs here
+        def need(entry_category: str | None) -> float:
+            """The stricter of the lookup's and the entry's effective thresholds (an entry
+            this process does not know yet is judged by its category once fetched)."""
+            if entry_category is None or entry_category == category:
+                return threshold
+            if entry_category not in needs:
+                needs[entry_category] = max(threshold, self._threshold(entry_category, load))
+            return needs[entry_category]
+
         found = sorted(((i, _clamp(s)) for i, s in found), key=lambda pair: -pair[1])
-        above = [(i, s) for i, s in found if s >= threshold]
+        above = [(i, s) for i, s in found if s >= need(self._where.get(i))]
         if not above:
             if exact_failure is not None:
                 return exact_failure
-            return below_threshold(found, threshold, category, self._ledger(category), tenant)
+            return below_threshold(found, category, threshold, need, self._meta, tenant)
         t0 = self._clock.monotonic()
-        entries = await self._repo(category).get([i for i, _ in above])
+        entries = await self._repo.get([i for i, _ in above])
         steps["fetch"] = _ms(self._clock.monotonic() - t0)
         failure = None
         for entry_id, similarity in above:
             entry = entries.get(entry_id)
             if entry is None or not entry.visible_to(tenant):
                 continue  # deleted meanwhile, or a repository that over-shares: never served
-            reason, detail = why_not(entry, prep, policy, now)
+            required = need(entry.category)
+            entry_policy = self._policies.get(entry.category, policy)
+            if similarity < required or not entry_policy.enabled:
+                continue
+            reason, detail = why_not(entry, prep, now, nondeterministic=policy.cache_nondeterministic
+                                     and entry_policy.cache_nondeterministic)
             if reason is None:
-                return self._hit(entry, prep, similarity, threshold, Reason.SEMANTIC, now)
+                return self._hit(entry, prep, similarity, required, Reason.SEMANTIC, now)
             failure = failure or LookupResult(hit=False, reason=reason, detail=detail, similarity=similarity,
-                                              threshold=threshold, category=category, entry_id=entry_id)
+                                              threshold=required, category=category, entry_id=entry_id)
         return failure or exact_failure or LookupResult(
             hit=False, reason=Reason.BELOW_THRESHOLD, threshold=threshold, category=category,
             detail=f"no entry reaches threshold {threshold:.4f}")
@@ -258,9 +286,10 @@ class SemanticCache:
                 raise InvalidRequest("ttl", "must be a positive number of seconds")
             if policy.max_ttl_s is not None and ttl > policy.max_ttl_s:
                 raise InvalidRequest("ttl", f"above the category's max_ttl_s {policy.max_ttl_s}")
-        verdict = admit(response=response, policy=policy, deterministic=prep.deterministic, no_store=req.no_store)
+        verdict = admit(response=response, policy=policy, deterministic=prep.deterministic, no_store=req.no_store,
+                        max_bytes=self._options.max_response_bytes)
         if not verdict.admitted:
-            self._stats.refused(category, verdict.reason.value)
+            self._stats.refused(req.tenant, category, verdict.reason.value)
             return StoreResult(entry_id=None, category=category, stored=False, reason=verdict.reason,
                                detail=verdict.detail)
         vector = await self._vector(prep, {})
@@ -275,16 +304,18 @@ class SemanticCache:
             core_params_fp=prep.core_fp, response_text=response.text, finish_reason=response.finish_reason,
             usage=response.usage, created_at=now, expires_at=now + float(ttl_s),
         )
-        repo = self._repo(category)
+        repo = self._repo
         await repo.put(entry, vector)
         ledger = self._ledger(category)
         self._remember(category, ledger, entry)
         victims = choose_victims(ledger, policy, tenant=req.tenant, now=now, keep=entry.entry_id)
         if victims:
             await repo.delete(victims)
-            self._forget(category, ledger.remove(victims))
-            self._stats.evicted(category, len(victims))
-        self._stats.stored(category)
+            removed = ledger.remove(victims)
+            self._forget(category, removed)
+            for owner, n in Counter(m.tenant for m in removed).items():
+                self._stats.evicted(owner, category, n)
+        self._stats.stored(req.tenant, category)
         return StoreResult(entry_id=entry.entry_id, category=category, stored=True, reason=StoreReason.STORED,
                            expires_at=entry.expires_at)
 
@@ -306,7 +337,7 @@ class SemanticCache:
         for cat, ids in plan.items():
             if not ids:
                 continue
-            removed += await self._repo(cat).delete(ids)
+            removed += await self._repo.delete(ids)
             self._forget(cat, self._ledger(cat).remove(ids))
         return removed
 
@@ -318,10 +349,10 @@ class SemanticCache:
         recent = self._feedback.take(tenant, entry_id)
         if recent is None:
             category = self._find(entry_id, tenant)
-            self._stats.feedback(category, correct)
+            self._stats.feedback(tenant, category, correct)
             return category
         category, similarity = recent
-        self._stats.feedback(category, correct)
+        self._stats.feedback(tenant, category, correct)
         if similarity is not None:
             self._feedback.rate(category, similarity, correct, self._policies[category])
         return category
@@ -330,10 +361,18 @@ class SemanticCache:
         """The configured policies (Stats shows calibrated and effective thresholds)."""
         return dict(self._policies)
 
-    def set_policy(self, category: str, **changes: object) -> CategoryPolicy:
-        """Change fields of a category's policy (validated, unknown fields refused); an unknown
-        category is created from `default`. Setting `threshold` restarts calibration."""
+    def set_policy(self, category: str, *, create: bool = False, **changes: object) -> CategoryPolicy:
+        """Change fields of a category's policy (validated, unknown fields refused; see
+        `CategoryPolicy.with_changes` for lowering a threshold below its bound). An unknown
+        category is refused unless `create`, which makes it from `default`'s policy (a typo in
+        a category name must not silently add a category). Setting `threshold` restarts
+        calibration."""
         _check_category_name(category)
+        if not isinstance(create, bool):
+            raise InvalidRequest("create", "must be a boolean")
+        if category not in self._policies and not create:
+            raise InvalidRequest("category", f"unknown category {category!r} (known: {sorted(self._policies)}); "
+                                             "set create to add a new category")
         base = self._policies.get(category, self._policies[DEFAULT_CATEGORY])
         policy = base.with_changes(changes)
         self._policies[category] = policy
@@ -341,14 +380,19 @@ class SemanticCache:
             self._feedback.reset(category)
         return policy
 
-    def stats(self, model: str | None = None) -> dict[str, CategoryStats]:
+    def stats(self, model: str | None = None, *, tenants: Iterable[str] | None = None) -> dict[str, CategoryStats]:
+        """Per category: counters, entries and what is in force now. With `tenants` (a
+        tenant-scoped caller), counters and entries are those tenants' own only."""
         load = self._load(model)
+        scope = None if tenants is None else frozenset(tenants)
         out = {}
         for category, policy in self._policies.items():
             base = self._calibrated_policy(category)
             threshold, ttl = effective(base, load)
+            ledger = self._ledger(category)
+            entries = len(ledger) if scope is None else sum(ledger.count(t) for t in scope)
             out[category] = CategoryStats(
-                category=category, counters=self._stats.counters(category), entries=len(self._ledger(category)),
+                category=category, counters=self._stats.counters(category, scope), entries=entries,
                 threshold=base.threshold, effective_threshold=threshold, effective_ttl_s=ttl, load=load,
                 calibrated=self._feedback.threshold(category) is not None and not policy.strict,
             )
@@ -356,13 +400,23 @@ class SemanticCache:
 
     # ---------------------------------------------------------------- helpers
 
-    def _prepare(self, req: LookupRequest) -> Prepared:
+    async def _prepare(self, req: LookupRequest) -> Prepared:
         if not isinstance(req, LookupRequest):
             raise InvalidRequest("request", "must be a LookupRequest")
         if req.embedding is not None and req.embedding.shape[0] != self._embedder.dim:
             raise InvalidRequest("embedding", f"has {req.embedding.shape[0]} dims, expected {self._embedder.dim}")
         if req.category is not None:
             self._policy(req.category)
+        field, size = ("prompt", utf8_size(req.prompt)) if req.prompt is not None else \
+            ("messages", sum(utf8_size(content) for _, content in req.messages))
+        limit = self._options.max_prompt_bytes
+        if size > limit:
+            raise InvalidRequest(field, f"{size} bytes, above the limit of {limit} (max_prompt_bytes)")
+        if size > _PREPARE_INLINE_BYTES:
+            # Normalising and fingerprinting a long prompt takes milliseconds: off the event
+            # loop, in pieces that let the GIL go (see normalise_prompt), so the other
+            # tenants' lookups keep flowing meanwhile.
+            return await asyncio.to_thread(Prepared, req)
         return Prepared(req)
 
     async def _resolve_category(self, prep: Prepared, steps: dict[str, float]) -> str:
@@ -421,11 +475,15 @@ class SemanticCache:
     def _effective(self, category: str, model: str | None) -> tuple[float, float]:
         return effective(self._calibrated_policy(category), self._load(model))
 
-    def _repo(self, category: str) -> EntryRepository:
-        repo = self._repos.get(category)
-        if repo is None:
-            repo = self._repos[category] = self._repositories(category)
-        return repo
+    def _threshold(self, category: str, load: float) -> float:
+        """Effective threshold of an entry's category (one no longer configured: `default`'s)."""
+        if category not in self._policies:
+            category = DEFAULT_CATEGORY
+        return effective(self._calibrated_policy(category), load)[0]
+
+    def _meta(self, entry_id: str) -> EntryMeta | None:
+        category = self._where.get(entry_id)
+        return None if category is None else self._ledger(category).get(entry_id)
 
     def _ledger(self, category: str) -> Ledger:
         ledger = self._ledgers.get(category)
@@ -438,9 +496,12 @@ class SemanticCache:
                                 context_fp=entry.context_fp, model=entry.model, params_fp=entry.params_fp)
         ledger.add(EntryMeta.of(entry, route))
         self._routes[route] = category
+        self._where[entry.entry_id] = category
 
     def _forget(self, category: str, metas: Iterable[EntryMeta]) -> None:
         for meta in metas:
+            if self._where.get(meta.entry_id) == category:
+                del self._where[meta.entry_id]
             if self._routes.get(meta.route_key) == category:
                 del self._routes[meta.route_key]
 

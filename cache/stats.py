@@ -10,7 +10,7 @@ rate keeps being measured and it can recover when traffic changes.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cache.types import Reason
@@ -38,8 +38,9 @@ class Ewma:
 
 
 @dataclass(slots=True)
-class _Category:
-    config: BreakEvenConfig
+class _Counts:
+    """Event counters: one per category, and one per (tenant, category) for tenant-scoped Stats."""
+
     lookups: int = 0
     exact_hits: int = 0
     semantic_hits: int = 0
@@ -52,6 +53,22 @@ class _Category:
     correct_hits: int = 0
     misses_by_reason: Counter[str] = field(default_factory=Counter)
     refusals_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: _Counts) -> None:
+        for name in _COUNT_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.misses_by_reason.update(other.misses_by_reason)
+        self.refusals_by_reason.update(other.refusals_by_reason)
+
+
+_COUNT_FIELDS = ("lookups", "exact_hits", "semantic_hits", "misses", "stores", "refusals", "evictions",
+                 "expirations", "false_hits", "correct_hits")
+
+
+@dataclass(slots=True)
+class _Category:
+    config: BreakEvenConfig
+    counts: _Counts = field(default_factory=_Counts)
     outcomes: deque[bool] = field(init=False)
     steps: dict[str, Ewma] = field(init=False)
     miss_path: Ewma = field(init=False)
@@ -91,11 +108,13 @@ class CategoryCounters:
 
 
 class CacheStats:
-    """Counters for every category; mutated only from the event loop (no locks needed)."""
+    """Counters for every category, also kept per (tenant, category) so a tenant-scoped caller
+    sees only its own figures; mutated only from the event loop (no locks needed)."""
 
     def __init__(self, *, config: BreakEvenConfig) -> None:
         self._config = config
         self._cats: dict[str, _Category] = {}
+        self._tenants: dict[tuple[str, str], _Counts] = {}
 
     def _cat(self, category: str) -> _Category:
         cat = self._cats.get(category)
@@ -103,20 +122,28 @@ class CacheStats:
             cat = self._cats[category] = _Category(config=self._config)
         return cat
 
+    def _counts(self, tenant: str, category: str) -> tuple[_Counts, _Counts]:
+        """(the category's counts, the tenant's counts in it): every event goes to both."""
+        own = self._tenants.get((tenant, category))
+        if own is None:
+            own = self._tenants[(tenant, category)] = _Counts()
+        return self._cat(category).counts, own
+
     def lookup(
-        self, category: str, reason: Reason, steps_ms: Mapping[str, float], semantic_ms: float | None
+        self, tenant: str, category: str, reason: Reason, steps_ms: Mapping[str, float], semantic_ms: float | None
     ) -> None:
         """One lookup's outcome. `semantic_ms` is what the semantic path (embed + search +
         fetch after the break-even decision) cost, None when it did not run."""
+        for counts in self._counts(tenant, category):
+            counts.lookups += 1
+            if reason is Reason.EXACT:
+                counts.exact_hits += 1
+            elif reason is Reason.SEMANTIC:
+                counts.semantic_hits += 1
+            else:
+                counts.misses += 1
+                counts.misses_by_reason[reason.value] += 1
         cat = self._cat(category)
-        cat.lookups += 1
-        if reason is Reason.EXACT:
-            cat.exact_hits += 1
-        elif reason is Reason.SEMANTIC:
-            cat.semantic_hits += 1
-        else:
-            cat.misses += 1
-            cat.misses_by_reason[reason.value] += 1
         for step, ms in steps_ms.items():
             cat.steps[step].add(ms)
         if semantic_ms is not None:
@@ -127,26 +154,30 @@ class CacheStats:
         """Backend time of one generation: what a hit in this category saves."""
         self._cat(category).backend.add(ms)
 
-    def stored(self, category: str) -> None:
-        self._cat(category).stores += 1
+    def stored(self, tenant: str, category: str) -> None:
+        for counts in self._counts(tenant, category):
+            counts.stores += 1
 
-    def refused(self, category: str, reason: str) -> None:
-        cat = self._cat(category)
-        cat.refusals += 1
-        cat.refusals_by_reason[reason] += 1
+    def refused(self, tenant: str, category: str, reason: str) -> None:
+        for counts in self._counts(tenant, category):
+            counts.refusals += 1
+            counts.refusals_by_reason[reason] += 1
 
-    def evicted(self, category: str, n: int) -> None:
-        self._cat(category).evictions += n
+    def evicted(self, tenant: str, category: str, n: int) -> None:
+        """`tenant`: the owner of the evicted entries."""
+        for counts in self._counts(tenant, category):
+            counts.evictions += n
 
-    def expired(self, category: str, n: int) -> None:
-        self._cat(category).expirations += n
+    def expired(self, tenant: str, category: str, n: int) -> None:
+        for counts in self._counts(tenant, category):
+            counts.expirations += n
 
-    def feedback(self, category: str, correct: bool) -> None:
-        cat = self._cat(category)
-        if correct:
-            cat.correct_hits += 1
-        else:
-            cat.false_hits += 1
+    def feedback(self, tenant: str, category: str, correct: bool) -> None:
+        for counts in self._counts(tenant, category):
+            if correct:
+                counts.correct_hits += 1
+            else:
+                counts.false_hits += 1
 
     def below_break_even(self, category: str) -> bool:
         """Rolling hit rate × saved backend time < miss-path cost (after min_sample)."""
@@ -166,17 +197,30 @@ class CacheStats:
         cat.skipped += 1
         return cat.skipped % self._config.probe_every != 0
 
-    def counters(self, category: str) -> CategoryCounters:
+    def counters(self, category: str, tenants: Iterable[str] | None = None) -> CategoryCounters:
+        """The category's counters; with `tenants`, only those tenants' events (summed), and the
+        rolling hit rate left out (it is the category's, i.e. everyone's). Timings and the
+        break-even state are the category's either way: they are the service's, not a tenant's."""
         cat = self._cat(category)
-        hits = cat.exact_hits + cat.semantic_hits
+        rolling = sum(cat.outcomes) / len(cat.outcomes) if cat.outcomes else None
+        if tenants is None:
+            c = cat.counts
+        else:
+            c = _Counts()
+            for tenant in set(tenants):
+                own = self._tenants.get((tenant, category))
+                if own is not None:
+                    c.add(own)
+            rolling = None
+        hits = c.exact_hits + c.semantic_hits
         return CategoryCounters(
-            lookups=cat.lookups, exact_hits=cat.exact_hits, semantic_hits=cat.semantic_hits, misses=cat.misses,
-            stores=cat.stores, store_refusals=cat.refusals, evictions=cat.evictions, expirations=cat.expirations,
-            false_hits=cat.false_hits, correct_hits=cat.correct_hits,
-            hit_rate=hits / cat.lookups if cat.lookups else 0.0,
-            rolling_hit_rate=sum(cat.outcomes) / len(cat.outcomes) if cat.outcomes else None,
+            lookups=c.lookups, exact_hits=c.exact_hits, semantic_hits=c.semantic_hits, misses=c.misses,
+            stores=c.stores, store_refusals=c.refusals, evictions=c.evictions, expirations=c.expirations,
+            false_hits=c.false_hits, correct_hits=c.correct_hits,
+            hit_rate=hits / c.lookups if c.lookups else 0.0,
+            rolling_hit_rate=rolling,
             miss_path_ms=cat.miss_path.value, backend_ms=cat.backend.value,
             skipping_semantic=self.below_break_even(category),
             step_ms={s: e.value for s, e in cat.steps.items() if e.value is not None},
-            misses_by_reason=dict(cat.misses_by_reason), refusals_by_reason=dict(cat.refusals_by_reason),
+            misses_by_reason=dict(c.misses_by_reason), refusals_by_reason=dict(c.refusals_by_reason),
         )

@@ -76,7 +76,7 @@ class FakeEmbedder:
 
 
 class InMemoryRepository:
-    """One category's entries; exact cosine search over what the tenant may see."""
+    """Every category's entries; exact cosine search over what the tenant may see."""
 
     def __init__(self, *, clock: FakeClock | None = None, search_cost_s: float = 0.0) -> None:
         self._docs: dict[str, tuple[bytes, np.ndarray, tuple[str, ...]]] = {}
@@ -86,6 +86,10 @@ class InMemoryRepository:
 
     def __len__(self) -> int:
         return len(self._docs)
+
+    def count(self, category: str) -> int:
+        """Entries stored under `category` (tests check where admission and eviction put things)."""
+        return sum(CacheEntry.from_bytes(payload).category == category for payload, _, _ in self._docs.values())
 
     async def put(self, entry: CacheEntry, vector: np.ndarray) -> None:
         self._docs[entry.entry_id] = (entry.to_bytes(), _unit(np.asarray(vector, np.float32)), entry.access_list())
@@ -170,8 +174,8 @@ def _unit(vec: np.ndarray) -> np.ndarray:
 
 
 class FakePorts:
-    """Fakes wired together (one repository per category, shared clock) plus a builder for a
-    SemanticCache over them, so each test states only what it varies."""
+    """Fakes wired together (one repository for every category, shared clock) plus a builder
+    for a SemanticCache over them, so each test states only what it varies."""
 
     def __init__(self, *, dim: int = 4, table: Mapping[str, Sequence[float]] | None = None,
                  classifier: FakeClassifier | None = None) -> None:
@@ -179,18 +183,12 @@ class FakePorts:
         self.embedder = FakeEmbedder(dim=dim, table=table, clock=self.clock)
         self.backend = FakeBackend(clock=self.clock)
         self.classifier = classifier
-        self.repos: dict[str, InMemoryRepository] = {}
-
-    def repository(self, category: str) -> InMemoryRepository:
-        repo = self.repos.get(category)
-        if repo is None:
-            repo = self.repos[category] = InMemoryRepository(clock=self.clock)
-        return repo
+        self.repo: InMemoryRepository = InMemoryRepository(clock=self.clock)
 
     def cache(self, *, policies: Mapping[str, CategoryPolicy] | None = None,
               options: CacheOptions | None = None, confidence_floor: float = 0.5) -> SemanticCache:
         return SemanticCache(
-            repositories=self.repository, embedder=self.embedder, classifier=self.classifier,
+            repository=self.repo, embedder=self.embedder, classifier=self.classifier,
             backend=self.backend, clock=self.clock, policies=policies or reference_policies(),
             confidence_floor=confidence_floor, options=options or CacheOptions(),
         )

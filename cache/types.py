@@ -59,6 +59,7 @@ class StoreReason(StrEnum):
     ERROR = "error"
     EMPTY = "empty"
     TRUNCATED = "truncated"
+    TOO_LARGE = "too_large"  # a generated response above max_response_bytes (delivered, not stored)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

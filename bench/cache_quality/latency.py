@@ -29,7 +29,7 @@ from cache.service import SemanticCache
 from cache.testing import FakeBackend
 from cache.types import CachedResponse, CacheEntry, LookupRequest, Reason
 from curacache.embed.minilm import MiniLMEmbedder
-from curacache.server.cache_ports import CollectionRepository, collection_name
+from curacache.server.cache_ports import COLLECTION, CollectionRepository
 from curacache.server.config import CacheConfig
 from curacache.server.vectordb import VectorDB
 from storage.sqlite import SqliteStore
@@ -110,8 +110,8 @@ async def _miss_path(
     policies = {name: replace(p, quota_per_tenant=p.quota_total) for name, p in default_policies().items()}
     shipped = CacheConfig()  # the server's defaults for cache collections (index kind and params)
     cache = SemanticCache(
-        repositories=lambda c: TimedRepository(
-            CollectionRepository(db=db, category=c, dim=DIM, index_kind=shipped.index_kind, index_params=shipped.index_params),
+        repository=TimedRepository(
+            CollectionRepository(db=db, dim=DIM, index_kind=shipped.index_kind, index_params=shipped.index_params),
             log,
         ),
         embedder=NoEmbedder(), classifier=TimedClassifier(clf, log), backend=FakeBackend(), clock=SystemClock(),
@@ -146,28 +146,20 @@ async def _miss_path(
 
     miss = await run(misses, {Reason.BELOW_THRESHOLD}, "miss-path lookups")
     hit = await run(hits, {Reason.SEMANTIC}, "semantic-hit lookups")
-    index_only = _index_search(db, clf, cache, vectors, misses[warmup:])
+    index_only = _index_search(db, vectors, misses[warmup:])
     counters = {c: s.counters.step_ms for c, s in cache.stats().items() if s.counters.lookups}
     store.close()
     return {"entries": len(stored), "store_s": store_s, "miss": miss, "semantic_hit": hit, "index_search_only": index_only,
             "stats_step_ewma_ms": {c: dict(v) for c, v in counters.items()}}
 
 
-def _index_search(db: VectorDB, clf: LinearClassifier, cache: SemanticCache, vectors: np.ndarray,
-                  rows: Sequence[int]) -> dict[str, float]:
-    """One index search per miss lookup, called directly (no thread hop, tenant scope only):
-    the share of the `search` step that the index itself costs (the repository searches
-    twice, as the tenant and as the shared scope "*", each through asyncio.to_thread)."""
-    policies = cache.policies()
+def _index_search(db: VectorDB, vectors: np.ndarray, rows: Sequence[int]) -> dict[str, float]:
+    """One index search per miss lookup, called directly (no thread hop): the share of the
+    `search` step that the index itself costs (the repository's search runs through
+    asyncio.to_thread, and also as the shared scope "*" when shared entries exist)."""
+    collection = db.get(COLLECTION)
     times = []
     for t in rows:
-        category, confidence = clf.classify(vectors[t])
-        if confidence < clf.floor or category not in policies:
-            category = "default"
-        try:
-            collection = db.get(collection_name(category))
-        except Exception:  # noqa: BLE001 - category without entries
-            continue
         q = vectors[t].reshape(1, -1)
         t0 = time.perf_counter()
         collection.search(TENANT, q, 5, {}, with_payload=False)

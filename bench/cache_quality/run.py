@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.cache_quality import calibrate, data, diagnostics, e2e, latency, report
+from bench.cache_quality import calibrate, data, diagnostics, e2e, latency, report, single
 from bench.cache_quality.labelled_prompts import DATA_DIR
 from bench.cache_quality.labelled_prompts import split as classifier_split
-from bench.cache_quality.simulate import Lookups, metrics, outcome, simulate
+from bench.cache_quality.simulate import Lookups, metrics, outcome_single, simulate, simulate_single
 from bench.cache_quality.train_classifier import accuracy
 from cache.classifier import LinearClassifier
 from cache.policy import default_policies, effective
@@ -156,20 +156,24 @@ def main(argv: list[str] | None = None) -> int:
                                             f"{os.cpu_count()} cpus",
                                  "seed": args.seed, "target_fhr": args.target_fhr}
     result.update(quality(qqp, look, half_a, half_b, args))
+    # categories set policy, not partitions: one search over every entry (what the service does)
+    one = simulate_single(texts=qqp.texts, vectors=qqp.vectors, cluster=qqp.cluster, stored=qqp.a.tolist(),
+                          lookups=qqp.b.tolist(), clf=clf, categories=cats, progress=progress)
+    shipped_t = {c: p.threshold for c, p in default_policies().items()}
+    result["single_search"] = single.section(look, one, half_a, half_b, shipped_t, args.target_fhr, cats)
     result["diagnostics"] = {
         "pairwise": diagnostics.pairwise(qqp, half_a, half_b, args.target_fhr),
         "one_index": diagnostics.one_index(qqp, clf, half_a, half_b, args.target_fhr, progress=progress),
     }
     result["classifier"] = classifier_accuracy(args.data, args.classifier_max)
 
-    # -- miss-path cost: lookups of half B that miss (offline) under the shipped thresholds
-    look_b = look.subset(half_b)
-    shipped = look_b.thresholds({c: p.threshold for c, p in default_policies().items()})
-    hit, _ = outcome(look_b, shipped)
+    # -- miss-path cost: lookups of half B that miss (offline, one search) under the shipped thresholds
+    one_b = one.subset(half_b)
+    hit, _ = outcome_single(one_b, one_b.thresholds(shipped_t))
     b_texts = qqp.b[half_b]
     want = args.latency_calls + args.warmup
     misses = list(dict.fromkeys(b_texts[~hit].tolist()))[:want]
-    sem_hits = list(dict.fromkeys(b_texts[hit & ~look_b.exact].tolist()))[: max(args.warmup + 50, want // 3)]
+    sem_hits = list(dict.fromkeys(b_texts[hit & ~one_b.exact].tolist()))[: max(args.warmup + 50, want // 3)]
     stored = list(dict.fromkeys(qqp.a.tolist()))
     result["miss_path"] = latency.miss_path(qqp.texts, qqp.vectors, stored, misses, sem_hits,
                                             warmup=args.warmup, progress=progress)
@@ -181,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(args.seed + 1)
         sample = np.sort(rng.choice(half_b, size=min(args.e2e_pairs, len(half_b)), replace=False))
         a_s, b_s = qqp.a[sample].tolist(), qqp.b[sample].tolist()
-        offline = simulate(texts=qqp.texts, vectors=qqp.vectors, cluster=qqp.cluster, stored=a_s, lookups=b_s,
-                           clf=clf, categories=cats, progress=False)
-        thresholds = offline.thresholds({c: p.threshold for c, p in default_policies().items()})
+        offline = simulate_single(texts=qqp.texts, vectors=qqp.vectors, cluster=qqp.cluster, stored=a_s,
+                                  lookups=b_s, clf=clf, categories=cats, progress=False)
+        thresholds = offline.thresholds(shipped_t)
         result["e2e"] = e2e.run(qqp.texts, qqp.cluster, a_s, b_s, offline, thresholds, progress=progress)
     result["targets"] = report.targets(result)
     result["elapsed_s"] = time.time() - started

@@ -130,3 +130,100 @@ def summarise(hit: np.ndarray, correct: np.ndarray, has_dup: np.ndarray) -> dict
         "hit_rate": hits / n if n else 0.0, "precision": precision, "recall": recall,
         "false_hit_rate": (hits - good) / n if n else 0.0, "f1": f1,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class SingleSearch:
+    """The lookup decision since categories set policy, not partitions (DESIGN §5 steps 5-6):
+    one search over every entry, top `k`; the first candidate (most similar first) whose
+    similarity reaches the stricter of the lookup's and its own category's threshold is the
+    hit. Threshold-independent facts, one row per lookup (exact hits as in `Lookups`)."""
+
+    categories: tuple[str, ...]
+    category: np.ndarray  # (n,) the lookup's category index
+    exact: np.ndarray  # (n,) bool
+    exact_correct: np.ndarray  # (n,) bool: the exact entry is in the lookup's cluster
+    sim: np.ndarray  # (n, k) float64, best first (-inf where fewer than k entries)
+    entry: np.ndarray  # (n, k) text index of each candidate's prompt
+    exact_entry: np.ndarray  # (n,) text index of the exact entry's prompt (-1 if none)
+    entry_category: np.ndarray  # (n, k) category index of each candidate
+    correct: np.ndarray  # (n, k) bool: candidate in the lookup's cluster
+    has_dup: np.ndarray  # (n,) bool
+
+    def subset(self, rows: np.ndarray) -> SingleSearch:
+        return SingleSearch(self.categories, self.category[rows], self.exact[rows], self.exact_correct[rows],
+                            self.sim[rows], self.entry[rows], self.exact_entry[rows], self.entry_category[rows],
+                            self.correct[rows], self.has_dup[rows])
+
+    def thresholds(self, by_category: Mapping[str, float]) -> np.ndarray:
+        return np.array([by_category[c] for c in self.categories], dtype=np.float64)
+
+
+def simulate_single(
+    *, texts: Sequence[str], vectors: np.ndarray, cluster: np.ndarray, stored: Sequence[int],
+    lookups: Sequence[int], clf: LinearClassifier, categories: Sequence[str], k: int = 5, progress: bool = True,
+) -> SingleSearch:
+    """Same store and lookups as `simulate`, but one search over all entries (top `k`)."""
+    categories = tuple(categories)
+    cat_index = {c: i for i, c in enumerate(categories)}
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for t in stored:
+        key = normalise_prompt(texts[t])
+        first.setdefault(key, t)
+        last[key] = t
+    keys = list(first)
+    entry_text = np.array([last[key] for key in keys], dtype=np.int64)
+    entry_cat = np.array([cat_index[c] for c in classify(clf, vectors[[first[key] for key in keys]], categories)])
+    by_key = {key: i for i, key in enumerate(keys)}
+    stored_clusters = set(cluster[entry_text].tolist())
+    lookups = np.asarray(lookups, dtype=np.int64)
+    n = len(lookups)
+    exact_entry = np.array([by_key.get(normalise_prompt(texts[t]), -1) for t in lookups.tolist()], dtype=np.int64)
+    exact = exact_entry >= 0
+    category = np.array([cat_index[c] for c in classify(clf, vectors[lookups], categories)], dtype=np.int64)
+    category[exact] = entry_cat[exact_entry[exact]]
+    k = min(k, len(keys))
+    sim = np.full((n, k), -np.inf)
+    nearest = np.zeros((n, k), dtype=np.int64)
+    matrix = vectors[entry_text]
+    with tqdm(total=-(-n // CHUNK), desc="nearest entries (one search)", unit="chunk", disable=not progress) as bar:
+        for start in range(0, n, CHUNK):
+            scores = vectors[lookups[start:start + CHUNK]] @ matrix.T
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            nearest[start:start + CHUNK] = np.take_along_axis(top, order, axis=1)
+            sim[start:start + CHUNK] = np.take_along_axis(top_scores, order, axis=1)
+            bar.update()
+    correct = cluster[entry_text[nearest]] == cluster[lookups][:, None]
+    exact_correct = exact & (cluster[entry_text[np.maximum(exact_entry, 0)]] == cluster[lookups])
+    has_dup = np.array([c in stored_clusters for c in cluster[lookups].tolist()], dtype=bool)
+    exact_text = np.where(exact, entry_text[np.maximum(exact_entry, 0)], -1)
+    return SingleSearch(categories, category, exact, exact_correct, sim, entry_text[nearest], exact_text,
+                        entry_cat[nearest], correct, has_dup)
+
+
+def served_single(look: SingleSearch, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(hit, correct_hit, served entry's text index or -1, its similarity) per lookup: the first
+    candidate reaching max(lookup's, its own category's threshold) is served (exact hits always)."""
+    need = np.maximum(thresholds[look.category][:, None], thresholds[look.entry_category])
+    ok = look.sim >= need
+    any_ok = ok.any(axis=1)
+    rows, first = np.arange(len(ok)), ok.argmax(axis=1)
+    hit = look.exact | any_ok
+    correct = np.where(look.exact, look.exact_correct, any_ok & look.correct[rows, first])
+    entry = np.where(look.exact, look.exact_entry, np.where(any_ok, look.entry[rows, first], -1))
+    sim = np.where(look.exact, 1.0, np.where(any_ok, look.sim[rows, first], -np.inf))
+    return hit, correct, entry, sim
+
+
+def outcome_single(look: SingleSearch, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hit, correct_hit) per lookup under the single search (see `served_single`)."""
+    hit, correct, _, _ = served_single(look, thresholds)
+    return hit, correct
+
+
+def metrics_single(look: SingleSearch, thresholds: np.ndarray) -> dict[str, float]:
+    hit, correct = outcome_single(look, thresholds)
+    return summarise(hit, correct, look.has_dup)

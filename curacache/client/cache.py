@@ -187,19 +187,23 @@ class CacheCalls:
         r = await self._call(self._cache.GetPolicies, pb.GetPoliciesRequest())
         return [_policy(p) for p in r.policies]
 
-    async def set_policy(self, category: str, **changes: Any) -> CategoryPolicy:
-        """Change some fields of one category's policy (e.g. threshold=0.9, ttl_s=600)."""
+    async def set_policy(self, category: str, *, create: bool = False, **changes: Any) -> CategoryPolicy:
+        """Change some fields of one category's policy (e.g. threshold=0.9, ttl_s=600).
+        An unknown category is refused unless `create=True`."""
         unknown = sorted(set(changes) - set(_POLICY_FIELDS) - {"category"})
         if unknown:
             raise ValueError(f"{unknown[0]}: not a policy field (fields: {', '.join(_POLICY_FIELDS[1:])})")
         request = pb.SetPolicyRequest(
             policy=pb.CategoryPolicy(category=category, **changes),
             update_mask=field_mask_pb2.FieldMask(paths=sorted(changes)),
+            create=create,
         )
         return _policy((await self._call(self._cache.SetPolicy, request)).policy)
 
-    async def cache_stats(self) -> list[CategoryStats]:
-        r = await self._call(self._cache.Stats, pb.CacheStatsRequest())
+    async def cache_stats(self, tenant: str | None = None) -> list[CategoryStats]:
+        """Per-category counters: every tenant's with an admin key, else the key's own tenants'
+        (`tenant` narrows to one of them)."""
+        r = await self._call(self._cache.Stats, pb.CacheStatsRequest(tenant=tenant or ""))
         names = [f.name for f in dataclasses.fields(CategoryStats)]
         return [CategoryStats(**{n: getattr(s, n) for n in names}) for s in r.categories]
 
@@ -252,4 +256,12 @@ def _response(r: pb.CachedResponse) -> CachedResponse:
 
 
 def _policy(p: pb.CategoryPolicy) -> CategoryPolicy:
-    return CategoryPolicy(**{name: getattr(p, name) for name in _POLICY_FIELDS})
+    return CategoryPolicy(**{name: _decimal(p, name) for name in _POLICY_FIELDS})
+
+
+def _decimal(p: pb.CategoryPolicy, name: str) -> Any:
+    """float32 fields as the shortest decimal of the same float32 (0.9, not 0.8999999761581421)."""
+    value = getattr(p, name)
+    if p.DESCRIPTOR.fields_by_name[name].type == p.DESCRIPTOR.fields_by_name[name].TYPE_FLOAT:
+        return float(str(np.float32(value)))
+    return value

@@ -17,6 +17,12 @@ import numpy as np
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
+MAX_EMBED_CHARS = 8192
+"""How much of a text an embedder reads: a prefix, so the cost of embedding a request is
+bounded whatever its size. MiniLM keeps 256 tokens anyway; 8192 characters is 32 per token,
+far above real text (QQP: ~4.5), so only pathological texts (runs of whitespace, 100-character
+words) are cut before the model's own truncation."""
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -94,6 +100,11 @@ class HashingEmbedder:
 
     async def aclose(self) -> None:
         return None
+
+
+def prefixes(texts: Sequence[str], max_chars: int) -> list[str]:
+    """Each text cut to its first `max_chars` characters (see MAX_EMBED_CHARS)."""
+    return [t if len(t) <= max_chars else t[:max_chars] for t in texts]
 
 
 def as_text_list(texts: Sequence[str]) -> list[str]:

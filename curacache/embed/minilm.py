@@ -47,7 +47,7 @@ import numpy as np
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
-from curacache.embed.base import as_text_list, empty_rows
+from curacache.embed.base import MAX_EMBED_CHARS, as_text_list, empty_rows, prefixes
 from curacache.embed.bert_numpy import BertConfig, BertEncoder
 from curacache.embed.bert_onnx import OnnxBertEncoder, onnx_available
 from curacache.embed.errors import EmbeddingError
@@ -133,10 +133,14 @@ class MiniLMEmbedder:
         backend: str = "auto",
         threads: int = 0,
         files: ModelFiles | None = None,
+        max_chars: int = MAX_EMBED_CHARS,
     ) -> None:
         """`backend`: "onnxruntime" (faster), "numpy" (no extra packages) or "auto" (the
         first when onnx + onnxruntime are importable). `threads` applies to onnxruntime
-        (0 = all cores); numpy's BLAS follows OPENBLAS_NUM_THREADS."""
+        (0 = all cores); numpy's BLAS follows OPENBLAS_NUM_THREADS. `max_chars`: only a
+        text's first `max_chars` characters are tokenised (bounded cost per text)."""
+        if max_chars <= 0:
+            raise ValueError(f"max_chars must be positive, got {max_chars}")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if backend not in BACKENDS:
@@ -162,6 +166,7 @@ class MiniLMEmbedder:
         self.name = MODEL_NAME
         self.backend = backend
         self.batch_size = batch_size
+        self.max_chars = max_chars
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
         """Blocking encode; use from a worker thread (or via `embed`)."""
@@ -169,7 +174,7 @@ class MiniLMEmbedder:
         if not texts:
             return empty_rows(self.dim)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for idx, ids, mask in tokenize_batches(self._tokenizer, texts, self.batch_size):
+        for idx, ids, mask in tokenize_batches(self._tokenizer, prefixes(texts, self.max_chars), self.batch_size):
             out[idx] = self._encoder.encode(ids, mask)
         return out
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from curacache.embed.base import as_text_list, empty_rows, l2_normalise
+from curacache.embed.base import MAX_EMBED_CHARS, as_text_list, empty_rows, l2_normalise, prefixes
 from curacache.embed.errors import EmbeddingError
 
 
@@ -32,6 +32,7 @@ class OpenAIEmbedder:
         api_key: str | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_chars: int = MAX_EMBED_CHARS,
     ) -> None:
         """`base_url` is the server root, with or without a trailing `/v1`.
 
@@ -39,6 +40,9 @@ class OpenAIEmbedder:
         """
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
+        if max_chars <= 0:
+            raise ValueError(f"max_chars must be positive, got {max_chars}")
+        self.max_chars = max_chars  # a prefix is sent: bounded request size and server cost
         root = base_url.rstrip("/")
         self.url = root + ("/embeddings" if root.endswith("/v1") else "/v1/embeddings")
         self.model = model
@@ -52,7 +56,8 @@ class OpenAIEmbedder:
         if not texts:
             return empty_rows(self.dim)
         try:
-            response = await self._client.post(self.url, json={"model": self.model, "input": texts})
+            response = await self._client.post(
+                self.url, json={"model": self.model, "input": prefixes(texts, self.max_chars)})
         except httpx.TimeoutException as exc:
             raise EmbeddingError(f"embedding server {self.url} timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:

@@ -117,7 +117,7 @@ async def create_server(config: ServerConfig, *, store: DocumentStore | None = N
         await asyncio.to_thread(db.load)
         cache = None
         if config.cache.enabled:
-            cache = await asyncio.to_thread(build_cache, config.cache, db)
+            cache = await asyncio.to_thread(build_cache, config.cache, db, config.limits)
             restored = await cache.cache.restore()
             log.info("semantic cache ready (%s embedder, %d entries)", config.cache.embedder, restored)
     except BaseException:

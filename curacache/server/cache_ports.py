@@ -1,9 +1,13 @@
 """The semantic cache's ports, implemented over the service's own parts.
 
-- `CollectionRepository`: one category's entries as records of an internal vector collection
-  (`cache:<category>`; the colon keeps it out of reach of the public Collections/Vectors API,
-  whose names are [A-Za-z0-9_.-]). Shared entries carry the reserved tenant "*" in their access
-  list and every search also runs as "*" (DESIGN §2, cache.ports.EntryRepository).
+- `CollectionRepository`: every cache entry as a record of ONE internal vector collection
+  (`cache::entries`; the colon keeps it out of reach of the public Collections/Vectors API,
+  whose names are [A-Za-z0-9_.-]): tenants are the index's tenants, the category is an entry
+  attribute, so one search covers all of a tenant's categories (DESIGN §5 step 5). Shared
+  entries carry the reserved tenant "*" in their access list; a search also runs as "*" when
+  any shared entry exists (DESIGN §2, cache.ports.EntryRepository).
+  `adopt_legacy_collections` moves the entries of the earlier per-category collections
+  (`cache:<category>`) into it at start-up.
 - `RouterBackend`: the cache's Backend port over `curacache.llm.BackendRouter` (type
   translation only).
 """
@@ -26,28 +30,30 @@ from curacache.server.vectordb import VectorDB
 from storage.types import StoredRecord
 
 COLLECTION_PREFIX = "cache:"
+COLLECTION = "cache::entries"
 _SCAN_BATCH = 1024
-
-
-def collection_name(category: str) -> str:
-    return COLLECTION_PREFIX + category
 
 
 class CollectionRepository:
     """cache.ports.EntryRepository over one internal collection (created on first use)."""
 
     def __init__(
-        self, *, db: VectorDB, category: str, dim: int, index_kind: str = "",
-        index_params: Mapping[str, float] | None = None,
+        self, *, db: VectorDB, dim: int, index_kind: str = "", index_params: Mapping[str, float] | None = None,
+        name: str = COLLECTION,
     ) -> None:
         self._db = db
-        self._name = collection_name(category)
+        self._name = name
         self._dim = dim
         self._index_kind = index_kind
         self._index_params = dict(index_params or {})
         self._collection: Collection | None = None
 
-    def _get(self) -> Collection:
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def collection(self) -> Collection:
+        """The collection, created on first use."""
         if self._collection is None:
             try:
                 self._collection = self._db.get(self._name)
@@ -71,27 +77,28 @@ class CollectionRepository:
             payload=entry.to_bytes(),
             metadata=entry.metadata(),
         )
-        collection = self._get()
+        collection = self.collection()
         await asyncio.to_thread(collection.upsert, entry.tenant, [record], admin=True)
 
     async def get(self, entry_ids: Sequence[str]) -> dict[str, CacheEntry]:
-        collection = self._get()
+        collection = self.collection()
         found = await asyncio.to_thread(self._db.store.get_records, collection.spec.name, list(entry_ids))
         return {rid: CacheEntry.from_bytes(rec.payload) for rid, rec in found.items()}
 
     async def delete(self, entry_ids: Sequence[str]) -> int:
         if not entry_ids:
             return 0
-        collection = self._get()
+        collection = self.collection()
         return await asyncio.to_thread(collection.delete, SHARED_TENANT, list(entry_ids), admin=True)
 
     async def search(self, vector: np.ndarray, tenant: str, k: int) -> list[tuple[str, float]]:
-        collection = self._get()
+        collection = self.collection()
         q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
 
         def both() -> list[tuple[str, float]]:
+            scopes = (tenant, SHARED_TENANT) if collection.visible_count(SHARED_TENANT) else (tenant,)
             best: dict[str, float] = {}
-            for who in dict.fromkeys((tenant, SHARED_TENANT)):
+            for who in scopes:
                 for hit in collection.search(who, q, k, {}, with_payload=False)[0]:
                     best[hit.id] = max(hit.score, best.get(hit.id, -1.0))
             return sorted(best.items(), key=lambda kv: -kv[1])[:k]
@@ -99,7 +106,7 @@ class CollectionRepository:
         return await asyncio.to_thread(both)
 
     async def scan(self) -> AsyncIterator[CacheEntry]:
-        collection = self._get()
+        collection = self.collection()
         batches = iter(self._db.store.iter_records(collection.spec.name, _SCAN_BATCH))
         while True:
             batch = await asyncio.to_thread(next, batches, None)
@@ -107,6 +114,22 @@ class CollectionRepository:
                 return
             for rec in batch:
                 yield CacheEntry.from_bytes(rec.payload)
+
+
+def adopt_legacy_collections(db: VectorDB, repository: CollectionRepository) -> int:
+    """Move the entries of the per-category collections of earlier versions (`cache:<category>`)
+    into the one cache collection, then drop them; returns how many entries moved. Records keep
+    their ids, owners, access lists and payloads, so nothing a client holds changes."""
+    moved = 0
+    for spec in db.list(internal=True):
+        if not spec.name.startswith(COLLECTION_PREFIX) or spec.name == repository.name:
+            continue
+        target = repository.collection()
+        for batch in db.store.iter_records(spec.name, _SCAN_BATCH):
+            target.upsert(SHARED_TENANT, list(batch), admin=True)
+            moved += len(batch)
+        db.delete(spec.name)
+    return moved
 
 
 class RouterBackend:

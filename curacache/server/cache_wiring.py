@@ -5,12 +5,14 @@ Part of the composition root: the only place where `cache` meets its port implem
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from cache.classifier import LinearClassifier
 from cache.clock import SystemClock
 from cache.errors import InvalidRequest
+from cache.options import CacheOptions
 from cache.policy import CategoryPolicy, default_policies
 from cache.service import SemanticCache
 from curacache.embed.base import Embedder, HashingEmbedder
@@ -18,9 +20,11 @@ from curacache.embed.batching import BatchingEmbedder
 from curacache.embed.minilm import MiniLMEmbedder
 from curacache.embed.remote import OpenAIEmbedder
 from curacache.llm.router import BackendRouter
-from curacache.server.cache_ports import CollectionRepository, RouterBackend
-from curacache.server.config import CacheConfig, ConfigError
+from curacache.server.cache_ports import CollectionRepository, RouterBackend, adopt_legacy_collections
+from curacache.server.config import CacheConfig, ConfigError, LimitsConfig
 from curacache.server.vectordb import VectorDB
+
+log = logging.getLogger("curacache.cache")
 
 EMBED_DIM = 384  # MiniLM; the remote embedder must serve the same dimension
 
@@ -60,7 +64,7 @@ def policies_from(config: CacheConfig) -> dict[str, CategoryPolicy]:
     return policies
 
 
-def build_cache(config: CacheConfig, db: VectorDB) -> CacheParts:
+def build_cache(config: CacheConfig, db: VectorDB, limits: LimitsConfig = LimitsConfig()) -> CacheParts:
     factory = EMBEDDERS.get(config.embedder)
     if factory is None:
         raise ConfigError(f"cache.embedder: must be one of {sorted(EMBEDDERS)}, got {config.embedder!r}")
@@ -70,16 +74,19 @@ def build_cache(config: CacheConfig, db: VectorDB) -> CacheParts:
     embedder = factory(config)
     classifier = LinearClassifier.load()
     floor = classifier.floor if config.confidence_floor is None else config.confidence_floor
+    repository = CollectionRepository(db=db, dim=EMBED_DIM, index_kind=config.index_kind,
+                                      index_params=config.index_params)
+    moved = adopt_legacy_collections(db, repository)
+    if moved:
+        log.info("moved %d cache entries from per-category collections into %s", moved, repository.name)
     cache = SemanticCache(
-        repositories=lambda category: CollectionRepository(
-            db=db, category=category, dim=EMBED_DIM, index_kind=config.index_kind,
-            index_params=config.index_params,
-        ),
+        repository=repository,
         embedder=embedder,
         classifier=classifier,
         backend=RouterBackend(router=router, default_model=config.default_model or None),
         clock=SystemClock(),
         policies=policies_from(config),
         confidence_floor=floor,
+        options=CacheOptions(max_prompt_bytes=limits.max_prompt_bytes, max_response_bytes=limits.max_response_bytes),
     )
     return CacheParts(cache, embedder, router, EMBED_DIM)

@@ -11,7 +11,7 @@ import logging
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -265,12 +265,28 @@ class Collection:
             for row in rows
         ]
 
-    def stats(self) -> CollectionStats:
+    def visible_count(self, tenant: str) -> int:
+        """How many records `tenant` can see (a dict read: no lock needed under the GIL)."""
+        return self._tenant_records.get(tenant, 0)
+
+    def stats(self, tenants: Iterable[str] | None = None) -> CollectionStats:
+        """The whole collection's figures, or with `tenants` (a tenant-scoped caller) only
+        theirs: records any of them can see, how many of them hold any, and no sizes (those
+        are everyone's)."""
         self._check_live()
+        if tenants is not None:
+            scope = frozenset(tenants)
+            with self._rw.read():
+                present = [t for t in scope if self._tenant_records.get(t, 0) > 0]
+                if len(present) <= 1:
+                    records = sum(self._tenant_records[t] for t in present)
+                else:  # a record shared by two of them counts once
+                    records = sum(1 for e in self._entries.values() if not scope.isdisjoint(e.tenants))
+            return CollectionStats(records, len(present), {}, 0)
         with self._rw.read():
-            records, tenants = len(self._entries), len(self._tenant_records)
+            records, n_tenants = len(self._entries), len(self._tenant_records)
             memory = self._index.memory_bytes()
-        return CollectionStats(records, tenants, memory, self._store.size_bytes(self.spec.name))
+        return CollectionStats(records, n_tenants, memory, self._store.size_bytes(self.spec.name))
 
     # -- background maintenance ----------------------------------------------------------
     def _maybe_retrain(self) -> None:

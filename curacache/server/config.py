@@ -45,6 +45,10 @@ class LimitsConfig:
     max_tenants_per_record: int = 1024
     max_message_bytes: int = 256 << 20
     max_forward_bytes: int = 4 << 20  # body of a request passed through to a backend (Cache.Forward)
+    # Semantic cache: a prompt (or a conversation's message contents together) and a response
+    # above these are refused with INVALID_ARGUMENT (1 MiB ≈ 250k tokens, past any context window).
+    max_prompt_bytes: int = 1 << 20
+    max_response_bytes: int = 1 << 20
     tenant_rate: float = 0.0  # requests per second per tenant; 0 = unlimited
     tenant_burst: float = 100.0
 
@@ -246,6 +250,7 @@ def _check(config: ServerConfig) -> None:
         )
     if (config.tls.cert_file is None) != (config.tls.key_file is None):
         raise ConfigError("tls: set both tls.cert_file and tls.key_file, or neither")
-    for name in ("max_batch", "max_k", "max_dim", "max_payload_bytes", "max_id_bytes", "max_forward_bytes"):
+    for name in ("max_batch", "max_k", "max_dim", "max_payload_bytes", "max_id_bytes", "max_prompt_bytes",
+                 "max_response_bytes", "max_forward_bytes"):
         if getattr(config.limits, name) <= 0:
             raise ConfigError(f"limits.{name}: must be positive")

@@ -81,10 +81,11 @@ class VectorDB:
         except KeyError:
             raise NotFound(f"collection {name!r} does not exist") from None
 
-    def list(self) -> list[CollectionSpec]:
-        """The public collections by name. Internal ones (the cache's `cache:<category>`, whose
-        colon no public name may contain) are left out: the public API cannot address them."""
-        specs = (c.spec for c in self._collections.values() if ":" not in c.spec.name)
+    def list(self, *, internal: bool = False) -> list[CollectionSpec]:
+        """The public collections by name; with `internal`, only the internal ones (the cache's
+        `cache::entries`, whose colon no public name may contain: the public API cannot
+        address them)."""
+        specs = (c.spec for c in self._collections.values() if (":" in c.spec.name) == internal)
         return sorted(specs, key=lambda s: s.name)
 
     def delete(self, name: str) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from curacache.client import AsyncClient, Client, GenerateResult
@@ -94,7 +95,7 @@ def test_paraphrase_hits_after_a_miss_and_near_miss_misses(cache_client: Client)
     # The cache's own collections are internal: not listed, not addressable.
     assert all(":" not in info.name for info in c.list_collections())
     with pytest.raises(InvalidArgumentError):
-        c.get_collection("cache:code")
+        c.get_collection("cache::entries")
 
     c.store("What is the capital of France?", "Paris.", "acme", model=MODEL, category="knowledge")
     near = c.lookup("What is the capital of Germany?", "acme", model=MODEL, category="knowledge")
@@ -233,10 +234,27 @@ def test_feedback_and_policies(cache_client: Client) -> None:
     stats = {s.category: s for s in c.cache_stats()}
     assert stats["code"].false_hit_feedback == 1
     policy = c.set_policy("code", threshold=0.99)
-    assert policy.threshold == pytest.approx(0.99)
+    assert policy.threshold == 0.99
     assert not c.lookup("How can I reverse a Python list?", "acme", model=MODEL).hit
     assert c.invalidate("acme", entry_ids=[stored.entry_id]) == 1
     assert not c.lookup("How do I reverse a list in Python?", "acme", model=MODEL).hit
+
+
+def test_set_policy_lowering_below_the_bound_and_creating_categories(cache_client: Client) -> None:
+    c = cache_client
+    shipped = {p.category: p for p in c.get_policies()}["code"]
+    lowered = c.set_policy("code", threshold=0.9)  # below code's min_threshold: the bound moves
+    gap = round(shipped.threshold - shipped.min_threshold, 6)
+    assert lowered.threshold == 0.9 and lowered.min_threshold == round(0.9 - gap, 6)
+    with pytest.raises(InvalidArgumentError) as info:
+        c.set_policy("code", threshold=0.9, min_threshold=0.95)
+    assert "policy.min_threshold: 0.95 is above threshold 0.9" in str(info.value)
+    with pytest.raises(InvalidArgumentError) as info:
+        c.set_policy("recipes", threshold=0.9)
+    assert "policy.category" in str(info.value) and "create" in str(info.value)
+    assert "recipes" not in {p.category for p in c.get_policies()}
+    assert c.set_policy("recipes", create=True, threshold=0.9).threshold == 0.9
+    assert c.store("How long to boil an egg?", "7 minutes.", "acme", model=MODEL, category="recipes").stored
 
 
 @pytest.mark.parametrize(
@@ -254,6 +272,8 @@ def test_feedback_and_policies(cache_client: Client) -> None:
         (lambda c: c.feedback("", True, "acme"), "entry_id"),
         (lambda c: c.set_policy("code", threshold=1.5), "policy.threshold"),
         (lambda c: c.set_policy("code", eviction="random"), "policy.eviction"),
+        (lambda c: c.lookup("x" * 1_300_000, "acme"), "query.prompt: 1300000 bytes, above the limit of 1048576"),
+        (lambda c: c.store("hi", "x" * 1_300_000, "acme"), "response.text: 1300000 bytes"),
     ],
 )
 def test_bad_input_names_the_field(cache_client: Client, call: Callable[[Client], Any], field: str) -> None:
@@ -270,5 +290,45 @@ def test_shared_entries_need_an_admin_key(start_server: Callable[..., ThreadServ
             c.store("hello", "world", "acme", shared=True)
         with pytest.raises(PermissionDeniedError):
             c.lookup("hello", "other-tenant")
+        with pytest.raises(PermissionDeniedError):
+            next(iter(c.generate("hello", "acme", shared=True)))
     with Client(server.target, api_key="root") as admin:
         assert admin.store("hello", "world", "acme", shared=True).stored
+
+
+def test_tenant_keys_see_only_their_own_figures(start_server: Callable[..., ThreadServer]) -> None:
+    server = start_server(**{"auth.keys": "k1=acme;k2=beta,gamma;root=*"})
+    with Client(server.target, api_key="root") as admin:
+        admin.create_collection("c", 4, index="flat")
+        admin.upsert("c", ["a1", "a2"], np.ones((2, 4)), owner="acme")
+        admin.upsert("c", ["b1"], np.ones((1, 4)), owner="beta")
+        admin.grant("c", ["b1"], "gamma", "beta")
+        admin.upsert("c", ["g1"], np.ones((1, 4)), owner="gamma")
+        admin.grant("c", ["a1"], "gamma", "acme")
+        for tenant, prompt in (("acme", "hello"), ("acme", "hi there"), ("beta", "good morning")):
+            admin.store(prompt, "answer", tenant, category="default")
+            admin.lookup(prompt, tenant, category="default")
+        everything = admin.stats("c")
+        assert (everything.record_count, everything.tenant_count) == (4, 3) and everything.store_bytes > 0
+        assert {s.category: s for s in admin.cache_stats()}["default"].lookups == 3
+        assert {s.category: s for s in admin.cache_stats(tenant="beta")}["default"].stores == 1
+    with Client(server.target, api_key="k1") as acme, Client(server.target, api_key="k2") as bg:
+        mine = acme.stats("c")
+        assert (mine.record_count, mine.tenant_count, mine.store_bytes) == (2, 1, 0)
+        theirs = bg.stats("c")  # b1 is seen by both beta and gamma: counted once
+        assert (theirs.record_count, theirs.tenant_count) == (3, 2)
+        own = {s.category: s for s in acme.cache_stats()}["default"]
+        assert (own.lookups, own.stores, own.entries, own.exact_hits) == (2, 2, 2, 2)
+        other = {s.category: s for s in bg.cache_stats()}["default"]
+        assert (other.lookups, other.stores, other.entries) == (1, 1, 1)
+        with pytest.raises(PermissionDeniedError):
+            acme.cache_stats(tenant="beta")
+
+
+def test_generate_shared_is_seen_by_other_tenants(cache_client: Client, fake_llm: ThreadFakeLLM) -> None:
+    c = cache_client
+    text, first = _generate(c, "Explain recursion in Python", "tenant-a", shared=True)
+    assert not first.cached and first.stored
+    again, seen = _generate(c, "Explain recursion in Python", "tenant-b")
+    assert seen.cached and seen.entry_id == first.entry_id and again == text
+    assert fake_llm.sim.stats.requests_served == 1

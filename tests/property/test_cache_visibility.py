@@ -43,7 +43,7 @@ def test_no_private_entry_reaches_another_tenant(sequence, leaky: bool) -> None:
 async def _run(sequence, leaky: bool) -> None:
     p = FakePorts(table=TABLE)
     if leaky:
-        p.repos["default"] = LeakyRepository(clock=p.clock)
+        p.repo = LeakyRepository(clock=p.clock)
     cache = p.cache()
     owner: dict[str, tuple[str, bool]] = {}  # response text -> (tenant, shared)
     for n, (op, tenant, prompt, shared) in enumerate(sequence):

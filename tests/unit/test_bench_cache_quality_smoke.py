@@ -28,11 +28,15 @@ def test_bench_cache_quality_runs_end_to_end(tmp_path: Path) -> None:
         assert 0.0 <= m["false_hit_rate"] <= m["hit_rate"] <= 1.0
         assert 0.0 <= m["precision"] <= 1.0 and 0.0 <= m["recall"] <= 1.0
         assert m["correct_hits"] + m["false_hits"] == m["hits"]
+    one = r["single_search"]["shipped_defaults"]
+    assert one["single_search"]["correct_hits"] - one["partitioned"]["correct_hits"] == (
+        one["correct_hits_recovered"] - one["correct_hits_lost"])
+    assert one["single_search"]["lookups"] == r["pairs"]["B"]
     # exact repeats always hit, so even the strictest policy has some hits
     assert r["global_fhr_target"]["B"]["hits"] >= r["pairs"]["exact_hits_B"]
     assert r["miss_path"]["miss"]["steps"]["total"]["calls"] >= 40
     assert r["classifier"]["accuracy"]["all"] > 0.5
     # the real server with its own embedder agrees with the offline computation
     assert r["e2e"]["pairs"] == 12 and r["e2e"]["hit_agreement"] >= 0.9
-    assert len(r["targets"]) == 3 and "| (iii) shipped defaults (load 0) |" in (
+    assert len(r["targets"]) == 6 and "| (iii) shipped defaults (load 0) |" in (
         tmp_path / "cache_quality_summary.md").read_text()

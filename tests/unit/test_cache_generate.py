@@ -44,6 +44,20 @@ async def test_miss_streams_through_and_stores_then_hit_replays_exact_text() -> 
     assert p.backend.calls == 1
 
 
+async def test_generate_shared_stores_a_shared_entry_other_tenants_hit() -> None:
+    p = FakePorts()
+    cache = p.cache()
+    text, stored = await collect(cache.generate(req(tenant="ann"), shared=True))
+    assert stored.store_reason is StoreReason.STORED
+    replay, hit = await collect(cache.generate(req(tenant="ben")))
+    assert hit.cached and hit.entry_id == stored.entry_id and replay == text
+    assert p.backend.calls == 1
+    _, private = await collect(cache.generate(req("Explain a private thing", tenant="ann")))
+    _, other = await collect(cache.generate(req("Explain a private thing", tenant="ben")))
+    assert not other.cached and other.entry_id != private.entry_id  # the default stays private
+    assert p.backend.calls == 3
+
+
 async def test_twenty_concurrent_equivalent_misses_make_one_backend_call() -> None:
     p = FakePorts()
     p.backend.gate = asyncio.Event()
@@ -56,7 +70,7 @@ async def test_twenty_concurrent_equivalent_misses_make_one_backend_call() -> No
     texts = {text for text, _ in results}
     assert len(texts) == 1 and texts == {p.backend.answer(req("  EXPLAIN single-flight "))}
     assert sum(final.lookup_reason is Reason.SINGLE_FLIGHT for _, final in results) == 19
-    assert len(p.repos["default"]) == 1
+    assert p.repo.count("default") == 1
 
 
 async def test_different_tenants_do_not_share_a_flight() -> None:
@@ -81,7 +95,7 @@ async def test_backend_exception_reaches_all_waiters_and_nothing_is_cached() -> 
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, ConnectionError) for r in results)
     assert p.backend.calls == 1
-    assert len(p.repos.get("default", [])) == 0
+    assert p.repo.count("default") == 0
     p.backend.error = None
     p.backend.gate = None
     _, final = await collect(cache.generate(req()))
@@ -95,7 +109,7 @@ async def test_error_and_truncated_finishes_are_streamed_but_not_stored() -> Non
         p.backend.finish_reason = finish
         _, final = await collect(cache.generate(req()))
         assert final.store_reason is reason and final.entry_id is None
-    assert len(p.repos["default"]) == 0
+    assert p.repo.count("default") == 0
 
 
 async def test_nondeterministic_requests_are_not_single_flighted_or_stored() -> None:

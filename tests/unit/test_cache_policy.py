@@ -120,7 +120,7 @@ def test_admission_reasons() -> None:
 def _ledger(metas: list[tuple[str, str, float, float, int, float | None]]) -> Ledger:
     ledger = Ledger()
     for entry_id, tenant, created, expires, hits, last in metas:
-        ledger.add(EntryMeta(entry_id=entry_id, tenant=tenant, shared=False, created_at=created,
+        ledger.add(EntryMeta(entry_id=entry_id, category="default", tenant=tenant, shared=False, created_at=created,
                              expires_at=expires, hits=hits, last_hit_at=last, route_key=entry_id))
     return ledger
 
@@ -160,3 +160,14 @@ def test_calibration_picks_lowest_safe_threshold() -> None:
     assert 0.93 < worst < 0.9301
     assert calibrate([(0.86, True)] * 5, base=0.88, floor=0.85, target=0.05) == 0.86  # lowers, never below floor
     assert calibrate([(0.80, True)] * 5, base=0.88, floor=0.85, target=0.05) == 0.88
+
+
+def test_lowering_threshold_below_its_bound_moves_the_bound_keeping_the_room() -> None:
+    base = CategoryPolicy(threshold=0.97, ttl_s=100, min_threshold=0.95)
+    lowered = base.with_changes({"threshold": 0.9})
+    assert (lowered.threshold, lowered.min_threshold) == (0.9, 0.88)
+    assert base.with_changes({"threshold": 0.96}).min_threshold == 0.95  # still above: unchanged
+    assert base.with_changes({"threshold": 0.01}).min_threshold == 0.0
+    with pytest.raises(InvalidRequest) as err:  # both named: refused, values as given
+        base.with_changes({"threshold": 0.9, "min_threshold": 0.95})
+    assert err.value.field == "min_threshold" and err.value.message == "0.95 is above threshold 0.9"

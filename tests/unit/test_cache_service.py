@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cache import (
-    CachedResponse, CacheOptions, CategoryPolicy, EntryNotFound, InvalidRequest, LookupRequest, NotPermitted,
+    CachedResponse, CacheOptions, CategoryPolicy, EntryNotFound, FinalResult, InvalidRequest, LookupRequest,
+    NotPermitted,
     Reason, StoreReason,
 )
 from cache.stats import BreakEvenConfig
@@ -79,7 +80,7 @@ async def test_ttl_expiry_with_fake_clock_and_sweeper() -> None:
     para = await cache.lookup(req(PARAPHRASE, category="time_sensitive"))
     assert not para.hit and para.reason in (Reason.EXPIRED, Reason.BELOW_THRESHOLD)
     assert await cache.sweep_expired() == 1
-    assert len(p.repos["time_sensitive"]) == 0
+    assert p.repo.count("time_sensitive") == 0
     assert cache.stats()["time_sensitive"].counters.expirations == 1
     assert (await cache.lookup(req(category="time_sensitive"))).reason is Reason.EMPTY
 
@@ -210,7 +211,7 @@ async def test_feedback_checks_visibility() -> None:
 
 async def test_break_even_skip_kicks_in_and_recovers() -> None:
     p = ports()
-    p.repository("default")._cost = 0.010  # 10 ms per search on the fake clock
+    p.repo._cost = 0.010  # 10 ms per search on the fake clock
     config = BreakEvenConfig(window=10, min_sample=10, probe_every=4, ewma_alpha=0.5)
     cache = p.cache(options=CacheOptions(break_even=config))
     cache._stats.backend_latency("default", 5.0)  # a hit saves only 5 ms
@@ -241,7 +242,7 @@ async def test_invalidate_by_ids_category_and_tenant() -> None:
     assert await cache.invalidate(entry_ids=[a.entry_id], tenant="ann") == 1
     assert await cache.invalidate(tenant="ann") == 1  # the code entry
     assert await cache.invalidate(category="default") == 1  # ben's
-    assert sum(len(r) for r in p.repos.values()) == 0
+    assert len(p.repo) == 0
     with pytest.raises(InvalidRequest):
         await cache.invalidate()
 
@@ -266,7 +267,11 @@ async def test_set_policy_validates_and_creates_categories() -> None:
     with pytest.raises(InvalidRequest) as err:
         cache.set_policy("default", colour="red")
     assert err.value.field == "colour"
-    created = cache.set_policy("recipes", threshold=0.9)
+    with pytest.raises(InvalidRequest) as err:
+        cache.set_policy("recipes", threshold=0.9)  # a typo must not add a category
+    assert err.value.field == "category" and "create" in err.value.message
+    assert "recipes" not in cache.policies()
+    created = cache.set_policy("recipes", create=True, threshold=0.9)
     assert created.ttl_s == reference_policies()["default"].ttl_s and "recipes" in cache.policies()
     assert (await cache.store(req(category="recipes"), OK)).stored
     with pytest.raises(InvalidRequest) as err:
@@ -328,7 +333,82 @@ async def test_store_over_quota_evicts_by_policy(eviction: str, evicted: str) ->
     assert (await cache.lookup(req("q0"))).hit  # q0 is now recently and more often used
     await cache.store(req("q2"), OK)
     await cache.store(req("b0", tenant="ben"), OK)  # other tenants count only toward the total
-    remaining = {e.prompt for e in (await p.repos["default"].get(
+    remaining = {e.prompt for e in (await p.repo.get(
         [m.entry_id for m in cache._ledger("default")])).values()}
     assert evicted not in remaining and "q2" in remaining and "b0" in remaining and len(remaining) == 3
     assert cache.stats()["default"].counters.evictions == 1
+
+
+async def test_size_limits_name_the_field_and_large_generations_are_not_stored() -> None:
+    p = ports()
+    cache = p.cache(options=CacheOptions(max_prompt_bytes=100, max_response_bytes=50))
+    with pytest.raises(InvalidRequest) as err:
+        await cache.lookup(req("é" * 51))  # 102 bytes in UTF-8
+    assert err.value.field == "prompt" and "102 bytes" in err.value.message and "100" in err.value.message
+    convo = [("system", "x" * 60), ("user", "y" * 41)]
+    with pytest.raises(InvalidRequest) as err:
+        await cache.lookup(LookupRequest(tenant="ann", messages=convo, category="default"))
+    assert err.value.field == "messages"
+    with pytest.raises(InvalidRequest) as err:
+        await cache.store(req(), CachedResponse(text="z" * 51, finish_reason="stop"))
+    assert err.value.field == "response.text"
+    assert (await cache.lookup(req("é" * 50))).reason is Reason.EMPTY  # at the limit: fine
+    p.backend.text = "w" * 51
+    chunks, final = [], None
+    async for item in cache.generate(req(params={"temperature": 0})):
+        if isinstance(item, FinalResult):
+            final = item
+        else:
+            chunks.append(item.text)
+    assert final is not None and "".join(chunks) == p.backend.text  # delivered ...
+    assert final.store_reason is StoreReason.TOO_LARGE and p.repo.count("default") == 0  # ... not stored
+
+
+async def test_a_long_prompt_is_prepared_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Normalising a long prompt runs in a worker thread, so other lookups go on meanwhile."""
+    import threading
+
+    from cache import fingerprint
+
+    threads = []
+    original = fingerprint.normalise_prompt
+
+    def spy(text: str, **kw: object) -> str:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return original(text, **kw)
+
+    cache = ports().cache()
+    monkeypatch.setattr(fingerprint, "normalise_prompt", spy)
+    await cache.lookup(req("short prompt"))
+    await cache.lookup(req("a long prompt " * 10_000))
+    assert threads == [True, False]
+
+
+@pytest.mark.parametrize("text", [
+    "  Ｈｅｌｌｏ\u00a0 WORLD\n", "a \u0301b  c\t\td", "x" * 10 + " " * 7 + "ﬁ y\u2028z", "é e\u0301 É  ", "",
+])
+def test_normalising_in_pieces_equals_one_piece(text: str) -> None:
+    from cache.fingerprint import normalise_prompt
+
+    assert all(normalise_prompt(text, piece_chars=n) == normalise_prompt(text) for n in range(1, 12))
+
+
+async def test_category_sets_policy_not_partition() -> None:
+    """One search over every category: a paraphrase filed under another category still hits,
+    at the stricter of the two categories' thresholds (strict categories stay strict)."""
+    cache = ports().cache()
+    stored = await cache.store(req(category="code"), OK)  # code 0.90
+    hit = await cache.lookup(req(PARAPHRASE, category="default"))  # default 0.88, cos 0.958
+    assert hit.hit and hit.entry_id == stored.entry_id and hit.category == "code"
+    assert hit.threshold == pytest.approx(0.90)  # code's, the stricter
+    await cache.store(req("headache", category="health"), OK)  # health 0.95 (strict)
+    near = await cache.lookup(req("severe headache", category="default"))  # cos 0.928
+    assert not near.hit and near.reason is Reason.BELOW_THRESHOLD and near.threshold == pytest.approx(0.95)
+    assert "'health' is stricter" in near.detail
+    # The lookup's category binds too: a health lookup of the code entry needs health's 0.95.
+    assert (await cache.lookup(req(PARAPHRASE, category="health"))).hit  # 0.958 >= 0.95
+    cache.set_policy("health", threshold=0.97, min_threshold=0.97)
+    strict = await cache.lookup(req(PARAPHRASE, category="health"))
+    assert not strict.hit and strict.threshold == pytest.approx(0.97)
+    # TTL, quota and eviction stay per category.
+    assert cache.stats()["code"].entries == 1 and cache.stats()["health"].entries == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from pathlib import Path
@@ -97,3 +98,30 @@ def test_backends_agree() -> None:
 def test_rejects_unknown_backend() -> None:
     with pytest.raises(ValueError, match="backend"):
         MiniLMEmbedder(backend="torch")
+
+
+async def test_a_huge_text_costs_one_bounded_pass_and_holds_others_for_one_batch(
+    embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model reads a prefix of every text (its cost is bounded whatever the size), and
+    small lookups that arrive while a huge one is embedded go in the very next pass."""
+    import curacache.embed.minilm as minilm
+    from curacache.embed.base import MAX_EMBED_CHARS
+    from curacache.embed.batching import BatchingEmbedder
+
+    read: list[list[int]] = []
+    tokenize = minilm.tokenize_batches
+    monkeypatch.setattr(minilm, "tokenize_batches",
+                        lambda tok, texts, size: read.append([len(t) for t in texts]) or tokenize(tok, texts, size))
+    huge = "How can I sort a Python dictionary by its values? " * 40_000  # 2 MB
+    batcher = BatchingEmbedder(inner=embedder, max_wait_ms=0)
+    big = asyncio.create_task(batcher.embed([huge]))
+    while batcher.passes == 0:  # until the huge request's pass has started
+        await asyncio.sleep(0)
+    small = await asyncio.gather(*(batcher.embed([f"What is {i} + {i}?"]) for i in range(5)))
+    (row,) = await big
+    assert read[0] == [MAX_EMBED_CHARS] and batcher.passes == 2 and sorted(read[1]) == sorted(
+        len(f"What is {i} + {i}?") for i in range(5))
+    assert all(r.shape == (1, embedder.dim) for r in small)
+    (prefix_row,) = await embedder.embed([huge[:MAX_EMBED_CHARS] + " and then something else entirely"])
+    assert float(row @ prefix_row) > 0.999  # the model keeps 256 tokens: the tail never mattered

@@ -89,3 +89,11 @@ async def test_errors_become_embedding_error(transport: httpx.MockTransport, mat
     assert "http://gpu:8000/v1/embeddings" in str(info.value)
     assert isinstance(info.value, Unavailable)  # the server maps it to UNAVAILABLE
     await emb.aclose()
+
+
+async def test_only_a_bounded_prefix_of_each_text_is_sent() -> None:
+    seen: list[httpx.Request] = []
+    emb = OpenAIEmbedder(base_url="http://gpu:8000", model="bge", dim=DIM, transport=fake_server(seen), max_chars=10)
+    await emb.embed(["short", "x" * 1_000_000])
+    await emb.aclose()
+    assert json.loads(seen[0].content)["input"] == ["short", "x" * 10]

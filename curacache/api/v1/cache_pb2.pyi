@@ -281,12 +281,14 @@ class GetPoliciesResponse(_message.Message):
     def __init__(self, policies: _Optional[_Iterable[_Union[CategoryPolicy, _Mapping]]] = ...) -> None: ...
 
 class SetPolicyRequest(_message.Message):
-    __slots__ = ("policy", "update_mask")
+    __slots__ = ("policy", "update_mask", "create")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
     policy: CategoryPolicy
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, policy: _Optional[_Union[CategoryPolicy, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    create: bool
+    def __init__(self, policy: _Optional[_Union[CategoryPolicy, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., create: _Optional[bool] = ...) -> None: ...
 
 class SetPolicyResponse(_message.Message):
     __slots__ = ("policy",)
@@ -333,8 +335,10 @@ class CategoryStats(_message.Message):
     def __init__(self, category: _Optional[str] = ..., lookups: _Optional[int] = ..., exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., correct_feedback: _Optional[int] = ..., false_hit_feedback: _Optional[int] = ..., entries: _Optional[int] = ..., effective_threshold: _Optional[float] = ..., effective_ttl_s: _Optional[float] = ..., backend_load: _Optional[float] = ..., hit_rate: _Optional[float] = ..., semantic_skipped: _Optional[bool] = ..., miss_cost_ms: _Optional[float] = ...) -> None: ...
 
 class CacheStatsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class CacheStatsResponse(_message.Message):
     __slots__ = ("categories",)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+import numpy as np
 
 from cache.errors import InvalidRequest
 from cache.policy import CategoryPolicy, Eviction
@@ -33,6 +34,9 @@ _SCALAR_PARAMS = ("temperature", "top_p", "max_tokens", "seed")
 _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(CategoryPolicy))
 _OPTIONAL_ZERO_IS_NONE = ("max_ttl_s", "target_false_hit_rate")
 _QUERY_FIELDS = frozenset(pb.CacheQuery.DESCRIPTOR.fields_by_name)
+_FLOAT32_FIELDS = frozenset(
+    f.name for f in pb.CategoryPolicy.DESCRIPTOR.fields if f.type == f.TYPE_FLOAT
+)
 
 
 @contextmanager
@@ -113,7 +117,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         if request.shared and not may_share:
             raise PermissionDenied("shared: storing entries every tenant sees needs an admin API key")
         with _api_fields():
-            async for item in self._cache.generate(query):
+            async for item in self._cache.generate(query, shared=request.shared):
                 if isinstance(item, LookupResult):
                     yield pb.GenerateChunk(start=_start(item))
                 elif isinstance(item, Chunk):
@@ -159,7 +163,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             raise InvalidArgument("update_mask", f"unknown policy field {unknown[0]!r}")
         changes = {name: _policy_value(name, getattr(request.policy, name)) for name in paths if name != "category"}
         try:
-            policy = self._cache.set_policy(category, **changes)
+            policy = self._cache.set_policy(category, create=request.create, **changes)
         except InvalidRequest as exc:
             raise InvalidArgument(f"policy.{exc.field}", exc.message) from None
         return pb.SetPolicyResponse(policy=_policy_pb(category, policy))
@@ -195,9 +199,13 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
 
     @rpc
     async def Stats(self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext) -> pb.CacheStatsResponse:
-        self._gate.principal(context)
+        principal = self._gate.principal(context)
+        scope: frozenset[str] | None = principal.tenants  # None: every tenant's figures
+        if request.tenant:
+            self._gate.tenant(context, request.tenant)
+            scope = frozenset((request.tenant,))
         rows = []
-        for category, s in sorted(self._cache.stats().items()):
+        for category, s in sorted(self._cache.stats(tenants=scope).items()):
             c = s.counters
             rows.append(pb.CategoryStats(
                 category=category, lookups=c.lookups, exact_hits=c.exact_hits, semantic_hits=c.semantic_hits,
@@ -283,6 +291,10 @@ def _done(f: FinalResult) -> pb.GenerateDone:
 def _policy_value(name: str, value: Any) -> Any:
     if name in _OPTIONAL_ZERO_IS_NONE and not value:
         return None
+    if name in _FLOAT32_FIELDS:
+        # The wire carries float32: 0.9 arrives as 0.8999999761581421. The shortest decimal
+        # that maps to the same float32 is what the user typed.
+        return float(str(np.float32(value)))
     if name == "eviction":
         try:
             return Eviction(value)

@@ -52,6 +52,7 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
 
     @rpc
     async def Stats(self, request: pb.CollectionStatsRequest, context: grpc.aio.ServicerContext) -> pb.CollectionStats:
-        self._gate.principal(context)
+        principal = self._gate.principal(context)
         collection = self._db.get(validate.collection_name(request.name, "name"))
-        return wire.collection_stats(collection.spec, await asyncio.to_thread(collection.stats))
+        stats = await asyncio.to_thread(collection.stats, principal.tenants)
+        return wire.collection_stats(collection.spec, stats)
