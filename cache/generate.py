@@ -23,6 +23,7 @@ from cache.types import CachedResponse, Chunk, FinalResult, LookupRequest, Looku
 log = logging.getLogger("cache.generate")
 
 LookupFn = Callable[[LookupRequest], Awaitable[tuple[LookupResult, Prepared]]]
+RecheckFn = Callable[[Prepared], Awaitable[LookupResult | None]]
 StoreFn = Callable[[Prepared, CachedResponse, bool], Awaitable[StoreResult]]
 """(prepared request, response, shared) -> the store's verdict."""
 ShareableFn = Callable[[Prepared], bool]
@@ -45,6 +46,7 @@ class Generator:
         self,
         *,
         lookup: LookupFn,
+        recheck: RecheckFn,
         store: StoreFn,
         shareable: ShareableFn,
         record_latency: LatencyFn,
@@ -53,6 +55,7 @@ class Generator:
         chunk_chars: int,
     ) -> None:
         self._lookup = lookup
+        self._recheck = recheck
         self._store = store
         self._shareable = shareable
         self._record_latency = record_latency
@@ -71,14 +74,8 @@ class Generator:
         result, prep = await self._lookup(req)
         yield result  # first, so a caller can say hit or miss before any text (HTTP headers)
         if result.hit and result.response is not None:
-            response = result.response
-            for piece in replay_chunks(response.text, self._chunk_chars):
-                yield Chunk(text=piece)
-            yield FinalResult(
-                text=response.text, finish_reason=response.finish_reason, usage=response.usage, cached=True,
-                similarity=result.similarity, category=result.category, entry_id=result.entry_id,
-                lookup_reason=result.reason,
-            )
+            for item in self._replay(result):
+                yield item
             return
         if not self._shareable(prep):
             async for item in self._lead(prep, result, None, shared):
@@ -88,6 +85,14 @@ class Generator:
         while True:
             flight = self._flights.join(key)
             if flight.leader:
+                # An equivalent leader may have stored its answer and left between our lookup
+                # and this join: look again (exact path, a get by id) before calling the backend.
+                fresh = await self._recheck(prep)
+                if fresh is not None and fresh.hit and fresh.response is not None:
+                    flight.fail(FlightAbandoned(key))  # our followers retry, and find it too
+                    for item in self._replay(fresh):
+                        yield item
+                    return
                 async for item in self._lead(prep, result, flight, shared):
                     yield item
                 return
@@ -103,6 +108,18 @@ class Generator:
                 store_reason=final.store_reason,
             )
             return
+
+    def _replay(self, hit: LookupResult) -> list[Chunk | FinalResult]:
+        """A hit as stream items: its text in chunks, then the FinalResult."""
+        assert hit.response is not None
+        response = hit.response
+        return [
+            *(Chunk(text=piece) for piece in replay_chunks(response.text, self._chunk_chars)),
+            FinalResult(
+                text=response.text, finish_reason=response.finish_reason, usage=response.usage, cached=True,
+                similarity=hit.similarity, category=hit.category, entry_id=hit.entry_id, lookup_reason=hit.reason,
+            ),
+        ]
 
     async def _lead(
         self, prep: Prepared, result: LookupResult, flight: Flight[FinalResult] | None, shared: bool

@@ -90,7 +90,7 @@ class SemanticCache:
                                       min_feedback=options.min_feedback)
         self._stats = CacheStats(config=options.break_even)
         self._generator = Generator(
-            lookup=self._lookup, store=lambda prep, response, shared: self._store_prepared(prep, response, shared=shared),
+            lookup=self._lookup, recheck=self._recheck_exact, store=lambda prep, response, shared: self._store_prepared(prep, response, shared=shared),
             shareable=self._shareable,
             record_latency=self._stats.backend_latency, backend=backend, clock=clock,
             chunk_chars=options.replay_chunk_chars,
@@ -194,6 +194,13 @@ class SemanticCache:
         result = await self._semantic(prep, category, policy, threshold, now, steps, exact_failure)
         self._stats.lookup(req.tenant, category, result.reason, steps, _ms(self._clock.monotonic() - t0))
         return result, prep
+
+    async def _recheck_exact(self, prep: Prepared) -> LookupResult | None:
+        """The exact path again for a prepared request whose lookup missed (see Generator)."""
+        if prep.category is None or prep.req.no_cache:
+            return None
+        hit, _ = await self._exact(prep, prep.category, self._policy(prep.category), self._clock.now())
+        return hit
 
     async def _exact(
         self, prep: Prepared, category: str, policy: CategoryPolicy, now: float

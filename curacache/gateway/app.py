@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from curacache.client import AsyncClient, CachedResponse, CuracacheError, GenerateResult, LookupResult
+from curacache.client import AsyncClient, CachedResponse, CuracacheError, GenerateResult, GenerateStart
 from curacache.gateway import wire
 from curacache.gateway.config import GatewayConfig
 from curacache.gateway.errors import HttpError, bad_request, http_error
@@ -39,10 +38,10 @@ class Outcome:
     category: str = ""
 
     @classmethod
-    def of(cls, found: LookupResult) -> Outcome:
-        reason = found.reason.partition(":")[0]  # the service appends a human detail after ':'
-        result = "hit" if found.hit else "bypass" if reason in _UNCACHEABLE else "miss"
-        return cls(result, reason, found.similarity, found.entry_id, found.category)
+    def of(cls, start: GenerateStart, *, no_store: bool) -> Outcome:
+        # bypass: neither served from nor stored in the cache (by policy, or no-store)
+        result = "hit" if start.cached else "bypass" if no_store or not start.cacheable else "miss"
+        return cls(result, start.reason, start.similarity, start.entry_id, start.category)
 
     def headers(self) -> dict[str, str]:
         return {
@@ -52,10 +51,6 @@ class Outcome:
             "X-Cache-Category": self.category,
             "X-Cache-Reason": self.reason,
         }
-
-
-# Lookup reasons for which the policy keeps a request out of the cache entirely.
-_UNCACHEABLE = frozenset({"nondeterministic", "disabled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,39 +133,26 @@ class Gateway:
         plan = wire.plan(wire.parse_body(raw), chat=chat, max_turns=self._config.max_turns)
         if plan.bypass is not None:
             return await self._forward(request, raw, tenant, plan)
-        if controls.no_cache or controls.no_store:
-            outcome = Outcome("bypass" if controls.no_store else "miss", "no_store" if controls.no_store else "no_cache")
-            answer = self._generate(plan, tenant, controls, controls.category)
-        else:
-            # A unary Lookup first: a hit (the common case worth optimising) costs one small
-            # RPC; a miss then generates with the lookup skipped (no_cache), which keeps the
-            # service's single-flight and stores the answer (bench/gateway README).
-            found = await self._client.lookup(
-                plan.prompt, tenant, controls.category, plan.model, plan.params, min_similarity=controls.min_similarity)
-            outcome = Outcome.of(found)
-            if found.hit and found.response is not None:
-                answer = _replay(found.response)
-            else:
-                uncached = dataclasses.replace(controls, no_cache=True, no_store=outcome.result == "bypass")
-                answer = self._generate(plan, tenant, uncached, found.category or controls.category)
-        request[_RESULT_KEY] = outcome.result
-        self.metrics.cache.labels(outcome.result, outcome.category or "none").inc()
-        async with contextlib.aclosing(answer):
-            if plan.stream:
-                return await self._stream(request, plan, answer, outcome)
-            return await self._whole(plan, answer, outcome)
-
-    async def _generate(
-        self, plan: wire.Plan, tenant: str, controls: Controls, category: str | None
-    ) -> AsyncIterator[str | CachedResponse]:
-        """The service's Generate as text chunks, then the whole CachedResponse."""
-        events = self._client.generate(
-            plan.prompt, tenant, category, plan.model, plan.params,
-            no_cache=controls.no_cache, no_store=controls.no_store, max_ttl=controls.max_age,
+        # One Generate call: the service looks up, and on a miss streams the backend's answer,
+        # stores it, single-flights equivalent misses and learns from near misses. Its first
+        # message is the lookup's outcome, for the X-Cache headers.
+        events = self._client.generate_events(
+            plan.prompt, tenant, controls.category, plan.model, plan.params,
+            no_cache=controls.no_cache or controls.no_store, no_store=controls.no_store,
+            min_similarity=controls.min_similarity, max_ttl=controls.max_age,
         )
         async with contextlib.aclosing(events):
-            async for item in events:
-                yield item.response if isinstance(item, GenerateResult) else item
+            start = await anext(events, None)
+            if not isinstance(start, GenerateStart):
+                raise HttpError(502, "cache service sent no lookup outcome", "server_error")
+            outcome = Outcome.of(start, no_store=controls.no_store)
+            request[_RESULT_KEY] = outcome.result
+            self.metrics.cache.labels(outcome.result, outcome.category or "none").inc()
+            answer = _answer(events)
+            async with contextlib.aclosing(answer):
+                if plan.stream:
+                    return await self._stream(request, plan, answer, outcome)
+                return await self._whole(plan, answer, outcome)
 
     async def _whole(self, plan: wire.Plan, answer: AsyncIterator[str | CachedResponse], outcome: Outcome) -> web.Response:
         async for item in answer:
@@ -287,9 +269,10 @@ def _error_response(error: HttpError) -> web.Response:
     return web.json_response(error.body(), status=error.status, headers=error.headers())
 
 
-async def _replay(response: CachedResponse) -> AsyncIterator[str | CachedResponse]:
-    yield response.text
-    yield response
+async def _answer(events: AsyncIterator[Any]) -> AsyncIterator[str | CachedResponse]:
+    """Generate's text chunks, then its whole CachedResponse."""
+    async for item in events:
+        yield item.response if isinstance(item, GenerateResult) else item
 
 
 def _controls(request: web.Request) -> Controls:

@@ -175,3 +175,28 @@ async def test_singleflight_do_shares_result_and_exception() -> None:
         await flights.do("k", boom)
     assert len(flights) == 0
     assert issubclass(FlightAbandoned, Exception)
+
+
+async def test_a_miss_whose_equivalent_leader_finished_meanwhile_is_served_from_the_cache() -> None:
+    """The window between a miss's lookup and its single-flight join: an equivalent leader that
+    stored its answer and left in between must not cost a second backend call."""
+    p = FakePorts()
+    cache = p.cache()
+    lookup = cache._generator._lookup
+    gate, calls = asyncio.Event(), []
+
+    async def late_lookup(request: LookupRequest):
+        out = await lookup(request)
+        calls.append(request)
+        if len(calls) == 1:
+            await gate.wait()  # B has missed; A now runs to the end before B joins
+        return out
+
+    cache._generator._lookup = late_lookup
+    late = asyncio.create_task(collect(cache.generate(req())))
+    await asyncio.sleep(0.01)
+    text, first = await collect(cache.generate(req()))
+    assert first.store_reason is StoreReason.STORED
+    gate.set()
+    replay, second = await late
+    assert replay == text and second.cached and p.backend.calls == 1
