@@ -12,7 +12,10 @@ class CacheOptions:
     """Tuning knobs of the orchestrator itself (policies are per category)."""
 
     search_k: int = 5  # candidates per semantic search: room to skip context/params mismatches
-    replay_chunk_chars: int = 64  # chunk size when a hit is replayed as a stream
+    # Chunk size when a hit is replayed as a stream. A hit's text is all there at once, so
+    # small chunks only cost a gRPC message each (bench/gateway/README.md); the bound keeps
+    # one message of a very long answer moderate.
+    replay_chunk_chars: int = 16_384
     break_even: BreakEvenConfig = field(default_factory=BreakEvenConfig)
     calibration_window: int = 500
     min_feedback: int = 20
