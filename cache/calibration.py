@@ -1,11 +1,19 @@
-"""Online threshold calibration from hit feedback (DESIGN §5, Feedback RPC).
+"""Online, per-category threshold calibration (DESIGN §5; vCache's idea, applied per category).
 
-Per category we keep the similarities of recent semantic hits that users marked correct or
-incorrect, in a bounded window (recent feedback matters most when traffic drifts, so a
-sliding window rather than a uniform reservoir). The calibrated threshold is the lowest
-threshold t, among the configured threshold and the observed similarities, such that the
-false-hit fraction among feedback with similarity >= t is <= the target; never below
-min_threshold. Strict categories are never calibrated.
+Labels: (similarity, correct) pairs from three sources — explicit Feedback on hits; free
+self-labels (a miss whose nearest entry lies in a band just below the threshold calls the
+backend anyway, and its fresh answer is compared with that entry's cached one); and, when
+switched on, exploration (a hit verified against the backend the same way). Self-labels come
+from just below the threshold, so unlike hit feedback they can show that a lower threshold is
+safe. Per category we also keep, unlabelled, the best candidate's similarity of every recent
+semantic lookup: the share of lookups a threshold t would serve.
+
+Goal: the category's target false-hit rate, false hits per lookup (DESIGN §9). Estimated at a
+threshold t as (share of recent lookups whose best candidate reaches t) × (false share among
+labels at or above t). The calibrated threshold is the lowest t, among the configured one and
+the labelled similarities, whose estimate meets the target, never below min_threshold; going
+below the configured threshold needs at least `min_labels` labels at or above t. Windows
+slide (recent traffic matters most when the mix drifts). Strict categories never move.
 """
 
 from __future__ import annotations
@@ -13,14 +21,17 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 
+import numpy as np
+
 from cache.policy import CategoryPolicy
 
 
 class Calibrator:
-    """Feedback samples of one category and the threshold they justify."""
+    """Labels and recent lookup similarities of one category, and the threshold they justify."""
 
-    def __init__(self, *, window: int, min_feedback: int) -> None:
+    def __init__(self, *, window: int, min_feedback: int, lookups: int | None = None) -> None:
         self._samples: deque[tuple[float, bool]] = deque(maxlen=window)
+        self._lookups: deque[float] = deque(maxlen=lookups or 4 * window)
         self._min = min_feedback
 
     def __len__(self) -> int:
@@ -28,6 +39,10 @@ class Calibrator:
 
     def add(self, similarity: float, correct: bool) -> None:
         self._samples.append((similarity, correct))
+
+    def observe(self, similarity: float) -> None:
+        """The best candidate's similarity of one semantic lookup (-1 when there was none)."""
+        self._lookups.append(similarity)
 
     def clear(self) -> None:
         self._samples.clear()
@@ -37,18 +52,30 @@ class Calibrator:
         if policy.strict or policy.target_false_hit_rate is None or len(self._samples) < self._min:
             return None
         return calibrate(list(self._samples), base=policy.threshold, floor=policy.min_threshold,
-                         target=policy.target_false_hit_rate)
+                         target=policy.target_false_hit_rate, lookups=list(self._lookups), min_labels=self._min)
 
 
-def calibrate(samples: list[tuple[float, bool]], *, base: float, floor: float, target: float) -> float:
-    """Lowest t in {base} ∪ {observed similarities}, t >= floor, with
-    false(>= t) / all(>= t) <= target. If none qualifies, just above the most similar false hit."""
+def calibrate(
+    samples: list[tuple[float, bool]], *, base: float, floor: float, target: float,
+    lookups: list[float] | None = None, min_labels: int = 1,
+) -> float:
+    """Lowest t in {base} ∪ {labelled similarities}, t >= floor, whose estimated false-hit
+    rate share(t) × false(>= t) / labels(>= t) meets `target` (share(t): of `lookups` reaching
+    t; 1 when no lookups are known, i.e. the false share among labels alone). Below `base`
+    a t needs `min_labels` labels at or above it. If none qualifies, just above the most
+    similar false label."""
     candidates = sorted({base, *(s for s, _ in samples)})
+    seen = np.sort(np.asarray(lookups, dtype=np.float64)) if lookups else None
     for t in candidates:
         if t < floor:
             continue
         above = [ok for s, ok in samples if s >= t]
-        if not above or above.count(False) / len(above) <= target:
+        if t < base and len(above) < min_labels:
+            continue
+        if not above:
+            return min(1.0, t)
+        share = 1.0 if seen is None else 1.0 - np.searchsorted(seen, t, side="left") / len(seen)
+        if share * above.count(False) / len(above) <= target:
             return min(1.0, t)
     worst = max(s for s, ok in samples if not ok)
     return min(1.0, max(floor, math.nextafter(worst, math.inf)))
@@ -79,10 +106,19 @@ class FeedbackBook:
         """The recorded hit (category, similarity), consumed: one hit, one vote."""
         return self._recent.pop((tenant, entry_id), None)
 
-    def rate(self, category: str, similarity: float, correct: bool, policy: CategoryPolicy) -> None:
+    def _calibrator(self, category: str) -> Calibrator:
         calibrator = self._calibrators.get(category)
         if calibrator is None:
             calibrator = self._calibrators[category] = Calibrator(window=self._window, min_feedback=self._min)
+        return calibrator
+
+    def observe(self, category: str, similarity: float) -> None:
+        """One semantic lookup of `category` and its best candidate's similarity."""
+        self._calibrator(category).observe(similarity)
+
+    def rate(self, category: str, similarity: float, correct: bool, policy: CategoryPolicy) -> None:
+        """A label (Feedback, self-label or exploration) for `similarity` in `category`."""
+        calibrator = self._calibrator(category)
         calibrator.add(similarity, correct)
         threshold = calibrator.threshold(policy)
         if threshold is not None:

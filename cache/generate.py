@@ -27,6 +27,10 @@ RecheckFn = Callable[[Prepared], Awaitable[LookupResult | None]]
 StoreFn = Callable[[Prepared, CachedResponse, bool], Awaitable[StoreResult]]
 """(prepared request, response, shared) -> the store's verdict."""
 ShareableFn = Callable[[Prepared], bool]
+LabelFn = Callable[[Prepared, LookupResult, CachedResponse], Awaitable[None]]
+"""(request, its lookup's result, the backend's fresh response) -> a calibration label."""
+VerifyFn = Callable[[LookupResult], bool]
+"""Whether to verify this hit against the backend (exploration)."""
 LatencyFn = Callable[[str, float], None]
 
 
@@ -53,6 +57,8 @@ class Generator:
         backend: Backend,
         clock: Clock,
         chunk_chars: int,
+        label: LabelFn,
+        verify: VerifyFn,
     ) -> None:
         self._lookup = lookup
         self._recheck = recheck
@@ -62,6 +68,8 @@ class Generator:
         self._backend = backend
         self._clock = clock
         self._chunk_chars = chunk_chars
+        self._label = label
+        self._verify = verify
         self._flights: SingleFlight[FinalResult] = SingleFlight()
 
     @property
@@ -76,6 +84,8 @@ class Generator:
         if result.hit and result.response is not None:
             for item in self._replay(result):
                 yield item
+            if self._verify(result):  # after the answer: the client does not wait for it
+                await self._explore(prep, result)
             return
         if not self._shareable(prep):
             async for item in self._lead(prep, result, None, shared):
@@ -162,6 +172,7 @@ class Generator:
         if flight is not None:
             flight.resolve(out)
         yield out
+        await self._label_quietly(prep, result, response)  # after the answer: nobody waits for it
 
     async def _store_quietly(self, prep: Prepared, response: CachedResponse, shared: bool) -> StoreResult | None:
         """The user already has the answer; a failing store must not turn it into an error."""
@@ -170,6 +181,27 @@ class Generator:
         except Exception:  # noqa: BLE001 - logged; the response itself was delivered
             log.warning("storing a generated response failed", exc_info=True)
             return None
+
+
+    async def _explore(self, prep: Prepared, result: LookupResult) -> None:
+        """Ask the backend too and label the hit with the comparison (a backend call)."""
+        parts: list[str] = []
+        try:
+            async for item in self._backend.stream(prep.req):
+                if isinstance(item, FinalResult):
+                    text = "".join(parts) or item.text
+                    fresh = CachedResponse(text=text, finish_reason=item.finish_reason, usage=item.usage)
+                    await self._label(prep, result, fresh)
+                    return
+                parts.append(item.text)
+        except Exception:  # noqa: BLE001 - exploration is best effort; the hit was served
+            log.warning("verifying a hit against the backend failed", exc_info=True)
+
+    async def _label_quietly(self, prep: Prepared, result: LookupResult, response: CachedResponse) -> None:
+        try:
+            await self._label(prep, result, response)
+        except Exception:  # noqa: BLE001 - calibration input only; the answer was delivered
+            log.warning("self-labelling a miss failed", exc_info=True)
 
 
 def _flight_key(prep: Prepared, shared: bool) -> str:

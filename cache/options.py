@@ -23,6 +23,16 @@ class CacheOptions:
     # Size limits (the server sets them from limits.*): a prompt (a conversation: its message
     # contents together) or a stored response above them is refused naming the field; a
     # generated response above max_response_bytes is delivered but not stored.
+    # Self-labelling calibration: a miss whose nearest entry is within `label_band` below the
+    # threshold it needed compares the backend's fresh answer with that entry's (free: the miss
+    # calls the backend anyway). Equal after normalisation (deterministic requests), else
+    # response embeddings at cosine >= `agreement_similarity`, counts as "would have been right".
+    label_band: float = 0.03
+    agreement_similarity: float = 0.9
+    # Exploration: the share of semantic hits (Generate) also sent to the backend to verify
+    # them the same way. Each costs a backend call, so it is off by default.
+    verify_hits: float = 0.0
+    seed: int | None = None  # of the exploration draws (tests, benchmarks)
     max_prompt_bytes: int = 1 << 20
     max_response_bytes: int = 1 << 20
 

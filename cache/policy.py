@@ -34,7 +34,8 @@ class CategoryPolicy:
     `relax`: how far the threshold drops at full backend load (L = 1), bounded by
     `min_threshold`. `extend`: TTL multiplier growth at full load, bounded by `max_ttl_s`
     (None = no bound beyond ttl·(1+extend)). `strict`: neither moves, nor does calibration.
-    `target_false_hit_rate`: what online calibration aims for (None switches it off).
+    `target_false_hit_rate`: what online calibration aims for, in false hits per lookup of
+    the category (DESIGN §9's false-hit rate; None switches calibration off).
     """
 
     threshold: float
@@ -50,7 +51,7 @@ class CategoryPolicy:
     extend: float = 1.0
     cache_nondeterministic: bool = False
     allow_truncated: bool = False
-    target_false_hit_rate: float | None = 0.05
+    target_false_hit_rate: float | None = 0.02
 
     def __post_init__(self) -> None:
         _unit("threshold", self.threshold)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -34,7 +35,7 @@ from cache.admission import admit, utf8_size
 from cache.calibration import FeedbackBook
 from cache.errors import EntryNotFound, InvalidPolicy, InvalidRequest, NotPermitted
 from cache.eviction import choose_victims
-from cache.fingerprint import Prepared, entry_route_key
+from cache.fingerprint import Prepared, entry_route_key, normalise_prompt
 from cache.generate import Generator
 from cache.ledger import EntryMeta, Ledger, select
 from cache.matching import below_threshold, why_not
@@ -75,6 +76,11 @@ class SemanticCache:
             raise InvalidRequest("confidence_floor", "must be in [0, 1]")
         if options.search_k < 1 or options.replay_chunk_chars < 1:
             raise InvalidRequest("options", "search_k and replay_chunk_chars must be positive")
+        if options.max_prompt_bytes < 1 or options.max_response_bytes < 1:
+            raise InvalidRequest("options", "max_prompt_bytes and max_response_bytes must be positive")
+        for name in ("label_band", "agreement_similarity", "verify_hits"):
+            if not 0.0 <= getattr(options, name) <= 1.0:
+                raise InvalidRequest(f"options.{name}", "must be in [0, 1]")
         self._repo = repository
         self._embedder = embedder
         self._classifier = classifier
@@ -89,9 +95,11 @@ class SemanticCache:
         self._feedback = FeedbackBook(recent=options.recent_hits, window=options.calibration_window,
                                       min_feedback=options.min_feedback)
         self._stats = CacheStats(config=options.break_even)
+        self._rng = random.Random(options.seed)
         self._generator = Generator(
-            lookup=self._lookup, recheck=self._recheck_exact, store=lambda prep, response, shared: self._store_prepared(prep, response, shared=shared),
-            shareable=self._shareable,
+            lookup=self._lookup, recheck=self._recheck_exact,
+            store=lambda prep, response, shared: self._store_prepared(prep, response, shared=shared),
+            shareable=self._shareable, label=self._self_label, verify=self._verify,
             record_latency=self._stats.backend_latency, backend=backend, clock=clock,
             chunk_chars=options.replay_chunk_chars,
         )
@@ -242,6 +250,8 @@ class SemanticCache:
             return needs[entry_category]
 
         found = sorted(((i, _clamp(s)) for i, s in found), key=lambda pair: -pair[1])
+        best = next((s for i, s in found if (m := self._meta(i)) is not None and m.visible_to(tenant)), -1.0)
+        self._feedback.observe(category, best)  # the share of lookups a threshold would serve
         above = [(i, s) for i, s in found if s >= need(self._where.get(i))]
         if not above:
             if exact_failure is not None:
@@ -454,6 +464,40 @@ class SemanticCache:
         """A sampled request is neither served from nor stored in a category that does not
         cache sampled answers (admission refuses the same requests)."""
         return prep.deterministic or policy.cache_nondeterministic
+
+    def _verify(self, result: LookupResult) -> bool:
+        """Exploration: verify this semantic hit against the backend (options.verify_hits)."""
+        return (result.reason is Reason.SEMANTIC and self._options.verify_hits > 0.0
+                and self._rng.random() < self._options.verify_hits)
+
+    async def _self_label(self, prep: Prepared, result: LookupResult, fresh: CachedResponse) -> None:
+        """A free calibration label: the backend's fresh answer compared with the answer the
+        nearest entry would have served. Taken from misses whose nearest entry lies within
+        `label_band` below the threshold it needed, and from hits chosen for exploration;
+        it goes to the category whose threshold decided (the stricter of the two)."""
+        if result.entry_id is None or result.similarity is None or result.threshold is None:
+            return
+        if result.reason is Reason.BELOW_THRESHOLD:
+            if result.similarity < result.threshold - self._options.label_band:
+                return
+        elif result.reason is not Reason.SEMANTIC:
+            return
+        entry = (await self._repo.get([result.entry_id])).get(result.entry_id)
+        if (entry is None or not entry.visible_to(prep.req.tenant) or entry.model != prep.model
+                or entry.context_fp != prep.context_fp or prep.category is None):
+            return  # gone, or a different model / conversation: its answer says nothing here
+        agree = await self._agree(entry.response_text, fresh.text, prep.deterministic)
+        load = self._load(prep.req.model)
+        category = prep.category
+        if entry.category in self._policies and self._threshold(entry.category, load) > self._threshold(category, load):
+            category = entry.category
+        self._feedback.rate(category, result.similarity, agree, self._policies[category])
+
+    async def _agree(self, cached: str, fresh: str, deterministic: bool) -> bool:
+        if deterministic:
+            return normalise_prompt(cached) == normalise_prompt(fresh)
+        rows = await self._embedder.embed([cached, fresh])
+        return float(np.dot(rows[0], rows[1])) >= self._options.agreement_similarity
 
     def _shareable(self, prep: Prepared) -> bool:
         """Single-flight only requests whose answer may be shared: deterministic ones, or any

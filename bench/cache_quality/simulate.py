@@ -62,26 +62,10 @@ def simulate(
 ) -> Lookups:
     """`stored`/`lookups`: text indices in store/lookup order; `vectors` unit float32 rows."""
     categories = tuple(categories)
-    cat_index = {c: i for i, c in enumerate(categories)}
-    # -- the store: one entry per normalised prompt
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
-    for t in stored:
-        key = normalise_prompt(texts[t])
-        first.setdefault(key, t)
-        last[key] = t
-    keys = list(first)
-    entry_text = np.array([last[k] for k in keys], dtype=np.int64)
-    entry_cat = np.array([cat_index[c] for c in classify(clf, vectors[[first[k] for k in keys]], categories)])
-    by_key = {k: i for i, k in enumerate(keys)}
-    stored_clusters = set(cluster[entry_text].tolist())
-    # -- the lookups
-    lookups = np.asarray(lookups, dtype=np.int64)
+    entry_text, entry_cat, lookups, exact_entry, category, has_dup = _store_and_classify(
+        texts, vectors, cluster, stored, lookups, clf, categories)
     n = len(lookups)
-    exact_entry = np.array([by_key.get(normalise_prompt(texts[t]), -1) for t in lookups.tolist()], dtype=np.int64)
     exact = exact_entry >= 0
-    category = np.array([cat_index[c] for c in classify(clf, vectors[lookups], categories)], dtype=np.int64)
-    category[exact] = entry_cat[exact_entry[exact]]
     sim = np.full(n, -np.inf)
     sim[exact] = 1.0
     nearest = np.full(n, -1, dtype=np.int64)
@@ -103,8 +87,35 @@ def simulate(
     entry = np.where(nearest >= 0, entry_text[np.maximum(nearest, 0)], -1)
     found = entry >= 0
     nearest_correct = found & (cluster[np.maximum(entry, 0)] == cluster[lookups])
-    has_dup = np.array([c in stored_clusters for c in cluster[lookups].tolist()], dtype=bool)
     return Lookups(categories, category, exact, sim, entry, nearest_correct, has_dup)
+
+
+def _store_and_classify(
+    texts: Sequence[str], vectors: np.ndarray, cluster: np.ndarray, stored: Sequence[int], lookups: Sequence[int],
+    clf: LinearClassifier, categories: tuple[str, ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The store (an entry per normalised prompt: the last text stored under it, filed under
+    the first one's category) and the threshold-independent facts of each lookup: (entry_text,
+    entry_category, lookups, exact entry index or -1, lookup category, cluster has an entry)."""
+    cat_index = {c: i for i, c in enumerate(categories)}
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for t in stored:
+        key = normalise_prompt(texts[t])
+        first.setdefault(key, t)
+        last[key] = t
+    keys = list(first)
+    entry_text = np.array([last[k] for k in keys], dtype=np.int64)
+    entry_cat = np.array([cat_index[c] for c in classify(clf, vectors[[first[k] for k in keys]], categories)])
+    by_key = {k: i for i, k in enumerate(keys)}
+    stored_clusters = set(cluster[entry_text].tolist())
+    look = np.asarray(lookups, dtype=np.int64)
+    exact_entry = np.array([by_key.get(normalise_prompt(texts[t]), -1) for t in look.tolist()], dtype=np.int64)
+    exact = exact_entry >= 0
+    category = np.array([cat_index[c] for c in classify(clf, vectors[look], categories)], dtype=np.int64)
+    category[exact] = entry_cat[exact_entry[exact]]
+    has_dup = np.array([c in stored_clusters for c in cluster[look].tolist()], dtype=bool)
+    return entry_text, entry_cat, look, exact_entry, category, has_dup
 
 
 def outcome(look: Lookups, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,25 +176,11 @@ def simulate_single(
 ) -> SingleSearch:
     """Same store and lookups as `simulate`, but one search over all entries (top `k`)."""
     categories = tuple(categories)
-    cat_index = {c: i for i, c in enumerate(categories)}
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
-    for t in stored:
-        key = normalise_prompt(texts[t])
-        first.setdefault(key, t)
-        last[key] = t
-    keys = list(first)
-    entry_text = np.array([last[key] for key in keys], dtype=np.int64)
-    entry_cat = np.array([cat_index[c] for c in classify(clf, vectors[[first[key] for key in keys]], categories)])
-    by_key = {key: i for i, key in enumerate(keys)}
-    stored_clusters = set(cluster[entry_text].tolist())
-    lookups = np.asarray(lookups, dtype=np.int64)
+    entry_text, entry_cat, lookups, exact_entry, category, has_dup = _store_and_classify(
+        texts, vectors, cluster, stored, lookups, clf, categories)
     n = len(lookups)
-    exact_entry = np.array([by_key.get(normalise_prompt(texts[t]), -1) for t in lookups.tolist()], dtype=np.int64)
     exact = exact_entry >= 0
-    category = np.array([cat_index[c] for c in classify(clf, vectors[lookups], categories)], dtype=np.int64)
-    category[exact] = entry_cat[exact_entry[exact]]
-    k = min(k, len(keys))
+    k = min(k, len(entry_text))
     sim = np.full((n, k), -np.inf)
     nearest = np.zeros((n, k), dtype=np.int64)
     matrix = vectors[entry_text]
@@ -198,7 +195,6 @@ def simulate_single(
             bar.update()
     correct = cluster[entry_text[nearest]] == cluster[lookups][:, None]
     exact_correct = exact & (cluster[entry_text[np.maximum(exact_entry, 0)]] == cluster[lookups])
-    has_dup = np.array([c in stored_clusters for c in cluster[lookups].tolist()], dtype=bool)
     exact_text = np.where(exact, entry_text[np.maximum(exact_entry, 0)], -1)
     return SingleSearch(categories, category, exact, exact_correct, sim, entry_text[nearest], exact_text,
                         entry_cat[nearest], correct, has_dup)

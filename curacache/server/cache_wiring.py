@@ -70,6 +70,9 @@ def build_cache(config: CacheConfig, db: VectorDB, limits: LimitsConfig = Limits
         raise ConfigError(f"cache.embedder: must be one of {sorted(EMBEDDERS)}, got {config.embedder!r}")
     if config.embedder == "remote" and not (config.embedder_url and config.embedder_model):
         raise ConfigError("cache.embedder_url and cache.embedder_model: required for the remote embedder")
+    for name in ("label_band", "verify_hits"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ConfigError(f"cache.{name}: must be in [0, 1], got {getattr(config, name)}")
     router = BackendRouter.from_configs(config.backends)
     embedder = factory(config)
     classifier = LinearClassifier.load()
@@ -87,6 +90,7 @@ def build_cache(config: CacheConfig, db: VectorDB, limits: LimitsConfig = Limits
         clock=SystemClock(),
         policies=policies_from(config),
         confidence_floor=floor,
-        options=CacheOptions(max_prompt_bytes=limits.max_prompt_bytes, max_response_bytes=limits.max_response_bytes),
+        options=CacheOptions(max_prompt_bytes=limits.max_prompt_bytes, max_response_bytes=limits.max_response_bytes,
+                             label_band=config.label_band, verify_hits=config.verify_hits),
     )
     return CacheParts(cache, embedder, router, EMBED_DIM)

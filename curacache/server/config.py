@@ -88,7 +88,7 @@ class CacheConfig:
     embedder: str = "minilm"  # minilm | hashing | remote (see curacache.server.cache_wiring)
     embedder_url: str = ""  # remote: an OpenAI-compatible server's base URL
     embedder_model: str = ""
-    index_kind: str = "curator"  # index of the per-category collections
+    index_kind: str = "curator"  # index of the cache's collection (every category in one)
     # Curator trains its tree once a collection holds train_size entries; below that search is
     # exact. Cache lookups sit on the miss path, so cache collections train early.
     index_params: Mapping[str, float] = field(default_factory=lambda: {"train_size": 2048})
@@ -97,6 +97,11 @@ class CacheConfig:
     default_model: str = ""  # backend model for requests that name none
     backends: tuple[BackendConfig, ...] = ()  # every knob of curacache.llm.config.BackendConfig
     policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Self-labelling calibration (cache.options.CacheOptions): misses within label_band below
+    # their threshold compare the backend's answer with the nearest entry's; verify_hits is the
+    # share of semantic hits also sent to the backend to check them (each costs a backend call).
+    label_band: float = 0.03
+    verify_hits: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

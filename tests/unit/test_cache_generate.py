@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from cache import Chunk, FinalResult, LookupRequest, LookupResult, Reason, StoreReason
+from cache import CachedResponse, CacheOptions, Chunk, FinalResult, LookupRequest, LookupResult, Reason, StoreReason
 from cache.singleflight import FlightAbandoned, SingleFlight
 from cache.testing import FakePorts
 
@@ -200,3 +200,53 @@ async def test_a_miss_whose_equivalent_leader_finished_meanwhile_is_served_from_
     gate.set()
     replay, second = await late
     assert replay == text and second.cached and p.backend.calls == 1
+
+
+NEAR = "a near paraphrase"  # cos 0.876 with BASE: just below default's 0.88, inside the 0.03 band
+LABEL_TABLE = {"base prompt": [1, 0, 0, 0], NEAR: [1, 0.55, 0, 0], "the paraphrase": [1, 0.3, 0, 0]}
+
+
+async def _generate_misses(cache, n: int) -> None:
+    for _ in range(n):
+        _, final = await collect(cache.generate(LookupRequest(tenant="ann", prompt=NEAR, category="default",
+                                                              no_store=True)))
+        assert not final.cached and final.lookup_reason is Reason.BELOW_THRESHOLD
+
+
+async def test_misses_just_below_the_threshold_label_it_and_can_lower_it() -> None:
+    """The backend is called on such a miss anyway: its answer agreeing with the nearest
+    entry's is a free label saying the threshold could be lower."""
+    p = FakePorts(table=LABEL_TABLE)
+    p.backend.text = "the same answer"
+    cache = p.cache(options=CacheOptions(min_feedback=3))
+    await cache.store(LookupRequest(tenant="ann", prompt="base prompt", category="default"),
+                      CachedResponse(text="The same   answer", finish_reason="stop"))
+    assert not (await cache.lookup(LookupRequest(tenant="ann", prompt=NEAR, category="default"))).hit
+    await _generate_misses(cache, 3)
+    stats = cache.stats()["default"]
+    assert stats.calibrated and 0.85 <= stats.effective_threshold < 0.88  # never below min_threshold
+    assert (await cache.lookup(LookupRequest(tenant="ann", prompt=NEAR, category="default"))).hit
+
+
+async def test_disagreeing_answers_keep_the_threshold() -> None:
+    p = FakePorts(table=LABEL_TABLE)  # the backend's answer names the prompt: it differs
+    cache = p.cache(options=CacheOptions(min_feedback=3))
+    await cache.store(LookupRequest(tenant="ann", prompt="base prompt", category="default"),
+                      CachedResponse(text="another answer", finish_reason="stop"))
+    await _generate_misses(cache, 3)
+    assert cache.stats()["default"].effective_threshold == pytest.approx(0.88)
+    assert not (await cache.lookup(LookupRequest(tenant="ann", prompt=NEAR, category="default"))).hit
+
+
+async def test_exploration_verifies_hits_against_the_backend_when_switched_on() -> None:
+    for verify, calls in ((0.0, 0), (1.0, 1)):
+        p = FakePorts(table=LABEL_TABLE)
+        cache = p.cache(options=CacheOptions(min_feedback=1, verify_hits=verify, seed=0))
+        await cache.store(LookupRequest(tenant="ann", prompt="base prompt", category="default"),
+                          CachedResponse(text="a wrong answer", finish_reason="stop"))
+        text, hit = await collect(cache.generate(LookupRequest(tenant="ann", prompt="the paraphrase",
+                                                               category="default")))
+        assert hit.cached and text == "a wrong answer" and p.backend.calls == calls
+        # the verified hit disagreed with the backend: a false label above the threshold
+        again = await cache.lookup(LookupRequest(tenant="ann", prompt="the paraphrase", category="default"))
+        assert again.hit is (verify == 0.0)

@@ -101,3 +101,11 @@ def test_bad_cache_settings_name_the_setting(tmp_path: Path, text: str, field: s
     with pytest.raises(ConfigError) as err:
         policies_from(load_config(file=file, env={}).cache)
     assert field in str(err.value)
+
+
+def test_cache_calibration_knobs_are_checked() -> None:
+    from curacache.server.cache_wiring import build_cache
+
+    config = load_config(env={}, overrides={"cache.verify_hits": 1.5, "cache.embedder": "hashing"})
+    with pytest.raises(ConfigError, match="cache.verify_hits"):
+        build_cache(config.cache, None)  # type: ignore[arg-type]
