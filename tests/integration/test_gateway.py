@@ -348,3 +348,24 @@ def test_gateway_uses_its_own_service_key(sim: ThreadFakeLLM, tmp_path: Path) ->
         good.stop()
         bad.stop()
         srv.stop()
+
+
+def test_backend_timeout_is_504_and_tenant_rate_limit_is_429(sim: ThreadFakeLLM, tmp_path: Path) -> None:
+    backend = [{"name": "sim", "base_url": sim.base_url, "timeout_s": 1.0, "max_retries": 0}]
+    settings = {"cache.embedder": "hashing", "cache.backends": backend, "cache.default_model": MODEL,
+                "limits.tenant_rate": 0.5, "limits.tenant_burst": 3.0}
+    srv = ThreadServer(make_config("sqlite", tmp_path / "data", None, **settings))
+    gw = ThreadGateway(srv.target)
+    try:
+        hang = {"model": MODEL, "messages": user("Tell me a story [[fake-fault:hang]]"), "stream": True}
+        r = httpx.post(f"{gw.base_url}/chat/completions", json=hang, timeout=30)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"  # before any byte: a real status
+        statuses = [httpx.post(f"{gw.base_url}/chat/completions", json={"model": MODEL, "messages": user(f"q{i}")},
+                               timeout=30) for i in range(4)]
+        limited = [s for s in statuses if s.status_code == 429]
+        assert limited, [s.status_code for s in statuses]
+        assert int(limited[0].headers["retry-after"]) >= 1
+        assert limited[0].json()["error"]["type"] == "rate_limit_error"
+    finally:
+        gw.stop()
+        srv.stop()
