@@ -1,64 +1,57 @@
 """CuratorIndex: multi-tenant vector search over one shared clustering tree (DESIGN §4).
 
-State (why: one copy of every vector, per (vector, tenant) one id in one list):
+State (one copy of every vector; per (vector, tenant) one id in one list), drawn and
+explained in docs/architecture.md:
 
 - `vectors` (cap, dim) float32, row = label (labels are dense, caller-allocated, < 2**31),
-  `norms` (cap,) squared norms (metric "l2" only: inner-product scores never read them, so an
-  "ip" index keeps an empty array instead of 4 bytes per label), `leaf` (cap,) int32 GCT
-  leaf per label (-1 = absent); the label's root->leaf path is `tree.ancestors[leaf]` (4
-  bytes per label, not 4·(height + 1)).
-- `members`: the GCT leaves' member slots (`curator.members`), which leaf bitmaps index.
-- per tenant (string -> small int, ints reused): a `TenantTree` (counts, shortlists).
+  `norms` (cap,) squared norms (metric "l2" only: inner-product scores never read them),
+  `leaf` (cap,) int32 GCT leaf per label (-1 = absent); the label's root->leaf path is
+  `tree.ancestors[leaf]`.
+- `tree`: the global clustering tree (`curator.tree`), replaced whole by training.
+- `store`: every tenant's sub-tree, counts and shortlists (`curator.store`,
+  `curator.layout`), and the tenant names.
 
 No label -> tenants map: whether tenant t sees label x is answered by t's one list on x's
-path (`TenantTree.has`, compiled), so grant and revoke recognise no-ops without one, and
-remove() asks every tenant, in one compiled call over all of them (`curator.directory`). Why:
-the map cost 2 bytes per (label, tenant) pair plus 8 per label, 2.3 MiB of the 8.9 MiB index
-on the 300-subscriber arXiv bench (share degree 11.6); the price is a remove() that does
-O(tenants) work instead of O(share degree): ~0.1-0.2 µs per tenant, mostly cache misses on
-each tenant's table (measured: ~50 µs per removed label at 300 tenants, of a ~110 µs delete).
+path, so grant and revoke recognise no-ops without one, and remove() asks every tenant in one
+compiled call (O(tenants) work per removed label instead of O(tenants that see it)).
 
 Symbols: τ = `max_sl_size` (split threshold of a shortlist), b0 = `branching` (root fan-out of
 the GCT), γ1 = `gamma1` (expansion factor: stop the traversal at γ1·γ2·k collected ids),
 γ2 = `gamma2` (recall knob: score the nearest buckets up to γ2·k ids exactly).
 
-Lazy training: until the collection first holds `train_size` vectors the GCT is the root
-alone, so every tenant's ids sit in its root shortlist and search is exact. When the count
-first reaches `train_size`, the add() that reached it trains the tree synchronously (that
-add returns once the tree is installed; k-means runs outside the lock, so searches continue
-meanwhile) and installs it under the write lock: every label re-routed, every tenant's
-structure rebuilt in its canonical form — the result of re-inserting everything through the
-grant path, built in bulk (`TenantTree.build`). `retrain()` does the same on demand and may
-be called from a background thread; `retrain_due()` says when the collection has grown
-RETRAIN_GROWTH× since the last training, and the caller schedules it.
+Lazy training: until the index first holds `train_size` vectors the GCT is the root alone,
+so every tenant's ids sit in its root shortlist and search is exact. Then (`retrain_due()`)
+the tree is trained and installed: every label re-routed, every tenant's structure rebuilt in
+its canonical form (what re-inserting everything through the grant path would give, built in
+bulk). With `auto_train` the add() that reaches `train_size` does it inline; the service
+passes False and retrains in the background in three steps (`training_sample`, `fit` without
+any lock, `install`), again each time the index has grown RETRAIN_GROWTH×.
 
-Routing (measured deviation from "nearest child at every level"): paths come from a beam
-search (width 4) over the levels, and training moves centroids to the mean of what the
-router sends them (2 rounds); see `curator.tree`. On arXiv (73.7k × 384, 142 category
-tenants, tree trained on the first 20k) recall@10 at the default γ rises from 0.88 to 0.90
-at equal search cost.
-
-Concurrency: searches take the read side of an RWLock (the numba kernels release the GIL,
-so searches run in parallel); writes take the write side, so no search sees a half-applied
-split or merge. The caller serialises writers.
+Concurrency: none of its own (the pure algorithm holds no lock). Searches may run in
+parallel with each other (the compiled kernels release the GIL); a write must exclude them.
+The service's collection holds one readers-writer lock over the index and its label map.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from curator import _kernels, _persist
-from curator.directory import TenantDirectory
-from curator.members import LeafMembers
-from curator.rwlock import RWLock
-from curator.tenants import MIN_CAP as _MIN_LIST_CAP
-from curator.tenants import TenantTree
+from curator.store import TenantStore, TenantView
 from curator.tree import Tree, train_tree
 
 METRICS = ("ip", "l2")
+# The defaults of the build and search parameters (their one home: the service's parameter
+# specs in `curacache.index.curator` read them from here). Symbols in the module docstring.
+MAX_SL_SIZE = 256  # τ (the paper's setting)
+BRANCHING = 32  # b0
+MAX_DEPTH = 8
+TRAIN_SIZE = 20_000
+GAMMA1 = 2.0  # γ1 (the paper's setting)
+GAMMA2 = 128.0  # γ2 (the paper's setting)
 MAX_LABEL = 2**31 - 1
 # Largest sample the GCT is trained on; FAISS subsamples per level anyway (256 per centroid).
 MAX_TRAIN_SAMPLE = 200_000
@@ -66,7 +59,22 @@ MAX_TRAIN_SAMPLE = 200_000
 # on a quarter of the data still route well, and k-means cost stays amortised O(1) per insert.
 RETRAIN_GROWTH = 4
 _MIN_CAP = 8
-_INT64 = np.dtype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSample:
+    """What `CuratorIndex.training_sample` copies out for `fit`."""
+
+    vectors: np.ndarray
+    n_live: int
+
+
+@dataclass(frozen=True, slots=True)
+class FittedTree:
+    """What `CuratorIndex.fit` hands to `install`."""
+
+    tree: Tree
+    n_live: int
 
 
 class CuratorIndex:
@@ -79,11 +87,12 @@ class CuratorIndex:
         *,
         dim: int,
         metric: str,
-        max_sl_size: int = 256,
-        branching: int = 32,
-        max_depth: int = 8,
-        train_size: int = 20_000,
+        max_sl_size: int = MAX_SL_SIZE,
+        branching: int = BRANCHING,
+        max_depth: int = MAX_DEPTH,
+        train_size: int = TRAIN_SIZE,
         use_gpu: bool | None = None,
+        auto_train: bool = True,
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -96,34 +105,25 @@ class CuratorIndex:
         self.max_depth = int(max_depth)
         self.train_size = int(train_size)
         self.use_gpu = use_gpu
-        self._lock = RWLock()
-        self._grant_pair = _kernels.grant_pair_entry()  # see `grant`
-        self._train_mutex = threading.Lock()  # one (re)training at a time
+        self.auto_train = auto_train
         self._pad = np.float32(-np.inf if metric == "ip" else np.inf)
         self._tree = Tree.root_only(dim)
         self._train_at = self.train_size  # next live count at which to try training
+        self._store = TenantStore()
         self._reset_rows()
-        self._reset_tenants()
 
-    # -- storage helpers (write lock held) -----------------------------------------------------
+    # -- label rows -----------------------------------------------------------------------------
 
     def _reset_rows(self) -> None:
         self._vectors = np.empty((0, self.dim), dtype=np.float32)
         self._norms = np.empty(0, dtype=np.float32)
         self._leaf = np.empty(0, dtype=np.int32)  # -1 = absent
-        self._members = LeafMembers.build(self._leaf, self._tree.child_count)
         self._n = 0
 
-    def _reset_tenants(self) -> None:
-        self._tenants = TenantDirectory()
-
     def _grown(self, hi: int) -> int:
-        """Label capacity for labels < hi: 1.25x the current one (appends stay amortised O(1))
-        or exactly hi when a batch jumps further. Why 1.25x, not 2x or 1.5x: the per-label
-        arrays (vectors, paths, then also a label -> tenants map) carry the spare, and on the 73k-paper bench
-        1.5x left 93k rows (index memory beyond the raw vectors 3.02 -> 2.84 MiB, the vector
-        matrix 137 -> 114 MiB with 1.25x); the price is more copying while a collection grows
-        (each row is copied ~4 times instead of ~2)."""
+        """Label capacity for labels < hi: 1.25× the current one (appends stay amortised O(1))
+        or exactly hi when a batch jumps further. Why not 1.5× or 2×: the per-label arrays,
+        the vector matrix above all, carry the spare (figures in bench/curator/README.md)."""
         cap = len(self._leaf)
         return max(_MIN_CAP, hi, cap + cap // 4)
 
@@ -137,48 +137,20 @@ class CuratorIndex:
         leaf[:keep] = self._leaf[:keep]
         self._vectors, self._norms, self._leaf = vec, norms, leaf
 
-    def _tenant(self, name: str, create: bool) -> int:
-        t = self._tenants.ids.get(name)
-        if t is None and create:
-            t = self._tenants.add(name, TenantTree(self._members))
-        return -1 if t is None else t
-
-    def _changed(self, t: int) -> None:
-        """Tenant t's structure may have changed: drop it if empty, else keep the directory's
-        compiled view of its arrays current."""
-        tt = self._tenants.trees[t]
-        if tt is not None and tt.size == 0:
-            self._tenants.drop(t)
-        else:
-            self._tenants.sync(t)
-
-    def _grant_one(self, label: int, t: int) -> None:
-        tt = self._tenants.trees[t]
-        assert tt is not None
-        tt.grant(label, self._tree, self._leaf, self.max_sl_size)
-        self._tenants.sync(t)
-
-    def _revoke_one(self, label: int, t: int) -> None:
-        tt = self._tenants.trees[t]
-        assert tt is not None
-        tt.revoke(label, self._tree, self._leaf, self.max_sl_size)
-        self._changed(t)
-
-    def _seen_by(self, labels: list[int]) -> list[list[int]]:
-        """For each label, the tenant ints that see it (one compiled call over all tenants)."""
-        return self._tenants.seen_by(labels, self._tree.ancestors, self._leaf, self._members)
-
     def _live(self, label: int) -> bool:
         return 0 <= label < self._leaf.shape[0] and self._leaf.item(label) >= 0
 
     @staticmethod
     def _distinct(labels: np.ndarray) -> list[int]:
-        """Labels as Python ints, first occurrences only (a single label skips the dict)."""
-        if type(labels) is np.ndarray and labels.ndim == 1 and labels.dtype.kind == "i":
-            seq = labels.tolist()
-        else:
-            seq = np.asarray(labels, dtype=np.int64).ravel().tolist()
+        """Labels as Python ints, first occurrences only (a single label: no conversions)."""
+        if labels.__class__ is np.ndarray and labels.size == 1 and labels.dtype.kind == "i":
+            return [labels.item(0)]
+        seq = np.asarray(labels, dtype=np.int64).ravel().tolist()
         return seq if len(seq) < 2 else list(dict.fromkeys(seq))
+
+    def _seen_by(self, labels: list[int]) -> list[list[int]]:
+        """For each label, the tenant ints that see it (one compiled call over all tenants)."""
+        return self._store.seen_by(labels, self._tree, self._leaf)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -186,7 +158,7 @@ class CuratorIndex:
         """Insert new labels; `access[i]` lists the tenants that see `labels[i]`.
 
         A label already present (or repeated in the batch) raises ValueError, and nothing is
-        applied. May train the GCT when the live count first reaches `train_size`.
+        applied. With `auto_train`, trains the GCT when the live count first reaches `train_size`.
         """
         labels = np.asarray(labels, dtype=np.int64)
         n = labels.shape[0]
@@ -201,156 +173,113 @@ class CuratorIndex:
             raise ValueError(f"add: labels must be in [0, {MAX_LABEL}]")
         if np.unique(labels).shape[0] != n:
             raise ValueError("add: duplicate labels in one batch")
-        with self._lock.write():
-            hi = int(labels.max()) + 1
-            if hi > len(self._leaf):
-                self._resize(self._grown(hi))
-            present = labels[self._leaf[labels] >= 0]
-            if present.size:
-                raise ValueError(f"add: labels already present: {present[:10].tolist()}")
-            self._vectors[labels] = vectors
-            if self.metric == "l2":
-                self._norms[labels] = np.einsum("ij,ij->i", vectors, vectors)
-            self._leaf[labels] = leaves = self._tree.route_leaves(vectors)
-            self._n += n
-            if self._members.active:
-                for label, at in zip(labels.tolist(), leaves.tolist()):
-                    self._members.add(at, label)
-            for label, tenants in zip(labels.tolist(), access):
-                for t in dict.fromkeys(self._tenant(name, True) for name in tenants):
-                    self._grant_one(label, t)
-            due = self._n >= self._train_at and not self._tree.trained
-        if due:
-            self._train(force=False)
+        present = labels[labels < len(self._leaf)]
+        present = present[self._leaf[present] >= 0]
+        if present.size:
+            raise ValueError(f"add: labels already present: {present[:10].tolist()}")
+        hi = int(labels.max()) + 1
+        if hi > len(self._leaf):
+            self._resize(self._grown(hi))
+        self._vectors[labels] = vectors
+        if self.metric == "l2":
+            self._norms[labels] = np.einsum("ij,ij->i", vectors, vectors)
+        self._leaf[labels] = self._tree.route_leaves(vectors)
+        self._n += n
+        store, tree, leaf, tau = self._store, self._tree, self._leaf, self.max_sl_size
+        for label, tenants in zip(labels.tolist(), access):
+            for name in dict.fromkeys(tenants):
+                t = store.index_of.get(name)
+                store.grant(store.add(name) if t is None else t, label, tree, leaf, tau)
+        if self.auto_train and not self._tree.trained and self._n >= self._train_at:
+            self.retrain()
 
     def grant(self, labels: np.ndarray, tenant: str) -> None:
-        """Let `tenant` see these labels (grant path); absent or already-seen labels are skipped.
-
-        Kept lean for the common single-label call of an existing tenant (the service grants
-        one cached entry at a time): one compiled call (`_kernels.grant_pair`) does the
-        liveness and no-op checks and the tenant's common cases; splits, arena growth and new
-        tenants take the general path (`_grant_general`).
-        """
-        if labels.__class__ is np.ndarray and labels.dtype is _INT64 and labels.size == 1:
-            seq: Sequence[int] = (labels.item(0),)
-        else:
-            seq = self._distinct(labels)
-        lock = self._lock
-        lock.acquire_write()
-        try:
-            tenants = self._tenants
-            t = tenants.ids.get(tenant)
-            if t is None:
-                self._grant_general(seq, tenant)
-                return
-            tt, mem, grant_pair = tenants.trees[t], self._members, self._grant_pair
-            anc, leaf, tau = self._tree.ancestors, self._leaf, self.max_sl_size
-            for label in seq:
-                # tt's arrays are re-read per label: the general path may reallocate them
-                if grant_pair(tt.table, tt.pool, tt.meta, anc, leaf, label, tau, _MIN_LIST_CAP, mem.blocks, mem.pool) >= 0:
-                    self._grant_general((label,), tenant)  # nothing changed: step by step
-        finally:
-            lock.release_write()
-
-    def _grant_general(self, seq: Sequence[int], tenant: str) -> None:
-        """`grant` for any labels and tenant, step by step (write lock held)."""
-        t = -1
-        tt = None
-        granted = False
-        tree, leaf, tau = self._tree, self._leaf, self.max_sl_size
-        for label in seq:
-            if not self._live(label):
-                continue
-            if t < 0:
-                t = self._tenant(tenant, True)
-                tt = self._tenants.trees[t]
-                assert tt is not None
-            if tt.grant(label, tree, leaf, tau):
-                granted = True
-        if t >= 0:
-            self._changed(t)  # a new tenant that got nothing is dropped again
+        """Let `tenant` see these labels (grant path); absent or already-seen labels are skipped."""
+        store, tree, leaf, tau = self._store, self._tree, self._leaf, self.max_sl_size
+        t = store.index_of.get(tenant)
+        created = t is None
+        if t is None:
+            t = store.add(tenant)
+        for label in self._distinct(labels):
+            store.grant(t, label, tree, leaf, tau)
+        if created and store.size(t) == 0:  # a new tenant that got nothing
+            store.drop(t)
 
     def revoke(self, labels: np.ndarray, tenant: str) -> None:
         """Stop `tenant` seeing these labels (remove from its list, merge upward); no-ops skipped."""
-        seq = self._distinct(labels)
-        with self._lock.write():
-            t = self._tenant(tenant, False)
-            if t < 0:
+        store, tree, leaf, tau = self._store, self._tree, self._leaf, self.max_sl_size
+        t = store.index_of.get(tenant)
+        if t is None:
+            return
+        for label in self._distinct(labels):
+            if store.revoke(t, label, tree, leaf, tau) and store.size(t) == 0:
+                store.drop(t)  # that was its last label
                 return
-            for label in seq:
-                if self._live(label):
-                    self._revoke_one(label, t)
-                    if self._tenants.ids.get(tenant) != t:  # that was its last label
-                        break
 
     def remove(self, labels: np.ndarray) -> None:
         """Forget labels: revoke for every tenant that sees them, free the rows; absent skipped."""
-        seq = self._distinct(labels)
-        with self._lock.write():
-            seq = [label for label in seq if self._live(label)]
-            for label, tenants in zip(seq, self._seen_by(seq)):
-                for t in tenants:
-                    self._revoke_one(label, t)
-                if self._members.active:
-                    self._members.remove(self._leaf.item(label), label)
-                self._leaf[label] = -1
-                self._n -= 1
-            if self._n == 0:
-                self._reset_rows()
-            elif len(self._leaf) > _MIN_CAP and self._n <= len(self._leaf) // 4:  # else hi can't be
-                hi = int(np.flatnonzero(self._leaf >= 0)[-1]) + 1
-                if hi <= len(self._leaf) // 4:
-                    self._resize(max(_MIN_CAP, hi + hi // 2))
+        store, tree, leaf, tau = self._store, self._tree, self._leaf, self.max_sl_size
+        seq = [label for label in self._distinct(labels) if self._live(label)]
+        for label, tenants in zip(seq, self._seen_by(seq)):
+            for t in tenants:
+                store.revoke(t, label, tree, leaf, tau)
+                if store.size(t) == 0:
+                    store.drop(t)
+            leaf[label] = -1
+            self._n -= 1
+        if self._n == 0:
+            self._reset_rows()
+        elif len(self._leaf) > _MIN_CAP and self._n <= len(self._leaf) // 4:  # else hi can't be
+            hi = int(np.flatnonzero(self._leaf >= 0)[-1]) + 1
+            if hi <= len(self._leaf) // 4:
+                self._resize(max(_MIN_CAP, hi + hi // 2))
 
     # -- training -------------------------------------------------------------------------------
 
     def retrain(self) -> bool:
-        """Train a new GCT on (a sample of) the current vectors and install it.
-
-        k-means runs without holding the index lock (searches and writes continue); the
-        install (route every label, rebuild every tenant's canonical sub-tree) holds the
-        write lock. Returns False if the data could not be split (tree stays as it is).
-        """
-        return self._train(force=True)
+        """Train a new GCT on (a sample of) the current vectors and install it: the three
+        steps below in a row. Returns False if the data could not be split (tree unchanged)."""
+        return self.install(self.fit(self.training_sample()))
 
     def retrain_due(self) -> bool:
-        """True once the live count has grown RETRAIN_GROWTH× since the tree was trained."""
-        return self._tree.trained and self._n >= self._train_at
+        """True once the live count reached `train_size` (untrained) or grew RETRAIN_GROWTH×
+        since the last training: the owner then calls `retrain`, or its three steps."""
+        return self._n >= self._train_at
 
-    def _train(self, *, force: bool) -> bool:
-        with self._train_mutex:
-            with self._lock.read():
-                live = np.flatnonzero(self._leaf >= 0)
-                if live.size == 0 or (not force and self._tree.trained):
-                    return False
-                if live.size > MAX_TRAIN_SAMPLE:
-                    rng = np.random.default_rng(live.size)
-                    live = np.sort(rng.choice(live, MAX_TRAIN_SAMPLE, replace=False))
-                sample = self._vectors[live]
-                n_live = self._n
-            tree = train_tree(sample, branching=self.branching, max_depth=self.max_depth, use_gpu=self.use_gpu)
-            with self._lock.write():
-                if not tree.trained:
-                    self._train_at = max(self._train_at, 2 * n_live)  # retry when it has doubled
-                    return False
-                self._install(tree)
-                return True
+    def training_sample(self) -> TrainingSample:
+        """Step 1 of a retrain (reads the index): a sample of the present vectors."""
+        live = np.flatnonzero(self._leaf >= 0)
+        if live.size > MAX_TRAIN_SAMPLE:
+            rng = np.random.default_rng(live.size)
+            live = np.sort(rng.choice(live, MAX_TRAIN_SAMPLE, replace=False))
+        return TrainingSample(self._vectors[live], self._n)
 
-    def _install(self, tree: Tree) -> None:
-        """Route every present label through `tree` and rebuild all tenant structures."""
-        seen = [(t, tt.export()[2]) for t, _, tt in self._tenants.live()]  # decoded by the old GCT
-        self._tree = tree
+    def fit(self, sample: TrainingSample) -> FittedTree:
+        """Step 2 (reads no index state, so it needs no lock): k-means over the sample."""
+        if sample.vectors.shape[0] == 0:
+            return FittedTree(Tree.root_only(self.dim), 0)
+        tree = train_tree(sample.vectors, branching=self.branching, max_depth=self.max_depth, use_gpu=self.use_gpu)
+        return FittedTree(tree, sample.n_live)
+
+    def install(self, fitted: FittedTree) -> bool:
+        """Step 3 (writes the index): route every present label through the new tree and
+        rebuild every tenant's structure in canonical form. False (nothing installed) when
+        k-means could not split the sample: training is retried once the index has doubled."""
+        if not fitted.tree.trained:
+            self._train_at = max(self._train_at, 2 * fitted.n_live)
+            return False
+        seen = [(t, self._store.labels(t)) for t, _ in self._store.live()]
+        self._tree = tree = fitted.tree
         live = np.flatnonzero(self._leaf >= 0)
         self._train_at = RETRAIN_GROWTH * max(int(live.size), self.train_size)
         self._leaf[live] = tree.route_leaves(self._vectors[live])
-        self._members = LeafMembers.build(self._leaf, tree.child_count)
-        for t, ids in seen:
-            self._tenants.replace(t, TenantTree.build(ids, tree, self._leaf, self.max_sl_size, self._members))
+        self._store.rebuild(seen, tree, self._leaf, self.max_sl_size)
+        return True
 
     # -- search ---------------------------------------------------------------------------------
 
     def search(
-        self, tenant: str, queries: np.ndarray, k: int, gamma1: float = 2, gamma2: float = 128
+        self, tenant: str, queries: np.ndarray, k: int, gamma1: float = GAMMA1, gamma2: float = GAMMA2
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k labels (int64 (nq, k)) and raw scores (float32) among those `tenant` sees.
 
@@ -363,18 +292,15 @@ class CuratorIndex:
         nq = queries.shape[0]
         out_labels = np.full((nq, k), -1, dtype=np.int64)
         out_scores = np.full((nq, k), self._pad, dtype=np.float32)
-        collect = max(1, int(gamma1 * gamma2 * k))
-        keep = max(1, int(gamma2 * k))
-        with self._lock.read():
-            tt = self.tenant_tree(tenant)
-            if tt is None or nq == 0:
-                return out_labels, out_scores
-            tree = self._tree
-            _kernels.search(
-                queries, tree.codes, tree.lo, tree.step, tree.cnorm, tree.child_start, tree.child_count,
-                tt.table, tt.meta, tt.pool, self._members.blocks, self._members.pool, self._vectors, self._norms,
-                collect, keep, self.metric == "ip", out_labels, out_scores,
-            )
+        t = self._store.index_of.get(tenant)
+        if t is None or nq == 0:
+            return out_labels, out_scores
+        tree = self._tree
+        _kernels.search(
+            queries, tree.codes, tree.lo, tree.step, tree.cnorm, tree.child_start, tree.child_count,
+            self._store.table(t), self._store.ids, self._vectors, self._norms,
+            max(1, int(gamma1 * gamma2 * k)), max(1, int(gamma2 * k)), self.metric == "ip", out_labels, out_scores,
+        )
         return out_labels, out_scores
 
     # -- introspection --------------------------------------------------------------------------
@@ -391,76 +317,89 @@ class CuratorIndex:
     def trained(self) -> bool:
         return self._tree.trained
 
+    @property
+    def store(self) -> TenantStore:
+        """Every tenant's rows and lists (for tests and diagnostics: do not mutate)."""
+        return self._store
+
     def labels(self) -> np.ndarray:
         """The present labels (int64, ascending), e.g. to reconcile a snapshot with a store."""
-        with self._lock.read():
-            return np.flatnonzero(self._leaf >= 0).astype(np.int64)
+        return np.flatnonzero(self._leaf >= 0).astype(np.int64)
 
     def tenants(self) -> list[str]:
         """Tenants that see at least one label."""
-        with self._lock.read():
-            return sorted(self._tenants.ids)
+        return sorted(self._store.index_of)
 
     def access_of(self, label: int) -> list[str]:
         """Tenants that see `label` (empty if absent)."""
-        with self._lock.read():
-            seen = self._seen_by([label])[0] if self._live(label) else []
-            return sorted(str(self._tenants.names[t]) for t in seen)
+        seen = self._seen_by([label])[0] if self._live(label) else []
+        return sorted(str(self._store.names[t]) for t in seen)
 
     def path_of(self, label: int) -> np.ndarray:
         """`label`'s root->leaf GCT path (copy; -1 padded; all -1 if absent)."""
-        with self._lock.read():
-            if not self._live(label):
-                return np.full(self._tree.height + 1, -1, dtype=np.int32)
-            return self._tree.ancestors[self._leaf[label]].copy()
+        if not self._live(label):
+            return np.full(self._tree.height + 1, -1, dtype=np.int32)
+        return self._tree.ancestors[self._leaf[label]].copy()
 
     def leaves(self) -> np.ndarray:
-        """GCT leaf of every label slot (int32 copy, -1 = absent), e.g. for `TenantTree.build`."""
-        with self._lock.read():
-            return self._leaf.copy()
+        """GCT leaf of every label slot (int32 copy, -1 = absent)."""
+        return self._leaf.copy()
 
-    @property
-    def leaf_members(self) -> LeafMembers:
-        """The GCT leaves' member slots (what leaf bitmaps index; for tests and diagnostics)."""
-        return self._members
+    def tenant_view(self, tenant: str) -> TenantView | None:
+        """`tenant`'s rows and lists as they are now (a copy; for tests and diagnostics)."""
+        t = self._store.index_of.get(tenant)
+        return None if t is None else self._store.view(t)
 
-    def tenant_tree(self, tenant: str) -> TenantTree | None:
-        """The live structure of `tenant` (for tests and diagnostics: do not mutate)."""
-        t = self._tenants.ids.get(tenant)
-        return None if t is None else self._tenants.trees[t]
+    def canonical_view(self, labels: np.ndarray) -> TenantView:
+        """The rows and lists a tenant seeing exactly these live labels has in canonical form
+        (built in bulk, as after training; for tests)."""
+        store = TenantStore()
+        t = store.add("")
+        store.build(t, np.unique(np.asarray(labels)), self._tree, self._leaf, self.max_sl_size)
+        return store.view(t)
 
     def memory_bytes(self) -> dict[str, int]:
         """Allocated bytes by component (spare capacity included; Python overhead estimated)."""
-        with self._lock.read():
-            counts = lists = 0
-            for _, _, tt in self._tenants.live():
-                c, a = tt.nbytes()
-                counts += c
-                lists += a
-            member_nodes, member_slots = self._members.nbytes()
-            return {
-                "vectors": self._vectors.nbytes,
-                "norms": self._norms.nbytes,
-                "paths": self._leaf.nbytes,  # one leaf per label; paths via tree.ancestors
-                "leaf_members": member_slots,
-                "tree": self._tree.nbytes() + member_nodes,  # incl. ancestors and the leaves' blocks
-                "tenant_counts": counts,
-                "shortlists": lists,
-                "tenant_map": self._tenants.nbytes(),
-            }
+        return {
+            "vectors": self._vectors.nbytes,
+            "norms": self._norms.nbytes,
+            "paths": self._leaf.nbytes,  # one leaf per label; paths via tree.ancestors
+            "tree": self._tree.nbytes(),  # incl. ancestors
+            **self._store.nbytes(),  # tenant_counts, shortlists, tenant_map
+        }
 
     # -- persistence ----------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """Full state (tree, vectors, paths, tenant structures, tenant names, params) as npz."""
-        with self._lock.read():
-            return _persist.dump(self)
+        """Full state (tree, vectors, leaves, each tenant's labels, params) as npz."""
+        live = np.flatnonzero(self._leaf >= 0)
+        hi = int(live[-1]) + 1 if live.size else 0
+        tenants = {name: self._store.labels(t) for t, name in self._store.live()}
+        params = {"max_sl_size": self.max_sl_size, "branching": self.branching, "max_depth": self.max_depth,
+                  "train_size": self.train_size, "train_at": self._train_at}
+        snap = _persist.Snapshot(params, self._tree, self._vectors[:hi], self._norms[:hi], self._leaf[:hi], tenants)
+        return _persist.dump(snap, dim=self.dim, metric=self.metric)
 
     def restore(self, data: bytes) -> None:
-        """Replace the state with a snapshot's: same search results, no retraining.
+        """Replace the state with a snapshot's: same search results, no retraining (each
+        tenant's structure is rebuilt from its labels in canonical form, which is what it was).
 
         The snapshot's own τ, b0, max_depth and train_size win (the structure depends on them).
+        A snapshot that does not fit raises ValueError and changes nothing.
         """
-        state = _persist.load(data, dim=self.dim, metric=self.metric)
-        with self._lock.write():
-            _persist.apply(self, state)
+        snap = _persist.load(data, dim=self.dim, metric=self.metric)
+        p = snap.params
+        self.max_sl_size, self.branching, self.max_depth = p["max_sl_size"], p["branching"], p["max_depth"]
+        self.train_size, self._train_at = p["train_size"], p["train_at"]
+        self._tree = snap.tree
+        self._reset_rows()
+        self._store.clear()
+        hi = snap.leaf.shape[0]
+        if hi:
+            self._resize(self._grown(hi))  # after _reset_rows: exactly hi
+            self._vectors[:hi] = snap.vectors
+            self._norms[: snap.norms.shape[0]] = snap.norms
+            self._leaf[:hi] = snap.leaf
+        self._n = int(np.count_nonzero(snap.leaf >= 0))
+        seen = [(self._store.add(name), labels) for name, labels in snap.tenants.items()]
+        self._store.rebuild(seen, self._tree, self._leaf, self.max_sl_size)

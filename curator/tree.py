@@ -7,15 +7,13 @@ GCT leaf. An untrained tree is the root alone (every tenant's ids sit in its roo
 search is exact).
 
 Centroids are stored as 8-bit scalar-quantized codes (per dimension: `lo + step * code`, the
-range spanning every centroid of the tree), not float32. Why: the centroids were the largest
-part of the index beyond the raw vectors (1,409 nodes × 384 d = 2.06 MiB of 5.0 MiB on the
-73k-paper arXiv bench, where a shared IVF index costs 2.5 MiB in all); codes take a quarter.
-Every use (routing, search) goes through the same dequantized values and `cnorm` is computed
+range spanning every centroid of the tree), not float32. Why: float32 centroids were the
+largest part of the index beyond the raw vectors; codes take a quarter (figures in
+bench/curator/README.md). Every use (routing, search) goes through the same dequantized values and `cnorm` is computed
 from them, so routing and search stay consistent. A node's key is
 ||q - c||² - ||q||² = ||c||² - 2 (q·lo + Σ (q·step)_j code_j): the query is scaled once per
 query, then each centroid costs one uint8 × float32 dot. The quantization step is ~1/255 of a
-dimension's range across centroids; measured on arXiv, recall at equal γ is unchanged (see
-`curator.index`).
+dimension's range across centroids, which leaves recall at equal γ unchanged on arXiv.
 
 Training (why these choices, DESIGN §4): FAISS k-means (GPU when present), `niter` 20, fixed
 seed so a rebuild from the same sample gives the same tree. Root branching b0; below the
@@ -28,7 +26,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 
 from curator import _kernels
@@ -36,8 +33,8 @@ from curator import _kernels
 MIN_POINTS_PER_CHILD = 8
 KMEANS_NITER = 20
 KMEANS_SEED = 1234
-# Routing beam width and centroid refinement rounds: measured on arXiv in `train_tree`'s
-# docstring (beam 1 and 0 rounds is the plain design).
+# Routing beam width and centroid refinement rounds (beam 1 and 0 rounds is the plain
+# design; why not: `train_tree`, figures in bench/curator/README.md).
 ROUTE_BEAM = 4
 REFINE_ROUNDS = 2
 
@@ -242,14 +239,17 @@ def child_branching(b: int) -> int:
     return max(b // 2, 4)
 
 
-def _kmeans(x: np.ndarray, k: int, use_gpu: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Centroids (k, dim) and the nearest-centroid assignment of every row of `x`."""
+def _kmeans(x: np.ndarray, k: int, use_gpu: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids (k, dim) and the nearest-centroid assignment of every row of `x` (on the GPU
+    when `use_gpu`, or when None and FAISS sees one)."""
+    import faiss  # only training uses FAISS: importing `curator` does not load it
+
     km = faiss.Kmeans(
         x.shape[1],
         k,
         niter=KMEANS_NITER,
         seed=KMEANS_SEED,
-        gpu=use_gpu,
+        gpu=faiss.get_num_gpus() > 0 if use_gpu is None else use_gpu,
         verbose=False,
         min_points_per_centroid=1,  # we already require 8 per child; silences FAISS's warning
         max_points_per_centroid=256,
@@ -273,14 +273,12 @@ def train_tree(
     per would-be child, or at `max_depth`, stays a leaf. Empty k-means clusters are dropped.
     Refinement (deviation from plain hierarchical k-means, measured): `refine_rounds` times,
     route the sample with the beam router and move every centroid to the mean of what it
-    received. arXiv, 73.7k × 384, 142 tenants, tree trained on 20k, default γ: recall@10
-    0.880 (greedy routing, raw centroids) -> 0.896 (beam 4) -> 0.905 (beam 4 + 2 rounds),
-    at the same search cost; training takes ~0.5 s longer.
+    received: k-means centroids describe the training split, search ranks buckets by what
+    actually sits below a node. Beam routing plus refinement raise recall@10 at the default γ
+    and equal search cost, for a little more training time (bench/curator/README.md).
     """
     x = np.ascontiguousarray(sample, dtype=np.float32)
     n, dim = x.shape
-    if use_gpu is None:
-        use_gpu = faiss.get_num_gpus() > 0
     centroids: list[np.ndarray] = [x.mean(axis=0) if n else np.zeros(dim, np.float32)]
     parent = [-1]
     depth = [0]

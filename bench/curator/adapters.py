@@ -22,6 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.curator.data import Workload
+from curacache.index.base import Retrainable
+from curacache.index.rwlock import RWLock
 
 K = 10
 BUILD_BATCH = 4096
@@ -72,6 +74,8 @@ class KindContender(Contender):
             for s in range(0, n, BUILD_BATCH):
                 e = min(n, s + BUILD_BATCH)
                 self.index.add(labels[s:e], wl.X[s:e], wl.access[s:e])
+                if isinstance(self.index, Retrainable) and self.index.retrain_due():
+                    self.index.retrain(RWLock())  # as the service's collection does, inline
                 bar.update(e - s)
         return {"build_s": time.perf_counter() - t0}
 

@@ -5,9 +5,11 @@ normalisation; an index sees only labels, float32 vectors, tenant names and one 
 metrics: "ip" (inner product, larger is better; cosine arrives here as ip over unit vectors)
 or "l2" (squared euclidean distance, smaller is better).
 
-Thread-safety contract: any number of `search` calls may run concurrently with each other
-and with one writer; the collection layer serialises writers. An implementation guards its
-own state so a search never sees a half-applied write.
+Thread-safety contract: any number of `search` calls may run concurrently with each other;
+a write must not overlap a search or another write. The owner (the collection) holds one
+readers-writer lock over the index and its label map, so a search takes one lock
+(docs/architecture.md). `curator` relies on that alone; `flat` and `hnsw` also guard
+themselves, so they can serve standalone (e.g. as the benchmark's oracle).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from curacache.index.params import Param
+from curacache.index.rwlock import RWLock
 
 RAW_METRICS = ("ip", "l2")
 
@@ -73,8 +76,9 @@ class Retrainable(Protocol):
     def retrain_due(self) -> bool:
         """True when the data has changed enough that `retrain` would pay."""
 
-    def retrain(self) -> bool:
-        """Re-learn the structure; must not block searches for its duration. True if installed."""
+    def retrain(self, lock: RWLock) -> bool:
+        """Re-learn the structure; `lock` is the one its owner guards it with: taken only
+        around the steps that touch the index, so searches go on meanwhile. True if installed."""
 
 
 class IndexKind(Protocol):

@@ -1,8 +1,11 @@
 """`curator`: the Curator multi-tenant index (DESIGN §4) behind the Index port.
 
-The algorithm lives in the pure `curator` package (it knows nothing of the service); this
-adapter validates parameters, maps them to `curator.CuratorIndex` and wraps search results in
-`SearchResult`. Thread safety comes from CuratorIndex's own readers-writer lock.
+The algorithm lives in the pure `curator` package (no service concerns, no lock). This kind
+adds what the service needs: named, bounded parameters (their defaults are `curator.index`'s,
+their one home), search results as `SearchResult`, and a retrain that takes its owner's lock
+only around the steps that touch the index (k-means runs without it). Everything else of the
+port is the core's own methods, bound as they are. Locking is the owner's: see
+docs/architecture.md.
 
 Build parameters: τ = `max_sl_size` (shortlist split threshold), b0 = `branching` (root
 fan-out of the global clustering tree), `max_depth`, `train_size` (collection size at which
@@ -13,33 +16,35 @@ buckets up to γ2·k ids are scored exactly).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import MappingProxyType
 
 import numpy as np
 
 from curacache.index.base import RAW_METRICS, SearchResult
 from curacache.index.params import Param, resolve_params
+from curacache.index.rwlock import RWLock
 from curator import CuratorIndex
+from curator.index import BRANCHING, GAMMA1, GAMMA2, MAX_DEPTH, MAX_SL_SIZE, TRAIN_SIZE
 
 BUILD_PARAMS: Mapping[str, Param] = MappingProxyType(
     {
-        "max_sl_size": Param(256, 8, 65536, integer=True, doc="τ: a shortlist longer than this is split one level down"),
-        "branching": Param(32, 4, 256, integer=True, doc="b0: fan-out of the tree root (children branch max(b/2, 4))"),
-        "max_depth": Param(8, 1, 16, integer=True, doc="deepest level of the global clustering tree"),
-        "train_size": Param(20000, 64, 1e9, integer=True, doc="train the tree when the collection first holds this many vectors"),
+        "max_sl_size": Param(MAX_SL_SIZE, 8, 65536, integer=True, doc="τ: a shortlist longer than this is split one level down"),
+        "branching": Param(BRANCHING, 4, 256, integer=True, doc="b0: fan-out of the tree root (children branch max(b/2, 4))"),
+        "max_depth": Param(MAX_DEPTH, 1, 16, integer=True, doc="deepest level of the global clustering tree"),
+        "train_size": Param(TRAIN_SIZE, 64, 1e9, integer=True, doc="train the tree when the collection first holds this many vectors"),
     }
 )
 SEARCH_PARAMS: Mapping[str, Param] = MappingProxyType(
     {
-        "gamma1": Param(2, 1, 64, doc="γ1: stop the traversal after γ1·γ2·k candidate ids"),
-        "gamma2": Param(128, 1, 4096, doc="γ2: score the nearest buckets up to γ2·k ids exactly (recall knob)"),
+        "gamma1": Param(GAMMA1, 1, 64, doc="γ1: stop the traversal after γ1·γ2·k candidate ids"),
+        "gamma2": Param(GAMMA2, 1, 4096, doc="γ2: score the nearest buckets up to γ2·k ids exactly (recall knob)"),
     }
 )
 
 
 class CuratorAdapter:
-    """The Index protocol over a `curator.CuratorIndex` (`.core` exposes it for diagnostics)."""
+    """The Index and Retrainable ports over a `curator.CuratorIndex` (`.core`)."""
 
     kind = "curator"
 
@@ -47,47 +52,31 @@ class CuratorAdapter:
         self.core = core
         self.dim = core.dim
         self.metric = core.metric
-        # The single-label grant is a few µs in all; calling the core's bound method directly
-        # spares it one Python frame (same signature and behaviour as the method below).
-        self.grant = core.grant  # type: ignore[method-assign]
-
-    def add(self, labels: np.ndarray, vectors: np.ndarray, access: Sequence[Sequence[str]]) -> None:
-        self.core.add(labels, vectors, access)
-
-    def grant(self, labels: np.ndarray, tenant: str) -> None:
-        self.core.grant(labels, tenant)
-
-    def revoke(self, labels: np.ndarray, tenant: str) -> None:
-        self.core.revoke(labels, tenant)
-
-    def remove(self, labels: np.ndarray) -> None:
-        self.core.remove(labels)
+        # The port's writes, snapshots and introspection are the core's methods as they are
+        # (same signatures); no wrapper frame on a single-label grant of a few µs.
+        self.add = core.add
+        self.grant = core.grant
+        self.revoke = core.revoke
+        self.remove = core.remove
+        self.memory_bytes = core.memory_bytes
+        self.snapshot = core.snapshot
+        self.restore = core.restore
+        self.labels = core.labels
+        self.retrain_due = core.retrain_due
 
     def search(self, tenant: str, queries: np.ndarray, k: int, params: Mapping[str, float]) -> SearchResult:
-        gamma1 = params.get("gamma1", SEARCH_PARAMS["gamma1"].default)
-        gamma2 = params.get("gamma2", SEARCH_PARAMS["gamma2"].default)
-        labels, scores = self.core.search(tenant, queries, k, gamma1=gamma1, gamma2=gamma2)
+        """`params`: γ1 / γ2 by name (validated by `SEARCH_PARAMS`; an absent one is the core's default)."""
+        labels, scores = self.core.search(tenant, queries, k, **params)
         return SearchResult(labels, scores)
 
-    def memory_bytes(self) -> dict[str, int]:
-        return self.core.memory_bytes()
-
-    def snapshot(self) -> bytes | None:
-        return self.core.snapshot()
-
-    def restore(self, data: bytes) -> None:
-        self.core.restore(data)
-
-    def labels(self) -> np.ndarray:
-        """Present labels, to reconcile a restored snapshot with the store."""
-        return self.core.labels()
-
-    def retrain_due(self) -> bool:
-        return self.core.retrain_due()
-
-    def retrain(self) -> bool:
-        """Retrain the clustering tree on the current vectors (k-means outside the lock)."""
-        return self.core.retrain()
+    def retrain(self, lock: RWLock) -> bool:
+        """Retrain the clustering tree: the sample is read under `lock`'s read side, k-means
+        runs without it (searches and writes go on), the install takes its write side."""
+        with lock.read():
+            sample = self.core.training_sample()
+        fitted = self.core.fit(sample)
+        with lock.write():
+            return self.core.install(fitted)
 
     def __len__(self) -> int:
         return len(self.core)
@@ -115,6 +104,7 @@ class CuratorKind:
             max_depth=int(p["max_depth"]),
             train_size=int(p["train_size"]),
             use_gpu=self.use_gpu,
+            auto_train=False,  # the owner retrains in the background (`retrain_due`)
         )
         return CuratorAdapter(core)
 

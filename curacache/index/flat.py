@@ -29,7 +29,7 @@ import numpy as np
 
 from curacache.index.base import RAW_METRICS, SearchResult
 from curacache.index.params import Param, resolve_params
-from curator.rwlock import RWLock
+from curacache.index.rwlock import RWLock
 
 _MIN_CAP = 8
 # Below this many tenant rows a GPU round trip (host->device copy of the rows) loses to CPU.

@@ -46,7 +46,7 @@ import numpy as np
 
 from curacache.index.base import RAW_METRICS, SearchResult
 from curacache.index.params import Param, resolve_params
-from curator.rwlock import RWLock
+from curacache.index.rwlock import RWLock
 
 _MIN_CAP = 16
 _SEED = 100  # fixed graph-level seed: reproducible graphs

@@ -2,7 +2,10 @@
 
 Writers are serialised by `_writer`; each write reaches the store first (durable) and is then
 applied to the index under the write side of `_rw`, so a search (read side) never sees a
-half-applied write and never maps a label to an id that was reassigned under it.
+half-applied write and never maps a label to an id that was reassigned under it. `_rw` is
+the one lock a search takes: the index relies on it (see `curacache.index.base`). A
+Retrainable index retrains in a background thread, taking `_rw` only to read its sample and
+to install the result. The paths through here: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 
 from curacache.errors import InvalidArgument, NotFound, PermissionDenied
 from curacache.index.base import Index, Retrainable
-from curator.rwlock import RWLock
+from curacache.index.rwlock import RWLock
 from curacache.server import snapshot
 from storage.base import DocumentStore
 from storage.types import CollectionSpec, StoredRecord
@@ -85,6 +88,7 @@ class Collection:
                 with self._rw.write():
                     self._apply_remove([rid for rid in self._entries if rid not in seen])
             self.loaded_from_snapshot = restored
+            self._maybe_retrain()
             return restored
 
     def save_snapshot(self) -> bool:
@@ -92,7 +96,8 @@ class Collection:
         with self._writer:
             if self._dropped or self._writes_since_snapshot == 0:
                 return False
-            index_bytes = self._index.snapshot()
+            with self._rw.read():  # a background retrain may be installing
+                index_bytes = self._index.snapshot()
             if index_bytes is None:
                 return False
             entries = {
@@ -304,7 +309,7 @@ class Collection:
 
     def _retrain(self) -> None:
         try:
-            installed = self._index.retrain()  # type: ignore[attr-defined]
+            installed = self._index.retrain(self._rw)  # type: ignore[attr-defined]
         except Exception:  # a failed retrain leaves the old structure serving; nothing is lost
             log.exception("collection %s: background retraining failed", self.spec.name)
             return

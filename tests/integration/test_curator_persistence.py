@@ -74,8 +74,9 @@ def test_growth_retrains_the_tree_in_the_background(start_server) -> None:
     running = start_server(snapshot_interval_s=0)
     with Client(running.target) as c:
         c.create_collection("c", DIM, **PARAMS)
-        c.upsert("c", ids[:300], vectors[:300], owner="a")  # reaches train_size: trained in that call
+        c.upsert("c", ids[:300], vectors[:300], owner="a")  # reaches train_size: trained in the background
         collection = running.server.db.get("c")
+        assert collection.wait_for_background(timeout=120)
         core = collection.index.core  # type: ignore[attr-defined]
         first_tree = core.tree
         assert core.trained and not core.retrain_due()

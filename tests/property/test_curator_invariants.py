@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curator import CuratorIndex, TenantTree
+from curator import CuratorIndex
 from tests.unit.test_curator_helpers import Model, assert_exact, check_structure, clustered, lists_of
 
 TENANTS = ("t0", "t1", "t2", "t3")
@@ -83,8 +83,8 @@ def test_random_sequences_keep_every_invariant(metric: str, train_size: int, ops
         if index.trained:  # the sequential structure equals the canonical bulk build
             for tenant in model.tenants():
                 ids = np.asarray(model.visible(tenant), dtype=np.int32)
-                built = lists_of(TenantTree.build(ids, index.tree, index.leaves(), index.max_sl_size, index.leaf_members))
-                have = lists_of(index.tenant_tree(tenant))  # type: ignore[arg-type]
+                built = lists_of(index.canonical_view(ids))
+                have = lists_of(index.tenant_view(tenant))  # type: ignore[arg-type]
                 assert {n: sorted(v.tolist()) for n, v in built.items()} == {
                     n: sorted(v.tolist()) for n, v in have.items()
                 }

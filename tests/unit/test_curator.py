@@ -15,11 +15,12 @@ import pytest
 from curacache.errors import InvalidArgument
 from curacache.index import Index, SearchResult
 from curacache.index.curator import CURATOR, CuratorAdapter
-from curator import CuratorIndex, TenantTree
+from curacache.index.rwlock import RWLock
+from curator import CuratorIndex
 from tests.unit.test_curator_helpers import (
     Model,
     assert_exact,
-    check_kernel_arrays,
+    check_arenas,
     check_structure,
     clustered,
     lists_of,
@@ -92,11 +93,11 @@ def test_add_errors_apply_nothing_and_searches_pad() -> None:
 def test_grant_revoke_remove_skip_no_ops() -> None:
     rng = np.random.default_rng(2)
     index, model, _ = small_trained(rng, n=200)
-    before = lists_of(index.tenant_tree("anchor"))  # type: ignore[arg-type]
+    before = lists_of(index.tenant_view("anchor"))  # type: ignore[arg-type]
     index.grant(np.array([0, 0, 5, 999, 10**6]), "anchor")  # already seen / absent
     index.revoke(np.array([1, 999]), "nobody")
     index.remove(np.array([999, 10**6]))
-    after = lists_of(index.tenant_tree("anchor"))  # type: ignore[arg-type]
+    after = lists_of(index.tenant_view("anchor"))  # type: ignore[arg-type]
     assert {n: v.tolist() for n, v in before.items()} == {n: v.tolist() for n, v in after.items()}
     index.grant(np.array([3, 3, 4]), "b")
     index.grant(np.array([3]), "b")
@@ -123,14 +124,14 @@ def test_revokes_merge_a_split_subtree_back_into_one_list() -> None:
         index.grant(np.array([i]), "t")
     model.grant(ids + others, "t")
     check_structure(index, model)
-    tt = index.tenant_tree("t")
-    assert tt is not None and tt.entries > 1 and tt.entries < tree.n_nodes  # sparse: touched nodes only
+    tt = index.tenant_view("t")
+    assert tt is not None and 1 < tt.rows.shape[0] < tree.n_nodes  # sparse: touched nodes only
     assert any(tree.depth[n] >= 2 for n in lists_of(tt)), "40 ids under one root child must split"
     # down to 4 under `child` (the root still holds 4 + 5 > τ): one merged list at `child`
     index.revoke(np.array(ids[4:]), "t")
     model.revoke(ids[4:], "t")
     check_structure(index, model)
-    lists = lists_of(index.tenant_tree("t"))  # type: ignore[arg-type]
+    lists = lists_of(index.tenant_view("t"))  # type: ignore[arg-type]
     assert sorted(lists[child].tolist()) == sorted(ids[:4])
     assert all(tree.parent[n] != child for n in lists)
     assert all(tree.depth[n] == 2 for n in lists if n != child)  # `other` (5 > τ) stays split
@@ -139,14 +140,14 @@ def test_revokes_merge_a_split_subtree_back_into_one_list() -> None:
     index.revoke(np.array(others[1:]), "t")
     model.revoke(others[1:], "t")
     check_structure(index, model)
-    assert set(lists_of(index.tenant_tree("t"))) == {child, other}  # type: ignore[arg-type]
+    assert set(lists_of(index.tenant_view("t"))) == {child, other}  # type: ignore[arg-type]
     index.revoke(np.array(ids[3:4]), "t")
     model.revoke(ids[3:4], "t")
     check_structure(index, model)
-    tt = index.tenant_tree("t")
-    assert tt is not None and list(lists_of(tt)) == [0] and tt.entries == 1
+    tt = index.tenant_view("t")
+    assert tt is not None and list(lists_of(tt)) == [0] and tt.rows.shape[0] == 1
     index.revoke(np.array(ids[:3] + others[:1]), "t")
-    assert index.tenant_tree("t") is None and index.tenants() == ["anchor"]
+    assert index.tenant_view("t") is None and index.tenants() == ["anchor"]
 
 
 def test_sequential_grants_equal_the_canonical_bulk_build() -> None:
@@ -155,9 +156,9 @@ def test_sequential_grants_equal_the_canonical_bulk_build() -> None:
     ids = rng.choice(600, 250, replace=False)
     for i in ids.tolist():
         index.grant(np.array([i]), "t")
-    built = TenantTree.build(np.sort(ids).astype(np.int32), index.tree, index.leaves(), 8, index.leaf_members)
-    have = index.tenant_tree("t")
-    assert have is not None and np.array_equal(have.rows()[:, :2], built.rows()[:, :2])
+    built = index.canonical_view(np.sort(ids).astype(np.int32))
+    have = index.tenant_view("t")
+    assert have is not None and np.array_equal(have.rows[:, :2], built.rows[:, :2])
     assert {n: sorted(v.tolist()) for n, v in lists_of(have).items()} == {
         n: sorted(v.tolist()) for n, v in lists_of(built).items()
     }
@@ -181,7 +182,7 @@ def test_recall_on_clustered_synthetic_data() -> None:
     model = Model("l2")
     model.add(list(range(n)), x, access)
     assert index.trained and index.tree.n_nodes > 100
-    big = index.tenant_tree("t0")
+    big = index.tenant_view("t0")
     assert big is not None and big.size > 5000 and len(lists_of(big)) > 20
     q = clustered(rng, 150, dim, 50, spread=1.5)
     queries = [(f"t{i % n_tenants}", q[i]) for i in range(150)] + [("t0", q[i]) for i in range(50)]
@@ -244,8 +245,7 @@ def test_snapshot_restore_gives_identical_results(metric: str) -> None:
     copy = CuratorIndex(dim=8, metric=metric)  # default params: the snapshot's own win
     copy.restore(blob)
     assert copy.max_sl_size == 6 and copy.trained and np.array_equal(copy.labels(), index.labels())
-    for tenant in copy.tenants():  # restored arrays are fresh, writable, C-contiguous
-        check_kernel_arrays(copy, copy.tenant_tree(tenant))  # type: ignore[arg-type]
+    check_arenas(copy)
     q = rng.standard_normal((20, 8)).astype(np.float32)
     for tenant in ("a", "b", "c", "z", "anchor", "nobody"):
         for g2 in (1, 4, HUGE):
@@ -265,9 +265,13 @@ def test_snapshot_restore_gives_identical_results(metric: str) -> None:
 
 
 def test_concurrent_searches_while_one_writer_changes_and_retrains() -> None:
+    """Under the port's contract (its owner's one readers-writer lock: searches read, writes
+    write, a retrain takes it only to read its sample and to install), parallel searches never
+    see a half-applied write or a half-installed tree."""
     rng = np.random.default_rng(8)
     x = clustered(rng, 3000, 16, 12)
-    index = CuratorIndex(dim=16, metric="l2", max_sl_size=8, train_size=1000)
+    adapter = CURATOR.create(dim=16, metric="l2", params={"max_sl_size": 8, "train_size": 1000})
+    index, lock = adapter.core, RWLock()
     index.add(np.arange(500), x[:500], [["a"]] * 500)
     ever_b: set[int] = set()  # labels "b" was ever granted: the only ones it may see
     stop = threading.Event()
@@ -277,9 +281,11 @@ def test_concurrent_searches_while_one_writer_changes_and_retrains() -> None:
         r = np.random.default_rng(seed)
         try:
             while not stop.is_set():
-                labels, _ = index.search("b", x[r.integers(0, 3000, 2)], 5)
+                with lock.read():
+                    labels, _ = index.search("b", x[r.integers(0, 3000, 2)], 5)
                 assert set(labels[labels >= 0].tolist()) <= ever_b
-                index.search("a", x[r.integers(0, 3000, 1)], 5, gamma2=2)
+                with lock.read():
+                    index.search("a", x[r.integers(0, 3000, 1)], 5, gamma2=2)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -290,10 +296,13 @@ def test_concurrent_searches_while_one_writer_changes_and_retrains() -> None:
         for s in range(500, 3000, 250):  # crosses train_size: training happens mid-way
             batch = np.arange(s, s + 250)
             ever_b.update(batch[::2].tolist())
-            index.add(batch, x[s : s + 250], [["a", "b"] if i % 2 == 0 else ["a"] for i in batch])
-            index.revoke(batch[::4], "b")
-            index.remove(batch[::10])
-        index.retrain()
+            with lock.write():
+                index.add(batch, x[s : s + 250], [["a", "b"] if i % 2 == 0 else ["a"] for i in batch])
+                index.revoke(batch[::4], "b")
+                index.remove(batch[::10])
+            if adapter.retrain_due():
+                assert adapter.retrain(lock)
+        adapter.retrain(lock)
     finally:
         stop.set()
         for t in threads:

@@ -8,10 +8,10 @@ placement (merges happened); a consistent arena.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from curator import CuratorIndex, TenantTree, _kernels
+from curator import CuratorIndex, TenantView
+from curator.layout import ENTRIES, FIRST, IDS_GARBAGE, IDS_USED, ROOM, ROWS_GARBAGE, ROWS_USED
 
 
 class Model:
@@ -81,27 +81,8 @@ def assert_exact(model: Model, tenant: str, q: np.ndarray, labels: np.ndarray, s
         assert set(got.tolist()) == set(want_l.tolist())
 
 
-def lists_of(tt: TenantTree) -> dict[int, np.ndarray]:
-    return {int(node): tt.ids(int(node)).copy() for node in tt.list_nodes()}
-
-
-def check_kernel_arrays(index: CuratorIndex, tt: TenantTree) -> None:
-    """What the kernels read is current and typed as compiled: the tenant's row of the
-    directory's address table lists its arrays as they are now (a missed sync would have
-    `seen_by` read replaced arrays), and the arrays `grant` hands numba's raw entry point have
-    exactly the types it was compiled for (it checks dtypes only, so a view or a 1-D array
-    where a 2-D one belongs would be misread, not rejected)."""
-    d = index._tenants
-    t = d.ids[next(name for name in d.ids if d.trees[d.ids[name]] is tt)]
-    assert d.addr[t].tolist() == [
-        tt.table.ctypes.data, tt.table.shape[0], tt.pool.ctypes.data, tt.pool.shape[0], tt.meta.ctypes.data,
-    ]
-    for a in (tt.table, tt.pool, tt.meta):
-        assert a.flags.c_contiguous and a.flags.writeable
-    mem = index.leaf_members
-    passed = (tt.table, tt.pool, tt.meta, index.tree.ancestors, index._leaf, mem.blocks, mem.pool)
-    want = _kernels.GRANT_PAIR_TYPES[:5] + _kernels.GRANT_PAIR_TYPES[8:]
-    assert [numba.typeof(a) for a in passed] == list(want)
+def lists_of(view: TenantView) -> dict[int, np.ndarray]:
+    return view.lists
 
 
 def check_structure(index: CuratorIndex, model: Model) -> None:
@@ -111,9 +92,8 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
     assert set(index.tenants()) == model.tenants()
     assert sorted(index.labels().tolist()) == sorted(model.vecs)
     for tenant in model.tenants():
-        tt = index.tenant_tree(tenant)
+        tt = index.tenant_view(tenant)
         assert tt is not None
-        check_kernel_arrays(index, tt)
         lists = lists_of(tt)
         full_count = np.zeros(tree.n_nodes, dtype=np.int64)
         seen: list[int] = []
@@ -129,11 +109,8 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
                 full_count[a] += ids.size
                 a = tree.parent[a]
         assert sorted(seen) == model.visible(tenant), "each accessible id in exactly one list"
-        leaves, visible = index.leaves(), set(model.visible(tenant))
-        for label in list(model.vecs)[:40]:  # membership answered from the one list on the path
-            assert tt.has(label, tree, leaves) == (label in visible)
         assert np.array_equal(tt.counts(tree.n_nodes), full_count)
-        rows = tt.rows()  # sparse: a row exactly where the count is positive, in node order
+        rows = tt.rows  # sparse: a row exactly where the count is positive, in node order
         assert np.array_equal(rows[:, 0], np.flatnonzero(full_count)) and np.all(rows[:, 1] > 0)
         for node in lists:  # canonical placement: splits and merges both happened
             parent = tree.parent[node]
@@ -141,21 +118,34 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
             assert full_count[node] <= tau or tree.child_count[node] == 0
         internal = (full_count > 0) & ~np.isin(np.arange(tree.n_nodes), list(lists))
         assert np.all(tree.child_count[internal] > 0), "a GCT leaf with ids but no list"
-        # arena: reserved ranges inside the high-water mark and pairwise disjoint
-        spans_by_node = tt.list_spans()
-        assert {n for n, _, _, _ in spans_by_node} == set(lists)
-        bitmap = index.leaf_members.bitmap_node  # leaf bitmaps reserve words of 32 slots
-        assert all(size <= (32 * cap if bitmap[n] else cap) for n, _, cap, size in spans_by_node)
-        spans = sorted((off, off + cap) for _, off, cap, _ in spans_by_node)
-        for (a0, a1), (b0, _) in zip(spans, spans[1:]):
-            assert a1 <= b0
-        assert not spans or spans[-1][1] <= tt.used <= tt.pool.shape[0]
+    check_arenas(index)
     for name in ("nobody", *[t for t in ("t0", "t1", "t2", "t3", "anchor") if t not in model.tenants()]):
-        assert index.tenant_tree(name) is None
-    # who sees a label, from the directory's compiled view of every tenant (what remove() asks;
-    # built on first use, then kept current write by write)
+        assert index.tenant_view(name) is None
+    # who sees a label: what remove() asks, every tenant in one compiled call
     for label in list(model.vecs)[:40]:
         assert index.access_of(label) == sorted(model.access[label])
+
+
+def check_arenas(index: CuratorIndex) -> None:
+    """The tenants' row slices, and all lists' reservations, lie below their arrays'
+    high-water marks and are pairwise disjoint; counters agree with what is live."""
+    store = index.store
+    row_spans, list_spans = [], []
+    for t, _ in store.live():
+        first, room, entries = (int(v) for v in store.tenants[t, [FIRST, ROOM, ENTRIES]])
+        assert entries <= room
+        row_spans.append((first, first + room))
+        for _, count, off, cap in store.table(t).tolist():
+            assert count <= cap or cap == 0
+            if cap:
+                list_spans.append((off, off + cap))
+    for spans, used, garbage in ((row_spans, ROWS_USED, ROWS_GARBAGE), (list_spans, IDS_USED, IDS_GARBAGE)):
+        spans.sort()
+        for (_, a1), (b0, _) in zip(spans, spans[1:]):
+            assert a1 <= b0
+        assert not spans or spans[-1][1] <= store.arena[used]
+        assert store.arena[used] - store.arena[garbage] == sum(b - a for a, b in spans)
+    assert store.arena[ROWS_USED] <= store.rows.shape[0] and store.arena[IDS_USED] <= store.ids.shape[0]
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int, n_clusters: int, spread: float = 1.0) -> np.ndarray:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from curator.rwlock import RWLock
+from curacache.index.rwlock import RWLock
 
 WAIT = 10.0  # generous bound for something that must happen
 NEVER = 0.2  # how long we watch for something that must not happen

@@ -4,18 +4,14 @@ Writer preference: once a writer is waiting, new readers queue behind it, so a s
 of searches cannot starve a write. Not reentrant: a thread holding `read()` must not call
 `read()` again while a writer may be waiting (it would deadlock), nor `write()`.
 
-It lives in `curator` (which may import nothing of the service) and the service's index kinds
-and collections use this same lock. `read()` / `write()` return prebuilt context-manager
-objects with plain `__enter__` / `__exit__` rather than generator-based `@contextmanager`s:
-a single-label Curator grant costs a few µs in all, and a generator context manager alone
-added ~1 µs of it.
-
-A writer keeps the internal mutex for its whole write (released in `release_write`) instead of
-taking it twice around a `writer` flag: readers arriving meanwhile block on the mutex, as they
-would have blocked on the flag, and the uncontended write pays one acquire and one release
-(measured: enter + exit of an uncontended write 0.98 -> ~0.5 µs on the 2-core bench VM, where
-the whole grant is ~6 µs). No `writer` flag either: the held mutex is the flag, and releasing
-it unheld raises (0.31 -> 0.2x µs, of a ~2.7 µs grant).
+The collection (`curacache.server.collection`) holds one per collection over its index and
+label map; `flat` and `hnsw` also guard themselves with one. Why the fast paths look the way
+they do (a single-label grant costs a few µs in all, so the lock's own cost shows; figures in
+bench/curator/README.md): `read()` / `write()` return prebuilt context-manager objects with
+plain `__enter__` / `__exit__` rather than generator-based `@contextmanager`s, and a writer
+keeps the internal mutex for its whole write (released in `release_write`) instead of taking
+it twice around a `writer` flag: readers arriving meanwhile block on the mutex, as they would
+have blocked on the flag, and the held mutex is the flag (releasing it unheld raises).
 """
 
 from __future__ import annotations
