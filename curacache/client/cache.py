@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -107,7 +107,7 @@ class CacheCalls:
         no_cache: bool = False,
         min_similarity: float | None = None,
         max_ttl: float | None = None,
-    ) -> AsyncIterator[str | GenerateResult]:
+    ) -> AsyncGenerator[str | GenerateResult, None]:
         """Yield the response text in chunks, then one GenerateResult (`cached` tells a hit).
 
         `min_similarity` may only make the lookup stricter than the category's threshold;
@@ -135,7 +135,7 @@ class CacheCalls:
         no_cache: bool = False,
         min_similarity: float | None = None,
         max_ttl: float | None = None,
-    ) -> AsyncIterator[GenerateStart | str | GenerateResult]:
+    ) -> AsyncGenerator[GenerateStart | str | GenerateResult, None]:
         """`generate`, opening with a GenerateStart: hit or miss is known before any text."""
         query = _query(prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache)
         query.min_similarity = min_similarity or 0.0
@@ -156,7 +156,7 @@ class CacheCalls:
         r = await self._call(self._cache.Models, pb.ModelsRequest())
         return [Model(m.id, m.owned_by) for m in r.models]
 
-    async def forward(self, path: str, body: bytes, tenant: str) -> AsyncIterator[ForwardHead | bytes]:
+    async def forward(self, path: str, body: bytes, tenant: str) -> AsyncGenerator[ForwardHead | bytes, None]:
         """Send an OpenAI request body untouched to the backend serving its model (no caching):
         yields the backend's ForwardHead, then its response body as it arrives."""
         request = pb.ForwardRequest(tenant=tenant, path=path, body=body)

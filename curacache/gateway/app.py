@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,7 +269,7 @@ def _error_response(error: HttpError) -> web.Response:
     return web.json_response(error.body(), status=error.status, headers=error.headers())
 
 
-async def _answer(events: AsyncIterator[Any]) -> AsyncIterator[str | CachedResponse]:
+async def _answer(events: AsyncIterator[Any]) -> AsyncGenerator[str | CachedResponse, None]:
     """Generate's text chunks, then its whole CachedResponse."""
     async for item in events:
         yield item.response if isinstance(item, GenerateResult) else item
