@@ -9,11 +9,14 @@ safe. Per category we also keep, unlabelled, the best candidate's similarity of 
 semantic lookup: the share of lookups a threshold t would serve.
 
 Goal: the category's target false-hit rate, false hits per lookup (DESIGN §9). Estimated at a
-threshold t as (share of recent lookups whose best candidate reaches t) × (false share among
-labels at or above t). The calibrated threshold is the lowest t, among the configured one and
-the labelled similarities, whose estimate meets the target, never below min_threshold; going
-below the configured threshold needs at least `min_labels` labels at or above t. Windows
-slide (recent traffic matters most when the mix drifts). Strict categories never move.
+threshold t as the mean over recent lookups of 1[best similarity >= t]·q(similarity), with
+q(s), the chance that an entry served at similarity s is wrong, fitted to the labels as a
+non-increasing function of s (see `calibrate`). The calibrated threshold is the lowest t,
+among the configured one and the labelled similarities, whose estimate meets the target,
+never below min_threshold; going below the configured threshold needs at least `min_labels`
+labels at or above t. Windows slide (recent traffic matters most when the mix drifts).
+Strict categories never move. Label noise (a backend that answers the same question two
+ways) reads as false hits, so the estimate errs on the safe side.
 """
 
 from __future__ import annotations
@@ -60,25 +63,45 @@ def calibrate(
     lookups: list[float] | None = None, min_labels: int = 1,
 ) -> float:
     """Lowest t in {base} ∪ {labelled similarities}, t >= floor, whose estimated false-hit
-    rate share(t) × false(>= t) / labels(>= t) meets `target` (share(t): of `lookups` reaching
-    t; 1 when no lookups are known, i.e. the false share among labels alone). Below `base`
-    a t needs `min_labels` labels at or above it. If none qualifies, just above the most
-    similar false label."""
-    candidates = sorted({base, *(s for s, _ in samples)})
-    seen = np.sort(np.asarray(lookups, dtype=np.float64)) if lookups else None
-    for t in candidates:
-        if t < floor:
-            continue
-        above = [ok for s, ok in samples if s >= t]
-        if t < base and len(above) < min_labels:
-            continue
-        if not above:
-            return min(1.0, t)
-        share = 1.0 if seen is None else 1.0 - np.searchsorted(seen, t, side="left") / len(seen)
-        if share * above.count(False) / len(above) <= target:
-            return min(1.0, t)
+    rate meets `target`. The estimate at t is the mean over recent lookups (the labels' own
+    similarities when none are known) of 1[s >= t]·q(s), q(s) the chance that serving an entry
+    at similarity s is wrong: the labels' false share fitted non-increasing in s (pool
+    adjacent violators), so lookups above the labelled range count at the false share of the
+    most similar labels. Below `base` a t needs `min_labels` labels at or above it. If no t
+    qualifies, just above the most similar false label."""
+    # similarities on a 0.001 grid (rounded down: a label stays at or above its own candidate):
+    # a few dozen distinct values for the fit and the candidates instead of one per label
+    sims_all = np.floor(np.array([s for s, _ in samples], dtype=np.float64) * 1000.0 + 1e-9) / 1000.0
+    false_all = np.array([0.0 if ok else 1.0 for _, ok in samples])
+    sims, inverse, counts = np.unique(sims_all, return_inverse=True, return_counts=True)
+    q = _non_increasing(np.bincount(inverse, weights=false_all) / counts, counts.astype(np.float64))
+    seen = np.sort(np.asarray(lookups if lookups else sims_all, dtype=np.float64))
+    # q at each lookup: that of the most similar labels at or below it (the lowest labels' below);
+    # false hits a threshold t would serve = the suffix sum from the first lookup >= t
+    at = q[np.maximum(np.searchsorted(sims, seen, side="right") - 1, 0)]
+    served_false = np.concatenate([np.cumsum(at[::-1])[::-1], [0.0]])
+    labelled = np.sort(sims_all)
+    candidates = np.union1d(sims, [base])
+    n_above = len(labelled) - np.searchsorted(labelled, candidates, side="left")
+    estimate = served_false[np.searchsorted(seen, candidates, side="left")] / len(seen)
+    eligible = (candidates >= floor) & ((candidates >= base) | (n_above >= min_labels))
+    good = np.flatnonzero(eligible & ((n_above == 0) | (estimate <= target)))
+    if len(good):
+        return min(1.0, float(candidates[good[0]]))
     worst = max(s for s, ok in samples if not ok)
     return min(1.0, max(floor, math.nextafter(worst, math.inf)))
+
+
+def _non_increasing(means: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted least-squares fit of `means` (ordered by similarity) that never increases:
+    pool adjacent violators."""
+    blocks: list[list[float]] = []  # [mean, weight, points]
+    for m, w in zip(means.tolist(), weights.tolist()):
+        blocks.append([m, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            (m2, w2, n2), (m1, w1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return np.repeat([b[0] for b in blocks], [int(b[2]) for b in blocks])
 
 
 class FeedbackBook:

@@ -153,8 +153,8 @@ def stream(qqp: data.Qqp, clf: LinearClassifier, pairs: int, seed: int) -> list[
 
 
 async def run_stream(qqp: data.Qqp, events: list[Event], *, fixed: float | None, target: float, noise: float,
-                     seed: int, progress: bool, desc: str, min_threshold: float | None = None
-                     ) -> list[dict[str, object]]:
+                     seed: int, progress: bool, desc: str, min_threshold: float | None = None,
+                     verify_hits: float = 0.0) -> list[dict[str, object]]:
     """One pass; per event: category, hit, correct, whether a duplicate was cached.
     `min_threshold`: lowers every non-strict category's bound to it (what-if for re-tuning)."""
     index = {qqp.texts[e.text]: e.text for e in events}
@@ -170,7 +170,7 @@ async def run_stream(qqp: data.Qqp, events: list[Event], *, fixed: float | None,
     cache = SemanticCache(
         repository=repo, embedder=NoEmbedder(qqp.vectors.shape[1]), classifier=LinearClassifier.load(),
         backend=ClusterBackend(index, qqp.cluster, noise=noise, seed=seed), clock=FakeClock(),
-        policies=policies, confidence_floor=LinearClassifier.load().floor, options=CacheOptions(seed=seed),
+        policies=policies, confidence_floor=LinearClassifier.load().floor, options=CacheOptions(seed=seed, verify_hits=verify_hits),
     )
     cached_clusters: set[int] = set()
     out = []
@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="fixed thresholds for the hindsight baseline")
     ap.add_argument("--min-threshold", type=float, default=None,
                     help="what-if: lower every non-strict category's min_threshold to this (calibrated pass)")
+    ap.add_argument("--verify-hits", type=float, default=0.0,
+                    help="exploration: share of semantic hits verified against the backend (calibrated pass)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     qqp = data.load(args.data)
@@ -236,10 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     start = int(len(events) * args.warmup)
     common = {"target": args.target, "noise": args.noise, "seed": args.seed, "progress": not args.no_progress}
     calibrated = asyncio.run(run_stream(qqp, events, fixed=None, desc="calibrated", min_threshold=args.min_threshold,
-                                        **common))
+                                        verify_hits=args.verify_hits, **common))
     result: dict[str, object] = {
         "pairs": args.pairs, "events": len(events), "warmup_events": start, "target": args.target,
-        "noise": args.noise, "seed": args.seed, "min_threshold": args.min_threshold,
+        "noise": args.noise, "seed": args.seed, "min_threshold": args.min_threshold, "verify_hits": args.verify_hits,
         "calibrated": {"final_thresholds": calibrated[-1]["final_thresholds"],
                        "per_category": _per_category(calibrated[:-1], start, args.windows)},
         "fixed": {},
@@ -280,7 +282,10 @@ def report(r: dict[str, object]) -> str:
         "# Self-labelling calibration on a drifting QQP stream", "",
         f"{r['pairs']} pairs, {r['events']} Generate requests ({r['warmup_events']} warm-up not scored); target "
         f"false-hit rate {float(r['target']):.1%} per category; {float(r['noise']):.0%} of backend answers perturbed; "
-        f"seed {r['seed']}. Labels: self-labels only (no feedback, no exploration).", "",
+        f"seed {r['seed']}. Labels: self-labels"
+        + (f" and exploration ({float(r['verify_hits']):.0%} of hits verified, a backend call each)"
+           if r.get("verify_hits") else " only (no feedback, no exploration)")
+        + (f"; non-strict min_threshold lowered to {r['min_threshold']}" if r.get("min_threshold") else "") + ".", "",
         "| category | lookups | FHR | worst window FHR | within target + 0.5 pt | recall | threshold at end | "
         "best fixed t (hindsight) | its recall | recall ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -171,3 +171,19 @@ def test_lowering_threshold_below_its_bound_moves_the_bound_keeping_the_room() -
     with pytest.raises(InvalidRequest) as err:  # both named: refused, values as given
         base.with_changes({"threshold": 0.9, "min_threshold": 0.95})
     assert err.value.field == "min_threshold" and err.value.message == "0.95 is above threshold 0.9"
+
+
+def test_calibration_weighs_labels_by_where_lookups_fall() -> None:
+    """Labels just below the threshold are the hardest cases; most lookups that a lower
+    threshold would serve lie higher, where the fitted false share is that of the most
+    similar labels, not the band's average. Ties are pooled; the fit never increases."""
+    labels = [(0.90, False)] * 6 + [(0.90, True)] * 4 + [(0.92, False)] * 2 + [(0.92, True)] * 8 + [(0.94, True)] * 10
+    lookups = [0.90] * 10 + [0.92] * 10 + [0.94] * 10 + [0.99] * 70
+    # at 0.92: 10 lookups at false share 0.2 -> 2 false hits per 100 lookups; at 0.90 another 6
+    assert calibrate(labels, base=0.96, floor=0.85, target=0.02, lookups=lookups, min_labels=5) == 0.92
+    assert calibrate(labels, base=0.96, floor=0.85, target=0.019, lookups=lookups, min_labels=5) == 0.94
+    # pooled over the labels alone (no lookups known) the same labels justify less
+    assert calibrate(labels, base=0.96, floor=0.85, target=0.02, min_labels=5) == 0.94
+    # an inverted pattern is pooled: the fit never rises with similarity
+    assert calibrate([(0.90, True)] * 5 + [(0.93, False)] * 5, base=0.96, floor=0.85, target=0.3,
+                     lookups=[0.90] * 5 + [0.93] * 5, min_labels=5) == 0.93
