@@ -182,7 +182,6 @@ class Generator:
             log.warning("storing a generated response failed", exc_info=True)
             return None
 
-
     async def _explore(self, prep: Prepared, result: LookupResult) -> None:
         """Ask the backend too and label the hit with the comparison (a backend call)."""
         parts: list[str] = []

@@ -240,6 +240,7 @@ class SemanticCache:
         steps["search"] = _ms(self._clock.monotonic() - t0)
         load = self._load(prep.req.model)
         needs: dict[str, float] = {}  # category -> the threshold a hit in it needs here
+
         def need(entry_category: str | None) -> float:
             """The stricter of the lookup's and the entry's effective thresholds (an entry
             this process does not know yet is judged by its category once fetched)."""
