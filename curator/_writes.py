@@ -35,14 +35,15 @@ from curator.layout import CAP, COUNT, ENTRIES, FIRST, IDS_GARBAGE, IDS_USED, MI
 
 @njit(nogil=True, cache=True)
 def _grown(cap: int) -> int:
-    """Capacity of a full list that takes one more id: 1.5× (amortised O(1) appends)."""
-    return max(cap + cap // 2, MIN_CAP)
+    """Capacity of a full list that takes one more id: 1/8 more (geometric: amortised O(1)
+    appends; 1/8, not 1/2, because the reserve is index memory), at least MIN_CAP more."""
+    return cap + max(cap // 8, MIN_CAP)
 
 
 @njit(nogil=True, cache=True)
 def _capacity(n: int) -> int:
-    """Reserved slots for a list of n ids built in one go (split, merge, build): n + 1/4."""
-    return max(MIN_CAP, n + n // 4)
+    """Reserved slots for a list of n ids made in one go by a split or a merge: n + 1/8."""
+    return max(MIN_CAP, n + n // 8)
 
 
 @njit(nogil=True, cache=True)
@@ -87,11 +88,12 @@ def _plan(
     0: the root), from depth d0 down: `new` (k, ROW_WIDTH) rows in node order (NODE, COUNT,
     CAP; CAP = 0 for an internal node, OFF unset) and `vals` reordered list by list, in row
     order. Lists get exactly their size (`exact`: a bulk build costs only what it holds), or
-    1/4 spare (a split, whose lists are still growing)."""
+    1/8 spare (a split, whose lists are still growing)."""
     n = vals.shape[0]
     at = leaf[vals]
     list_of = np.empty(n, dtype=np.int32)  # the node whose list gets vals[i]
-    new = np.zeros((max(n, 1) * (ancestors.shape[1] - d0), ROW_WIDTH), dtype=np.int32)
+    most = min(max(n, 1) * (ancestors.shape[1] - d0), child_count.shape[0])  # a row per node at most
+    new = np.zeros((most, ROW_WIDTH), dtype=np.int32)
     k = 0
     active = np.arange(n)
     d = d0
@@ -193,7 +195,7 @@ def _grant(
     """Tenant t sees `label` from now on (NOOP if it is absent or already seen).
 
     Walks the label's path from the root to the tenant's list on it (append; a full list
-    grows 1.5×, in place when it ends the arena, else moved to the arena's end; a list that
+    grows by 1/8, in place when it ends the arena, else moved to the arena's end; a list that
     passes τ above a GCT leaf is split), or to the first node where the tenant has nothing (a
     new row there, with the list {label}); then counts the id on every node passed.
     """

@@ -28,8 +28,12 @@ TENANT_WIDTH = 3
 ROWS_USED, ROWS_GARBAGE, IDS_USED, IDS_GARBAGE = 0, 1, 2, 3
 ARENA_WIDTH = 4
 
-MIN_CAP = 4  # smallest list capacity
+MIN_CAP = 4  # smallest list capacity; a full list grows by max(1/8, MIN_CAP) slots
 MIN_ROOM = 4  # smallest row slice of a tenant
+# The list arena's slack, as a fraction 1/SLACK of what is live: garbage before compaction,
+# spare after it, and growth. Why this tight: the lists are most of the index beyond the
+# vectors (with many tenants sharing each vector), and compaction is one O(live) copy.
+SLACK = 16
 
 
 class Step(IntEnum):

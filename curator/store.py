@@ -4,9 +4,9 @@ the four arrays of `curator.layout`, owned by the index, plus the tenant names.
 The compiled write steps (`curator._writes`) change the arrays in place and never
 reallocate; when one needs more room it says how much before changing anything, and the
 store makes the room here and runs it again. This is the only place that grows, moves or
-compacts: a tenant's row slice moves to the end of `rows` (1.5× room) when full, and each
-array grows geometrically (1.25×: the spare is index memory) or is compacted first when a
-quarter of it is garbage. Why one structure for all tenants: a remove() must ask every
+compacts: a tenant's row slice moves to the end of `rows` (1.5× room) when full; `rows` grows
+1.25× or is compacted first when a quarter of it is garbage, and `ids` (most of the index
+beyond the vectors) keeps garbage and spare each under 1/SLACK of what is live. Why one structure for all tenants: a remove() must ask every
 tenant whether it sees the label, in one compiled call that gets all of them as arguments.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from curator import _kernels, _writes
 from curator.layout import ARENA_WIDTH, CAP, COUNT, ENTRIES, FIRST, IDS_GARBAGE, IDS_USED, MIN_ROOM
-from curator.layout import NODE, OFF, ROOM, ROW_WIDTH, ROWS_GARBAGE, ROWS_USED, TENANT_WIDTH, Step
+from curator.layout import NODE, OFF, ROOM, ROW_WIDTH, ROWS_GARBAGE, ROWS_USED, SLACK, TENANT_WIDTH, Step
 from curator.tree import Tree
 
 MAX_IDS = 2**31 - 1  # list offsets are int32
@@ -149,7 +149,7 @@ class TenantStore:
             self.tenants[t, ROOM] = max(MIN_ROOM, 2 * entries)
             self.arena[ROWS_GARBAGE] += room - max(MIN_ROOM, 2 * entries)
         garbage = self.arena.item(IDS_GARBAGE)
-        if garbage > _MIN_IDS and 5 * garbage > self.arena.item(IDS_USED):  # garbage > live / 4
+        if garbage > _MIN_IDS and (SLACK + 1) * garbage > self.arena.item(IDS_USED):  # > live / SLACK
             self._compact_ids(0)
         return True
 
@@ -174,7 +174,7 @@ class TenantStore:
         """Every listed tenant rebuilt from its labels (after the GCT changed); arrays anew."""
         self._clear_lists()
         total = sum(len(labels) for _, labels in labels_of)
-        self._reserve_ids(total + total // 8)  # the lists get exactly their size: 1/8 spare
+        self._reserve_ids(total + total // SLACK)  # the lists get exactly their size
         for t, labels in labels_of:
             self.build(t, labels, tree, leaf, tau)
 
@@ -227,15 +227,16 @@ class TenantStore:
         self.arena[ROWS_USED], self.arena[ROWS_GARBAGE] = live, 0
 
     def _reserve_ids(self, n: int) -> None:
-        """At least n free slots at the end of `ids` (compacting first when a quarter is garbage)."""
+        """At least n free slots at the end of `ids` (compacting first when garbage is over
+        1/SLACK of what is live, else growing by 1/SLACK at least)."""
         used, garbage = int(self.arena[IDS_USED]), int(self.arena[IDS_GARBAGE])
         if used + n <= self.ids.shape[0]:
             return
-        if 4 * garbage > used - garbage:
+        if SLACK * garbage > used - garbage:
             self._compact_ids(n)
         used = int(self.arena[IDS_USED])
         if used + n > self.ids.shape[0]:
-            size = max(_MIN_IDS, used + n, self.ids.shape[0] * 5 // 4)
+            size = max(_MIN_IDS, used + n, self.ids.shape[0] + self.ids.shape[0] // SLACK)
             assert size <= MAX_IDS, "the list arena would exceed 2**31 slots"
             ids = np.empty(size, dtype=np.int32)
             ids[:used] = self.ids[:used]
@@ -243,12 +244,12 @@ class TenantStore:
 
     def _compact_ids(self, extra: int) -> None:
         """Copy every list (its reservation kept) into a fresh `ids` sized for them, + extra,
-        + 1/8 spare; lists are laid out tenant by tenant, in row order."""
+        + 1/SLACK spare; lists are laid out tenant by tenant, in row order."""
         rows = np.concatenate([self.rows[:0]] + [self.table(t) for t in range(self.tenants.shape[0])])
         lists = np.flatnonzero(rows[:, CAP])
         caps, counts, offs = rows[lists, CAP].astype(np.int64), rows[lists, COUNT].astype(np.int64), rows[lists, OFF]
         live = int(caps.sum())
-        size = max(_MIN_IDS, live + extra + (live + extra) // 8)
+        size = max(_MIN_IDS, live + extra + (live + extra) // SLACK)
         assert size <= MAX_IDS, "the list arena would exceed 2**31 slots"
         new_offs = np.cumsum(caps) - caps
         within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
