@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 from curacache.llm.client import BackendClient
 from curacache.llm.config import BackendConfig
-from curacache.llm.errors import UnknownModel
+from curacache.llm.errors import BackendError, UnknownModel
 from curacache.llm.types import Chunk, Completion, ForwardHead, GenerationRequest
 
 
@@ -36,6 +36,19 @@ class BackendRouter:
     def models(self) -> tuple[str, ...]:
         """Every model some backend lists, in configuration order."""
         return tuple(dict.fromkeys(m for b in self._backends for m in b.models))
+
+    async def served_models(self) -> dict[str, str]:
+        """Every model some backend serves -> the first backend serving it. Catch-all backends
+        are asked for their own list; one that cannot be asked must not hide the others'."""
+        owners: dict[str, str] = {}
+        for backend in self._backends:
+            try:
+                served = await backend.served_models()
+            except BackendError:
+                continue
+            for model in served:
+                owners.setdefault(model, backend.name)
+        return owners
 
     def candidates(self, model: str) -> tuple[BackendClient, ...]:
         listed = tuple(b for b in self._backends if model in b.models)

@@ -23,7 +23,6 @@ from cache.types import CachedResponse, Chunk, FinalResult, LookupRequest, Looku
 from curacache.api.v1 import cache_pb2 as pb
 from curacache.api.v1 import cache_pb2_grpc
 from curacache.errors import InvalidArgument, PermissionDenied
-from curacache.llm.errors import BackendError
 from curacache.llm.router import BackendRouter
 from curacache.llm.types import ForwardHead
 from curacache.server import validate
@@ -171,14 +170,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     @rpc
     async def Models(self, request: pb.ModelsRequest, context: grpc.aio.ServicerContext) -> pb.ModelsResponse:
         self._gate.principal(context)
-        owners: dict[str, str] = {}
-        for backend in self._router.backends:
-            try:
-                served = await backend.served_models()
-            except BackendError:
-                continue  # one backend down must not hide the others' models
-            for model in served:
-                owners.setdefault(model, backend.name)
+        owners = await self._router.served_models()
         return pb.ModelsResponse(models=[pb.Model(id=m, owned_by=b) for m, b in owners.items()])
 
     @rpc_stream
