@@ -37,7 +37,9 @@ def progress(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
-def run_store(name: str, args: list[str], vectors: np.ndarray, queries: np.ndarray, repeats: int) -> dict:
+def run_store(
+    name: str, args: list[str], vectors: np.ndarray, queries: np.ndarray, repeats: int
+) -> dict:
     server = ProcessServer(args)
     result: dict = {"store": name, "upsert_vectors_per_s": [], "search_ms": {}}
     try:
@@ -51,7 +53,9 @@ def run_store(name: str, args: list[str], vectors: np.ndarray, queries: np.ndarr
                     c.upsert(coll, ids[s : s + BATCH], vectors[s : s + BATCH], owner="tenant")
                 elapsed = time.perf_counter() - started
                 result["upsert_vectors_per_s"].append(len(vectors) / elapsed)
-                progress(f"{name}: upsert repeat {r + 1}/{repeats}: {len(vectors) / elapsed:,.0f} vectors/s")
+                progress(
+                    f"{name}: upsert repeat {r + 1}/{repeats}: {len(vectors) / elapsed:,.0f} vectors/s"
+                )
                 if r < repeats - 1:
                     c.delete_collection(coll)
             coll = f"bench{repeats - 1}"
@@ -65,7 +69,9 @@ def run_store(name: str, args: list[str], vectors: np.ndarray, queries: np.ndarr
                     c.search(coll, q, "tenant", k=10)
                     times.append((time.perf_counter() - t0) * 1e3)
                 rounds.append(times)
-                progress(f"{name}: search repeat {r + 1}/{repeats}: p50 {np.percentile(times, 50):.2f} ms")
+                progress(
+                    f"{name}: search repeat {r + 1}/{repeats}: p50 {np.percentile(times, 50):.2f} ms"
+                )
             result["search_ms"] = {
                 "p50": statistics.median(float(np.percentile(t, 50)) for t in rounds),
                 "p99": statistics.median(float(np.percentile(t, 99)) for t in rounds),
@@ -101,7 +107,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for store in args.stores.split(","):
             if store == "sqlite":
-                results.append(run_store("sqlite", ["--data-dir", f"{tmp}/sqlite"], vectors, queries, args.repeats))
+                results.append(
+                    run_store(
+                        "sqlite", ["--data-dir", f"{tmp}/sqlite"], vectors, queries, args.repeats
+                    )
+                )
             else:
                 redis_proc = start_redis_server(Path(tmp))
                 try:
@@ -123,11 +133,13 @@ def main() -> int:
     out = ROOT / "bench" / "results" / "service_baseline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(f"\n| store | upsert vectors/s (median) | flat search p50 ms | p99 ms | mean ms |")
+    print("\n| store | upsert vectors/s (median) | flat search p50 ms | p99 ms | mean ms |")
     print("|---|---|---|---|---|")
     for r in results:
         s = r["search_ms"]
-        print(f"| {r['store']} | {r['upsert_vectors_per_s_median']:,.0f} | {s['p50']:.2f} | {s['p99']:.2f} | {s['mean']:.2f} |")
+        print(
+            f"| {r['store']} | {r['upsert_vectors_per_s_median']:,.0f} | {s['p50']:.2f} | {s['p99']:.2f} | {s['mean']:.2f} |"
+        )
     print(f"\nwrote {out.relative_to(ROOT)}")
     return 0
 

@@ -29,7 +29,11 @@ class Admission:
 
 
 def admit(
-    *, response: CachedResponse, policy: CategoryPolicy, deterministic: bool, no_store: bool,
+    *,
+    response: CachedResponse,
+    policy: CategoryPolicy,
+    deterministic: bool,
+    no_store: bool,
     max_bytes: int | None = None,
 ) -> Admission:
     """Admit or refuse, with the reason a user can see in StoreResult / FinalResult.
@@ -37,21 +41,31 @@ def admit(
     if not policy.enabled:
         return Admission(admitted=False, reason=StoreReason.DISABLED, detail="category disabled")
     if no_store:
-        return Admission(admitted=False, reason=StoreReason.NO_STORE, detail="request marked no-store")
+        return Admission(
+            admitted=False, reason=StoreReason.NO_STORE, detail="request marked no-store"
+        )
     if not deterministic and not policy.cache_nondeterministic:
         return Admission(
-            admitted=False, reason=StoreReason.NONDETERMINISTIC,
+            admitted=False,
+            reason=StoreReason.NONDETERMINISTIC,
             detail="temperature > 0 without seed; the category does not cache sampled answers",
         )
     finish = response.finish_reason
     if finish == "length":
         if not policy.allow_truncated:
-            return Admission(admitted=False, reason=StoreReason.TRUNCATED, detail="finish_reason=length")
+            return Admission(
+                admitted=False, reason=StoreReason.TRUNCATED, detail="finish_reason=length"
+            )
     elif finish not in GOOD_FINISH:
-        return Admission(admitted=False, reason=StoreReason.ERROR, detail=f"finish_reason={finish!r}")
+        return Admission(
+            admitted=False, reason=StoreReason.ERROR, detail=f"finish_reason={finish!r}"
+        )
     if not response.text.strip():
         return Admission(admitted=False, reason=StoreReason.EMPTY, detail="empty response text")
     if max_bytes is not None and (size := utf8_size(response.text)) > max_bytes:
-        return Admission(admitted=False, reason=StoreReason.TOO_LARGE,
-                         detail=f"response is {size} bytes, above max_response_bytes {max_bytes}")
+        return Admission(
+            admitted=False,
+            reason=StoreReason.TOO_LARGE,
+            detail=f"response is {size} bytes, above max_response_bytes {max_bytes}",
+        )
     return Admission(admitted=True, reason=StoreReason.STORED)

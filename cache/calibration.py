@@ -54,13 +54,24 @@ class Calibrator:
         """The calibrated threshold, or None when there is too little feedback / it is off."""
         if policy.strict or policy.target_false_hit_rate is None or len(self._samples) < self._min:
             return None
-        return calibrate(list(self._samples), base=policy.threshold, floor=policy.min_threshold,
-                         target=policy.target_false_hit_rate, lookups=list(self._lookups), min_labels=self._min)
+        return calibrate(
+            list(self._samples),
+            base=policy.threshold,
+            floor=policy.min_threshold,
+            target=policy.target_false_hit_rate,
+            lookups=list(self._lookups),
+            min_labels=self._min,
+        )
 
 
 def calibrate(
-    samples: list[tuple[float, bool]], *, base: float, floor: float, target: float,
-    lookups: list[float] | None = None, min_labels: int = 1,
+    samples: list[tuple[float, bool]],
+    *,
+    base: float,
+    floor: float,
+    target: float,
+    lookups: list[float] | None = None,
+    min_labels: int = 1,
 ) -> float:
     """Lowest t in {base} ∪ {labelled similarities}, t >= floor, whose estimated false-hit
     rate meets `target`. The estimate at t is the mean over recent lookups (the labels' own
@@ -71,7 +82,9 @@ def calibrate(
     qualifies, just above the most similar false label."""
     # similarities on a 0.001 grid (rounded down: a label stays at or above its own candidate):
     # a few dozen distinct values for the fit and the candidates instead of one per label
-    sims_all = np.floor(np.array([s for s, _ in samples], dtype=np.float64) * 1000.0 + 1e-9) / 1000.0
+    sims_all = (
+        np.floor(np.array([s for s, _ in samples], dtype=np.float64) * 1000.0 + 1e-9) / 1000.0
+    )
     false_all = np.array([0.0 if ok else 1.0 for _, ok in samples])
     sims, inverse, counts = np.unique(sims_all, return_inverse=True, return_counts=True)
     q = _non_increasing(np.bincount(inverse, weights=false_all) / counts, counts.astype(np.float64))
@@ -132,7 +145,9 @@ class FeedbackBook:
     def _calibrator(self, category: str) -> Calibrator:
         calibrator = self._calibrators.get(category)
         if calibrator is None:
-            calibrator = self._calibrators[category] = Calibrator(window=self._window, min_feedback=self._min)
+            calibrator = self._calibrators[category] = Calibrator(
+                window=self._window, min_feedback=self._min
+            )
         return calibrator
 
     def observe(self, category: str, similarity: float) -> None:

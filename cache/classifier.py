@@ -41,7 +41,9 @@ class LinearClassifier:
         if self.coef.ndim != 2 or self.coef.shape[0] != len(self.labels):
             raise InvalidRequest("coef", f"must be (len(labels), dim), got {self.coef.shape}")
         if self.intercept.shape != (len(self.labels),):
-            raise InvalidRequest("intercept", f"must be ({len(self.labels)},), got {self.intercept.shape}")
+            raise InvalidRequest(
+                "intercept", f"must be ({len(self.labels)},), got {self.intercept.shape}"
+            )
         if not 0.0 <= self.floor <= 1.0:
             raise InvalidRequest("floor", f"must be in [0, 1], got {self.floor}")
 
@@ -53,7 +55,9 @@ class LinearClassifier:
         """(n, n_labels) class probabilities for (n, dim) embeddings."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise InvalidRequest("embedding", f"must have {self.dim} dimensions, got shape {vectors.shape}")
+            raise InvalidRequest(
+                "embedding", f"must have {self.dim} dimensions, got shape {vectors.shape}"
+            )
         logits = vectors @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
@@ -77,7 +81,13 @@ class LinearClassifier:
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         meta = json.dumps({"labels": list(self.labels), "floor": self.floor}).encode()
-        np.savez(buf, allow_pickle=False, meta=np.frombuffer(meta, dtype=np.uint8), coef=self.coef, intercept=self.intercept)
+        np.savez(
+            buf,
+            allow_pickle=False,
+            meta=np.frombuffer(meta, dtype=np.uint8),
+            coef=self.coef,
+            intercept=self.intercept,
+        )
         return buf.getvalue()
 
     @classmethod
@@ -86,7 +96,9 @@ class LinearClassifier:
             meta = json.loads(z["meta"].tobytes().decode())
             coef = np.ascontiguousarray(z["coef"], dtype=np.float32)
             intercept = np.ascontiguousarray(z["intercept"], dtype=np.float32)
-        return cls(tuple(meta["labels"]), coef, intercept, float(meta["floor"] if floor is None else floor))
+        return cls(
+            tuple(meta["labels"]), coef, intercept, float(meta["floor"] if floor is None else floor)
+        )
 
     @classmethod
     def load(cls, path: Path | None = None, *, floor: float | None = None) -> LinearClassifier:

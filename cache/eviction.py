@@ -41,11 +41,16 @@ def victim_order(policy: Eviction, now: float) -> SortKey:
         return lambda m: (expired_first(m), float(m.hits), m.created_at)
     if policy is Eviction.TTL_FIRST:
         return lambda m: (expired_first(m), m.expires_at, m.created_at)
-    return lambda m: (expired_first(m), m.last_hit_at if m.last_hit_at is not None else m.created_at)
+    return lambda m: (
+        expired_first(m),
+        m.last_hit_at if m.last_hit_at is not None else m.created_at,
+    )
 
 
 def _pick(
     metas: Iterable[EntryMeta], n: int, order: SortKey, keep: str | None, taken: set[str]
 ) -> list[str]:
-    candidates = sorted((m for m in metas if m.entry_id != keep and m.entry_id not in taken), key=order)
+    candidates = sorted(
+        (m for m in metas if m.entry_id != keep and m.entry_id not in taken), key=order
+    )
     return [m.entry_id for m in candidates[:n]]

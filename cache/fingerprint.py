@@ -107,8 +107,18 @@ class Prepared:
     """Everything the cache derives from one request, computed once: the fingerprints now,
     the category and unit embedding as soon as a step needs them (then reused by store)."""
 
-    __slots__ = ("req", "query", "normalised", "context_fp", "model", "params_fp", "core_fp",
-                 "deterministic", "category", "vector")
+    __slots__ = (
+        "category",
+        "context_fp",
+        "core_fp",
+        "deterministic",
+        "model",
+        "normalised",
+        "params_fp",
+        "query",
+        "req",
+        "vector",
+    )
 
     def __init__(self, req: LookupRequest) -> None:
         self.req = req
@@ -124,22 +134,34 @@ class Prepared:
 
     def exact_key(self, scope: str, category: str) -> str:
         return exact_key(
-            scope=scope, category=category, prompt=self.normalised, context_fp=self.context_fp,
-            model=self.model, params_fp=self.params_fp,
+            scope=scope,
+            category=category,
+            prompt=self.normalised,
+            context_fp=self.context_fp,
+            model=self.model,
+            params_fp=self.params_fp,
         )
 
     def route_key(self, scope: str) -> str:
         return route_key(
-            scope=scope, prompt=self.normalised, context_fp=self.context_fp, model=self.model,
+            scope=scope,
+            prompt=self.normalised,
+            context_fp=self.context_fp,
+            model=self.model,
             params_fp=self.params_fp,
         )
 
 
-def entry_route_key(*, tenant: str, shared: bool, prompt: str, context_fp: str, model: str, params_fp: str) -> str:
+def entry_route_key(
+    *, tenant: str, shared: bool, prompt: str, context_fp: str, model: str, params_fp: str
+) -> str:
     """route_key recomputed from a stored entry (start-up rebuild)."""
     return route_key(
-        scope=SHARED_TENANT if shared else tenant, prompt=normalise_prompt(prompt), context_fp=context_fp,
-        model=model, params_fp=params_fp,
+        scope=SHARED_TENANT if shared else tenant,
+        prompt=normalise_prompt(prompt),
+        context_fp=context_fp,
+        model=model,
+        params_fp=params_fp,
     )
 
 

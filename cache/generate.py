@@ -18,7 +18,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from cache.fingerprint import Prepared
 from cache.ports import Backend, Clock
 from cache.singleflight import Flight, FlightAbandoned, SingleFlight
-from cache.types import CachedResponse, Chunk, FinalResult, LookupRequest, LookupResult, Reason, StoreResult
+from cache.types import (
+    CachedResponse,
+    Chunk,
+    FinalResult,
+    LookupRequest,
+    LookupResult,
+    Reason,
+    StoreResult,
+)
 
 log = logging.getLogger("cache.generate")
 
@@ -76,7 +84,9 @@ class Generator:
     def in_flight(self) -> int:
         return len(self._flights)
 
-    async def run(self, req: LookupRequest, *, shared: bool = False) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
+    async def run(
+        self, req: LookupRequest, *, shared: bool = False
+    ) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
         """`shared`: a generated response is stored as a shared entry (the caller checked that
         the requester may do so)."""
         result, prep = await self._lookup(req)
@@ -113,8 +123,13 @@ class Generator:
             for piece in replay_chunks(final.text, self._chunk_chars):
                 yield Chunk(text=piece)
             yield FinalResult(
-                text=final.text, finish_reason=final.finish_reason, usage=final.usage, cached=False,
-                category=final.category, entry_id=final.entry_id, lookup_reason=Reason.SINGLE_FLIGHT,
+                text=final.text,
+                finish_reason=final.finish_reason,
+                usage=final.usage,
+                cached=False,
+                category=final.category,
+                entry_id=final.entry_id,
+                lookup_reason=Reason.SINGLE_FLIGHT,
                 store_reason=final.store_reason,
             )
             return
@@ -126,8 +141,14 @@ class Generator:
         return [
             *(Chunk(text=piece) for piece in replay_chunks(response.text, self._chunk_chars)),
             FinalResult(
-                text=response.text, finish_reason=response.finish_reason, usage=response.usage, cached=True,
-                similarity=hit.similarity, category=hit.category, entry_id=hit.entry_id, lookup_reason=hit.reason,
+                text=response.text,
+                finish_reason=response.finish_reason,
+                usage=response.usage,
+                cached=True,
+                similarity=hit.similarity,
+                category=hit.category,
+                entry_id=hit.entry_id,
+                lookup_reason=hit.reason,
             ),
         ]
 
@@ -151,15 +172,22 @@ class Generator:
                 text = final.text  # a non-streaming backend: deliver its text as one chunk
                 yield Chunk(text=text)
             elapsed_ms = (self._clock.monotonic() - started) * 1000.0
-            response = CachedResponse(text=text, finish_reason=final.finish_reason, usage=final.usage)
+            response = CachedResponse(
+                text=text, finish_reason=final.finish_reason, usage=final.usage
+            )
             stored = await self._store_quietly(prep, response, shared)
             category = stored.category if stored is not None else prep.category
             if category is not None:
                 self._record_latency(category, elapsed_ms)
             out = FinalResult(
-                text=text, finish_reason=final.finish_reason, usage=final.usage, cached=False,
-                category=category, entry_id=stored.entry_id if stored is not None and stored.stored else None,
-                lookup_reason=result.reason, store_reason=stored.reason if stored is not None else None,
+                text=text,
+                finish_reason=final.finish_reason,
+                usage=final.usage,
+                cached=False,
+                category=category,
+                entry_id=stored.entry_id if stored is not None and stored.stored else None,
+                lookup_reason=result.reason,
+                store_reason=stored.reason if stored is not None else None,
             )
         except (GeneratorExit, asyncio.CancelledError):
             if flight is not None:
@@ -174,11 +202,13 @@ class Generator:
         yield out
         await self._label_quietly(prep, result, response)  # after the answer: nobody waits for it
 
-    async def _store_quietly(self, prep: Prepared, response: CachedResponse, shared: bool) -> StoreResult | None:
+    async def _store_quietly(
+        self, prep: Prepared, response: CachedResponse, shared: bool
+    ) -> StoreResult | None:
         """The user already has the answer; a failing store must not turn it into an error."""
         try:
             return await self._store(prep, response, shared)
-        except Exception:  # noqa: BLE001 - logged; the response itself was delivered
+        except Exception:
             log.warning("storing a generated response failed", exc_info=True)
             return None
 
@@ -189,17 +219,21 @@ class Generator:
             async for item in self._backend.stream(prep.req):
                 if isinstance(item, FinalResult):
                     text = "".join(parts) or item.text
-                    fresh = CachedResponse(text=text, finish_reason=item.finish_reason, usage=item.usage)
+                    fresh = CachedResponse(
+                        text=text, finish_reason=item.finish_reason, usage=item.usage
+                    )
                     await self._label(prep, result, fresh)
                     return
                 parts.append(item.text)
-        except Exception:  # noqa: BLE001 - exploration is best effort; the hit was served
+        except Exception:
             log.warning("verifying a hit against the backend failed", exc_info=True)
 
-    async def _label_quietly(self, prep: Prepared, result: LookupResult, response: CachedResponse) -> None:
+    async def _label_quietly(
+        self, prep: Prepared, result: LookupResult, response: CachedResponse
+    ) -> None:
         try:
             await self._label(prep, result, response)
-        except Exception:  # noqa: BLE001 - calibration input only; the answer was delivered
+        except Exception:
             log.warning("self-labelling a miss failed", exc_info=True)
 
 
@@ -207,5 +241,9 @@ def _flight_key(prep: Prepared, shared: bool) -> str:
     """A shared and a private generation of the same prompt store different entries: two flights."""
     req = prep.req
     return "|".join(
-        (prep.exact_key(req.tenant, prep.category or ""), "1" if req.no_store else "0", "1" if shared else "0")
+        (
+            prep.exact_key(req.tenant, prep.category or ""),
+            "1" if req.no_store else "0",
+            "1" if shared else "0",
+        )
     )

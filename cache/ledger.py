@@ -32,8 +32,15 @@ class EntryMeta:
     @classmethod
     def of(cls, entry: CacheEntry, route_key: str) -> EntryMeta:
         return cls(
-            entry_id=entry.entry_id, category=entry.category, tenant=entry.tenant, shared=entry.shared, created_at=entry.created_at,
-            expires_at=entry.expires_at, hits=entry.hits, last_hit_at=entry.last_hit_at, route_key=route_key,
+            entry_id=entry.entry_id,
+            category=entry.category,
+            tenant=entry.tenant,
+            shared=entry.shared,
+            created_at=entry.created_at,
+            expires_at=entry.expires_at,
+            hits=entry.hits,
+            last_hit_at=entry.last_hit_at,
+            route_key=route_key,
         )
 
     def visible_to(self, tenant: str) -> bool:

@@ -27,30 +27,52 @@ def why_not(
         return Reason.FINGERPRINT_MISMATCH, f"model differs ({entry.model!r} vs {prep.model!r})"
     if entry.context_fp != prep.context_fp:
         return Reason.FINGERPRINT_MISMATCH, "conversation context differs"
-    if entry.params_fp != prep.params_fp and not (nondeterministic and entry.core_params_fp == prep.core_fp):
+    if entry.params_fp != prep.params_fp and not (
+        nondeterministic and entry.core_params_fp == prep.core_fp
+    ):
         return Reason.FINGERPRINT_MISMATCH, "generation parameters differ"
     return None, ""
 
 
 def below_threshold(
-    found: list[tuple[str, float]], category: str, threshold: float, need: Callable[[str | None], float],
-    meta: Callable[[str], EntryMeta | None], tenant: str,
+    found: list[tuple[str, float]],
+    category: str,
+    threshold: float,
+    need: Callable[[str | None], float],
+    meta: Callable[[str], EntryMeta | None],
+    tenant: str,
 ) -> LookupResult:
     """The miss when no candidate reaches the threshold it needs (`need(entry's category)`:
     the stricter of the lookup's and the entry's). The best candidate is reported only when
     the ledger knows it to be visible to the tenant, so a repository that returned another
     tenant's entry cannot leak even its similarity."""
     if not found:
-        return LookupResult(hit=False, reason=Reason.EMPTY, category=category, threshold=threshold,
-                            detail="no cached entries for this tenant")
+        return LookupResult(
+            hit=False,
+            reason=Reason.EMPTY,
+            category=category,
+            threshold=threshold,
+            detail="no cached entries for this tenant",
+        )
     for entry_id, similarity in found:
         m = meta(entry_id)
         if m is None or not m.visible_to(tenant):
             continue
         required = need(m.category)
         stricter = f" (entry's category {m.category!r} is stricter)" if required > threshold else ""
-        return LookupResult(hit=False, reason=Reason.BELOW_THRESHOLD, similarity=similarity, threshold=required,
-                            category=category, entry_id=entry_id,
-                            detail=f"similarity {similarity:.4f} < threshold {required:.4f}{stricter}")
-    return LookupResult(hit=False, reason=Reason.BELOW_THRESHOLD, threshold=threshold, category=category,
-                        detail=f"no entry reaches threshold {threshold:.4f}")
+        return LookupResult(
+            hit=False,
+            reason=Reason.BELOW_THRESHOLD,
+            similarity=similarity,
+            threshold=required,
+            category=category,
+            entry_id=entry_id,
+            detail=f"similarity {similarity:.4f} < threshold {required:.4f}{stricter}",
+        )
+    return LookupResult(
+        hit=False,
+        reason=Reason.BELOW_THRESHOLD,
+        threshold=threshold,
+        category=category,
+        detail=f"no entry reaches threshold {threshold:.4f}",
+    )

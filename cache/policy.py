@@ -57,7 +57,9 @@ class CategoryPolicy:
         _unit("threshold", self.threshold)
         _unit("min_threshold", self.min_threshold)
         if self.min_threshold > self.threshold:
-            raise InvalidPolicy("min_threshold", f"{self.min_threshold} is above threshold {self.threshold}")
+            raise InvalidPolicy(
+                "min_threshold", f"{self.min_threshold} is above threshold {self.threshold}"
+            )
         _positive("ttl_s", self.ttl_s)
         if self.max_ttl_s is not None:
             _positive("max_ttl_s", self.max_ttl_s)
@@ -72,7 +74,9 @@ class CategoryPolicy:
         try:
             object.__setattr__(self, "eviction", Eviction(self.eviction))
         except ValueError:
-            raise InvalidPolicy("eviction", f"must be one of {[e.value for e in Eviction]}") from None
+            raise InvalidPolicy(
+                "eviction", f"must be one of {[e.value for e in Eviction]}"
+            ) from None
         for name in ("enabled", "strict", "cache_nondeterministic", "allow_truncated"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidPolicy(name, "must be a boolean")
@@ -96,8 +100,13 @@ class CategoryPolicy:
                 raise InvalidPolicy(name, "unknown policy field")
         changes = dict(changes)
         threshold = changes.get("threshold")
-        if ("min_threshold" not in changes and isinstance(threshold, (int, float))
-                and not isinstance(threshold, bool) and math.isfinite(threshold) and threshold < self.min_threshold):
+        if (
+            "min_threshold" not in changes
+            and isinstance(threshold, (int, float))
+            and not isinstance(threshold, bool)
+            and math.isfinite(threshold)
+            and threshold < self.min_threshold
+        ):
             room = self.threshold - self.min_threshold
             changes["min_threshold"] = max(0.0, round(threshold - room, 6))
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -135,20 +144,40 @@ def default_policies() -> dict[str, CategoryPolicy]:
     return {
         "default": CategoryPolicy(threshold=0.96, ttl_s=DAY, min_threshold=0.93, max_ttl_s=2 * DAY),
         "code": CategoryPolicy(
-            threshold=0.97, ttl_s=30 * DAY, min_threshold=0.95, max_ttl_s=60 * DAY, eviction=Eviction.LFU
+            threshold=0.97,
+            ttl_s=30 * DAY,
+            min_threshold=0.95,
+            max_ttl_s=60 * DAY,
+            eviction=Eviction.LFU,
         ),
-        "conversation": CategoryPolicy(threshold=0.97, ttl_s=DAY, min_threshold=0.94, max_ttl_s=2 * DAY),
+        "conversation": CategoryPolicy(
+            threshold=0.97, ttl_s=DAY, min_threshold=0.94, max_ttl_s=2 * DAY
+        ),
         "knowledge": CategoryPolicy(
-            threshold=0.96, ttl_s=7 * DAY, min_threshold=0.93, max_ttl_s=14 * DAY, eviction=Eviction.LFU
+            threshold=0.96,
+            ttl_s=7 * DAY,
+            min_threshold=0.93,
+            max_ttl_s=14 * DAY,
+            eviction=Eviction.LFU,
         ),
         "time_sensitive": CategoryPolicy(
-            threshold=0.95, ttl_s=5 * MINUTE, min_threshold=0.93, max_ttl_s=10 * MINUTE,
-            eviction=Eviction.TTL_FIRST, extend=0.5,
+            threshold=0.95,
+            ttl_s=5 * MINUTE,
+            min_threshold=0.93,
+            max_ttl_s=10 * MINUTE,
+            eviction=Eviction.TTL_FIRST,
+            extend=0.5,
         ),
         # Strict categories stay the strictest of all (a wrong medical or legal answer costs most).
-        "health": CategoryPolicy(threshold=0.97, ttl_s=DAY, strict=True, min_threshold=0.97, max_ttl_s=DAY),
-        "legal": CategoryPolicy(threshold=0.97, ttl_s=DAY, strict=True, min_threshold=0.97, max_ttl_s=DAY),
-        "assistant": CategoryPolicy(threshold=0.97, ttl_s=HOUR, min_threshold=0.95, max_ttl_s=2 * HOUR),
+        "health": CategoryPolicy(
+            threshold=0.97, ttl_s=DAY, strict=True, min_threshold=0.97, max_ttl_s=DAY
+        ),
+        "legal": CategoryPolicy(
+            threshold=0.97, ttl_s=DAY, strict=True, min_threshold=0.97, max_ttl_s=DAY
+        ),
+        "assistant": CategoryPolicy(
+            threshold=0.97, ttl_s=HOUR, min_threshold=0.95, max_ttl_s=2 * HOUR
+        ),
     }
 
 

@@ -26,7 +26,7 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -44,8 +44,16 @@ from cache.policy import CategoryPolicy, effective
 from cache.ports import Backend, Classifier, Clock, Embedder, EntryRepository
 from cache.stats import CacheStats
 from cache.types import (
-    SHARED_TENANT, CacheEntry, CachedResponse, Chunk, FinalResult, LookupRequest, LookupResult, Reason,
-    StoreReason, StoreResult,
+    SHARED_TENANT,
+    CachedResponse,
+    CacheEntry,
+    Chunk,
+    FinalResult,
+    LookupRequest,
+    LookupResult,
+    Reason,
+    StoreReason,
+    StoreResult,
 )
 
 DEFAULT_CATEGORY = "default"
@@ -77,7 +85,9 @@ class SemanticCache:
         if options.search_k < 1 or options.replay_chunk_chars < 1:
             raise InvalidRequest("options", "search_k and replay_chunk_chars must be positive")
         if options.max_prompt_bytes < 1 or options.max_response_bytes < 1:
-            raise InvalidRequest("options", "max_prompt_bytes and max_response_bytes must be positive")
+            raise InvalidRequest(
+                "options", "max_prompt_bytes and max_response_bytes must be positive"
+            )
         for name in ("label_band", "agreement_similarity", "verify_hits"):
             if not 0.0 <= getattr(options, name) <= 1.0:
                 raise InvalidRequest(f"options.{name}", "must be in [0, 1]")
@@ -92,15 +102,25 @@ class SemanticCache:
         self._ledgers: dict[str, Ledger] = {}  # TTL, quota and eviction stay per category
         self._where: dict[str, str] = {}  # entry id -> its category (the entry's policy)
         self._routes: dict[str, str] = {}  # route key -> category (exact repeats skip classify)
-        self._feedback = FeedbackBook(recent=options.recent_hits, window=options.calibration_window,
-                                      min_feedback=options.min_feedback)
+        self._feedback = FeedbackBook(
+            recent=options.recent_hits,
+            window=options.calibration_window,
+            min_feedback=options.min_feedback,
+        )
         self._stats = CacheStats(config=options.break_even)
         self._rng = random.Random(options.seed)
         self._generator = Generator(
-            lookup=self._lookup, recheck=self._recheck_exact,
-            store=lambda prep, response, shared: self._store_prepared(prep, response, shared=shared),
-            shareable=self._shareable, label=self._self_label, verify=self._verify,
-            record_latency=self._stats.backend_latency, backend=backend, clock=clock,
+            lookup=self._lookup,
+            recheck=self._recheck_exact,
+            store=lambda prep, response, shared: self._store_prepared(
+                prep, response, shared=shared
+            ),
+            shareable=self._shareable,
+            label=self._self_label,
+            verify=self._verify,
+            record_latency=self._stats.backend_latency,
+            backend=backend,
+            clock=clock,
             chunk_chars=options.replay_chunk_chars,
         )
 
@@ -139,7 +159,12 @@ class SemanticCache:
         return result
 
     async def store(
-        self, req: LookupRequest, response: CachedResponse, *, ttl: float | None = None, shared: bool = False
+        self,
+        req: LookupRequest,
+        response: CachedResponse,
+        *,
+        ttl: float | None = None,
+        shared: bool = False,
     ) -> StoreResult:
         """Store `response` for `req` (admission applies). `shared` entries are visible to every
         tenant: the server must allow it only for admin keys (otherwise any tenant could plant
@@ -149,12 +174,17 @@ class SemanticCache:
         if not isinstance(shared, bool):
             raise InvalidRequest("shared", "must be a boolean")
         if (size := utf8_size(response.text)) > self._options.max_response_bytes:
-            raise InvalidRequest("response.text", f"{size} bytes, above the limit of "
-                                                  f"{self._options.max_response_bytes} (max_response_bytes)")
+            raise InvalidRequest(
+                "response.text",
+                f"{size} bytes, above the limit of "
+                f"{self._options.max_response_bytes} (max_response_bytes)",
+            )
         prep = await self._prepare(req)
         return await self._store_prepared(prep, response, ttl=ttl, shared=shared)
 
-    def generate(self, req: LookupRequest, *, shared: bool = False) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
+    def generate(
+        self, req: LookupRequest, *, shared: bool = False
+    ) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
         """The lookup's LookupResult, then chunks, then one FinalResult (`cached` says hit or not).
         Backend errors propagate and nothing is stored; equivalent concurrent misses share one
         backend call. `shared`: a generated response is stored as a shared entry (same rule as
@@ -166,19 +196,31 @@ class SemanticCache:
     async def _lookup(self, req: LookupRequest) -> tuple[LookupResult, Prepared]:
         prep = await self._prepare(req)
         if req.no_cache:
-            return LookupResult(hit=False, reason=Reason.NO_CACHE, category=req.category,
-                                detail="request marked no-cache"), prep
+            return LookupResult(
+                hit=False,
+                reason=Reason.NO_CACHE,
+                category=req.category,
+                detail="request marked no-cache",
+            ), prep
         steps: dict[str, float] = {}
         category = await self._resolve_category(prep, steps)
         policy = self._policy(category)
         if not policy.enabled:
-            result = LookupResult(hit=False, reason=Reason.DISABLED, category=category,
-                                  detail=f"caching is disabled for category {category!r}")
+            result = LookupResult(
+                hit=False,
+                reason=Reason.DISABLED,
+                category=category,
+                detail=f"caching is disabled for category {category!r}",
+            )
             self._stats.lookup(req.tenant, category, result.reason, steps, None)
             return result, prep
         if not self._cacheable(prep, policy):
-            result = LookupResult(hit=False, reason=Reason.NONDETERMINISTIC, category=category,
-                                  detail="temperature > 0 without seed; the category does not cache sampled answers")
+            result = LookupResult(
+                hit=False,
+                reason=Reason.NONDETERMINISTIC,
+                category=category,
+                detail="temperature > 0 without seed; the category does not cache sampled answers",
+            )
             self._stats.lookup(req.tenant, category, result.reason, steps, None)
             return result, prep
         now = self._clock.now()
@@ -193,21 +235,28 @@ class SemanticCache:
             return exact, prep
         if self._stats.should_skip(category):
             result = exact_failure or LookupResult(
-                hit=False, reason=Reason.BREAK_EVEN_SKIP, category=category, threshold=threshold,
+                hit=False,
+                reason=Reason.BREAK_EVEN_SKIP,
+                category=category,
+                threshold=threshold,
                 detail="semantic search skipped: this category's hit rate does not pay for its cost",
             )
             self._stats.lookup(req.tenant, category, Reason.BREAK_EVEN_SKIP, steps, None)
             return result, prep
         t0 = self._clock.monotonic()
         result = await self._semantic(prep, category, policy, threshold, now, steps, exact_failure)
-        self._stats.lookup(req.tenant, category, result.reason, steps, _ms(self._clock.monotonic() - t0))
+        self._stats.lookup(
+            req.tenant, category, result.reason, steps, _ms(self._clock.monotonic() - t0)
+        )
         return result, prep
 
     async def _recheck_exact(self, prep: Prepared) -> LookupResult | None:
         """The exact path again for a prepared request whose lookup missed (see Generator)."""
         if prep.category is None or prep.req.no_cache:
             return None
-        hit, _ = await self._exact(prep, prep.category, self._policy(prep.category), self._clock.now())
+        hit, _ = await self._exact(
+            prep, prep.category, self._policy(prep.category), self._clock.now()
+        )
         return hit
 
     async def _exact(
@@ -222,16 +271,30 @@ class SemanticCache:
             entry = found.get(key)
             if entry is None or not entry.visible_to(tenant) or entry.category != category:
                 continue
-            reason, detail = why_not(entry, prep, now, nondeterministic=policy.cache_nondeterministic)
+            reason, detail = why_not(
+                entry, prep, now, nondeterministic=policy.cache_nondeterministic
+            )
             if reason is None:
                 return self._hit(entry, prep, 1.0, None, Reason.EXACT, now), None
-            failure = failure or LookupResult(hit=False, reason=reason, detail=detail, similarity=1.0,
-                                              category=category, entry_id=entry.entry_id)
+            failure = failure or LookupResult(
+                hit=False,
+                reason=reason,
+                detail=detail,
+                similarity=1.0,
+                category=category,
+                entry_id=entry.entry_id,
+            )
         return None, failure
 
     async def _semantic(
-        self, prep: Prepared, category: str, policy: CategoryPolicy, threshold: float, now: float,
-        steps: dict[str, float], exact_failure: LookupResult | None,
+        self,
+        prep: Prepared,
+        category: str,
+        policy: CategoryPolicy,
+        threshold: float,
+        now: float,
+        steps: dict[str, float],
+        exact_failure: LookupResult | None,
     ) -> LookupResult:
         tenant = prep.req.tenant
         vector = await self._vector(prep, steps)
@@ -251,7 +314,9 @@ class SemanticCache:
             return needs[entry_category]
 
         found = sorted(((i, _clamp(s)) for i, s in found), key=lambda pair: -pair[1])
-        best = next((s for i, s in found if (m := self._meta(i)) is not None and m.visible_to(tenant)), -1.0)
+        best = next(
+            (s for i, s in found if (m := self._meta(i)) is not None and m.visible_to(tenant)), -1.0
+        )
         self._feedback.observe(category, best)  # the share of lookups a threshold would serve
         above = [(i, s) for i, s in found if s >= need(self._where.get(i))]
         if not above:
@@ -270,46 +335,105 @@ class SemanticCache:
             entry_policy = self._policies.get(entry.category, policy)
             if similarity < required or not entry_policy.enabled:
                 continue
-            reason, detail = why_not(entry, prep, now, nondeterministic=policy.cache_nondeterministic
-                                     and entry_policy.cache_nondeterministic)
+            reason, detail = why_not(
+                entry,
+                prep,
+                now,
+                nondeterministic=policy.cache_nondeterministic
+                and entry_policy.cache_nondeterministic,
+            )
             if reason is None:
                 return self._hit(entry, prep, similarity, required, Reason.SEMANTIC, now)
-            failure = failure or LookupResult(hit=False, reason=reason, detail=detail, similarity=similarity,
-                                              threshold=required, category=category, entry_id=entry_id)
-        return failure or exact_failure or LookupResult(
-            hit=False, reason=Reason.BELOW_THRESHOLD, threshold=threshold, category=category,
-            detail=f"no entry reaches threshold {threshold:.4f}")
+            failure = failure or LookupResult(
+                hit=False,
+                reason=reason,
+                detail=detail,
+                similarity=similarity,
+                threshold=required,
+                category=category,
+                entry_id=entry_id,
+            )
+        return (
+            failure
+            or exact_failure
+            or LookupResult(
+                hit=False,
+                reason=Reason.BELOW_THRESHOLD,
+                threshold=threshold,
+                category=category,
+                detail=f"no entry reaches threshold {threshold:.4f}",
+            )
+        )
 
     def _hit(
-        self, entry: CacheEntry, prep: Prepared, similarity: float, threshold: float | None, reason: Reason,
+        self,
+        entry: CacheEntry,
+        prep: Prepared,
+        similarity: float,
+        threshold: float | None,
+        reason: Reason,
         now: float,
     ) -> LookupResult:
         self._ledger(entry.category).touch(entry.entry_id, now)
-        self._feedback.hit(prep.req.tenant, entry.entry_id, entry.category,
-                           similarity if reason is Reason.SEMANTIC else None)
-        detail = ("same normalised prompt, context and parameters" if reason is Reason.EXACT
-                  else f"similarity {similarity:.4f} >= threshold {threshold:.4f}")
-        return LookupResult(hit=True, reason=reason, detail=detail, response=entry.response,
-                            similarity=similarity, threshold=threshold, category=entry.category,
-                            entry_id=entry.entry_id)
+        self._feedback.hit(
+            prep.req.tenant,
+            entry.entry_id,
+            entry.category,
+            similarity if reason is Reason.SEMANTIC else None,
+        )
+        detail = (
+            "same normalised prompt, context and parameters"
+            if reason is Reason.EXACT
+            else f"similarity {similarity:.4f} >= threshold {threshold:.4f}"
+        )
+        return LookupResult(
+            hit=True,
+            reason=reason,
+            detail=detail,
+            response=entry.response,
+            similarity=similarity,
+            threshold=threshold,
+            category=entry.category,
+            entry_id=entry.entry_id,
+        )
 
     async def _store_prepared(
-        self, prep: Prepared, response: CachedResponse, *, ttl: float | None = None, shared: bool = False
+        self,
+        prep: Prepared,
+        response: CachedResponse,
+        *,
+        ttl: float | None = None,
+        shared: bool = False,
     ) -> StoreResult:
         req = prep.req
         category = await self._resolve_category(prep, {})
         policy = self._policy(category)
         if ttl is not None:
-            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
+            if (
+                isinstance(ttl, bool)
+                or not isinstance(ttl, (int, float))
+                or not math.isfinite(ttl)
+                or ttl <= 0
+            ):
                 raise InvalidRequest("ttl", "must be a positive number of seconds")
             if policy.max_ttl_s is not None and ttl > policy.max_ttl_s:
                 raise InvalidRequest("ttl", f"above the category's max_ttl_s {policy.max_ttl_s}")
-        verdict = admit(response=response, policy=policy, deterministic=prep.deterministic, no_store=req.no_store,
-                        max_bytes=self._options.max_response_bytes)
+        verdict = admit(
+            response=response,
+            policy=policy,
+            deterministic=prep.deterministic,
+            no_store=req.no_store,
+            max_bytes=self._options.max_response_bytes,
+        )
         if not verdict.admitted:
             self._stats.refused(req.tenant, category, verdict.reason.value)
-            return StoreResult(entry_id=None, category=category, stored=False, reason=verdict.reason,
-                               detail=verdict.detail)
+            return StoreResult(
+                entry_id=None,
+                category=category,
+                stored=False,
+                reason=verdict.reason,
+                detail=verdict.detail,
+            )
         vector = await self._vector(prep, {})
         now = self._clock.now()
         ttl_s = ttl if ttl is not None else self._effective(category, req.model)[1]
@@ -317,10 +441,20 @@ class SemanticCache:
             ttl_s = min(ttl_s, req.max_ttl)
         scope = SHARED_TENANT if shared else req.tenant
         entry = CacheEntry(
-            entry_id=prep.exact_key(scope, category), category=category, tenant=req.tenant, shared=shared,
-            prompt=prep.query, context_fp=prep.context_fp, model=prep.model, params_fp=prep.params_fp,
-            core_params_fp=prep.core_fp, response_text=response.text, finish_reason=response.finish_reason,
-            usage=response.usage, created_at=now, expires_at=now + float(ttl_s),
+            entry_id=prep.exact_key(scope, category),
+            category=category,
+            tenant=req.tenant,
+            shared=shared,
+            prompt=prep.query,
+            context_fp=prep.context_fp,
+            model=prep.model,
+            params_fp=prep.params_fp,
+            core_params_fp=prep.core_fp,
+            response_text=response.text,
+            finish_reason=response.finish_reason,
+            usage=response.usage,
+            created_at=now,
+            expires_at=now + float(ttl_s),
         )
         repo = self._repo
         await repo.put(entry, vector)
@@ -334,13 +468,22 @@ class SemanticCache:
             for owner, n in Counter(m.tenant for m in removed).items():
                 self._stats.evicted(owner, category, n)
         self._stats.stored(req.tenant, category)
-        return StoreResult(entry_id=entry.entry_id, category=category, stored=True, reason=StoreReason.STORED,
-                           expires_at=entry.expires_at)
+        return StoreResult(
+            entry_id=entry.entry_id,
+            category=category,
+            stored=True,
+            reason=StoreReason.STORED,
+            expires_at=entry.expires_at,
+        )
 
     # ---------------------------------------------------------------- management
 
     async def invalidate(
-        self, *, entry_ids: Sequence[str] | None = None, category: str | None = None, tenant: str | None = None
+        self,
+        *,
+        entry_ids: Sequence[str] | None = None,
+        category: str | None = None,
+        tenant: str | None = None,
     ) -> int:
         """Delete entries by ids, by category, by owner tenant, or a combination (all given
         filters apply). With `tenant` set (a tenant's own call) naming another tenant's entry
@@ -350,7 +493,9 @@ class SemanticCache:
         categories = [category] if category is not None else list(self._policies)
         if category is not None:
             self._policy(category)
-        plan = {cat: select(self._ledger(cat), entry_ids=entry_ids, tenant=tenant) for cat in categories}
+        plan = {
+            cat: select(self._ledger(cat), entry_ids=entry_ids, tenant=tenant) for cat in categories
+        }
         removed = 0
         for cat, ids in plan.items():
             if not ids:
@@ -379,7 +524,9 @@ class SemanticCache:
         """The configured policies (Stats shows calibrated and effective thresholds)."""
         return dict(self._policies)
 
-    def set_policy(self, category: str, *, create: bool = False, **changes: object) -> CategoryPolicy:
+    def set_policy(
+        self, category: str, *, create: bool = False, **changes: object
+    ) -> CategoryPolicy:
         """Change fields of a category's policy (validated, unknown fields refused; see
         `CategoryPolicy.with_changes` for lowering a threshold below its bound). An unknown
         category is refused unless `create`, which makes it from `default`'s policy (a typo in
@@ -389,8 +536,11 @@ class SemanticCache:
         if not isinstance(create, bool):
             raise InvalidRequest("create", "must be a boolean")
         if category not in self._policies and not create:
-            raise InvalidRequest("category", f"unknown category {category!r} (known: {sorted(self._policies)}); "
-                                             "set create to add a new category")
+            raise InvalidRequest(
+                "category",
+                f"unknown category {category!r} (known: {sorted(self._policies)}); "
+                "set create to add a new category",
+            )
         base = self._policies.get(category, self._policies[DEFAULT_CATEGORY])
         policy = base.with_changes(changes)
         self._policies[category] = policy
@@ -398,7 +548,9 @@ class SemanticCache:
             self._feedback.reset(category)
         return policy
 
-    def stats(self, model: str | None = None, *, tenants: Iterable[str] | None = None) -> dict[str, CategoryStats]:
+    def stats(
+        self, model: str | None = None, *, tenants: Iterable[str] | None = None
+    ) -> dict[str, CategoryStats]:
         """Per category: counters, entries and what is in force now. With `tenants` (a
         tenant-scoped caller), counters and entries are those tenants' own only."""
         load = self._load(model)
@@ -410,8 +562,13 @@ class SemanticCache:
             ledger = self._ledger(category)
             entries = len(ledger) if scope is None else sum(ledger.count(t) for t in scope)
             out[category] = CategoryStats(
-                category=category, counters=self._stats.counters(category, scope), entries=entries,
-                threshold=base.threshold, effective_threshold=threshold, effective_ttl_s=ttl, load=load,
+                category=category,
+                counters=self._stats.counters(category, scope),
+                entries=entries,
+                threshold=base.threshold,
+                effective_threshold=threshold,
+                effective_ttl_s=ttl,
+                load=load,
                 calibrated=self._feedback.threshold(category) is not None and not policy.strict,
             )
         return out
@@ -422,14 +579,21 @@ class SemanticCache:
         if not isinstance(req, LookupRequest):
             raise InvalidRequest("request", "must be a LookupRequest")
         if req.embedding is not None and req.embedding.shape[0] != self._embedder.dim:
-            raise InvalidRequest("embedding", f"has {req.embedding.shape[0]} dims, expected {self._embedder.dim}")
+            raise InvalidRequest(
+                "embedding", f"has {req.embedding.shape[0]} dims, expected {self._embedder.dim}"
+            )
         if req.category is not None:
             self._policy(req.category)
-        field, size = ("prompt", utf8_size(req.prompt)) if req.prompt is not None else \
-            ("messages", sum(utf8_size(content) for _, content in req.messages))
+        field, size = (
+            ("prompt", utf8_size(req.prompt))
+            if req.prompt is not None
+            else ("messages", sum(utf8_size(content) for _, content in req.messages))
+        )
         limit = self._options.max_prompt_bytes
         if size > limit:
-            raise InvalidRequest(field, f"{size} bytes, above the limit of {limit} (max_prompt_bytes)")
+            raise InvalidRequest(
+                field, f"{size} bytes, above the limit of {limit} (max_prompt_bytes)"
+            )
         if size > _PREPARE_INLINE_BYTES:
             # Normalising and fingerprinting a long prompt takes milliseconds: off the event
             # loop, in pieces that let the GIL go (see normalise_prompt), so the other
@@ -440,16 +604,25 @@ class SemanticCache:
     async def _resolve_category(self, prep: Prepared, steps: dict[str, float]) -> str:
         if prep.category is None:
             tenant = prep.req.tenant
-            prep.category = (prep.req.category or self._routes.get(prep.route_key(tenant))
-                             or self._routes.get(prep.route_key(SHARED_TENANT)))
+            prep.category = (
+                prep.req.category
+                or self._routes.get(prep.route_key(tenant))
+                or self._routes.get(prep.route_key(SHARED_TENANT))
+            )
         if prep.category is None:
             vector = await self._vector(prep, steps)
             t0 = self._clock.monotonic()
-            category, confidence = (DEFAULT_CATEGORY, 0.0) if self._classifier is None else \
-                self._classifier.classify(vector)
+            category, confidence = (
+                (DEFAULT_CATEGORY, 0.0)
+                if self._classifier is None
+                else self._classifier.classify(vector)
+            )
             steps["classify"] = _ms(self._clock.monotonic() - t0)
-            prep.category = category if confidence >= self._floor and category in self._policies \
+            prep.category = (
+                category
+                if confidence >= self._floor and category in self._policies
                 else DEFAULT_CATEGORY
+            )
         return prep.category
 
     async def _vector(self, prep: Prepared, steps: dict[str, float]) -> np.ndarray:
@@ -468,10 +641,15 @@ class SemanticCache:
 
     def _verify(self, result: LookupResult) -> bool:
         """Exploration: verify this semantic hit against the backend (options.verify_hits)."""
-        return (result.reason is Reason.SEMANTIC and self._options.verify_hits > 0.0
-                and self._rng.random() < self._options.verify_hits)
+        return (
+            result.reason is Reason.SEMANTIC
+            and self._options.verify_hits > 0.0
+            and self._rng.random() < self._options.verify_hits
+        )
 
-    async def _self_label(self, prep: Prepared, result: LookupResult, fresh: CachedResponse) -> None:
+    async def _self_label(
+        self, prep: Prepared, result: LookupResult, fresh: CachedResponse
+    ) -> None:
         """A free calibration label: the backend's fresh answer compared with the answer the
         nearest entry would have served. Taken from misses whose nearest entry lies within
         `label_band` below the threshold it needed, and from hits chosen for exploration;
@@ -484,13 +662,20 @@ class SemanticCache:
         elif result.reason is not Reason.SEMANTIC:
             return
         entry = (await self._repo.get([result.entry_id])).get(result.entry_id)
-        if (entry is None or not entry.visible_to(prep.req.tenant) or entry.model != prep.model
-                or entry.context_fp != prep.context_fp or prep.category is None):
+        if (
+            entry is None
+            or not entry.visible_to(prep.req.tenant)
+            or entry.model != prep.model
+            or entry.context_fp != prep.context_fp
+            or prep.category is None
+        ):
             return  # gone, or a different model / conversation: its answer says nothing here
         agree = await self._agree(entry.response_text, fresh.text, prep.deterministic)
         load = self._load(prep.req.model)
         category = prep.category
-        if entry.category in self._policies and self._threshold(entry.category, load) > self._threshold(category, load):
+        if entry.category in self._policies and self._threshold(
+            entry.category, load
+        ) > self._threshold(category, load):
             category = entry.category
         self._feedback.rate(category, result.similarity, agree, self._policies[category])
 
@@ -510,7 +695,9 @@ class SemanticCache:
     def _policy(self, category: str) -> CategoryPolicy:
         policy = self._policies.get(category)
         if policy is None:
-            raise InvalidRequest("category", f"unknown category {category!r}; known: {sorted(self._policies)}")
+            raise InvalidRequest(
+                "category", f"unknown category {category!r}; known: {sorted(self._policies)}"
+            )
         return policy
 
     def _calibrated_policy(self, category: str) -> CategoryPolicy:
@@ -544,8 +731,14 @@ class SemanticCache:
         return ledger
 
     def _remember(self, category: str, ledger: Ledger, entry: CacheEntry) -> None:
-        route = entry_route_key(tenant=entry.tenant, shared=entry.shared, prompt=entry.prompt,
-                                context_fp=entry.context_fp, model=entry.model, params_fp=entry.params_fp)
+        route = entry_route_key(
+            tenant=entry.tenant,
+            shared=entry.shared,
+            prompt=entry.prompt,
+            context_fp=entry.context_fp,
+            model=entry.model,
+            params_fp=entry.params_fp,
+        )
         ledger.add(EntryMeta.of(entry, route))
         self._routes[route] = category
         self._where[entry.entry_id] = category

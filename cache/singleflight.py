@@ -22,7 +22,9 @@ class FlightAbandoned(Exception):
 class Flight(Generic[T]):
     """One in-flight call. The leader must end it with `resolve` or `fail`."""
 
-    def __init__(self, owner: SingleFlight[T], key: str, future: asyncio.Future[T], leader: bool) -> None:
+    def __init__(
+        self, owner: SingleFlight[T], key: str, future: asyncio.Future[T], leader: bool
+    ) -> None:
         self._owner = owner
         self.key = key
         self._future = future

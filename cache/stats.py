@@ -61,8 +61,18 @@ class _Counts:
         self.refusals_by_reason.update(other.refusals_by_reason)
 
 
-_COUNT_FIELDS = ("lookups", "exact_hits", "semantic_hits", "misses", "stores", "refusals", "evictions",
-                 "expirations", "false_hits", "correct_hits")
+_COUNT_FIELDS = (
+    "lookups",
+    "exact_hits",
+    "semantic_hits",
+    "misses",
+    "stores",
+    "refusals",
+    "evictions",
+    "expirations",
+    "false_hits",
+    "correct_hits",
+)
 
 
 @dataclass(slots=True)
@@ -130,7 +140,12 @@ class CacheStats:
         return self._cat(category).counts, own
 
     def lookup(
-        self, tenant: str, category: str, reason: Reason, steps_ms: Mapping[str, float], semantic_ms: float | None
+        self,
+        tenant: str,
+        category: str,
+        reason: Reason,
+        steps_ms: Mapping[str, float],
+        semantic_ms: float | None,
     ) -> None:
         """One lookup's outcome. `semantic_ms` is what the semantic path (embed + search +
         fetch after the break-even decision) cost, None when it did not run."""
@@ -214,13 +229,22 @@ class CacheStats:
             rolling = None
         hits = c.exact_hits + c.semantic_hits
         return CategoryCounters(
-            lookups=c.lookups, exact_hits=c.exact_hits, semantic_hits=c.semantic_hits, misses=c.misses,
-            stores=c.stores, store_refusals=c.refusals, evictions=c.evictions, expirations=c.expirations,
-            false_hits=c.false_hits, correct_hits=c.correct_hits,
+            lookups=c.lookups,
+            exact_hits=c.exact_hits,
+            semantic_hits=c.semantic_hits,
+            misses=c.misses,
+            stores=c.stores,
+            store_refusals=c.refusals,
+            evictions=c.evictions,
+            expirations=c.expirations,
+            false_hits=c.false_hits,
+            correct_hits=c.correct_hits,
             hit_rate=hits / c.lookups if c.lookups else 0.0,
             rolling_hit_rate=rolling,
-            miss_path_ms=cat.miss_path.value, backend_ms=cat.backend.value,
+            miss_path_ms=cat.miss_path.value,
+            backend_ms=cat.backend.value,
             skipping_semantic=self.below_break_even(category),
             step_ms={s: e.value for s, e in cat.steps.items() if e.value is not None},
-            misses_by_reason=dict(c.misses_by_reason), refusals_by_reason=dict(c.refusals_by_reason),
+            misses_by_reason=dict(c.misses_by_reason),
+            refusals_by_reason=dict(c.refusals_by_reason),
         )

@@ -7,9 +7,8 @@ knobs to make backends slow, failing or counted.
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
@@ -20,17 +19,24 @@ from cache.service import CacheOptions, SemanticCache
 from cache.types import SHARED_TENANT, CacheEntry, Chunk, FinalResult, LookupRequest
 
 
-
 def reference_policies() -> dict[str, CategoryPolicy]:
     """DESIGN §5's starting (threshold, min_threshold) pairs: fixed numbers for tests built on
     hand-made vectors, independent of the data-tuned shipped thresholds."""
-    start = {"default": (0.88, 0.85), "code": (0.90, 0.88), "conversation": (0.85, 0.82),
-             "knowledge": (0.88, 0.85), "time_sensitive": (0.95, 0.93), "health": (0.95, 0.95),
-             "legal": (0.95, 0.95), "assistant": (0.92, 0.90)}
+    start = {
+        "default": (0.88, 0.85),
+        "code": (0.90, 0.88),
+        "conversation": (0.85, 0.82),
+        "knowledge": (0.88, 0.85),
+        "time_sensitive": (0.95, 0.93),
+        "health": (0.95, 0.95),
+        "legal": (0.95, 0.95),
+        "assistant": (0.92, 0.90),
+    }
     return {
         name: dataclasses.replace(policy, threshold=start[name][0], min_threshold=start[name][1])
         for name, policy in default_policies().items()
     }
+
 
 class FakeClock:
     """Time moves only when a test says so."""
@@ -53,8 +59,14 @@ class FakeClock:
 class FakeEmbedder:
     """Hand-made vectors for known texts, a deterministic hashed bag of words otherwise."""
 
-    def __init__(self, *, dim: int, table: Mapping[str, Sequence[float]] | None = None,
-                 clock: FakeClock | None = None, cost_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int,
+        table: Mapping[str, Sequence[float]] | None = None,
+        clock: FakeClock | None = None,
+        cost_s: float = 0.0,
+    ) -> None:
         self.dim = dim
         self._table = {k: _unit(np.asarray(v, dtype=np.float32)) for k, v in (table or {}).items()}
         self._clock = clock
@@ -89,10 +101,17 @@ class InMemoryRepository:
 
     def count(self, category: str) -> int:
         """Entries stored under `category` (tests check where admission and eviction put things)."""
-        return sum(CacheEntry.from_bytes(payload).category == category for payload, _, _ in self._docs.values())
+        return sum(
+            CacheEntry.from_bytes(payload).category == category
+            for payload, _, _ in self._docs.values()
+        )
 
     async def put(self, entry: CacheEntry, vector: np.ndarray) -> None:
-        self._docs[entry.entry_id] = (entry.to_bytes(), _unit(np.asarray(vector, np.float32)), entry.access_list())
+        self._docs[entry.entry_id] = (
+            entry.to_bytes(),
+            _unit(np.asarray(vector, np.float32)),
+            entry.access_list(),
+        )
 
     async def get(self, entry_ids: Sequence[str]) -> dict[str, CacheEntry]:
         self.gets += 1
@@ -104,8 +123,11 @@ class InMemoryRepository:
     async def search(self, vector: np.ndarray, tenant: str, k: int) -> list[tuple[str, float]]:
         if self._clock is not None:
             self._clock.advance(self._cost)
-        scored = [(i, float(np.dot(vec, vector))) for i, (_, vec, access) in self._docs.items()
-                  if tenant in access or SHARED_TENANT in access]
+        scored = [
+            (i, float(np.dot(vec, vector)))
+            for i, (_, vec, access) in self._docs.items()
+            if tenant in access or SHARED_TENANT in access
+        ]
         scored.sort(key=lambda p: -p[1])
         return scored[:k]
 
@@ -117,7 +139,9 @@ class InMemoryRepository:
 class FakeClassifier:
     """Keyword -> category, with a fixed confidence; `default` otherwise."""
 
-    def __init__(self, *, vectors: Mapping[str, Sequence[float]] | None = None, confidence: float = 0.9) -> None:
+    def __init__(
+        self, *, vectors: Mapping[str, Sequence[float]] | None = None, confidence: float = 0.9
+    ) -> None:
         self._centroids = {k: _unit(np.asarray(v, np.float32)) for k, v in (vectors or {}).items()}
         self._confidence = confidence
 
@@ -131,8 +155,14 @@ class FakeClassifier:
 class FakeBackend:
     """Answers `answer(request)`, in chunks; can wait on a gate, fail, or truncate. Counts calls."""
 
-    def __init__(self, *, chunks: int = 3, load: float = 0.0, clock: FakeClock | None = None,
-                 latency_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        chunks: int = 3,
+        load: float = 0.0,
+        clock: FakeClock | None = None,
+        latency_s: float = 0.0,
+    ) -> None:
         self.calls = 0
         self.load_value = load
         self.gate: asyncio.Event | None = None
@@ -165,7 +195,9 @@ class FakeBackend:
             await asyncio.sleep(0)
         if self.error is not None:
             raise self.error
-        yield FinalResult(finish_reason=self.finish_reason, usage={"completion_tokens": len(text.split())})
+        yield FinalResult(
+            finish_reason=self.finish_reason, usage={"completion_tokens": len(text.split())}
+        )
 
 
 def _unit(vec: np.ndarray) -> np.ndarray:
@@ -177,18 +209,33 @@ class FakePorts:
     """Fakes wired together (one repository for every category, shared clock) plus a builder
     for a SemanticCache over them, so each test states only what it varies."""
 
-    def __init__(self, *, dim: int = 4, table: Mapping[str, Sequence[float]] | None = None,
-                 classifier: FakeClassifier | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int = 4,
+        table: Mapping[str, Sequence[float]] | None = None,
+        classifier: FakeClassifier | None = None,
+    ) -> None:
         self.clock = FakeClock()
         self.embedder = FakeEmbedder(dim=dim, table=table, clock=self.clock)
         self.backend = FakeBackend(clock=self.clock)
         self.classifier = classifier
         self.repo: InMemoryRepository = InMemoryRepository(clock=self.clock)
 
-    def cache(self, *, policies: Mapping[str, CategoryPolicy] | None = None,
-              options: CacheOptions | None = None, confidence_floor: float = 0.5) -> SemanticCache:
+    def cache(
+        self,
+        *,
+        policies: Mapping[str, CategoryPolicy] | None = None,
+        options: CacheOptions | None = None,
+        confidence_floor: float = 0.5,
+    ) -> SemanticCache:
         return SemanticCache(
-            repository=self.repo, embedder=self.embedder, classifier=self.classifier,
-            backend=self.backend, clock=self.clock, policies=policies or reference_policies(),
-            confidence_floor=confidence_floor, options=options or CacheOptions(),
+            repository=self.repo,
+            embedder=self.embedder,
+            classifier=self.classifier,
+            backend=self.backend,
+            clock=self.clock,
+            policies=policies or reference_policies(),
+            confidence_floor=confidence_floor,
+            options=options or CacheOptions(),
         )

@@ -46,7 +46,9 @@ class Reason(StrEnum):
     EMPTY = "empty"
     NO_CACHE = "no_cache"
     SINGLE_FLIGHT = "single_flight"  # a miss served by another request's in-flight backend call
-    NONDETERMINISTIC = "nondeterministic"  # samples, and the category does not cache sampled answers
+    NONDETERMINISTIC = (
+        "nondeterministic"  # samples, and the category does not cache sampled answers
+    )
 
 
 class StoreReason(StrEnum):
@@ -109,7 +111,9 @@ class CacheEntry:
 
     @property
     def response(self) -> CachedResponse:
-        return CachedResponse(text=self.response_text, finish_reason=self.finish_reason, usage=self.usage)
+        return CachedResponse(
+            text=self.response_text, finish_reason=self.finish_reason, usage=self.usage
+        )
 
     def visible_to(self, tenant: str) -> bool:
         """The rule every read path applies, even to what a repository returns."""
@@ -212,9 +216,13 @@ class LookupRequest:
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequest(name, "must be a boolean")
         if self.min_similarity is not None and not _number_in(self.min_similarity, 0.0, 1.0):
-            raise InvalidRequest("min_similarity", f"must be a number in [0, 1], got {self.min_similarity!r}")
+            raise InvalidRequest(
+                "min_similarity", f"must be a number in [0, 1], got {self.min_similarity!r}"
+            )
         if self.max_ttl is not None and not _number_in(self.max_ttl, 0.0, math.inf, low_open=True):
-            raise InvalidRequest("max_ttl", f"must be a positive number of seconds, got {self.max_ttl!r}")
+            raise InvalidRequest(
+                "max_ttl", f"must be a positive number of seconds, got {self.max_ttl!r}"
+            )
 
     @property
     def query_text(self) -> str:
@@ -397,7 +405,12 @@ def _usage(usage: Mapping[str, int], name: str) -> Mapping[str, int]:
         raise InvalidRequest(name, "must be a mapping of token counts")
     out = {}
     for key, value in usage.items():
-        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if (
+            not isinstance(key, str)
+            or isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < 0
+        ):
             raise InvalidRequest(name, f"{key!r} must be a non-negative integer")
         out[key] = value
     return MappingProxyType(out)

@@ -31,7 +31,9 @@ async def _serve_async(args: argparse.Namespace) -> None:
     from curacache.server.app import create_server, describe_store
     from curacache.server.config import load_config
 
-    config_file = args.config or (Path(os.environ["CURACACHE_CONFIG"]) if os.environ.get("CURACACHE_CONFIG") else None)
+    config_file = args.config or (
+        Path(os.environ["CURACACHE_CONFIG"]) if os.environ.get("CURACACHE_CONFIG") else None
+    )
     config = load_config(
         file=config_file,
         overrides={
@@ -63,8 +65,12 @@ async def _serve_async(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from curacache.server.config import ConfigError
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it narrates CPU-feature probing at INFO
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("faiss.loader").setLevel(
+        logging.WARNING
+    )  # it narrates CPU-feature probing at INFO
     try:
         asyncio.run(_serve_async(args))
     except ConfigError as exc:
@@ -84,16 +90,52 @@ def _fake_llm_parser(sub: argparse._SubParsersAction) -> None:
         "`[[fake-fault:...]]`. It is not a language model.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000; 0 picks a free one)")
-    p.add_argument("--model", action="append", dest="models", help="model name served (repeatable; default fake-llm)")
-    p.add_argument("--ttft-ms", type=float, default=50.0, help="time to first token once a sequence has a slot (default 50)")
-    p.add_argument("--tokens-per-s", type=float, default=50.0, help="decode speed per sequence (default 50)")
-    p.add_argument("--max-concurrency", type=int, default=8, help="sequences decoded at once; the rest queue FIFO (default 8)")
-    p.add_argument("--fail-429-rate", type=float, default=0.0, help="share of requests answered 429 + Retry-After")
-    p.add_argument("--fail-503-rate", type=float, default=0.0, help="share of requests answered 503")
-    p.add_argument("--drop-rate", type=float, default=0.0, help="share of requests whose connection drops mid-answer")
+    p.add_argument(
+        "--port", type=int, default=8000, help="port to bind (default 8000; 0 picks a free one)"
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        help="model name served (repeatable; default fake-llm)",
+    )
+    p.add_argument(
+        "--ttft-ms",
+        type=float,
+        default=50.0,
+        help="time to first token once a sequence has a slot (default 50)",
+    )
+    p.add_argument(
+        "--tokens-per-s", type=float, default=50.0, help="decode speed per sequence (default 50)"
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=8,
+        help="sequences decoded at once; the rest queue FIFO (default 8)",
+    )
+    p.add_argument(
+        "--fail-429-rate",
+        type=float,
+        default=0.0,
+        help="share of requests answered 429 + Retry-After",
+    )
+    p.add_argument(
+        "--fail-503-rate", type=float, default=0.0, help="share of requests answered 503"
+    )
+    p.add_argument(
+        "--drop-rate",
+        type=float,
+        default=0.0,
+        help="share of requests whose connection drops mid-answer",
+    )
     p.add_argument("--hang-rate", type=float, default=0.0, help="share of requests never answered")
-    p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with 429/503 (default 1)")
+    p.add_argument(
+        "--retry-after",
+        type=float,
+        default=1.0,
+        help="Retry-After seconds sent with 429/503 (default 1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
     p.set_defaults(run=_fake_llm)
 
@@ -136,7 +178,9 @@ def _gateway_parser(sub: argparse._SubParsersAction) -> None:
         description="OpenAI-compatible HTTP gateway: point any OpenAI client's base URL at "
         "http://LISTEN/v1 and its chat/completions requests go through the semantic cache.",
     )
-    p.add_argument("--listen", help="HOST:PORT to serve HTTP on (default 127.0.0.1:8080; port 0 picks one)")
+    p.add_argument(
+        "--listen", help="HOST:PORT to serve HTTP on (default 127.0.0.1:8080; port 0 picks one)"
+    )
     p.add_argument("--server", help="HOST:PORT of the curacache service (default 127.0.0.1:50051)")
     p.add_argument("--config", type=Path, help="TOML gateway config (keys, service_key, limits)")
     p.set_defaults(run=_gateway)
@@ -147,15 +191,23 @@ def _gateway(args: argparse.Namespace) -> int:
     from curacache.gateway.config import GatewayConfigError, load_gateway_config
 
     try:
-        config = load_gateway_config(file=args.config, overrides={"listen": args.listen, "server": args.server})
+        config = load_gateway_config(
+            file=args.config, overrides={"listen": args.listen, "server": args.server}
+        )
     except GatewayConfigError as exc:
         print(f"curacache gateway: configuration error: {exc}", file=sys.stderr)
         return 2
 
     def ready(port: int) -> None:
-        auth = f"{len(config.keys)} keys" if config.keys else f"no keys (loopback only, tenant {config.default_tenant!r})"
-        print(f"curacache gateway listening on http://{config.host}:{port}/v1 -> service {config.server}; {auth}",
-              flush=True)
+        auth = (
+            f"{len(config.keys)} keys"
+            if config.keys
+            else f"no keys (loopback only, tenant {config.default_tenant!r})"
+        )
+        print(
+            f"curacache gateway listening on http://{config.host}:{port}/v1 -> service {config.server}; {auth}",
+            flush=True,
+        )
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -315,10 +315,22 @@ def score_topk(
 
 @njit(nogil=True, cache=True, fastmath=_FM)
 def search(
-    queries: np.ndarray, codes: np.ndarray, lo: np.ndarray, step: np.ndarray, cnorm: np.ndarray,
-    child_start: np.ndarray, child_count: np.ndarray, table: np.ndarray, ids: np.ndarray,
-    vectors: np.ndarray, norms: np.ndarray, collect: int, keep: int, is_ip: bool,
-    out_labels: np.ndarray, out_scores: np.ndarray,
+    queries: np.ndarray,
+    codes: np.ndarray,
+    lo: np.ndarray,
+    step: np.ndarray,
+    cnorm: np.ndarray,
+    child_start: np.ndarray,
+    child_count: np.ndarray,
+    table: np.ndarray,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    collect: int,
+    keep: int,
+    is_ip: bool,
+    out_labels: np.ndarray,
+    out_scores: np.ndarray,
 ) -> None:
     """One tenant's top-k for every query row: traverse, gather the buckets, score exactly.
 
@@ -332,7 +344,9 @@ def search(
     for qi in range(queries.shape[0]):
         q = queries[qi]
         qlo = _scale_query(q, lo, step, qs)
-        m = traverse(qs, qlo, codes, cnorm, child_start, child_count, table, entries, collect, keep, buckets)
+        m = traverse(
+            qs, qlo, codes, cnorm, child_start, child_count, table, entries, collect, keep, buckets
+        )
         total = 0
         for j in range(m):
             total += table[buckets[j], COUNT]
@@ -381,7 +395,9 @@ def list_row(table: np.ndarray, entries: int, ancestors: np.ndarray, at: int) ->
 
 
 @njit(nogil=True, cache=True)
-def has(table: np.ndarray, ids: np.ndarray, ancestors: np.ndarray, leaf: np.ndarray, label: int) -> bool:
+def has(
+    table: np.ndarray, ids: np.ndarray, ancestors: np.ndarray, leaf: np.ndarray, label: int
+) -> bool:
     """Does the tenant with these rows see `label`? In canonical form a seen label sits in the
     tenant's one list on its path, so this is O(height + that list's length). Why this and no
     label -> tenants map: see docs/architecture.md."""
@@ -393,8 +409,13 @@ def has(table: np.ndarray, ids: np.ndarray, ancestors: np.ndarray, leaf: np.ndar
 
 @njit(nogil=True, cache=True)
 def seen_by(
-    rows: np.ndarray, ids: np.ndarray, tenants: np.ndarray, ancestors: np.ndarray, leaf: np.ndarray,
-    labels: np.ndarray, out: np.ndarray,
+    rows: np.ndarray,
+    ids: np.ndarray,
+    tenants: np.ndarray,
+    ancestors: np.ndarray,
+    leaf: np.ndarray,
+    labels: np.ndarray,
+    out: np.ndarray,
 ) -> None:
     """out[i, t] = does tenant t see labels[i], for every tenant int t in one call (a free int
     has no rows and sees nothing)."""

@@ -41,7 +41,14 @@ class Snapshot:
 def dump(snap: Snapshot, *, dim: int, metric: str) -> bytes:
     """The npz bytes of `snap`."""
     names = list(snap.tenants)
-    meta = {"format": FORMAT, "version": VERSION, "dim": dim, "metric": metric, **snap.params, "tenants": names}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dim": dim,
+        "metric": metric,
+        **snap.params,
+        "tenants": names,
+    }
     parts = [snap.tenants[name] for name in names]
     arrays: dict[str, np.ndarray] = {f"tree_{k}": v for k, v in snap.tree.arrays().items()}
     arrays.update(
@@ -82,7 +89,10 @@ def load(data: bytes, *, dim: int, metric: str) -> Snapshot:
         and arrays["vectors"].shape == (hi, dim)
         and arrays["norms"].shape == ((hi,) if metric == "l2" else (0,))
         and bool(np.all(leaf >= -1))
-        and (live.size == 0 or (int(live.max()) < tree.n_nodes and not np.any(tree.child_count[live])))
+        and (
+            live.size == 0
+            or (int(live.max()) < tree.n_nodes and not np.any(tree.child_count[live]))
+        )
         and offsets.shape == (len(meta["tenants"]) + 1,)
         and int(offsets[0]) == 0
         and bool(np.all(np.diff(offsets) > 0))
@@ -98,4 +108,6 @@ def load(data: bytes, *, dim: int, metric: str) -> Snapshot:
         if np.any(np.diff(labels) <= 0):
             raise ValueError("curator snapshot tenant labels are not ascending")
         tenants[name] = labels
-    return Snapshot({k: int(meta[k]) for k in PARAMS}, tree, arrays["vectors"], arrays["norms"], leaf, tenants)
+    return Snapshot(
+        {k: int(meta[k]) for k in PARAMS}, tree, arrays["vectors"], arrays["norms"], leaf, tenants
+    )

@@ -30,7 +30,20 @@ import numpy as np
 from numba import njit
 
 from curator._kernels import find, list_row, lower_bound
-from curator.layout import CAP, COUNT, ENTRIES, FIRST, IDS_GARBAGE, IDS_USED, MIN_CAP, NODE, OFF, ROOM, ROW_WIDTH, Step
+from curator.layout import (
+    CAP,
+    COUNT,
+    ENTRIES,
+    FIRST,
+    IDS_GARBAGE,
+    IDS_USED,
+    MIN_CAP,
+    NODE,
+    OFF,
+    ROOM,
+    ROW_WIDTH,
+    Step,
+)
 
 
 @njit(nogil=True, cache=True)
@@ -69,7 +82,9 @@ def _release(table: np.ndarray, arena: np.ndarray, r: int) -> None:
 
 
 @njit(nogil=True, cache=True)
-def _count_above(table: np.ndarray, ancestors: np.ndarray, at: int, j: int, r: int, by: int) -> None:
+def _count_above(
+    table: np.ndarray, ancestors: np.ndarray, at: int, j: int, r: int, by: int
+) -> None:
     """Add `by` to the counts of the rows of leaf `at`'s path above depth j, whose row is r
     (found again: they lie before r, in path order; cheaper than remembering them in a
     scratch array, which would be a heap allocation per call)."""
@@ -82,7 +97,13 @@ def _count_above(table: np.ndarray, ancestors: np.ndarray, at: int, j: int, r: i
 
 @njit(nogil=True, cache=True)
 def _plan(
-    vals: np.ndarray, leaf: np.ndarray, ancestors: np.ndarray, child_count: np.ndarray, d0: int, tau: int, exact: bool
+    vals: np.ndarray,
+    leaf: np.ndarray,
+    ancestors: np.ndarray,
+    child_count: np.ndarray,
+    d0: int,
+    tau: int,
+    exact: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The canonical rows for the ids `vals`, which all pass one node at depth d0 - 1 (or d0 =
     0: the root), from depth d0 down: `new` (k, ROW_WIDTH) rows in node order (NODE, COUNT,
@@ -92,7 +113,9 @@ def _plan(
     n = vals.shape[0]
     at = leaf[vals]
     list_of = np.empty(n, dtype=np.int32)  # the node whose list gets vals[i]
-    most = min(max(n, 1) * (ancestors.shape[1] - d0), child_count.shape[0])  # a row per node at most
+    most = min(
+        max(n, 1) * (ancestors.shape[1] - d0), child_count.shape[0]
+    )  # a row per node at most
     new = np.zeros((most, ROW_WIDTH), dtype=np.int32)
     k = 0
     active = np.arange(n)
@@ -130,7 +153,12 @@ def _plan(
 
 @njit(nogil=True, cache=True)
 def _place(
-    table: np.ndarray, ids: np.ndarray, arena: np.ndarray, entries: int, new: np.ndarray, vals: np.ndarray
+    table: np.ndarray,
+    ids: np.ndarray,
+    arena: np.ndarray,
+    entries: int,
+    new: np.ndarray,
+    vals: np.ndarray,
 ) -> int:
     """Give the planned rows `new` their lists (filled from `vals`, list by list) and merge
     them into the tenant's `entries` sorted rows (the caller checked the room; the tenant has
@@ -156,7 +184,9 @@ def _place(
 
 
 @njit(nogil=True, cache=True)
-def _planned_room(tenants: np.ndarray, ids: np.ndarray, arena: np.ndarray, t: int, new: np.ndarray) -> tuple[Step, int]:
+def _planned_room(
+    tenants: np.ndarray, ids: np.ndarray, arena: np.ndarray, t: int, new: np.ndarray
+) -> tuple[Step, int]:
     """NEED_ROWS / NEED_IDS when tenant t's rows or the id arena cannot take the plan, else DONE."""
     rows_needed = tenants[t, ENTRIES] + new.shape[0]
     if rows_needed > tenants[t, ROOM]:
@@ -171,8 +201,16 @@ def _planned_room(tenants: np.ndarray, ids: np.ndarray, arena: np.ndarray, t: in
 
 @njit(nogil=True, cache=True)
 def _build(
-    rows: np.ndarray, ids: np.ndarray, tenants: np.ndarray, arena: np.ndarray, t: int, ancestors: np.ndarray,
-    leaf: np.ndarray, child_count: np.ndarray, vals: np.ndarray, tau: int,
+    rows: np.ndarray,
+    ids: np.ndarray,
+    tenants: np.ndarray,
+    arena: np.ndarray,
+    t: int,
+    ancestors: np.ndarray,
+    leaf: np.ndarray,
+    child_count: np.ndarray,
+    vals: np.ndarray,
+    tau: int,
 ) -> tuple[Step, int]:
     """Tenant t (no rows yet) sees exactly `vals` (distinct live labels): its canonical rows and
     lists in one go, as granting them one by one would leave them (up to the order in a list)."""
@@ -183,14 +221,24 @@ def _build(
     if step != Step.DONE:
         return step, amount
     first = tenants[t, FIRST]
-    tenants[t, ENTRIES] = _place(rows[first : first + tenants[t, ROOM]], ids, arena, 0, new, ordered)
+    tenants[t, ENTRIES] = _place(
+        rows[first : first + tenants[t, ROOM]], ids, arena, 0, new, ordered
+    )
     return Step.DONE, 0
 
 
 @njit(nogil=True, cache=True)
 def _grant(
-    rows: np.ndarray, ids: np.ndarray, tenants: np.ndarray, arena: np.ndarray, t: int, ancestors: np.ndarray,
-    leaf: np.ndarray, child_count: np.ndarray, label: int, tau: int,
+    rows: np.ndarray,
+    ids: np.ndarray,
+    tenants: np.ndarray,
+    arena: np.ndarray,
+    t: int,
+    ancestors: np.ndarray,
+    leaf: np.ndarray,
+    child_count: np.ndarray,
+    label: int,
+    tau: int,
 ) -> tuple[Step, int]:
     """Tenant t sees `label` from now on (NOOP if it is absent or already seen).
 
@@ -212,7 +260,9 @@ def _grant(
             lo = r + 1  # an internal node of the tenant's sub-tree: descend
             continue
         if r < entries and table[r, NODE] == node:
-            return _append(table, ids, tenants, arena, ancestors, leaf, child_count, t, label, tau, at, j, r)
+            return _append(
+                table, ids, tenants, arena, ancestors, leaf, child_count, t, label, tau, at, j, r
+            )
         if entries == room:  # nothing here: a new row at r with the list {label}
             return Step.NEED_ROWS, entries + 1
         if _free(ids, arena) < MIN_CAP:
@@ -221,16 +271,32 @@ def _grant(
         new[0, NODE] = node
         new[0, COUNT] = 1
         new[0, CAP] = MIN_CAP
-        tenants[t, ENTRIES] = _place(table, ids, arena, entries, new, np.full(1, label, dtype=np.int32))
+        tenants[t, ENTRIES] = _place(
+            table, ids, arena, entries, new, np.full(1, label, dtype=np.int32)
+        )
         _count_above(table, ancestors, at, j, r, 1)  # rows above r did not move
         return Step.DONE, 0
-    return Step.NOOP, 0  # not reached: a path ends at a GCT leaf, which holds a list if it has a row
+    return (
+        Step.NOOP,
+        0,
+    )  # not reached: a path ends at a GCT leaf, which holds a list if it has a row
 
 
 @njit(nogil=True, cache=True)
 def _append(
-    table: np.ndarray, ids: np.ndarray, tenants: np.ndarray, arena: np.ndarray, ancestors: np.ndarray,
-    leaf: np.ndarray, child_count: np.ndarray, t: int, label: int, tau: int, at: int, j: int, r: int,
+    table: np.ndarray,
+    ids: np.ndarray,
+    tenants: np.ndarray,
+    arena: np.ndarray,
+    ancestors: np.ndarray,
+    leaf: np.ndarray,
+    child_count: np.ndarray,
+    t: int,
+    label: int,
+    tau: int,
+    at: int,
+    j: int,
+    r: int,
 ) -> tuple[Step, int]:
     """`grant` at row r (depth j), the tenant's list on the label's path."""
     node, n, off, cap = table[r, NODE], table[r, COUNT], table[r, OFF], table[r, CAP]
@@ -270,8 +336,15 @@ def _append(
 
 @njit(nogil=True, cache=True)
 def _revoke(
-    rows: np.ndarray, ids: np.ndarray, tenants: np.ndarray, arena: np.ndarray, t: int, ancestors: np.ndarray,
-    leaf: np.ndarray, label: int, tau: int,
+    rows: np.ndarray,
+    ids: np.ndarray,
+    tenants: np.ndarray,
+    arena: np.ndarray,
+    t: int,
+    ancestors: np.ndarray,
+    leaf: np.ndarray,
+    label: int,
+    tau: int,
 ) -> tuple[Step, int]:
     """Tenant t stops seeing `label` (NOOP if it does not see it).
 
@@ -320,7 +393,14 @@ def _revoke(
 
 
 @njit(nogil=True, cache=True)
-def _merge(table: np.ndarray, ids: np.ndarray, arena: np.ndarray, ancestors: np.ndarray, entries: int, m: int) -> int:
+def _merge(
+    table: np.ndarray,
+    ids: np.ndarray,
+    arena: np.ndarray,
+    ancestors: np.ndarray,
+    entries: int,
+    m: int,
+) -> int:
     """Row m's node takes every id of its sub-tree into one new list (room checked by the
     caller); the rows below it go. Returns the new number of rows."""
     node = table[m, NODE]
@@ -362,5 +442,7 @@ def grant(rows, ids, tenants, arena, t, ancestors, leaf, child_count, label, tau
 
 @njit(nogil=True, cache=True)
 def revoke(rows, ids, tenants, arena, t, ancestors, leaf, child_count, label, tau):
-    step, amount = _revoke(rows, ids, tenants, arena, t, ancestors, leaf, label, tau)  # a merge needs no fan-out
+    step, amount = _revoke(
+        rows, ids, tenants, arena, t, ancestors, leaf, label, tau
+    )  # a merge needs no fan-out
     return step.value, amount

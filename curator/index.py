@@ -97,7 +97,9 @@ class CuratorIndex:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         if dim <= 0 or max_sl_size < 1 or branching < 2 or max_depth < 1 or train_size < 1:
-            raise ValueError("dim, max_sl_size, branching, max_depth and train_size must be positive")
+            raise ValueError(
+                "dim, max_sl_size, branching, max_depth and train_size must be positive"
+            )
         self.dim = dim
         self.metric = metric
         self.max_sl_size = int(max_sl_size)  # τ
@@ -258,7 +260,9 @@ class CuratorIndex:
         """Step 2 (reads no index state, so it needs no lock): k-means over the sample."""
         if sample.vectors.shape[0] == 0:
             return FittedTree(Tree.root_only(self.dim), 0)
-        tree = train_tree(sample.vectors, branching=self.branching, max_depth=self.max_depth, use_gpu=self.use_gpu)
+        tree = train_tree(
+            sample.vectors, branching=self.branching, max_depth=self.max_depth, use_gpu=self.use_gpu
+        )
         return FittedTree(tree, sample.n_live)
 
     def install(self, fitted: FittedTree) -> bool:
@@ -279,7 +283,12 @@ class CuratorIndex:
     # -- search ---------------------------------------------------------------------------------
 
     def search(
-        self, tenant: str, queries: np.ndarray, k: int, gamma1: float = GAMMA1, gamma2: float = GAMMA2
+        self,
+        tenant: str,
+        queries: np.ndarray,
+        k: int,
+        gamma1: float = GAMMA1,
+        gamma2: float = GAMMA2,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k labels (int64 (nq, k)) and raw scores (float32) among those `tenant` sees.
 
@@ -297,9 +306,22 @@ class CuratorIndex:
             return out_labels, out_scores
         tree = self._tree
         _kernels.search(
-            queries, tree.codes, tree.lo, tree.step, tree.cnorm, tree.child_start, tree.child_count,
-            self._store.table(t), self._store.ids, self._vectors, self._norms,
-            max(1, int(gamma1 * gamma2 * k)), max(1, int(gamma2 * k)), self.metric == "ip", out_labels, out_scores,
+            queries,
+            tree.codes,
+            tree.lo,
+            tree.step,
+            tree.cnorm,
+            tree.child_start,
+            tree.child_count,
+            self._store.table(t),
+            self._store.ids,
+            self._vectors,
+            self._norms,
+            max(1, int(gamma1 * gamma2 * k)),
+            max(1, int(gamma2 * k)),
+            self.metric == "ip",
+            out_labels,
+            out_scores,
         )
         return out_labels, out_scores
 
@@ -375,9 +397,16 @@ class CuratorIndex:
         live = np.flatnonzero(self._leaf >= 0)
         hi = int(live[-1]) + 1 if live.size else 0
         tenants = {name: self._store.labels(t) for t, name in self._store.live()}
-        params = {"max_sl_size": self.max_sl_size, "branching": self.branching, "max_depth": self.max_depth,
-                  "train_size": self.train_size, "train_at": self._train_at}
-        snap = _persist.Snapshot(params, self._tree, self._vectors[:hi], self._norms[:hi], self._leaf[:hi], tenants)
+        params = {
+            "max_sl_size": self.max_sl_size,
+            "branching": self.branching,
+            "max_depth": self.max_depth,
+            "train_size": self.train_size,
+            "train_at": self._train_at,
+        }
+        snap = _persist.Snapshot(
+            params, self._tree, self._vectors[:hi], self._norms[:hi], self._leaf[:hi], tenants
+        )
         return _persist.dump(snap, dim=self.dim, metric=self.metric)
 
     def restore(self, data: bytes) -> None:
@@ -389,7 +418,11 @@ class CuratorIndex:
         """
         snap = _persist.load(data, dim=self.dim, metric=self.metric)
         p = snap.params
-        self.max_sl_size, self.branching, self.max_depth = p["max_sl_size"], p["branching"], p["max_depth"]
+        self.max_sl_size, self.branching, self.max_depth = (
+            p["max_sl_size"],
+            p["branching"],
+            p["max_depth"],
+        )
         self.train_size, self._train_at = p["train_size"], p["train_at"]
         self._tree = snap.tree
         self._reset_rows()

@@ -43,4 +43,3 @@ class Step(IntEnum):
     NOOP = 1  # nothing to do (already seen, not seen, absent label): nothing changed
     NEED_ROWS = 2  # the tenant's row slice must hold `amount` rows: nothing changed, retry
     NEED_IDS = 3  # `ids` must have `amount` free slots at its end: nothing changed, retry
-

@@ -19,8 +19,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from curator import _kernels, _writes
-from curator.layout import ARENA_WIDTH, CAP, COUNT, ENTRIES, FIRST, IDS_GARBAGE, IDS_USED, MIN_ROOM
-from curator.layout import NODE, OFF, ROOM, ROW_WIDTH, ROWS_GARBAGE, ROWS_USED, SLACK, TENANT_WIDTH, Step
+from curator.layout import (
+    ARENA_WIDTH,
+    CAP,
+    COUNT,
+    ENTRIES,
+    FIRST,
+    IDS_GARBAGE,
+    IDS_USED,
+    MIN_ROOM,
+    NODE,
+    OFF,
+    ROOM,
+    ROW_WIDTH,
+    ROWS_GARBAGE,
+    ROWS_USED,
+    SLACK,
+    TENANT_WIDTH,
+    Step,
+)
 from curator.tree import Tree
 
 MAX_IDS = 2**31 - 1  # list offsets are int32
@@ -50,7 +67,7 @@ class TenantView:
 class TenantStore:
     """Tenants by name and by int (freed ints reused), and their rows and lists."""
 
-    __slots__ = ("rows", "ids", "tenants", "arena", "index_of", "names", "_free")
+    __slots__ = ("_free", "arena", "ids", "index_of", "names", "rows", "tenants")
 
     def __init__(self) -> None:
         self.clear()
@@ -86,7 +103,9 @@ class TenantStore:
             t = len(self.names)
             self.names.append(name)
             if t == self.tenants.shape[0]:
-                self.tenants = np.concatenate([self.tenants, np.zeros((max(4, t // 2), TENANT_WIDTH), np.int64)])
+                self.tenants = np.concatenate(
+                    [self.tenants, np.zeros((max(4, t // 2), TENANT_WIDTH), np.int64)]
+                )
         self.index_of[name] = t
         return t
 
@@ -149,7 +168,9 @@ class TenantStore:
             self.tenants[t, ROOM] = max(MIN_ROOM, 2 * entries)
             self.arena[ROWS_GARBAGE] += room - max(MIN_ROOM, 2 * entries)
         garbage = self.arena.item(IDS_GARBAGE)
-        if garbage > _MIN_IDS and (SLACK + 1) * garbage > self.arena.item(IDS_USED):  # > live / SLACK
+        if garbage > _MIN_IDS and (SLACK + 1) * garbage > self.arena.item(
+            IDS_USED
+        ):  # > live / SLACK
             self._compact_ids(0)
         return True
 
@@ -158,19 +179,36 @@ class TenantStore:
         self._run(_writes.build, t, tree, leaf, np.ascontiguousarray(labels, dtype=np.int32), tau)
 
     def _run(
-        self, step_of: Callable[..., tuple[int, int]], t: int, tree: Tree, leaf: np.ndarray, arg: object, tau: int
+        self,
+        step_of: Callable[..., tuple[int, int]],
+        t: int,
+        tree: Tree,
+        leaf: np.ndarray,
+        arg: object,
+        tau: int,
     ) -> int:
         """Run a compiled write step for tenant t, making the room it asks for until it has
         it; DONE or NOOP (a `Step` value)."""
         while True:
             step, amount = step_of(
-                self.rows, self.ids, self.tenants, self.arena, t, tree.ancestors, leaf, tree.child_count, arg, tau
+                self.rows,
+                self.ids,
+                self.tenants,
+                self.arena,
+                t,
+                tree.ancestors,
+                leaf,
+                tree.child_count,
+                arg,
+                tau,
             )
             if step == Step.DONE or step == Step.NOOP:
                 return step
             self._make_room(t, step, amount)
 
-    def rebuild(self, labels_of: list[tuple[int, np.ndarray]], tree: Tree, leaf: np.ndarray, tau: int) -> None:
+    def rebuild(
+        self, labels_of: list[tuple[int, np.ndarray]], tree: Tree, leaf: np.ndarray, tau: int
+    ) -> None:
         """Every listed tenant rebuilt from its labels (after the GCT changed); arrays anew."""
         self._clear_lists()
         total = sum(len(labels) for _, labels in labels_of)
@@ -201,7 +239,9 @@ class TenantStore:
                 self._compact_rows(room)
             if int(self.arena[ROWS_USED]) + room > self.rows.shape[0]:
                 need = int(self.arena[ROWS_USED]) + room
-                rows = np.zeros((max(_MIN_ROWS, need, self.rows.shape[0] * 5 // 4), ROW_WIDTH), np.int32)
+                rows = np.zeros(
+                    (max(_MIN_ROWS, need, self.rows.shape[0] * 5 // 4), ROW_WIDTH), np.int32
+                )
                 rows[: self.arena[ROWS_USED]] = self.rows[: self.arena[ROWS_USED]]
                 self.rows = rows
         old = self.table(t).copy()
@@ -245,9 +285,15 @@ class TenantStore:
     def _compact_ids(self, extra: int) -> None:
         """Copy every list (its reservation kept) into a fresh `ids` sized for them, + extra,
         + 1/SLACK spare; lists are laid out tenant by tenant, in row order."""
-        rows = np.concatenate([self.rows[:0]] + [self.table(t) for t in range(self.tenants.shape[0])])
+        rows = np.concatenate(
+            [self.rows[:0]] + [self.table(t) for t in range(self.tenants.shape[0])]
+        )
         lists = np.flatnonzero(rows[:, CAP])
-        caps, counts, offs = rows[lists, CAP].astype(np.int64), rows[lists, COUNT].astype(np.int64), rows[lists, OFF]
+        caps, counts, offs = (
+            rows[lists, CAP].astype(np.int64),
+            rows[lists, COUNT].astype(np.int64),
+            rows[lists, OFF],
+        )
         live = int(caps.sum())
         size = max(_MIN_IDS, live + extra + (live + extra) // SLACK)
         assert size <= MAX_IDS, "the list arena would exceed 2**31 slots"

@@ -59,7 +59,9 @@ def dequantize(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarra
 class Tree:
     """Flattened GCT arrays (read-only once built; a retrain builds a new Tree)."""
 
-    codes: np.ndarray  # uint8 (n_nodes, dim) quantized centroids; the root's is the sample mean (unused)
+    codes: (
+        np.ndarray
+    )  # uint8 (n_nodes, dim) quantized centroids; the root's is the sample mean (unused)
     lo: np.ndarray  # float32 (dim,) centroid = lo + step * code
     step: np.ndarray  # float32 (dim,)
     cnorm: np.ndarray  # float32 (n_nodes,) squared norms of the dequantized centroids
@@ -85,7 +87,11 @@ class Tree:
 
     @classmethod
     def from_centroids(
-        cls, centroids: np.ndarray, child_start: np.ndarray, child_count: np.ndarray, parent: np.ndarray,
+        cls,
+        centroids: np.ndarray,
+        child_start: np.ndarray,
+        child_count: np.ndarray,
+        parent: np.ndarray,
         depth: np.ndarray,
     ) -> Tree:
         """A tree over float centroids (quantized here; `cnorm` from the dequantized values)."""
@@ -172,7 +178,13 @@ class Tree:
         dim = self.codes.shape[1] if self.codes.ndim == 2 else -1
         if self.lo.shape != (dim,) or self.step.shape != (dim,):
             raise ValueError("tree quantizer arrays disagree with the codes")
-        if not (self.codes.shape[0] == self.cnorm.shape[0] == self.parent.shape[0] == self.depth.shape[0] == n):
+        if not (
+            self.codes.shape[0]
+            == self.cnorm.shape[0]
+            == self.parent.shape[0]
+            == self.depth.shape[0]
+            == n
+        ):
             raise ValueError("tree arrays disagree in length")
         if n == 0 or self.parent[0] != -1 or self.depth[0] != 0:
             raise ValueError("tree has no root")
@@ -183,12 +195,21 @@ class Tree:
         if np.any((p < 0) | (p >= nodes)):
             raise ValueError("tree parents must precede their children")
         cs = self.child_start[p]
-        if np.any((nodes < cs) | (nodes >= cs + self.child_count[p]) | (self.depth[1:] != self.depth[p] + 1)):
+        if np.any(
+            (nodes < cs)
+            | (nodes >= cs + self.child_count[p])
+            | (self.depth[1:] != self.depth[p] + 1)
+        ):
             raise ValueError("tree node outside its parent's child range")
         for node in np.flatnonzero(self.child_count > 0).tolist():
             cs, cc = int(self.child_start[node]), int(self.child_count[node])
             kids = np.arange(cs, cs + cc)
-            if cs <= node or cs + cc > n or np.any(self.parent[kids] != node) or np.any(self.depth[kids] != self.depth[node] + 1):
+            if (
+                cs <= node
+                or cs + cc > n
+                or np.any(self.parent[kids] != node)
+                or np.any(self.depth[kids] != self.depth[node] + 1)
+            ):
                 raise ValueError(f"tree node {node} has inconsistent children")
 
     def route_leaves(self, x: np.ndarray, beam: int | None = None) -> np.ndarray:
@@ -201,8 +222,15 @@ class Tree:
         out = np.zeros(x.shape[0], dtype=np.int32)
         if x.shape[0]:
             _kernels.route(
-                x, self.codes, self.lo, self.step, self.cnorm, self.child_start, self.child_count,
-                ROUTE_BEAM if beam is None else beam, out,
+                x,
+                self.codes,
+                self.lo,
+                self.step,
+                self.cnorm,
+                self.child_start,
+                self.child_count,
+                ROUTE_BEAM if beam is None else beam,
+                out,
             )
         return out
 
@@ -231,7 +259,9 @@ class Tree:
         cents = self.centroids
         hit = counts > 0
         cents[hit] = (sums[hit] / counts[hit, None]).astype(np.float32)
-        return Tree.from_centroids(cents, self.child_start, self.child_count, self.parent, self.depth)
+        return Tree.from_centroids(
+            cents, self.child_start, self.child_count, self.parent, self.depth
+        )
 
 
 def child_branching(b: int) -> int:

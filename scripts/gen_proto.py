@@ -28,9 +28,9 @@ def _rewrite(text: str) -> str:
 
 
 def generate(out: Path) -> list[Path]:
-    from grpc_tools import protoc  # dev dependency, pinned so the output is reproducible
-
     from importlib import resources
+
+    from grpc_tools import protoc  # dev dependency, pinned so the output is reproducible
 
     well_known = resources.files("grpc_tools") / "_proto"  # google/protobuf/*.proto
     protos = sorted(PROTO_DIR.glob("*.proto"))

@@ -61,9 +61,13 @@ def encode_record(rec: StoredRecord) -> EncodedRecord:
     if not isinstance(rec.owner, str):
         raise TypeError(f"record {rec.id!r}: owner must be str, got {type(rec.owner).__name__}")
     if not isinstance(rec.payload, _BYTES_LIKE):
-        raise TypeError(f"record {rec.id!r}: payload must be bytes, got {type(rec.payload).__name__}")
+        raise TypeError(
+            f"record {rec.id!r}: payload must be bytes, got {type(rec.payload).__name__}"
+        )
     if not isinstance(rec.metadata, dict):
-        raise TypeError(f"record {rec.id!r}: metadata must be dict, got {type(rec.metadata).__name__}")
+        raise TypeError(
+            f"record {rec.id!r}: metadata must be dict, got {type(rec.metadata).__name__}"
+        )
     for k, v in rec.metadata.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"record {rec.id!r}: metadata must map str to str")

@@ -135,8 +135,17 @@ return 1
 """
 
 # Server replies that mean "not now" rather than "bad request".
-_TRANSIENT_REPLIES = ("MISCONF", "OOM", "LOADING", "BUSY", "READONLY", "NOREPLICAS",
-                      "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+_TRANSIENT_REPLIES = (
+    "MISCONF",
+    "OOM",
+    "LOADING",
+    "BUSY",
+    "READONLY",
+    "NOREPLICAS",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+)
 
 
 @contextmanager
@@ -208,7 +217,9 @@ class RedisStore:
         base = self._base(collection)
         client = self._client()
         with _mapped():
-            result = int(script(keys=[self._registry], args=[collection, base, *args], client=client))
+            result = int(
+                script(keys=[self._registry], args=[collection, base, *args], client=client)
+            )
         if result == _MISSING:
             raise CollectionMissing(collection)
         return result

@@ -215,7 +215,9 @@ class SqliteStore:
 
         def op(conn: sqlite3.Connection) -> None:
             try:
-                conn.execute("INSERT INTO collections (name, spec) VALUES (?, ?)", (spec.name, text))
+                conn.execute(
+                    "INSERT INTO collections (name, spec) VALUES (?, ?)", (spec.name, text)
+                )
             except sqlite3.IntegrityError:
                 raise CollectionExists(spec.name) from None
 
@@ -250,8 +252,19 @@ class SqliteStore:
             self._require(conn, collection)
             conn.executemany(
                 _UPSERT,
-                [(collection, e.id, e.owner, e.tenants, e.metadata, e.nbytes, e.vector, e.payload)
-                 for e in encoded],
+                [
+                    (
+                        collection,
+                        e.id,
+                        e.owner,
+                        e.tenants,
+                        e.metadata,
+                        e.nbytes,
+                        e.vector,
+                        e.payload,
+                    )
+                    for e in encoded
+                ],
             )
 
         self._write(op)
@@ -326,7 +339,10 @@ class SqliteStore:
                 if after is None:
                     sql, args = f"{base} ORDER BY id LIMIT ?", (collection, batch_size)
                 else:
-                    sql, args = f"{base} AND id > ? ORDER BY id LIMIT ?", (collection, after, batch_size)
+                    sql, args = (
+                        f"{base} AND id > ? ORDER BY id LIMIT ?",
+                        (collection, after, batch_size),
+                    )
                 rows = conn.execute(sql, args).fetchall()
             if not rows:
                 return

@@ -43,15 +43,15 @@ def redis_url(redis_server: RedisProcess) -> str:
     return redis_server.url
 
 
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 def storage(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 @pytest.fixture
-def start_server(storage: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., ThreadServer]]:
+def start_server(
+    storage: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ThreadServer]]:
     """Start (and later stop) servers on the parametrised store; same data across restarts."""
     redis_url = request.getfixturevalue("redis_url") if storage == "redis" else None
     servers: list[ThreadServer] = []

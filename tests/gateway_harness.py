@@ -14,16 +14,21 @@ class ThreadGateway:
     """`curacache gateway` in-process: `base_url` is what an OpenAI client is pointed at."""
 
     def __init__(self, server: str, **settings: Any) -> None:
-        self.config: GatewayConfig = load_gateway_config(overrides={"listen": "127.0.0.1:0", "server": server, **settings})
+        self.config: GatewayConfig = load_gateway_config(
+            overrides={"listen": "127.0.0.1:0", "server": server, **settings}
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._stop = asyncio.Event()
         started: asyncio.Future[int] = asyncio.Future(loop=self._loop)
         self._task = asyncio.run_coroutine_threadsafe(
-            serve(self.config, stop=self._stop, ready=lambda port: started.set_result(port)), self._loop
+            serve(self.config, stop=self._stop, ready=lambda port: started.set_result(port)),
+            self._loop,
         )
-        self.port = asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(started), 30), self._loop).result(35)
+        self.port = asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(asyncio.shield(started), 30), self._loop
+        ).result(35)
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.url}/v1"
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def exact_top_k(vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int, metric: str) -> list[tuple[str, float]]:
+def exact_top_k(
+    vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int, metric: str
+) -> list[tuple[str, float]]:
     """Top-k (id, score) by the API's score convention (similarity, or L2 distance)."""
     if not ids:
         return []

@@ -46,14 +46,29 @@ class RedisProcess:
         if self._proc is not None and self._proc.poll() is None:
             return
         cmd = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "always",
-            "--save", "", "--daemonize", "no", "--protected-mode", "no",
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
         ]
         log = open(self.log_path, "ab")
         try:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
+            self._proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         finally:
             log.close()
         self._wait_ready()
@@ -61,13 +76,15 @@ class RedisProcess:
     def _wait_ready(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + _START_TIMEOUT_S
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5,
-                             socket_timeout=1.0)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, socket_connect_timeout=0.5, socket_timeout=1.0
+        )
         try:
             while True:
                 if self._proc.poll() is not None:
                     raise RedisUnavailableError(
-                        f"redis-server exited with {self._proc.returncode}; log:\n{self._log_tail()}")
+                        f"redis-server exited with {self._proc.returncode}; log:\n{self._log_tail()}"
+                    )
                 try:
                     # Check it is *our* process answering, not another server on a reused port,
                     # and that it has finished loading its AOF: INFO is answered while loading,
@@ -82,7 +99,8 @@ class RedisProcess:
                     self.stop()
                     raise RedisUnavailableError(
                         f"redis-server did not answer PING within {_START_TIMEOUT_S:.0f} s; "
-                        f"log:\n{self._log_tail()}")
+                        f"log:\n{self._log_tail()}"
+                    )
                 time.sleep(0.05)
         finally:
             client.close()
@@ -132,7 +150,8 @@ def find_redis_server() -> str:
     if not binary:
         raise RedisUnavailableError(
             "redis-server not found on PATH (set REDIS_SERVER_BIN or install it, e.g. "
-            "`apt-get install redis-server`; `make test` does this)")
+            "`apt-get install redis-server`; `make test` does this)"
+        )
     return binary
 
 

@@ -19,7 +19,9 @@ from curacache.server.config import ServerConfig, load_config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_config(storage: str, data_dir: Path, redis_url: str | None, **overrides: Any) -> ServerConfig:
+def make_config(
+    storage: str, data_dir: Path, redis_url: str | None, **overrides: Any
+) -> ServerConfig:
     values: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,

@@ -72,7 +72,11 @@ class Step:
 def _counts(look: Lookups, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per (category, grid value): semantic correct hits, false hits; and lookups per category."""
     k, g = len(look.categories), len(grid)
-    correct, false, support = np.zeros((k, g), np.int64), np.zeros((k, g), np.int64), np.zeros(k, np.int64)
+    correct, false, support = (
+        np.zeros((k, g), np.int64),
+        np.zeros((k, g), np.int64),
+        np.zeros(k, np.int64),
+    )
     for c in range(k):
         rows = look.category == c
         support[c] = int(rows.sum())
@@ -85,8 +89,14 @@ def _counts(look: Lookups, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 
 def per_category_path(
-    look: Lookups, *, pinned_threshold: float, min_support: int = 100, max_fhr: float = 0.35, points: int = 240,
-    include_fhr: tuple[float, ...] = (), grid: np.ndarray = GRID,
+    look: Lookups,
+    *,
+    pinned_threshold: float,
+    min_support: int = 100,
+    max_fhr: float = 0.35,
+    points: int = 240,
+    include_fhr: tuple[float, ...] = (),
+    grid: np.ndarray = GRID,
 ) -> list[Step]:
     """The optimal per-category policies on A for false-hit budgets from 0 to `max_fhr`
     (multiple-choice knapsack, solved exactly by dynamic programming over the budget)."""
@@ -102,13 +112,17 @@ def per_category_path(
     choice = np.zeros((k, top + 1), np.int64)
     for c in range(k):
         new = np.full(top + 1, neg, np.int64)
-        for j in (range(g - 1, -1, -1) if c in free else [pin]):  # high thresholds first: ties keep them
+        for j in (
+            range(g - 1, -1, -1) if c in free else [pin]
+        ):  # high thresholds first: ties keep them
             f = int(false[c, j])
             if f > top:
                 continue
             cand = np.full(top + 1, neg, np.int64)
             prev = best[: top + 1 - f]
-            cand[f:] = np.where(prev > neg, prev + correct[c, j], neg)  # infeasible stays infeasible
+            cand[f:] = np.where(
+                prev > neg, prev + correct[c, j], neg
+            )  # infeasible stays infeasible
             better = cand > new
             new[better] = cand[better]
             choice[c, better] = j
@@ -130,15 +144,25 @@ def per_category_path(
     return path
 
 
-def per_category_each(look: Lookups, target_fhr: float, *, pinned_threshold: float, min_support: int = 100,
-                      grid: np.ndarray = GRID) -> dict[str, float]:
+def per_category_each(
+    look: Lookups,
+    target_fhr: float,
+    *,
+    pinned_threshold: float,
+    min_support: int = 100,
+    grid: np.ndarray = GRID,
+) -> dict[str, float]:
     """Per category, the lowest threshold whose false hits stay <= target of that category's own
     lookups: the same error guarantee in every category, whatever the traffic mix."""
     correct, false, support = _counts(look, grid)
     out = {}
     for c, name in enumerate(look.categories):
         ok = np.flatnonzero(false[c] <= target_fhr * support[c])
-        out[name] = float(grid[ok.min()]) if support[c] >= min_support and len(ok) else float(pinned_threshold)
+        out[name] = (
+            float(grid[ok.min()])
+            if support[c] >= min_support and len(ok)
+            else float(pinned_threshold)
+        )
     return out
 
 
@@ -158,7 +182,9 @@ def at_hit_rate(path: list[Step], hit_rate: float) -> Step:
     return min(path, key=lambda s: (abs(s.on_a["hit_rate"] - hit_rate), s.on_a["hit_rate"]))
 
 
-def rounded_up(thresholds: dict[str, float], *, step: float = 0.01, floor: dict[str, float] | None = None) -> dict[str, float]:
+def rounded_up(
+    thresholds: dict[str, float], *, step: float = 0.01, floor: dict[str, float] | None = None
+) -> dict[str, float]:
     """Thresholds to ship: rounded up to `step` (never looser than measured), at least `floor`."""
     out = {}
     for name, t in thresholds.items():
@@ -176,7 +202,9 @@ def exchange_rate(sweep: list[dict[str, float]], threshold: float, *, width: flo
     ts = sorted(by_t)
     lo = by_t[min(ts, key=lambda t: abs(t - (threshold - width)))]
     hi = by_t[min(ts, key=lambda t: abs(t - (threshold + width)))]
-    return max(0.0, lo["correct_hits"] - hi["correct_hits"]) / max(1.0, lo["false_hits"] - hi["false_hits"])
+    return max(0.0, lo["correct_hits"] - hi["correct_hits"]) / max(
+        1.0, lo["false_hits"] - hi["false_hits"]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,14 +249,21 @@ def _bootstrap(x: np.ndarray, resamples: int, seed: int) -> np.ndarray:
         r = min(chunk, resamples - start)
         draws = rng.integers(0, n, size=(r, n)) + (np.arange(r) * n)[:, None]
         weights = np.bincount(draws.ravel(), minlength=r * n).reshape(r, n).astype(np.float32)
-        out[start:start + r] = weights @ x  # integer counts < 2^24: exact in float32
+        out[start : start + r] = weights @ x  # integer counts < 2^24: exact in float32
     return np.rint(out)
 
 
 def regularised(
-    look_a: Lookups, base_thresholds: Mapping[str, float], candidate: Mapping[str, float], *,
-    objective: Literal["f1", "fhr"], exchange: float | None = None, min_support: int = 100,
-    resamples: int = 200, confidence: float = 0.9, seed: int = 0,
+    look_a: Lookups,
+    base_thresholds: Mapping[str, float],
+    candidate: Mapping[str, float],
+    *,
+    objective: Literal["f1", "fhr"],
+    exchange: float | None = None,
+    min_support: int = 100,
+    resamples: int = 200,
+    confidence: float = 0.9,
+    seed: int = 0,
 ) -> Regularised:
     """The base policy plus those moves to `candidate` that improve `objective` in >=
     `confidence` of the bootstrap resamples of `look_a` (see the module docstring). "fhr"
@@ -242,7 +277,7 @@ def regularised(
     # row 0: A itself; rows 1..: the resamples
     counts = np.vstack([x.sum(axis=0, dtype=np.float64)[None, :], _bootstrap(x, resamples, seed)])
     c, f, dup = counts[:, 0].copy(), counts[:, 1].copy(), counts[:, 2]
-    dc, df = counts[:, 3:3 + k], counts[:, 3 + k:]
+    dc, df = counts[:, 3 : 3 + k], counts[:, 3 + k :]
     budget = f[0]
 
     def score(c: np.ndarray, f: np.ndarray, dup: np.ndarray) -> np.ndarray:
@@ -255,24 +290,43 @@ def regularised(
     moves: dict[str, dict[str, object]] = {}
     pending: list[int] = []
     for i, name in enumerate(cats):
-        status = "same" if base[i] == cand[i] else "too few lookups" if lookups[i] < min_support else "pending"
-        moves[name] = {"base": float(base[i]), "candidate": float(cand[i]), "support": None, "status": status}
+        status = (
+            "same"
+            if base[i] == cand[i]
+            else "too few lookups"
+            if lookups[i] < min_support
+            else "pending"
+        )
+        moves[name] = {
+            "base": float(base[i]),
+            "candidate": float(cand[i]),
+            "support": None,
+            "status": status,
+        }
         if status == "pending":
             pending.append(i)
     chosen = base.copy()
     while pending:
         idx = np.array(pending)
-        gain = score(c[:, None] + dc[:, idx], f[:, None] + df[:, idx], dup[:, None]) - score(c, f, dup)[:, None]
+        gain = (
+            score(c[:, None] + dc[:, idx], f[:, None] + df[:, idx], dup[:, None])
+            - score(c, f, dup)[:, None]
+        )
         backed = (gain[1:] > 0).mean(axis=0)
         fits = np.ones(len(idx), bool) if objective == "f1" else f[0] + df[0, idx] <= budget
         for j, i in enumerate(idx):
             moves[cats[i]]["support"] = float(backed[j])
-            moves[cats[i]]["status"] = "over false-hit budget" if backed[j] >= confidence and not fits[j] \
+            moves[cats[i]]["status"] = (
+                "over false-hit budget"
+                if backed[j] >= confidence and not fits[j]
                 else "not supported"
+            )
         ok = np.flatnonzero((backed >= confidence) & fits & (gain[0] > 0))
         if not len(ok):
             break
-        j = ok[np.lexsort((-gain[0, ok], -backed[ok]))[0]]  # the best supported, then the largest gain on A
+        j = ok[
+            np.lexsort((-gain[0, ok], -backed[ok]))[0]
+        ]  # the best supported, then the largest gain on A
         i = int(idx[j])
         chosen[i] = cand[i]
         moves[cats[i]]["status"] = "moved"

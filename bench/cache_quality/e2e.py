@@ -26,12 +26,20 @@ from curacache.server.config import load_config
 TENANT = "bench"
 
 
-async def _serve_and_run(data_dir: Path, texts: Sequence[str], a: Sequence[int], b: Sequence[int],
-                         progress: bool) -> list[tuple[bool, int, float]]:
-    config = load_config(env={}, overrides={
-        "host": "127.0.0.1", "port": 0, "storage.kind": "sqlite", "storage.data_dir": data_dir,
-        "grace_seconds": 1.0, "cache.embedder": "minilm",
-    })
+async def _serve_and_run(
+    data_dir: Path, texts: Sequence[str], a: Sequence[int], b: Sequence[int], progress: bool
+) -> list[tuple[bool, int, float]]:
+    config = load_config(
+        env={},
+        overrides={
+            "host": "127.0.0.1",
+            "port": 0,
+            "storage.kind": "sqlite",
+            "storage.data_dir": data_dir,
+            "grace_seconds": 1.0,
+            "cache.embedder": "minilm",
+        },
+    )
     server, port = await create_server(config)
     await server.start()
     try:
@@ -46,7 +54,13 @@ async def _serve_and_run(data_dir: Path, texts: Sequence[str], a: Sequence[int],
             out = []
             for t in tqdm(b, desc="e2e lookup (server)", unit="lookup", disable=not progress):
                 r = await client.lookup(texts[t], TENANT)
-                out.append((bool(r.hit), entry_text.get(r.entry_id, -1) if r.hit else -1, float(r.similarity)))
+                out.append(
+                    (
+                        bool(r.hit),
+                        entry_text.get(r.entry_id, -1) if r.hit else -1,
+                        float(r.similarity),
+                    )
+                )
             return out
         finally:
             await client.close()
@@ -54,8 +68,16 @@ async def _serve_and_run(data_dir: Path, texts: Sequence[str], a: Sequence[int],
         await server.stop(grace=1.0)
 
 
-def run(texts: Sequence[str], cluster: np.ndarray, a: Sequence[int], b: Sequence[int], offline: SingleSearch,
-        thresholds: np.ndarray, *, progress: bool = True) -> dict[str, object]:
+def run(
+    texts: Sequence[str],
+    cluster: np.ndarray,
+    a: Sequence[int],
+    b: Sequence[int],
+    offline: SingleSearch,
+    thresholds: np.ndarray,
+    *,
+    progress: bool = True,
+) -> dict[str, object]:
     """`offline`: simulate_single() of the same sample (stored = a, lookups = b); `thresholds` as shipped."""
     with tempfile.TemporaryDirectory(prefix="cache-quality-e2e-") as tmp:
         served = asyncio.run(_serve_and_run(Path(tmp), texts, a, b, progress))
@@ -74,10 +96,15 @@ def run(texts: Sequence[str], cluster: np.ndarray, a: Sequence[int], b: Sequence
         "pairs": len(b),
         "hit_agreement": float((hit_off == hit_srv).mean()) if len(b) else 1.0,
         "same_entry_when_both_hit": float(same_entry.sum() / both.sum()) if both.sum() else 1.0,
-        "disagreements": int(len(disagree)),
-        "disagreement_max_distance_to_threshold": float(gap[disagree].max()) if len(disagree) else 0.0,
-        "max_similarity_difference_on_same_entry": float(np.abs(sim_srv - sim_off)[same_entry & ~offline.exact].max())
-        if (same_entry & ~offline.exact).any() else 0.0,
+        "disagreements": len(disagree),
+        "disagreement_max_distance_to_threshold": float(gap[disagree].max())
+        if len(disagree)
+        else 0.0,
+        "max_similarity_difference_on_same_entry": float(
+            np.abs(sim_srv - sim_off)[same_entry & ~offline.exact].max()
+        )
+        if (same_entry & ~offline.exact).any()
+        else 0.0,
         "offline": summarise(hit_off, correct_off, offline.has_dup),
         "server": summarise(hit_srv, correct_srv, offline.has_dup),
     }

@@ -56,8 +56,18 @@ SUBJECT_CATEGORY = {
     "computer science": "code",
     # "other" mixes jokes, accounting and trivia: not a category, left out.
 }
-KNOWLEDGE_SUBJECTS = {"history", "psychology", "economics", "engineering", "math", "chemistry", "physics",
-                      "business", "biology", "philosophy"}
+KNOWLEDGE_SUBJECTS = {
+    "history",
+    "psychology",
+    "economics",
+    "engineering",
+    "math",
+    "chemistry",
+    "physics",
+    "business",
+    "biology",
+    "philosophy",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +92,9 @@ def _domain(data_dir: Path) -> list[Labelled]:
     out = []
     for row in json.loads((data_dir / "domain_questions.json").read_text()):
         subject = row["category"]
-        category = SUBJECT_CATEGORY.get(subject) or ("knowledge" if subject in KNOWLEDGE_SUBJECTS else None)
+        category = SUBJECT_CATEGORY.get(subject) or (
+            "knowledge" if subject in KNOWLEDGE_SUBJECTS else None
+        )
         if category is not None:
             out.append(Labelled(row["question"], category, "domain"))
     return out
@@ -90,10 +102,14 @@ def _domain(data_dir: Path) -> list[Labelled]:
 
 def _extra() -> list[Labelled]:
     text = resources.files("cache").joinpath("data", "extra_prompts.jsonl").read_text()
-    return [Labelled(r["text"], r["category"], "extra") for r in map(json.loads, text.splitlines()) if r]
+    return [
+        Labelled(r["text"], r["category"], "extra") for r in map(json.loads, text.splitlines()) if r
+    ]
 
 
-def split(*, data_dir: Path = DATA_DIR, clinc_per_intent: int | None = 40) -> tuple[list[Labelled], list[Labelled]]:
+def split(
+    *, data_dir: Path = DATA_DIR, clinc_per_intent: int | None = 40
+) -> tuple[list[Labelled], list[Labelled]]:
     """(train, test). `clinc_per_intent` caps CLINC's training rows per intent (its 100 per
     intent would drown the few hundred other prompts and cost embedding time for nothing)."""
     train = _clinc("train", data_dir)

@@ -95,41 +95,69 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
     if not len(arr):
         return {"calls": 0}
-    return {"calls": int(len(arr)), "p50_ms": float(np.percentile(arr, 50)),
-            "p99_ms": float(np.percentile(arr, 99)), "mean_ms": float(arr.mean())}
+    return {
+        "calls": len(arr),
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "mean_ms": float(arr.mean()),
+    }
 
 
 async def _miss_path(
-    tmp: Path, texts: Sequence[str], vectors: np.ndarray, stored: Sequence[int], misses: Sequence[int],
-    hits: Sequence[int], warmup: int, progress: bool,
+    tmp: Path,
+    texts: Sequence[str],
+    vectors: np.ndarray,
+    stored: Sequence[int],
+    misses: Sequence[int],
+    hits: Sequence[int],
+    warmup: int,
+    progress: bool,
 ) -> dict[str, object]:
     log: list[tuple[str, float]] = []
     store = SqliteStore(tmp / "cache.db")
     db = VectorDB(store)
     clf = LinearClassifier.load()
-    policies = {name: replace(p, quota_per_tenant=p.quota_total) for name, p in default_policies().items()}
+    policies = {
+        name: replace(p, quota_per_tenant=p.quota_total) for name, p in default_policies().items()
+    }
     shipped = CacheConfig()  # the server's defaults for cache collections (index kind and params)
     cache = SemanticCache(
         repository=TimedRepository(
-            CollectionRepository(db=db, dim=DIM, index_kind=shipped.index_kind, index_params=shipped.index_params),
+            CollectionRepository(
+                db=db, dim=DIM, index_kind=shipped.index_kind, index_params=shipped.index_params
+            ),
             log,
         ),
-        embedder=NoEmbedder(), classifier=TimedClassifier(clf, log), backend=FakeBackend(), clock=SystemClock(),
-        policies=policies, confidence_floor=clf.floor,
+        embedder=NoEmbedder(),
+        classifier=TimedClassifier(clf, log),
+        backend=FakeBackend(),
+        clock=SystemClock(),
+        policies=policies,
+        confidence_floor=clf.floor,
     )
     answer = CachedResponse(text="cached answer", finish_reason="stop")
     t0 = time.perf_counter()
     for t in tqdm(stored, desc="store entries (in-process)", unit="entry", disable=not progress):
-        await cache.store(LookupRequest(tenant=TENANT, prompt=texts[t], embedding=vectors[t]), answer)
+        await cache.store(
+            LookupRequest(tenant=TENANT, prompt=texts[t], embedding=vectors[t]), answer
+        )
     store_s = time.perf_counter() - t0
 
     async def run(rows: Sequence[int], want: set[Reason], desc: str) -> dict[str, object]:
-        steps: dict[str, list[float]] = {"exact": [], "classify": [], "search": [], "fetch": [], "total": []}
+        steps: dict[str, list[float]] = {
+            "exact": [],
+            "classify": [],
+            "search": [],
+            "fetch": [],
+            "total": [],
+        }
         reasons: dict[str, int] = {}
         for n, t in enumerate(tqdm(rows, desc=desc, unit="lookup", disable=not progress)):
             log.clear()
             t0 = time.perf_counter()
-            result = await cache.lookup(LookupRequest(tenant=TENANT, prompt=texts[t], embedding=vectors[t]))
+            result = await cache.lookup(
+                LookupRequest(tenant=TENANT, prompt=texts[t], embedding=vectors[t])
+            )
             total = (time.perf_counter() - t0) * 1000.0
             if n < warmup:
                 continue
@@ -149,8 +177,14 @@ async def _miss_path(
     index_only = _index_search(db, vectors, misses[warmup:])
     counters = {c: s.counters.step_ms for c, s in cache.stats().items() if s.counters.lookups}
     store.close()
-    return {"entries": len(stored), "store_s": store_s, "miss": miss, "semantic_hit": hit, "index_search_only": index_only,
-            "stats_step_ewma_ms": {c: dict(v) for c, v in counters.items()}}
+    return {
+        "entries": len(stored),
+        "store_s": store_s,
+        "miss": miss,
+        "semantic_hit": hit,
+        "index_search_only": index_only,
+        "stats_step_ewma_ms": {c: dict(v) for c, v in counters.items()},
+    }
 
 
 def _index_search(db: VectorDB, vectors: np.ndarray, rows: Sequence[int]) -> dict[str, float]:
@@ -168,23 +202,35 @@ def _index_search(db: VectorDB, vectors: np.ndarray, rows: Sequence[int]) -> dic
 
 
 def miss_path(
-    texts: Sequence[str], vectors: np.ndarray, stored: Sequence[int], misses: Sequence[int], hits: Sequence[int],
-    *, warmup: int = 100, progress: bool = True,
+    texts: Sequence[str],
+    vectors: np.ndarray,
+    stored: Sequence[int],
+    misses: Sequence[int],
+    hits: Sequence[int],
+    *,
+    warmup: int = 100,
+    progress: bool = True,
 ) -> dict[str, object]:
     """`stored`: text indices to store; `misses`/`hits`: lookups expected (offline) to miss
     below the threshold / hit semantically; the first `warmup` of each are not counted."""
     with tempfile.TemporaryDirectory(prefix="cache-quality-") as tmp:
-        return asyncio.run(_miss_path(Path(tmp), texts, vectors, stored, misses, hits, warmup, progress))
+        return asyncio.run(
+            _miss_path(Path(tmp), texts, vectors, stored, misses, hits, warmup, progress)
+        )
 
 
-def embed_cost(queries: Sequence[str], *, warmup: int = 20, progress: bool = True) -> dict[str, object]:
+def embed_cost(
+    queries: Sequence[str], *, warmup: int = 20, progress: bool = True
+) -> dict[str, object]:
     """MiniLM (the default embedder, unbatched) per single query."""
 
     async def run() -> dict[str, object]:
         embedder = MiniLMEmbedder()
         try:
             times = []
-            for n, q in enumerate(tqdm(queries, desc="MiniLM embed (1 query)", unit="query", disable=not progress)):
+            for n, q in enumerate(
+                tqdm(queries, desc="MiniLM embed (1 query)", unit="query", disable=not progress)
+            ):
                 t0 = time.perf_counter()
                 await embedder.embed([q])
                 if n >= warmup:

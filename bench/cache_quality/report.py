@@ -9,19 +9,32 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-ANCHOR = {"threshold": 0.86, "f1": 0.700, "precision": 0.68, "recall": 0.72, "false_hit_rate": 0.137,
-          "fhr_threshold": 0.96, "fhr_recall": 0.41}
+ANCHOR = {
+    "threshold": 0.86,
+    "f1": 0.700,
+    "precision": 0.68,
+    "recall": 0.72,
+    "false_hit_rate": 0.137,
+    "fhr_threshold": 0.96,
+    "fhr_recall": 0.41,
+}
 ROWS = [
     ("global_best_f1", "(i) global, best F1 on A"),
     ("global_fhr_target", "(i) global, FHR <= target on A"),
     ("per_category_fhr_target", "(ii) per-category, FHR <= target on A, regularised"),
-    ("per_category_fhr_target_unregularised", "(ii) per-category, FHR <= target on A, unregularised knapsack"),
+    (
+        "per_category_fhr_target_unregularised",
+        "(ii) per-category, FHR <= target on A, unregularised knapsack",
+    ),
     ("per_category_each_fhr_target", "(ii-b) per-category, each category's own FHR <= target on A"),
     ("per_category_best_f1", "(ii) per-category, best F1 on A, unregularised knapsack"),
     ("per_category_equal_hit_rate", "(ii) per-category, hit rate = global best-F1's, regularised"),
-    ("per_category_equal_hit_rate_unregularised", "(ii) per-category, hit rate = global best-F1's, unregularised"),
+    (
+        "per_category_equal_hit_rate_unregularised",
+        "(ii) per-category, hit rate = global best-F1's, unregularised",
+    ),
     ("shipped_defaults", "(iii) shipped defaults (load 0)"),
     ("shipped_defaults_full_load", "(iii) shipped defaults at full load (min_threshold)"),
     ("previous_defaults", "(iii) shipped defaults before tuning (0.88/0.90/0.85/...)"),
@@ -40,46 +53,69 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     moved = _moved(r["per_category_equal_hit_rate"])
     raw = r["per_category_equal_hit_rate_unregularised"]["B"]
     out = [
-        {"target": f"shipped defaults: FHR <= {fhr_target:.0%} of lookups and recall >= 0.50 (half B)",
-         "value": f"FHR {shipped['false_hit_rate']:.2%}, recall {shipped['recall']:.3f}",
-         "status": _status(shipped["false_hit_rate"] <= fhr_target and shipped["recall"] >= 0.50)},
-        {"target": "per-category F1 >= best global F1 at equal hit rate (half B; per-category regularised)",
-         "value": f"per-category F1 {equal['f1']:.3f} at hit rate {equal['hit_rate']:.3f} "
-                  f"({len(moved)} categories off the global threshold{': ' + ', '.join(moved) if moved else ''}) "
-                  f"vs global F1 {best['f1']:.3f} at hit rate {best['hit_rate']:.3f}; unregularised "
-                  f"{raw['f1']:.3f} at hit rate {raw['hit_rate']:.3f}",
-         "status": _status(equal["f1"] >= best["f1"])},
+        {
+            "target": f"shipped defaults: FHR <= {fhr_target:.0%} of lookups and recall >= 0.50 (half B)",
+            "value": f"FHR {shipped['false_hit_rate']:.2%}, recall {shipped['recall']:.3f}",
+            "status": _status(
+                shipped["false_hit_rate"] <= fhr_target and shipped["recall"] >= 0.50
+            ),
+        },
+        {
+            "target": "per-category F1 >= best global F1 at equal hit rate (half B; per-category regularised)",
+            "value": f"per-category F1 {equal['f1']:.3f} at hit rate {equal['hit_rate']:.3f} "
+            f"({len(moved)} categories off the global threshold{': ' + ', '.join(moved) if moved else ''}) "
+            f"vs global F1 {best['f1']:.3f} at hit rate {best['hit_rate']:.3f}; unregularised "
+            f"{raw['f1']:.3f} at hit rate {raw['hit_rate']:.3f}",
+            "status": _status(equal["f1"] >= best["f1"]),
+        },
     ]
     s = r.get("single_search")
     if s:
         shipped_one = s["shipped_defaults"]["single_search"]
-        curve = s["curve_B"]  # a global threshold, one search: the curve the defaults must not sit below
+        curve = s[
+            "curve_B"
+        ]  # a global threshold, one search: the curve the defaults must not sit below
         same = [x for x in curve if x["false_hit_rate"] <= shipped_one["false_hit_rate"]]
         best_same = max((x["recall"] for x in same), default=0.0)
         fhr2 = max((x["recall"] for x in curve if x["false_hit_rate"] <= fhr_target), default=0.0)
         out += [
-            {"target": "no hit lost to category disagreement: correct hits recovered by one search (shipped defaults, "
-                       "B; 'lost' = displaced by a nearer wrong entry of another category)",
-             "value": f"{s['shipped_defaults']['correct_hits_recovered']} recovered, "
-                      f"{s['shipped_defaults']['correct_hits_lost']} lost; false hits "
-                      f"+{s['shipped_defaults']['false_hits_added']} / -{s['shipped_defaults']['false_hits_removed']}",
-             "status": _status(s["shipped_defaults"]["correct_hits_recovered"] >= s["shipped_defaults"]["correct_hits_lost"])},
-            {"target": "shipped defaults (one search): recall >= a single global threshold's at the same FHR (B)",
-             "value": f"recall {shipped_one['recall']:.3f} at FHR {_pct(shipped_one['false_hit_rate'])}; global "
-                      f"threshold at FHR <= that: recall {best_same:.3f}",
-             "status": _status(shipped_one["recall"] >= best_same)},
-            {"target": f"recall at FHR <= {fhr_target:.0%} as high as MiniLM allows (global, one search, B sweep; "
-                       "anchor ~0.41)",
-             "value": f"shipped defaults: recall {shipped_one['recall']:.3f} at FHR "
-                      f"{_pct(shipped_one['false_hit_rate'])}; best global threshold on B: {fhr2:.3f}",
-             "status": _status(shipped_one["false_hit_rate"] <= fhr_target and shipped_one["recall"] >= 0.41)},
+            {
+                "target": "no hit lost to category disagreement: correct hits recovered by one search (shipped defaults, "
+                "B; 'lost' = displaced by a nearer wrong entry of another category)",
+                "value": f"{s['shipped_defaults']['correct_hits_recovered']} recovered, "
+                f"{s['shipped_defaults']['correct_hits_lost']} lost; false hits "
+                f"+{s['shipped_defaults']['false_hits_added']} / -{s['shipped_defaults']['false_hits_removed']}",
+                "status": _status(
+                    s["shipped_defaults"]["correct_hits_recovered"]
+                    >= s["shipped_defaults"]["correct_hits_lost"]
+                ),
+            },
+            {
+                "target": "shipped defaults (one search): recall >= a single global threshold's at the same FHR (B)",
+                "value": f"recall {shipped_one['recall']:.3f} at FHR {_pct(shipped_one['false_hit_rate'])}; global "
+                f"threshold at FHR <= that: recall {best_same:.3f}",
+                "status": _status(shipped_one["recall"] >= best_same),
+            },
+            {
+                "target": f"recall at FHR <= {fhr_target:.0%} as high as MiniLM allows (global, one search, B sweep; "
+                "anchor ~0.41)",
+                "value": f"shipped defaults: recall {shipped_one['recall']:.3f} at FHR "
+                f"{_pct(shipped_one['false_hit_rate'])}; best global threshold on B: {fhr2:.3f}",
+                "status": _status(
+                    shipped_one["false_hit_rate"] <= fhr_target and shipped_one["recall"] >= 0.41
+                ),
+            },
         ]
     steps = r.get("miss_path", {}).get("miss", {}).get("steps", {})
     if "total" in steps:
         p99 = steps["total"]["p99_ms"]
-        out.append({"target": "lookup miss-path cost (embedding supplied) <= 2 ms p99, in process",
-                    "value": f"p99 {p99:.3f} ms over {steps['total']['calls']} calls",
-                    "status": _status(p99 <= 2.0)})
+        out.append(
+            {
+                "target": "lookup miss-path cost (embedding supplied) <= 2 ms p99, in process",
+                "value": f"p99 {p99:.3f} ms over {steps['total']['calls']} calls",
+                "status": _status(p99 <= 2.0),
+            }
+        )
     return out
 
 
@@ -88,23 +124,39 @@ def _single_search(r: dict[str, Any]) -> list[str]:
     s = r.get("single_search")
     if not s:
         return []
-    lines = ["## One search over every category (what the service does) vs one search per category", "",
-             f"Half B: {s['nearest_entry_in_another_category_B']} of {s['lookups_B']} lookups have their nearest "
-             f"entry in another category than their own ({s['nearest_correct_in_another_category_B']} of those "
-             "entries are correct: hits a partitioned search can never make). A hit needs the stricter of the "
-             "lookup's and the entry's category thresholds.", "",
-             "| thresholds | search | hit rate | precision | recall | F1 | false-hit rate | correct hits recovered / "
-             "lost | false hits added / removed |", "|---|---|---|---|---|---|---|---|---|"]
-    for key, label in (("shipped_defaults", "shipped defaults"), ("global_fhr_target", "global, FHR <= target on A"),
-                       ("global_best_f1", "global, best F1 on A")):
+    lines = [
+        "## One search over every category (what the service does) vs one search per category",
+        "",
+        f"Half B: {s['nearest_entry_in_another_category_B']} of {s['lookups_B']} lookups have their nearest "
+        f"entry in another category than their own ({s['nearest_correct_in_another_category_B']} of those "
+        "entries are correct: hits a partitioned search can never make). A hit needs the stricter of the "
+        "lookup's and the entry's category thresholds.",
+        "",
+        "| thresholds | search | hit rate | precision | recall | F1 | false-hit rate | correct hits recovered / "
+        "lost | false hits added / removed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, label in (
+        ("shipped_defaults", "shipped defaults"),
+        ("global_fhr_target", "global, FHR <= target on A"),
+        ("global_best_f1", "global, best F1 on A"),
+    ):
         c = s[key]
         t = _thresholds(c["thresholds"])
         for search in ("partitioned", "single_search"):
             m = c[search]
-            extra = (f"{c['correct_hits_recovered']} / {c['correct_hits_lost']} | {c['false_hits_added']} / "
-                     f"{c['false_hits_removed']}") if search == "single_search" else "| "
-            lines.append(f"| {label}: {t} | {search.replace('_', ' ')} | {m['hit_rate']:.3f} | {m['precision']:.3f} | "
-                         f"{m['recall']:.3f} | {m['f1']:.3f} | {_pct(m['false_hit_rate'])} | {extra} |")
+            extra = (
+                (
+                    f"{c['correct_hits_recovered']} / {c['correct_hits_lost']} | {c['false_hits_added']} / "
+                    f"{c['false_hits_removed']}"
+                )
+                if search == "single_search"
+                else "| "
+            )
+            lines.append(
+                f"| {label}: {t} | {search.replace('_', ' ')} | {m['hit_rate']:.3f} | {m['precision']:.3f} | "
+                f"{m['recall']:.3f} | {m['f1']:.3f} | {_pct(m['false_hit_rate'])} | {extra} |"
+            )
     return lines + [""]
 
 
@@ -114,18 +166,28 @@ def _moved(policy: dict[str, Any]) -> list[str]:
 
 def _regularisation(r: dict[str, Any]) -> str:
     parts = []
-    for key, label in (("per_category_equal_hit_rate", "equal hit rate (F1)"),
-                       ("per_category_fhr_target", "FHR target (correct hits at no more false hits)")):
+    for key, label in (
+        ("per_category_equal_hit_rate", "equal hit rate (F1)"),
+        ("per_category_fhr_target", "FHR target (correct hits at no more false hits)"),
+    ):
         reg = r[key]["regularisation"]
-        moves = ", ".join(f"{c} {m['base']:.3f}->{m['candidate']:.3f} ({m['status']}"
-                          + (f", {m['support']:.2f}" if m["support"] is not None else "") + ")"
-                          for c, m in reg["moves"].items() if m["status"] != "same")
-        parts.append(f"{label}: {moves or 'the knapsack keeps every category at the global threshold'}")
+        moves = ", ".join(
+            f"{c} {m['base']:.3f}->{m['candidate']:.3f} ({m['status']}"
+            + (f", {m['support']:.2f}" if m["support"] is not None else "")
+            + ")"
+            for c, m in reg["moves"].items()
+            if m["status"] != "same"
+        )
+        parts.append(
+            f"{label}: {moves or 'the knapsack keeps every category at the global threshold'}"
+        )
     reg = r["per_category_fhr_target"]["regularisation"]
-    return (f"Regularisation ({reg['resamples']} bootstrap resamples of A, a move must win >= "
-            f"{reg['confidence']:.0%} of them; exchange rate at the FHR-target threshold "
-            f"{reg['exchange_rate']:.2f} correct hits per false hit). Knapsack moves (base->candidate, "
-            "status, share of resamples won): " + "; ".join(parts) + ".")
+    return (
+        f"Regularisation ({reg['resamples']} bootstrap resamples of A, a move must win >= "
+        f"{reg['confidence']:.0%} of them; exchange rate at the FHR-target threshold "
+        f"{reg['exchange_rate']:.2f} correct hits per false hit). Knapsack moves (base->candidate, "
+        "status, share of resamples won): " + "; ".join(parts) + "."
+    )
 
 
 def _pct(x: float) -> str:
@@ -153,8 +215,10 @@ def summary(r: dict[str, Any]) -> str:
     ]
     for key, label in ROWS:
         m = r[key]["B"]
-        lines.append(f"| {label} | {m['hit_rate']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
-                     f"| {_pct(m['false_hit_rate'])} | {_thresholds(r[key]['thresholds'])} |")
+        lines.append(
+            f"| {label} | {m['hit_rate']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
+            f"| {_pct(m['false_hit_rate'])} | {_thresholds(r[key]['thresholds'])} |"
+        )
     g = r["global_best_f1"]["B"]
     a = ANCHOR
     lines += [
@@ -165,14 +229,20 @@ def summary(r: dict[str, Any]) -> str:
         f"R {g['recall']:.3f}, FHR {_pct(g['false_hit_rate'])}); at FHR <= {r['target_fhr']:.0%} on A threshold "
         f"{r['global_fhr_target']['A']['threshold']:.3f}, recall on B {r['global_fhr_target']['B']['recall']:.3f}.",
         "",
-        "Diagnostics (threshold chosen on A, half B): " + "; ".join(
+        "Diagnostics (threshold chosen on A, half B): "
+        + "; ".join(
             f"{proto} {name}: t {d['threshold']:.3f}, P {d['B']['precision']:.3f}, R {d['B']['recall']:.3f}, "
             f"F1 {d['B']['f1']:.3f}, FHR {_pct(d['B']['false_hit_rate'])}"
-            for proto, rows in r["diagnostics"].items() for name, d in rows.items() if name != "curve_B") + ".",
+            for proto, rows in r["diagnostics"].items()
+            for name, d in rows.items()
+            if name != "curve_B"
+        )
+        + ".",
         "",
         _regularisation(r),
         "",
-        "Lookups per category (A / B): " + ", ".join(f"{c} {v['A']}/{v['B']}" for c, v in r["category_lookups"].items()),
+        "Lookups per category (A / B): "
+        + ", ".join(f"{c} {v['A']}/{v['B']}" for c, v in r["category_lookups"].items()),
         "",
         *_single_search(r),
         "## Targets",
@@ -183,55 +253,99 @@ def summary(r: dict[str, Any]) -> str:
     lines += [f"| {t['target']} | {t['value']} | {t['status']} |" for t in r["targets"]]
     c = r["classifier"]
     acc = c["accuracy"]
-    lines += ["", "## Classifier (held-out prompts)", "",
-              f"{c['prompts']} prompts, confidence floor {c['floor']}: " +
-              ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if k != "to_default") +
-              f"; sent to `default`: {acc['to_default']:.3f} (counted wrong)."]
+    lines += [
+        "",
+        "## Classifier (held-out prompts)",
+        "",
+        f"{c['prompts']} prompts, confidence floor {c['floor']}: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if k != "to_default")
+        + f"; sent to `default`: {acc['to_default']:.3f} (counted wrong).",
+    ]
     mp = r.get("miss_path")
     if mp:
-        lines += ["", "## Lookup cost in process (embedding supplied)", "",
-                  f"{mp['entries']} entries stored through SemanticCache + CollectionRepository + VectorDB(SqliteStore) "
-                  f"in {mp['store_s']:.1f} s.", "",
-                  "| lookups | step | calls | p50 ms | p99 ms | mean ms |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Lookup cost in process (embedding supplied)",
+            "",
+            f"{mp['entries']} entries stored through SemanticCache + CollectionRepository + VectorDB(SqliteStore) "
+            f"in {mp['store_s']:.1f} s.",
+            "",
+            "| lookups | step | calls | p50 ms | p99 ms | mean ms |",
+            "|---|---|---|---|---|---|",
+        ]
         for kind in ("miss", "semantic_hit"):
             for step, s in mp[kind]["steps"].items():
-                lines.append(f"| {kind} | {step} | {s['calls']} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | "
-                             f"{s['mean_ms']:.3f} |")
+                lines.append(
+                    f"| {kind} | {step} | {s['calls']} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | "
+                    f"{s['mean_ms']:.3f} |"
+                )
         ix = mp.get("index_search_only", {})
         if ix.get("calls"):
-            lines.append(f"| miss | index search only (1 scope, no thread hop) | {ix['calls']} | {ix['p50_ms']:.3f} | "
-                         f"{ix['p99_ms']:.3f} | {ix['mean_ms']:.3f} |")
+            lines.append(
+                f"| miss | index search only (1 scope, no thread hop) | {ix['calls']} | {ix['p50_ms']:.3f} | "
+                f"{ix['p99_ms']:.3f} | {ix['mean_ms']:.3f} |"
+            )
         e = r["embed"]
-        lines.append(f"| MiniLM embed, 1 query ({e['backend']}) | embed | {e['calls']} | {e['p50_ms']:.3f} | "
-                     f"{e['p99_ms']:.3f} | {e['mean_ms']:.3f} |")
+        lines.append(
+            f"| MiniLM embed, 1 query ({e['backend']}) | embed | {e['calls']} | {e['p50_ms']:.3f} | "
+            f"{e['p99_ms']:.3f} | {e['mean_ms']:.3f} |"
+        )
     if "e2e" in r:
         e2 = r["e2e"]
         s, o = e2["server"], e2["offline"]
-        lines += ["", "## End to end (real server, its own MiniLM embedder, shipped policies)", "",
-                  f"{e2['pairs']} pairs of half B: hit/miss agreement with the offline computation "
-                  f"{_pct(e2['hit_agreement'])} ({e2['disagreements']} disagreements"
-                  + (f", all within {e2['disagreement_max_distance_to_threshold']:.4f} of the threshold"
-                     if e2["disagreements"] else "") + "); same entry when both hit "
-                  f"{_pct(e2['same_entry_when_both_hit'])}; max similarity difference (server vs float16 file) "
-                  f"{e2['max_similarity_difference_on_same_entry']:.5f}. Server: hit rate {s['hit_rate']:.3f}, "
-                  f"P {s['precision']:.3f}, R {s['recall']:.3f}, FHR {_pct(s['false_hit_rate'])}; offline: hit rate "
-                  f"{o['hit_rate']:.3f}, P {o['precision']:.3f}, R {o['recall']:.3f}, FHR {_pct(o['false_hit_rate'])}."]
+        lines += [
+            "",
+            "## End to end (real server, its own MiniLM embedder, shipped policies)",
+            "",
+            f"{e2['pairs']} pairs of half B: hit/miss agreement with the offline computation "
+            f"{_pct(e2['hit_agreement'])} ({e2['disagreements']} disagreements"
+            + (
+                f", all within {e2['disagreement_max_distance_to_threshold']:.4f} of the threshold"
+                if e2["disagreements"]
+                else ""
+            )
+            + "); same entry when both hit "
+            f"{_pct(e2['same_entry_when_both_hit'])}; max similarity difference (server vs float16 file) "
+            f"{e2['max_similarity_difference_on_same_entry']:.5f}. Server: hit rate {s['hit_rate']:.3f}, "
+            f"P {s['precision']:.3f}, R {s['recall']:.3f}, FHR {_pct(s['false_hit_rate'])}; offline: hit rate "
+            f"{o['hit_rate']:.3f}, P {o['precision']:.3f}, R {o['recall']:.3f}, FHR {_pct(o['false_hit_rate'])}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 5))
     g = r["curves"]["global_B"]
-    ax.plot([x["false_hit_rate"] for x in g], [x["hit_rate"] for x in g], "-", label="global threshold sweep")
+    ax.plot(
+        [x["false_hit_rate"] for x in g],
+        [x["hit_rate"] for x in g],
+        "-",
+        label="global threshold sweep",
+    )
     pc = r["curves"]["per_category_B"]
-    ax.plot([x["false_hit_rate"] for x in pc], [x["hit_rate"] for x in pc], "-", label="per-category (optimal on A, DP)")
+    ax.plot(
+        [x["false_hit_rate"] for x in pc],
+        [x["hit_rate"] for x in pc],
+        "-",
+        label="per-category (optimal on A, DP)",
+    )
     one = r.get("diagnostics", {}).get("one_index", {}).get("curve_B")
     if one:
-        ax.plot([x["false_hit_rate"] for x in one], [x["hit_rate"] for x in one], "--", color="grey",
-                label="diagnostic: global threshold, one index (no categories)")
-    for key, marker in (("global_best_f1", "o"), ("global_fhr_target", "s"), ("per_category_fhr_target", "D"),
-                        ("per_category_fhr_target_unregularised", "d"), ("per_category_best_f1", "^"),
-                        ("shipped_defaults", "*")):
+        ax.plot(
+            [x["false_hit_rate"] for x in one],
+            [x["hit_rate"] for x in one],
+            "--",
+            color="grey",
+            label="diagnostic: global threshold, one index (no categories)",
+        )
+    for key, marker in (
+        ("global_best_f1", "o"),
+        ("global_fhr_target", "s"),
+        ("per_category_fhr_target", "D"),
+        ("per_category_fhr_target_unregularised", "d"),
+        ("per_category_best_f1", "^"),
+        ("shipped_defaults", "*"),
+    ):
         m = r[key]["B"]
         ax.plot(m["false_hit_rate"], m["hit_rate"], marker, markersize=9, label=dict(ROWS)[key])
     ax.axvline(r["target_fhr"], color="grey", linestyle=":", linewidth=1)

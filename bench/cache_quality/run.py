@@ -30,8 +30,16 @@ from curacache.embed.minilm import MiniLMEmbedder
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 # default_policies() thresholds before this benchmark tuned them (kept for the record).
-PREVIOUS_DEFAULTS = {"default": 0.88, "code": 0.90, "conversation": 0.85, "knowledge": 0.88, "time_sensitive": 0.95,
-                     "health": 0.95, "legal": 0.95, "assistant": 0.92}
+PREVIOUS_DEFAULTS = {
+    "default": 0.88,
+    "code": 0.90,
+    "conversation": 0.85,
+    "knowledge": 0.88,
+    "time_sensitive": 0.95,
+    "health": 0.95,
+    "legal": 0.95,
+    "assistant": 0.92,
+}
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,15 +49,32 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-pairs", type=int, default=None, help="use only the first N pairs")
     ap.add_argument("--target-fhr", type=float, default=0.02)
-    ap.add_argument("--min-support", type=int, default=100, help="lookups in A for a category to be calibrated")
-    ap.add_argument("--resamples", type=int, default=200, help="bootstrap resamples of A for the regularised policies")
-    ap.add_argument("--confidence", type=float, default=0.9,
-                    help="share of resamples a per-category move must win to leave the global threshold")
-    ap.add_argument("--latency-calls", type=int, default=1000, help="timed miss-path lookups (after warm-up)")
+    ap.add_argument(
+        "--min-support", type=int, default=100, help="lookups in A for a category to be calibrated"
+    )
+    ap.add_argument(
+        "--resamples",
+        type=int,
+        default=200,
+        help="bootstrap resamples of A for the regularised policies",
+    )
+    ap.add_argument(
+        "--confidence",
+        type=float,
+        default=0.9,
+        help="share of resamples a per-category move must win to leave the global threshold",
+    )
+    ap.add_argument(
+        "--latency-calls", type=int, default=1000, help="timed miss-path lookups (after warm-up)"
+    )
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--embed-calls", type=int, default=300, help="timed single-query MiniLM embeds")
-    ap.add_argument("--e2e-pairs", type=int, default=300, help="pairs run through a real server (0: skip)")
-    ap.add_argument("--classifier-max", type=int, default=None, help="cap on held-out classifier prompts")
+    ap.add_argument(
+        "--e2e-pairs", type=int, default=300, help="pairs run through a real server (0: skip)"
+    )
+    ap.add_argument(
+        "--classifier-max", type=int, default=None, help="cap on held-out classifier prompts"
+    )
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
 
@@ -74,70 +99,138 @@ def classifier_accuracy(data_dir: Path, cap: int | None) -> dict[str, object]:
     return {"prompts": len(test), "floor": model.floor, "accuracy": acc}
 
 
-def _evaluate(look_b: Lookups, thresholds: dict[str, float], chosen_on_a: dict[str, float] | None = None
-              ) -> dict[str, object]:
-    out: dict[str, object] = {"thresholds": thresholds, "B": metrics(look_b, look_b.thresholds(thresholds))}
+def _evaluate(
+    look_b: Lookups, thresholds: dict[str, float], chosen_on_a: dict[str, float] | None = None
+) -> dict[str, object]:
+    out: dict[str, object] = {
+        "thresholds": thresholds,
+        "B": metrics(look_b, look_b.thresholds(thresholds)),
+    }
     if chosen_on_a is not None:
         out["A"] = chosen_on_a
     return out
 
 
-def _evaluate_regularised(look_b: Lookups, r: calibrate.Regularised, **method: object) -> dict[str, object]:
-    return {**_evaluate(look_b, r.thresholds, r.on_a), "regularisation": {**method, "moves": r.moves}}
+def _evaluate_regularised(
+    look_b: Lookups, r: calibrate.Regularised, **method: object
+) -> dict[str, object]:
+    return {
+        **_evaluate(look_b, r.thresholds, r.on_a),
+        "regularisation": {**method, "moves": r.moves},
+    }
 
 
-def quality(qqp: data.Qqp, look: Lookups, half_a: np.ndarray, half_b: np.ndarray, args: argparse.Namespace
-            ) -> dict[str, object]:
+def quality(
+    qqp: data.Qqp, look: Lookups, half_a: np.ndarray, half_b: np.ndarray, args: argparse.Namespace
+) -> dict[str, object]:
     look_a, look_b = look.subset(half_a), look.subset(half_b)
     cats = look.categories
     sweep_a, sweep_b = calibrate.global_sweep(look_a), calibrate.global_sweep(look_b)
     best = calibrate.best_f1(sweep_a)
     fhr = calibrate.lowest_within(sweep_a, args.target_fhr)
-    path = calibrate.per_category_path(look_a, pinned_threshold=fhr["threshold"], min_support=args.min_support,
-                                       include_fhr=(args.target_fhr,))
-    each = calibrate.per_category_each(look_a, args.target_fhr, pinned_threshold=fhr["threshold"],
-                                       min_support=args.min_support)
+    path = calibrate.per_category_path(
+        look_a,
+        pinned_threshold=fhr["threshold"],
+        min_support=args.min_support,
+        include_fhr=(args.target_fhr,),
+    )
+    each = calibrate.per_category_each(
+        look_a, args.target_fhr, pinned_threshold=fhr["threshold"], min_support=args.min_support
+    )
     calibrated = calibrate.within(path, args.target_fhr)
     f1_step = calibrate.max_f1(path)
     equal = calibrate.at_hit_rate(path, best["hit_rate"])
     # the compared per-category policies: the knapsack's moves off the global threshold that
     # beat A's sampling noise (the bare knapsack fits noise on QQP and loses on B)
-    boot = {"resamples": args.resamples, "confidence": args.confidence, "seed": args.seed,
-            "min_support": args.min_support}
-    equal_reg = calibrate.regularised(look_a, {c: best["threshold"] for c in cats}, equal.thresholds,
-                                      objective="f1", **boot)
+    boot = {
+        "resamples": args.resamples,
+        "confidence": args.confidence,
+        "seed": args.seed,
+        "min_support": args.min_support,
+    }
+    equal_reg = calibrate.regularised(
+        look_a, dict.fromkeys(cats, best["threshold"]), equal.thresholds, objective="f1", **boot
+    )
     rate = calibrate.exchange_rate(sweep_a, fhr["threshold"])
-    calibrated_reg = calibrate.regularised(look_a, {c: fhr["threshold"] for c in cats}, calibrated.thresholds,
-                                           objective="fhr", exchange=rate, **boot)
+    calibrated_reg = calibrate.regularised(
+        look_a,
+        dict.fromkeys(cats, fhr["threshold"]),
+        calibrated.thresholds,
+        objective="fhr",
+        exchange=rate,
+        **boot,
+    )
     shipped = default_policies()
     shipped_t = {c: shipped[c].threshold for c in cats}
     loaded_t = {c: effective(shipped[c], 1.0)[0] for c in cats}
-    support = {c: {"A": int((look_a.category == i).sum()), "B": int((look_b.category == i).sum())}
-               for i, c in enumerate(cats)}
+    support = {
+        c: {"A": int((look_a.category == i).sum()), "B": int((look_b.category == i).sum())}
+        for i, c in enumerate(cats)
+    }
     return {
-        "pairs": {"all": qqp.n_pairs, "A": len(half_a), "B": len(half_b),
-                  "duplicates": int(qqp.duplicate.sum()), "exact_hits_B": int(look_b.exact.sum())},
+        "pairs": {
+            "all": qqp.n_pairs,
+            "A": len(half_a),
+            "B": len(half_b),
+            "duplicates": int(qqp.duplicate.sum()),
+            "exact_hits_B": int(look_b.exact.sum()),
+        },
         "category_lookups": support,
-        "global_best_f1": _evaluate(look_b, {c: best["threshold"] for c in cats}, best),
-        "global_fhr_target": _evaluate(look_b, {c: fhr["threshold"] for c in cats}, fhr),
+        "global_best_f1": _evaluate(look_b, dict.fromkeys(cats, best["threshold"]), best),
+        "global_fhr_target": _evaluate(look_b, dict.fromkeys(cats, fhr["threshold"]), fhr),
         "per_category_fhr_target": _evaluate_regularised(
-            look_b, calibrated_reg, objective="correct hits at no more false hits than the global threshold",
-            exchange_rate=rate, **boot),
-        "per_category_fhr_target_unregularised": _evaluate(look_b, calibrated.thresholds, calibrated.on_a),
-        "per_category_each_fhr_target": _evaluate(look_b, each, metrics(look_a, look_a.thresholds(each))),
+            look_b,
+            calibrated_reg,
+            objective="correct hits at no more false hits than the global threshold",
+            exchange_rate=rate,
+            **boot,
+        ),
+        "per_category_fhr_target_unregularised": _evaluate(
+            look_b, calibrated.thresholds, calibrated.on_a
+        ),
+        "per_category_each_fhr_target": _evaluate(
+            look_b, each, metrics(look_a, look_a.thresholds(each))
+        ),
         "per_category_best_f1": _evaluate(look_b, f1_step.thresholds, f1_step.on_a),
-        "per_category_equal_hit_rate": _evaluate_regularised(look_b, equal_reg, objective="f1", **boot),
-        "per_category_equal_hit_rate_unregularised": _evaluate(look_b, equal.thresholds, equal.on_a),
-        "shipped_defaults": _evaluate(look_b, shipped_t, metrics(look_a, look_a.thresholds(shipped_t))),
+        "per_category_equal_hit_rate": _evaluate_regularised(
+            look_b, equal_reg, objective="f1", **boot
+        ),
+        "per_category_equal_hit_rate_unregularised": _evaluate(
+            look_b, equal.thresholds, equal.on_a
+        ),
+        "shipped_defaults": _evaluate(
+            look_b, shipped_t, metrics(look_a, look_a.thresholds(shipped_t))
+        ),
         "shipped_defaults_full_load": _evaluate(look_b, loaded_t),
-        "previous_defaults": _evaluate(look_b, {c: PREVIOUS_DEFAULTS.get(c, shipped_t[c]) for c in cats}),
+        "previous_defaults": _evaluate(
+            look_b, {c: PREVIOUS_DEFAULTS.get(c, shipped_t[c]) for c in cats}
+        ),
         "recommended_defaults": _evaluate(look_b, calibrate.rounded_up(each, floor=shipped_t)),
         "curves": {
-            "global_B": [{k: r[k] for k in ("threshold", "hit_rate", "false_hit_rate", "recall", "precision", "f1")}
-                         for r in sweep_b],
-            "per_category_B": [{"hit_rate": m["hit_rate"], "false_hit_rate": m["false_hit_rate"],
-                                "recall": m["recall"], "precision": m["precision"], "f1": m["f1"]}
-                               for m in (metrics(look_b, look_b.thresholds(s.thresholds)) for s in path)],
+            "global_B": [
+                {
+                    k: r[k]
+                    for k in (
+                        "threshold",
+                        "hit_rate",
+                        "false_hit_rate",
+                        "recall",
+                        "precision",
+                        "f1",
+                    )
+                }
+                for r in sweep_b
+            ],
+            "per_category_B": [
+                {
+                    "hit_rate": m["hit_rate"],
+                    "false_hit_rate": m["false_hit_rate"],
+                    "recall": m["recall"],
+                    "precision": m["precision"],
+                    "f1": m["f1"],
+                }
+                for m in (metrics(look_b, look_b.thresholds(s.thresholds)) for s in path)
+            ],
         },
     }
 
@@ -150,20 +243,43 @@ def main(argv: list[str] | None = None) -> int:
     half_a, half_b = data.split_halves(qqp.n_pairs, args.seed)
     clf = LinearClassifier.load()
     cats = tuple(default_policies())
-    look = simulate(texts=qqp.texts, vectors=qqp.vectors, cluster=qqp.cluster, stored=qqp.a.tolist(),
-                    lookups=qqp.b.tolist(), clf=clf, categories=cats, progress=progress)
-    result: dict[str, object] = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                                            f"{os.cpu_count()} cpus",
-                                 "seed": args.seed, "target_fhr": args.target_fhr}
+    look = simulate(
+        texts=qqp.texts,
+        vectors=qqp.vectors,
+        cluster=qqp.cluster,
+        stored=qqp.a.tolist(),
+        lookups=qqp.b.tolist(),
+        clf=clf,
+        categories=cats,
+        progress=progress,
+    )
+    result: dict[str, object] = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus",
+        "seed": args.seed,
+        "target_fhr": args.target_fhr,
+    }
     result.update(quality(qqp, look, half_a, half_b, args))
     # categories set policy, not partitions: one search over every entry (what the service does)
-    one = simulate_single(texts=qqp.texts, vectors=qqp.vectors, cluster=qqp.cluster, stored=qqp.a.tolist(),
-                          lookups=qqp.b.tolist(), clf=clf, categories=cats, progress=progress)
+    one = simulate_single(
+        texts=qqp.texts,
+        vectors=qqp.vectors,
+        cluster=qqp.cluster,
+        stored=qqp.a.tolist(),
+        lookups=qqp.b.tolist(),
+        clf=clf,
+        categories=cats,
+        progress=progress,
+    )
     shipped_t = {c: p.threshold for c, p in default_policies().items()}
-    result["single_search"] = single.section(look, one, half_a, half_b, shipped_t, args.target_fhr, cats)
+    result["single_search"] = single.section(
+        look, one, half_a, half_b, shipped_t, args.target_fhr, cats
+    )
     result["diagnostics"] = {
         "pairwise": diagnostics.pairwise(qqp, half_a, half_b, args.target_fhr),
-        "one_index": diagnostics.one_index(qqp, clf, half_a, half_b, args.target_fhr, progress=progress),
+        "one_index": diagnostics.one_index(
+            qqp, clf, half_a, half_b, args.target_fhr, progress=progress
+        ),
     }
     result["classifier"] = classifier_accuracy(args.data, args.classifier_max)
 
@@ -173,22 +289,37 @@ def main(argv: list[str] | None = None) -> int:
     b_texts = qqp.b[half_b]
     want = args.latency_calls + args.warmup
     misses = list(dict.fromkeys(b_texts[~hit].tolist()))[:want]
-    sem_hits = list(dict.fromkeys(b_texts[hit & ~one_b.exact].tolist()))[: max(args.warmup + 50, want // 3)]
+    sem_hits = list(dict.fromkeys(b_texts[hit & ~one_b.exact].tolist()))[
+        : max(args.warmup + 50, want // 3)
+    ]
     stored = list(dict.fromkeys(qqp.a.tolist()))
-    result["miss_path"] = latency.miss_path(qqp.texts, qqp.vectors, stored, misses, sem_hits,
-                                            warmup=args.warmup, progress=progress)
+    result["miss_path"] = latency.miss_path(
+        qqp.texts, qqp.vectors, stored, misses, sem_hits, warmup=args.warmup, progress=progress
+    )
     queries = [qqp.texts[t] for t in b_texts[: args.embed_calls + 20].tolist()]
-    result["embed"] = latency.embed_cost(queries, warmup=min(20, len(queries) // 2), progress=progress)
+    result["embed"] = latency.embed_cost(
+        queries, warmup=min(20, len(queries) // 2), progress=progress
+    )
 
     # -- end to end through a real server, on a sample of half B
     if args.e2e_pairs > 0:
         rng = np.random.default_rng(args.seed + 1)
         sample = np.sort(rng.choice(half_b, size=min(args.e2e_pairs, len(half_b)), replace=False))
         a_s, b_s = qqp.a[sample].tolist(), qqp.b[sample].tolist()
-        offline = simulate_single(texts=qqp.texts, vectors=qqp.vectors, cluster=qqp.cluster, stored=a_s,
-                                  lookups=b_s, clf=clf, categories=cats, progress=False)
+        offline = simulate_single(
+            texts=qqp.texts,
+            vectors=qqp.vectors,
+            cluster=qqp.cluster,
+            stored=a_s,
+            lookups=b_s,
+            clf=clf,
+            categories=cats,
+            progress=False,
+        )
         thresholds = offline.thresholds(shipped_t)
-        result["e2e"] = e2e.run(qqp.texts, qqp.cluster, a_s, b_s, offline, thresholds, progress=progress)
+        result["e2e"] = e2e.run(
+            qqp.texts, qqp.cluster, a_s, b_s, offline, thresholds, progress=progress
+        )
     result["targets"] = report.targets(result)
     result["elapsed_s"] = time.time() - started
     print(report.write(result, args.out))

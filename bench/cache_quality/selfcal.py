@@ -105,13 +105,17 @@ class NoEmbedder:
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         # Requests carry their embedding and are deterministic (answers compared as text).
-        raise AssertionError(f"the stream never needs an embedding computed ({len(texts)} texts asked)")
+        raise AssertionError(
+            f"the stream never needs an embedding computed ({len(texts)} texts asked)"
+        )
 
 
 class ClusterBackend:
     """Answer = a function of the prompt's duplicate cluster; `noise` of the answers perturbed."""
 
-    def __init__(self, index: dict[str, int], cluster: np.ndarray, *, noise: float, seed: int) -> None:
+    def __init__(
+        self, index: dict[str, int], cluster: np.ndarray, *, noise: float, seed: int
+    ) -> None:
         self._index, self._cluster, self._noise = index, cluster, noise
         self._rng = np.random.default_rng(seed)
         self.calls = 0
@@ -152,25 +156,52 @@ def stream(qqp: data.Qqp, clf: LinearClassifier, pairs: int, seed: int) -> list[
     return [Event(t, labels[t]) for _, _, t in when]
 
 
-async def run_stream(qqp: data.Qqp, events: list[Event], *, fixed: float | None, target: float, noise: float,
-                     seed: int, progress: bool, desc: str, min_threshold: float | None = None,
-                     verify_hits: float = 0.0) -> list[dict[str, object]]:
+async def run_stream(
+    qqp: data.Qqp,
+    events: list[Event],
+    *,
+    fixed: float | None,
+    target: float,
+    noise: float,
+    seed: int,
+    progress: bool,
+    desc: str,
+    min_threshold: float | None = None,
+    verify_hits: float = 0.0,
+) -> list[dict[str, object]]:
     """One pass; per event: category, hit, correct, whether a duplicate was cached.
     `min_threshold`: lowers every non-strict category's bound to it (what-if for re-tuning)."""
     index = {qqp.texts[e.text]: e.text for e in events}
-    policies = {c: replace(p, quota_per_tenant=p.quota_total, target_false_hit_rate=target)
-                for c, p in default_policies().items()}
+    policies = {
+        c: replace(p, quota_per_tenant=p.quota_total, target_false_hit_rate=target)
+        for c, p in default_policies().items()
+    }
     if min_threshold is not None:
-        policies = {c: p if p.strict else replace(p, min_threshold=min(min_threshold, p.threshold))
-                    for c, p in policies.items()}
+        policies = {
+            c: p if p.strict else replace(p, min_threshold=min(min_threshold, p.threshold))
+            for c, p in policies.items()
+        }
     if fixed is not None:  # calibration off, every category at the same threshold
-        policies = {c: replace(p, threshold=fixed, min_threshold=min(fixed, p.min_threshold),
-                               target_false_hit_rate=None, relax=0.0) for c, p in policies.items()}
+        policies = {
+            c: replace(
+                p,
+                threshold=fixed,
+                min_threshold=min(fixed, p.min_threshold),
+                target_false_hit_rate=None,
+                relax=0.0,
+            )
+            for c, p in policies.items()
+        }
     repo = ExactRepository(qqp.vectors.shape[1])
     cache = SemanticCache(
-        repository=repo, embedder=NoEmbedder(qqp.vectors.shape[1]), classifier=LinearClassifier.load(),
-        backend=ClusterBackend(index, qqp.cluster, noise=noise, seed=seed), clock=FakeClock(),
-        policies=policies, confidence_floor=LinearClassifier.load().floor, options=CacheOptions(seed=seed, verify_hits=verify_hits),
+        repository=repo,
+        embedder=NoEmbedder(qqp.vectors.shape[1]),
+        classifier=LinearClassifier.load(),
+        backend=ClusterBackend(index, qqp.cluster, noise=noise, seed=seed),
+        clock=FakeClock(),
+        policies=policies,
+        confidence_floor=LinearClassifier.load().floor,
+        options=CacheOptions(seed=seed, verify_hits=verify_hits),
     )
     cached_clusters: set[int] = set()
     out = []
@@ -178,7 +209,9 @@ async def run_stream(qqp: data.Qqp, events: list[Event], *, fixed: float | None,
         text = qqp.texts[e.text]
         had_dup = int(qqp.cluster[e.text]) in cached_clusters
         final = None
-        async for item in cache.generate(LookupRequest(tenant=TENANT, prompt=text, embedding=qqp.vectors[e.text])):
+        async for item in cache.generate(
+            LookupRequest(tenant=TENANT, prompt=text, embedding=qqp.vectors[e.text])
+        ):
             if isinstance(item, FinalResult):
                 final = item
         assert final is not None
@@ -188,13 +221,22 @@ async def run_stream(qqp: data.Qqp, events: list[Event], *, fixed: float | None,
             correct = int(qqp.cluster[index[entry.prompt]]) == int(qqp.cluster[e.text])
         elif final.store_reason is StoreReason.STORED:
             cached_clusters.add(int(qqp.cluster[e.text]))
-        out.append({"category": e.category, "hit": bool(final.cached), "correct": correct, "had_dup": had_dup})
+        out.append(
+            {
+                "category": e.category,
+                "hit": bool(final.cached),
+                "correct": correct,
+                "had_dup": had_dup,
+            }
+        )
     thresholds = {c: s.effective_threshold for c, s in cache.stats().items()}
     out.append({"final_thresholds": thresholds})
     return out
 
 
-def _per_category(rows: list[dict[str, object]], start: int, windows: int) -> dict[str, dict[str, object]]:
+def _per_category(
+    rows: list[dict[str, object]], start: int, windows: int
+) -> dict[str, dict[str, object]]:
     body = rows[start:]
     cats = sorted({str(r["category"]) for r in body})
     bounds = np.linspace(0, len(body), windows + 1).astype(int)
@@ -209,9 +251,14 @@ def _per_category(rows: list[dict[str, object]], start: int, windows: int) -> di
             w = [r for r in body[lo:hi] if r["category"] == c]
             false = sum(bool(r["hit"]) and not bool(r["correct"]) for r in w)
             per_window.append({"lookups": len(w), "false_hit_rate": false / len(w) if w else None})
-        out[c] = {"lookups": len(mine), "hits": hits, "false_hits": hits - good,
-                  "false_hit_rate": (hits - good) / len(mine) if mine else 0.0,
-                  "recall": good / dups if dups else 0.0, "windows": per_window}
+        out[c] = {
+            "lookups": len(mine),
+            "hits": hits,
+            "false_hits": hits - good,
+            "false_hit_rate": (hits - good) / len(mine) if mine else 0.0,
+            "recall": good / dups if dups else 0.0,
+            "windows": per_window,
+        }
     return out
 
 
@@ -221,29 +268,64 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--pairs", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--target", type=float, default=0.02, help="target false-hit rate of every category")
+    ap.add_argument(
+        "--target", type=float, default=0.02, help="target false-hit rate of every category"
+    )
     ap.add_argument("--noise", type=float, default=0.05, help="share of backend answers perturbed")
     ap.add_argument("--warmup", type=float, default=0.2, help="share of the stream not scored")
     ap.add_argument("--windows", type=int, default=5)
-    ap.add_argument("--grid", default="0.90,0.91,0.92,0.93,0.94,0.95,0.96,0.97,0.98,0.99",
-                    help="fixed thresholds for the hindsight baseline")
-    ap.add_argument("--min-threshold", type=float, default=None,
-                    help="what-if: lower every non-strict category's min_threshold to this (calibrated pass)")
-    ap.add_argument("--verify-hits", type=float, default=0.0,
-                    help="exploration: share of semantic hits verified against the backend (calibrated pass)")
+    ap.add_argument(
+        "--grid",
+        default="0.90,0.91,0.92,0.93,0.94,0.95,0.96,0.97,0.98,0.99",
+        help="fixed thresholds for the hindsight baseline",
+    )
+    ap.add_argument(
+        "--min-threshold",
+        type=float,
+        default=None,
+        help="what-if: lower every non-strict category's min_threshold to this (calibrated pass)",
+    )
+    ap.add_argument(
+        "--verify-hits",
+        type=float,
+        default=0.0,
+        help="exploration: share of semantic hits verified against the backend (calibrated pass)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     qqp = data.load(args.data)
     events = stream(qqp, LinearClassifier.load(), args.pairs, args.seed)
     start = int(len(events) * args.warmup)
-    common = {"target": args.target, "noise": args.noise, "seed": args.seed, "progress": not args.no_progress}
-    calibrated = asyncio.run(run_stream(qqp, events, fixed=None, desc="calibrated", min_threshold=args.min_threshold,
-                                        verify_hits=args.verify_hits, **common))
+    common = {
+        "target": args.target,
+        "noise": args.noise,
+        "seed": args.seed,
+        "progress": not args.no_progress,
+    }
+    calibrated = asyncio.run(
+        run_stream(
+            qqp,
+            events,
+            fixed=None,
+            desc="calibrated",
+            min_threshold=args.min_threshold,
+            verify_hits=args.verify_hits,
+            **common,
+        )
+    )
     result: dict[str, object] = {
-        "pairs": args.pairs, "events": len(events), "warmup_events": start, "target": args.target,
-        "noise": args.noise, "seed": args.seed, "min_threshold": args.min_threshold, "verify_hits": args.verify_hits,
-        "calibrated": {"final_thresholds": calibrated[-1]["final_thresholds"],
-                       "per_category": _per_category(calibrated[:-1], start, args.windows)},
+        "pairs": args.pairs,
+        "events": len(events),
+        "warmup_events": start,
+        "target": args.target,
+        "noise": args.noise,
+        "seed": args.seed,
+        "min_threshold": args.min_threshold,
+        "verify_hits": args.verify_hits,
+        "calibrated": {
+            "final_thresholds": calibrated[-1]["final_thresholds"],
+            "per_category": _per_category(calibrated[:-1], start, args.windows),
+        },
         "fixed": {},
     }
     for t in (float(x) for x in args.grid.split(",")):
@@ -263,15 +345,26 @@ def summarise(r: dict[str, object]) -> dict[str, dict[str, object]]:
     target = float(r["target"])  # type: ignore[arg-type]
     out = {}
     for c, m in r["calibrated"]["per_category"].items():  # type: ignore[index]
-        meeting = [(float(t), rows[c]) for t, rows in r["fixed"].items() if c in rows  # type: ignore[union-attr]
-                   and rows[c]["false_hit_rate"] <= target]
+        meeting = [
+            (float(t), rows[c])
+            for t, rows in r["fixed"].items()
+            if c in rows  # type: ignore[union-attr]
+            and rows[c]["false_hit_rate"] <= target
+        ]
         best_t, best = min(meeting, default=(None, None), key=lambda tm: tm[0])
-        worst_window = max((w["false_hit_rate"] for w in m["windows"] if w["false_hit_rate"] is not None), default=0.0)
+        worst_window = max(
+            (w["false_hit_rate"] for w in m["windows"] if w["false_hit_rate"] is not None),
+            default=0.0,
+        )
         out[c] = {
-            "lookups": m["lookups"], "false_hit_rate": m["false_hit_rate"], "worst_window_false_hit_rate": worst_window,
+            "lookups": m["lookups"],
+            "false_hit_rate": m["false_hit_rate"],
+            "worst_window_false_hit_rate": worst_window,
             "within_target_plus_half_point": worst_window <= target + 0.005,
-            "recall": m["recall"], "threshold_at_end": r["calibrated"]["final_thresholds"].get(c),  # type: ignore[index]
-            "best_fixed_threshold": best_t, "best_fixed_recall": best["recall"] if best else None,
+            "recall": m["recall"],
+            "threshold_at_end": r["calibrated"]["final_thresholds"].get(c),  # type: ignore[index]
+            "best_fixed_threshold": best_t,
+            "best_fixed_recall": best["recall"] if best else None,
             "recall_ratio": (m["recall"] / best["recall"]) if best and best["recall"] else None,
         }
     return out
@@ -279,24 +372,40 @@ def summarise(r: dict[str, object]) -> dict[str, dict[str, object]]:
 
 def report(r: dict[str, object]) -> str:
     lines = [
-        "# Self-labelling calibration on a drifting QQP stream", "",
+        "# Self-labelling calibration on a drifting QQP stream",
+        "",
         f"{r['pairs']} pairs, {r['events']} Generate requests ({r['warmup_events']} warm-up not scored); target "
         f"false-hit rate {float(r['target']):.1%} per category; {float(r['noise']):.0%} of backend answers perturbed; "
         f"seed {r['seed']}. Labels: self-labels"
-        + (f" and exploration ({float(r['verify_hits']):.0%} of hits verified, a backend call each)"
-           if r.get("verify_hits") else " only (no feedback, no exploration)")
-        + (f"; non-strict min_threshold lowered to {r['min_threshold']}" if r.get("min_threshold") else "") + ".", "",
+        + (
+            f" and exploration ({float(r['verify_hits']):.0%} of hits verified, a backend call each)"
+            if r.get("verify_hits")
+            else " only (no feedback, no exploration)"
+        )
+        + (
+            f"; non-strict min_threshold lowered to {r['min_threshold']}"
+            if r.get("min_threshold")
+            else ""
+        )
+        + ".",
+        "",
         "| category | lookups | FHR | worst window FHR | within target + 0.5 pt | recall | threshold at end | "
         "best fixed t (hindsight) | its recall | recall ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c, s in r["summary"].items():  # type: ignore[union-attr]
-        best = "none meets the target" if s["best_fixed_threshold"] is None else f"{s['best_fixed_threshold']:.2f}"
+        best = (
+            "none meets the target"
+            if s["best_fixed_threshold"] is None
+            else f"{s['best_fixed_threshold']:.2f}"
+        )
         ratio = "-" if s["recall_ratio"] is None else f"{s['recall_ratio']:.2f}"
         fixed_recall = "-" if s["best_fixed_recall"] is None else f"{s['best_fixed_recall']:.3f}"
-        lines.append(f"| {c} | {s['lookups']} | {s['false_hit_rate']:.2%} | {s['worst_window_false_hit_rate']:.2%} | "
-                     f"{'yes' if s['within_target_plus_half_point'] else 'NO'} | {s['recall']:.3f} | "
-                     f"{s['threshold_at_end']:.3f} | {best} | {fixed_recall} | {ratio} |")
+        lines.append(
+            f"| {c} | {s['lookups']} | {s['false_hit_rate']:.2%} | {s['worst_window_false_hit_rate']:.2%} | "
+            f"{'yes' if s['within_target_plus_half_point'] else 'NO'} | {s['recall']:.3f} | "
+            f"{s['threshold_at_end']:.3f} | {best} | {fixed_recall} | {ratio} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -46,21 +46,25 @@ def component_halves(qqp: data.Qqp, seed: int) -> np.ndarray:
     for x, y in zip(qqp.a.tolist(), qqp.b.tolist()):
         uf.union(x, y)
     comp = uf.labels()
-    side = np.random.default_rng(seed).random(len(comp)) < 0.5  # indexed by the component's root text
+    side = (
+        np.random.default_rng(seed).random(len(comp)) < 0.5
+    )  # indexed by the component's root text
     return side[comp[qqp.a]]
 
 
-def nearest(vectors: np.ndarray, lookups: np.ndarray, entries: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    vectors: np.ndarray, lookups: np.ndarray, entries: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(text index, cosine) of each lookup's m nearest entries, best first."""
     ids, sims = np.empty((len(lookups), m), np.int64), np.empty((len(lookups), m), np.float32)
     matrix = vectors[entries]
     for s in range(0, len(lookups), 4096):
-        scores = vectors[lookups[s:s + 4096]] @ matrix.T
+        scores = vectors[lookups[s : s + 4096]] @ matrix.T
         top = np.argpartition(-scores, m, axis=1)[:, :m]
         top_s = np.take_along_axis(scores, top, 1)
         order = np.argsort(-top_s, axis=1)
-        ids[s:s + 4096] = entries[np.take_along_axis(top, order, 1)]
-        sims[s:s + 4096] = np.take_along_axis(top_s, order, 1)
+        ids[s : s + 4096] = entries[np.take_along_axis(top, order, 1)]
+        sims[s : s + 4096] = np.take_along_axis(top_s, order, 1)
     return ids, sims
 
 
@@ -80,8 +84,17 @@ def features(qqp: data.Qqp, lookups: np.ndarray, ids: np.ndarray, sims: np.ndarr
         for j in range(m):
             b = tokens(int(ids[r, j]))
             digits_differ = {x for x in a if x.isdigit()} != {x for x in b if x.isdigit()}
-            rows.append([sims[r, j], j, sims[r, 0] - sims[r, j], len(a & b) / max(1, len(a | b)), len(a ^ b),
-                         abs(len(a) - len(b)), float(digits_differ)])
+            rows.append(
+                [
+                    sims[r, j],
+                    j,
+                    sims[r, 0] - sims[r, j],
+                    len(a & b) / max(1, len(a | b)),
+                    len(a ^ b),
+                    abs(len(a) - len(b)),
+                    float(digits_differ),
+                ]
+            )
     return np.asarray(rows, np.float32)
 
 
@@ -92,8 +105,13 @@ def pair_features(qqp: data.Qqp, lookups: np.ndarray, ids: np.ndarray) -> np.nda
     return np.hstack([np.abs(u - v), u * v])
 
 
-def reachable(score: np.ndarray, correct: np.ndarray, exact: np.ndarray, has_dup: np.ndarray,
-              target_fhr: float) -> dict[str, float]:
+def reachable(
+    score: np.ndarray,
+    correct: np.ndarray,
+    exact: np.ndarray,
+    has_dup: np.ndarray,
+    target_fhr: float,
+) -> dict[str, float]:
     """Best-scored candidate per lookup; sweep the score threshold: recall at FHR <= target, best F1.
     Exact-text lookups always hit (the cache's fast path); they are correct by construction."""
     n, n_exact, dup = len(exact), int(exact.sum()), int(has_dup.sum())
@@ -106,8 +124,11 @@ def reachable(score: np.ndarray, correct: np.ndarray, exact: np.ndarray, has_dup
     f1 = 2 * precision * recall / (precision + recall)
     within = np.flatnonzero(false / n <= target_fhr)
     i = int(within.max()) if len(within) else -1
-    return {"recall_at_target": float(recall[i]) if i >= 0 else n_exact / dup,
-            "false_hit_rate": float(false[i] / n) if i >= 0 else 0.0, "best_f1": float(f1.max())}
+    return {
+        "recall_at_target": float(recall[i]) if i >= 0 else n_exact / dup,
+        "false_hit_rate": float(false[i] / n) if i >= 0 else 0.0,
+        "best_f1": float(f1.max()),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -139,22 +160,34 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     lb, eb, ib, sb, cb, hb = side(~in_a)
     la, ia, sa, ca = la[~ea], ia[~ea], sa[~ea], ca[~ea]  # exact lookups never reach a verifier
     xa, xb = features(qqp, la, ia, sa), features(qqp, lb, ib, sb)
-    out: dict[str, object] = {"pairs": {"A": int(in_a.sum()), "B": int((~in_a).sum())}, "candidates": m,
-                              "target_fhr": args.target_fhr}
+    out: dict[str, object] = {
+        "pairs": {"A": int(in_a.sum()), "B": int((~in_a).sum())},
+        "candidates": m,
+        "target_fhr": args.target_fhr,
+    }
     rows = np.arange(len(lb))
     out["cosine"] = reachable(sb[:, 0], cb[:, 0], eb, hb, args.target_fhr)
     models = {
-        "lexical_gbm": (lambda: HistGradientBoostingClassifier(max_iter=300, random_state=args.seed), xa, xb),
-        "pair_logreg": (lambda: make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)),
-                        np.hstack([xa, pair_features(qqp, la, ia)]), np.hstack([xb, pair_features(qqp, lb, ib)])),
+        "lexical_gbm": (
+            lambda: HistGradientBoostingClassifier(max_iter=300, random_state=args.seed),
+            xa,
+            xb,
+        ),
+        "pair_logreg": (
+            lambda: make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)),
+            np.hstack([xa, pair_features(qqp, la, ia)]),
+            np.hstack([xb, pair_features(qqp, lb, ib)]),
+        ),
     }
     for name, (make, train, test) in models.items():
         started = time.perf_counter()
         model = make().fit(train, ca.ravel())
         p = model.predict_proba(test)[:, 1].reshape(-1, m)
         best = p.argmax(axis=1)
-        out[name] = {**reachable(p[rows, best], cb[rows, best], eb, hb, args.target_fhr),
-                     "seconds": time.perf_counter() - started}
+        out[name] = {
+            **reachable(p[rows, best], cb[rows, best], eb, hb, args.target_fhr),
+            "seconds": time.perf_counter() - started,
+        }
     return out
 
 
@@ -164,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-pairs", type=int, default=None)
-    ap.add_argument("--candidates", type=int, default=5, help="nearest entries each verifier re-scores")
+    ap.add_argument(
+        "--candidates", type=int, default=5, help="nearest entries each verifier re-scores"
+    )
     ap.add_argument("--target-fhr", type=float, default=0.02)
     args = ap.parse_args(argv)
     result = run(args)
@@ -173,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"half B, recall reachable at false-hit rate <= {args.target_fhr:.0%} (best F1):")
     for name in ("cosine", "lexical_gbm", "pair_logreg"):
         r = result[name]
-        print(f"  {name:12s} recall {r['recall_at_target']:.3f} (FHR {r['false_hit_rate']:.4f})  best F1 {r['best_f1']:.3f}")
+        print(
+            f"  {name:12s} recall {r['recall_at_target']:.3f} (FHR {r['false_hit_rate']:.4f})  best F1 {r['best_f1']:.3f}"
+        )
     return 0
 
 

@@ -31,7 +31,9 @@ class Lookups:
     categories: tuple[str, ...]
     category: np.ndarray  # int index into `categories` (for exact hits: the entry's)
     exact: np.ndarray  # bool: exact normalised-text hit
-    sim: np.ndarray  # float64 cosine of the nearest entry in the category (-inf if none; 1 for exact)
+    sim: (
+        np.ndarray
+    )  # float64 cosine of the nearest entry in the category (-inf if none; 1 for exact)
     entry: np.ndarray  # text index of that entry's prompt (-1 if none)
     nearest_correct: np.ndarray  # bool: that entry is in the lookup's cluster
     has_dup: np.ndarray  # bool: the lookup's cluster contains some stored prompt
@@ -40,8 +42,15 @@ class Lookups:
         return int(self.category.shape[0])
 
     def subset(self, rows: np.ndarray) -> Lookups:
-        return Lookups(self.categories, self.category[rows], self.exact[rows], self.sim[rows], self.entry[rows],
-                       self.nearest_correct[rows], self.has_dup[rows])
+        return Lookups(
+            self.categories,
+            self.category[rows],
+            self.exact[rows],
+            self.sim[rows],
+            self.entry[rows],
+            self.nearest_correct[rows],
+            self.has_dup[rows],
+        )
 
     def thresholds(self, by_category: Mapping[str, float]) -> np.ndarray:
         """Per-category thresholds as an array indexed like `categories`."""
@@ -51,26 +60,37 @@ class Lookups:
 def classify(clf: LinearClassifier, vectors: np.ndarray, known: Sequence[str]) -> list[str]:
     out = []
     for start in range(0, len(vectors), 8192):
-        for label, _ in clf.classify_batch(vectors[start:start + 8192]):
+        for label, _ in clf.classify_batch(vectors[start : start + 8192]):
             out.append(label if label in known else DEFAULT_CATEGORY)
     return out
 
 
 def simulate(
-    *, texts: Sequence[str], vectors: np.ndarray, cluster: np.ndarray, stored: Sequence[int],
-    lookups: Sequence[int], clf: LinearClassifier, categories: Sequence[str], progress: bool = True,
+    *,
+    texts: Sequence[str],
+    vectors: np.ndarray,
+    cluster: np.ndarray,
+    stored: Sequence[int],
+    lookups: Sequence[int],
+    clf: LinearClassifier,
+    categories: Sequence[str],
+    progress: bool = True,
 ) -> Lookups:
     """`stored`/`lookups`: text indices in store/lookup order; `vectors` unit float32 rows."""
     categories = tuple(categories)
     entry_text, entry_cat, lookups, exact_entry, category, has_dup = _store_and_classify(
-        texts, vectors, cluster, stored, lookups, clf, categories)
+        texts, vectors, cluster, stored, lookups, clf, categories
+    )
     n = len(lookups)
     exact = exact_entry >= 0
     sim = np.full(n, -np.inf)
     sim[exact] = 1.0
     nearest = np.full(n, -1, dtype=np.int64)
     nearest[exact] = exact_entry[exact]
-    work = [(c, np.flatnonzero((category == c) & ~exact), np.flatnonzero(entry_cat == c)) for c in range(len(categories))]
+    work = [
+        (c, np.flatnonzero((category == c) & ~exact), np.flatnonzero(entry_cat == c))
+        for c in range(len(categories))
+    ]
     total = sum(-(-len(rows) // CHUNK) for _, rows, ents in work if len(ents))
     with tqdm(total=total, desc="nearest entries", unit="chunk", disable=not progress) as bar:
         for _, rows, ents in work:
@@ -78,7 +98,7 @@ def simulate(
                 continue
             matrix = vectors[entry_text[ents]]
             for start in range(0, len(rows), CHUNK):
-                part = rows[start:start + CHUNK]
+                part = rows[start : start + CHUNK]
                 scores = vectors[lookups[part]] @ matrix.T
                 best = scores.argmax(axis=1)
                 sim[part] = scores[np.arange(len(part)), best]
@@ -91,8 +111,13 @@ def simulate(
 
 
 def _store_and_classify(
-    texts: Sequence[str], vectors: np.ndarray, cluster: np.ndarray, stored: Sequence[int], lookups: Sequence[int],
-    clf: LinearClassifier, categories: tuple[str, ...],
+    texts: Sequence[str],
+    vectors: np.ndarray,
+    cluster: np.ndarray,
+    stored: Sequence[int],
+    lookups: Sequence[int],
+    clf: LinearClassifier,
+    categories: tuple[str, ...],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The store (an entry per normalised prompt: the last text stored under it, filed under
     the first one's category) and the threshold-independent facts of each lookup: (entry_text,
@@ -106,13 +131,19 @@ def _store_and_classify(
         last[key] = t
     keys = list(first)
     entry_text = np.array([last[k] for k in keys], dtype=np.int64)
-    entry_cat = np.array([cat_index[c] for c in classify(clf, vectors[[first[k] for k in keys]], categories)])
+    entry_cat = np.array(
+        [cat_index[c] for c in classify(clf, vectors[[first[k] for k in keys]], categories)]
+    )
     by_key = {k: i for i, k in enumerate(keys)}
     stored_clusters = set(cluster[entry_text].tolist())
     look = np.asarray(lookups, dtype=np.int64)
-    exact_entry = np.array([by_key.get(normalise_prompt(texts[t]), -1) for t in look.tolist()], dtype=np.int64)
+    exact_entry = np.array(
+        [by_key.get(normalise_prompt(texts[t]), -1) for t in look.tolist()], dtype=np.int64
+    )
     exact = exact_entry >= 0
-    category = np.array([cat_index[c] for c in classify(clf, vectors[look], categories)], dtype=np.int64)
+    category = np.array(
+        [cat_index[c] for c in classify(clf, vectors[look], categories)], dtype=np.int64
+    )
     category[exact] = entry_cat[exact_entry[exact]]
     has_dup = np.array([c in stored_clusters for c in cluster[look].tolist()], dtype=bool)
     return entry_text, entry_cat, look, exact_entry, category, has_dup
@@ -137,9 +168,16 @@ def summarise(hit: np.ndarray, correct: np.ndarray, has_dup: np.ndarray) -> dict
     recall = good / dup if dup else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {
-        "lookups": n, "with_duplicate": dup, "hits": hits, "correct_hits": good, "false_hits": hits - good,
-        "hit_rate": hits / n if n else 0.0, "precision": precision, "recall": recall,
-        "false_hit_rate": (hits - good) / n if n else 0.0, "f1": f1,
+        "lookups": n,
+        "with_duplicate": dup,
+        "hits": hits,
+        "correct_hits": good,
+        "false_hits": hits - good,
+        "hit_rate": hits / n if n else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "false_hit_rate": (hits - good) / n if n else 0.0,
+        "f1": f1,
     }
 
 
@@ -162,45 +200,80 @@ class SingleSearch:
     has_dup: np.ndarray  # (n,) bool
 
     def subset(self, rows: np.ndarray) -> SingleSearch:
-        return SingleSearch(self.categories, self.category[rows], self.exact[rows], self.exact_correct[rows],
-                            self.sim[rows], self.entry[rows], self.exact_entry[rows], self.entry_category[rows],
-                            self.correct[rows], self.has_dup[rows])
+        return SingleSearch(
+            self.categories,
+            self.category[rows],
+            self.exact[rows],
+            self.exact_correct[rows],
+            self.sim[rows],
+            self.entry[rows],
+            self.exact_entry[rows],
+            self.entry_category[rows],
+            self.correct[rows],
+            self.has_dup[rows],
+        )
 
     def thresholds(self, by_category: Mapping[str, float]) -> np.ndarray:
         return np.array([by_category[c] for c in self.categories], dtype=np.float64)
 
 
 def simulate_single(
-    *, texts: Sequence[str], vectors: np.ndarray, cluster: np.ndarray, stored: Sequence[int],
-    lookups: Sequence[int], clf: LinearClassifier, categories: Sequence[str], k: int = 5, progress: bool = True,
+    *,
+    texts: Sequence[str],
+    vectors: np.ndarray,
+    cluster: np.ndarray,
+    stored: Sequence[int],
+    lookups: Sequence[int],
+    clf: LinearClassifier,
+    categories: Sequence[str],
+    k: int = 5,
+    progress: bool = True,
 ) -> SingleSearch:
     """Same store and lookups as `simulate`, but one search over all entries (top `k`)."""
     categories = tuple(categories)
     entry_text, entry_cat, lookups, exact_entry, category, has_dup = _store_and_classify(
-        texts, vectors, cluster, stored, lookups, clf, categories)
+        texts, vectors, cluster, stored, lookups, clf, categories
+    )
     n = len(lookups)
     exact = exact_entry >= 0
     k = min(k, len(entry_text))
     sim = np.full((n, k), -np.inf)
     nearest = np.zeros((n, k), dtype=np.int64)
     matrix = vectors[entry_text]
-    with tqdm(total=-(-n // CHUNK), desc="nearest entries (one search)", unit="chunk", disable=not progress) as bar:
+    with tqdm(
+        total=-(-n // CHUNK),
+        desc="nearest entries (one search)",
+        unit="chunk",
+        disable=not progress,
+    ) as bar:
         for start in range(0, n, CHUNK):
-            scores = vectors[lookups[start:start + CHUNK]] @ matrix.T
+            scores = vectors[lookups[start : start + CHUNK]] @ matrix.T
             top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
             top_scores = np.take_along_axis(scores, top, axis=1)
             order = np.argsort(-top_scores, axis=1, kind="stable")
-            nearest[start:start + CHUNK] = np.take_along_axis(top, order, axis=1)
-            sim[start:start + CHUNK] = np.take_along_axis(top_scores, order, axis=1)
+            nearest[start : start + CHUNK] = np.take_along_axis(top, order, axis=1)
+            sim[start : start + CHUNK] = np.take_along_axis(top_scores, order, axis=1)
             bar.update()
     correct = cluster[entry_text[nearest]] == cluster[lookups][:, None]
     exact_correct = exact & (cluster[entry_text[np.maximum(exact_entry, 0)]] == cluster[lookups])
     exact_text = np.where(exact, entry_text[np.maximum(exact_entry, 0)], -1)
-    return SingleSearch(categories, category, exact, exact_correct, sim, entry_text[nearest], exact_text,
-                        entry_cat[nearest], correct, has_dup)
+    return SingleSearch(
+        categories,
+        category,
+        exact,
+        exact_correct,
+        sim,
+        entry_text[nearest],
+        exact_text,
+        entry_cat[nearest],
+        correct,
+        has_dup,
+    )
 
 
-def served_single(look: SingleSearch, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def served_single(
+    look: SingleSearch, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(hit, correct_hit, served entry's text index or -1, its similarity) per lookup: the first
     candidate reaching max(lookup's, its own category's threshold) is served (exact hits always)."""
     need = np.maximum(thresholds[look.category][:, None], thresholds[look.entry_category])

@@ -15,14 +15,26 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bench.cache_quality import calibrate
-from bench.cache_quality.simulate import Lookups, SingleSearch, metrics, metrics_single, outcome, outcome_single
+from bench.cache_quality.simulate import (
+    Lookups,
+    SingleSearch,
+    metrics,
+    metrics_single,
+    outcome,
+    outcome_single,
+)
 
 
 def _sweep(look: SingleSearch, grid: np.ndarray = calibrate.GRID) -> list[dict[str, float]]:
-    return [{"threshold": float(t), **metrics_single(look, np.full(len(look.categories), t))} for t in grid]
+    return [
+        {"threshold": float(t), **metrics_single(look, np.full(len(look.categories), t))}
+        for t in grid
+    ]
 
 
-def _compare(part: Lookups, single: SingleSearch, thresholds: Mapping[str, float]) -> dict[str, object]:
+def _compare(
+    part: Lookups, single: SingleSearch, thresholds: Mapping[str, float]
+) -> dict[str, object]:
     t = part.thresholds(thresholds)
     hit_p, ok_p = outcome(part, t)
     hit_s, ok_s = outcome_single(single, t)
@@ -38,8 +50,15 @@ def _compare(part: Lookups, single: SingleSearch, thresholds: Mapping[str, float
     }
 
 
-def section(part: Lookups, single: SingleSearch, half_a: np.ndarray, half_b: np.ndarray,
-            shipped: Mapping[str, float], target_fhr: float, categories: Sequence[str]) -> dict[str, object]:
+def section(
+    part: Lookups,
+    single: SingleSearch,
+    half_a: np.ndarray,
+    half_b: np.ndarray,
+    shipped: Mapping[str, float],
+    target_fhr: float,
+    categories: Sequence[str],
+) -> dict[str, object]:
     part_b, single_a, single_b = part.subset(half_b), single.subset(half_a), single.subset(half_b)
     sweep_a = _sweep(single_a)
     best, fhr = calibrate.best_f1(sweep_a), calibrate.lowest_within(sweep_a, target_fhr)
@@ -47,10 +66,23 @@ def section(part: Lookups, single: SingleSearch, half_a: np.ndarray, half_b: np.
     return {
         "lookups_B": len(half_b),
         "nearest_entry_in_another_category_B": int(nearest_elsewhere.sum()),
-        "nearest_correct_in_another_category_B": int((nearest_elsewhere & single_b.correct[:, 0]).sum()),
+        "nearest_correct_in_another_category_B": int(
+            (nearest_elsewhere & single_b.correct[:, 0]).sum()
+        ),
         "shipped_defaults": _compare(part_b, single_b, shipped),
-        "global_fhr_target": {"chosen_on_A": fhr, **_compare(part_b, single_b, {c: fhr["threshold"] for c in categories})},
-        "global_best_f1": {"chosen_on_A": best, **_compare(part_b, single_b, {c: best["threshold"] for c in categories})},
-        "curve_B": [{k: r[k] for k in ("threshold", "hit_rate", "false_hit_rate", "recall", "precision", "f1")}
-                    for r in _sweep(single_b)],
+        "global_fhr_target": {
+            "chosen_on_A": fhr,
+            **_compare(part_b, single_b, dict.fromkeys(categories, fhr["threshold"])),
+        },
+        "global_best_f1": {
+            "chosen_on_A": best,
+            **_compare(part_b, single_b, dict.fromkeys(categories, best["threshold"])),
+        },
+        "curve_B": [
+            {
+                k: r[k]
+                for k in ("threshold", "hit_rate", "false_hit_rate", "recall", "precision", "f1")
+            }
+            for r in _sweep(single_b)
+        ],
     }

@@ -62,12 +62,17 @@ def accuracy(model: LinearClassifier, items: list[Labelled], x: np.ndarray) -> d
     return out
 
 
-def train(train_items: list[Labelled], x: np.ndarray, *, c: float, floor_precision: float) -> LinearClassifier:
+def train(
+    train_items: list[Labelled], x: np.ndarray, *, c: float, floor_precision: float
+) -> LinearClassifier:
     y = [i.category for i in train_items]
     lr = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
     lr.fit(x, y)
     model = LinearClassifier(
-        tuple(str(label) for label in lr.classes_), lr.coef_.astype(np.float32), lr.intercept_.astype(np.float32), 0.0
+        tuple(str(label) for label in lr.classes_),
+        lr.coef_.astype(np.float32),
+        lr.intercept_.astype(np.float32),
+        0.0,
     )
     floor = choose_floor(model, x, y, floor_precision)
     return LinearClassifier(model.labels, model.coef, model.intercept, floor)
@@ -86,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     x_train = embed([i.text for i in train_items])
     x_test = embed([i.text for i in test_items])
     model = train(train_items, x_train, c=args.c, floor_precision=args.floor_precision)
-    report = {"floor": model.floor, "labels": list(model.labels),
-              "train": accuracy(model, train_items, x_train), "test": accuracy(model, test_items, x_test)}
+    report = {
+        "floor": model.floor,
+        "labels": list(model.labels),
+        "train": accuracy(model, train_items, x_train),
+        "test": accuracy(model, test_items, x_test),
+    }
     print(json.dumps(report, indent=2))
     if not args.dry_run:
         args.out.write_bytes(model.to_bytes())

@@ -38,8 +38,13 @@ MF_HNSW_M = 32
 MF_HNSW_EF_CONSTRUCTION = 128
 MF_IVF_NPROBE = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]  # capped at nlist
 
-LABELS = {"curator": "curator", "hnsw": "PT-HNSW", "mf-hnsw": "MF-HNSW", "mf-ivf": "MF-IVF",
-          "flat": "flat"}
+LABELS = {
+    "curator": "curator",
+    "hnsw": "PT-HNSW",
+    "mf-hnsw": "MF-HNSW",
+    "mf-ivf": "MF-IVF",
+    "flat": "flat",
+}
 
 
 class Contender:
@@ -87,8 +92,9 @@ class KindContender(Contender):
         names, values, extras = spec
         pname = next((p for p in names if p in accepted), None)
         if pname is None:
-            self.notes.append(f"search param {names[0]} not accepted ({sorted(accepted)}); "
-                              "one default point")
+            self.notes.append(
+                f"search param {names[0]} not accepted ({sorted(accepted)}); one default point"
+            )
             return [{}]
         lo, hi = accepted[pname].low, accepted[pname].high
         fixed = {p: float(v) for p, v in extras.items() if p in accepted}
@@ -166,7 +172,8 @@ class TenantSelectors:
 
     def nbytes(self) -> int:
         return len(self.bitmaps) * self.bitmap_bytes + sum(
-            _batch_selector_bytes(len(ids)) for ids in self.batches.values())
+            _batch_selector_bytes(len(ids)) for ids in self.batches.values()
+        )
 
 
 class _MF(Contender):
@@ -262,9 +269,11 @@ class MFHNSW(_MF):
     def _make_index(self, wl: Workload) -> tuple[Any, float]:
         index = faiss.IndexHNSWFlat(wl.X.shape[1], MF_HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = MF_HNSW_EF_CONSTRUCTION
-        self.notes.append(f"M={MF_HNSW_M}, efConstruction={MF_HNSW_EF_CONSTRUCTION}; "
-                          "delete = tombstone (label dropped from every selector); the "
-                          "label -> tenants map used by delete is bench-side, not counted")
+        self.notes.append(
+            f"M={MF_HNSW_M}, efConstruction={MF_HNSW_EF_CONSTRUCTION}; "
+            "delete = tombstone (label dropped from every selector); the "
+            "label -> tenants map used by delete is bench-side, not counted"
+        )
         return index, 0.0
 
     def _add(self, labels: np.ndarray, vecs: np.ndarray) -> None:
@@ -296,8 +305,10 @@ class MFIVF(_MF):
         index.train(sample)
         train_s = time.perf_counter() - t0
         self.values = [v for v in MF_IVF_NPROBE if v < nlist] + [nlist]  # nlist = exhaustive
-        self.notes.append(f"nlist={nlist}, trained on {len(sample)} vectors; "
-                          "delete = remove_ids (list scan, no direct map) + selector updates")
+        self.notes.append(
+            f"nlist={nlist}, trained on {len(sample)} vectors; "
+            "delete = remove_ids (list scan, no direct map) + selector updates"
+        )
         return index, train_s
 
     def _search_params(self, sel: Any, value: float) -> Any:
@@ -329,8 +340,11 @@ def available(
             out[name] = MFIVF
         elif name in INDEX_KINDS:
             out[name] = lambda name=name: KindContender(
-                name, INDEX_KINDS[name], build_params.get(name))
+                name, INDEX_KINDS[name], build_params.get(name)
+            )
         else:
-            notes.append(f"skipping {name!r}: not registered in INDEX_KINDS "
-                         f"({', '.join(sorted(INDEX_KINDS))}) and not a bench baseline")
+            notes.append(
+                f"skipping {name!r}: not registered in INDEX_KINDS "
+                f"({', '.join(sorted(INDEX_KINDS))}) and not a bench baseline"
+            )
     return out, notes

@@ -165,7 +165,9 @@ def build_workload(
         "tenants": len(tenants),
         "share_degree": float(np.mean([len(a) for a in access])) if access else 0.0,
         "tenant_size": {
-            "min": int(sizes.min()), "p50": int(np.median(sizes)), "max": int(sizes.max()),
+            "min": int(sizes.min()),
+            "p50": int(np.median(sizes)),
+            "max": int(sizes.max()),
         },
         "visible_pairs": int(sizes.sum()),
     }

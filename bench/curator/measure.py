@@ -47,8 +47,13 @@ def recall_at_k(found: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def latency_point(
-    c: Contender, wl: Workload, mix: Mix, param: dict[str, float], k: int,
-    min_calls: int, warmup: int,
+    c: Contender,
+    wl: Workload,
+    mix: Mix,
+    param: dict[str, float],
+    k: int,
+    min_calls: int,
+    warmup: int,
 ) -> dict:
     """One sweep point: every pair once (recall) and >= min_calls timed calls (latency)."""
     P = len(mix.qidx)
@@ -81,9 +86,14 @@ def latency_point(
     rec = recall_at_k(found, mix.gt)
     ms = lat * 1e3
     return {
-        "param": param, "recall": float(rec.mean()), "recall_min_tenant": _worst_tenant(rec, ts),
-        "avg_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)), "calls": n_calls, "pairs": P,
+        "param": param,
+        "recall": float(rec.mean()),
+        "recall_min_tenant": _worst_tenant(rec, ts),
+        "avg_ms": float(ms.mean()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "calls": n_calls,
+        "pairs": P,
     }
 
 
@@ -95,17 +105,24 @@ def _worst_tenant(rec: np.ndarray, tenants: list[str]) -> float:
 
 
 def sweep(
-    c: Contender, wl: Workload, mix: Mix, k: int, min_calls: int, warmup: int,
-    stop_recall: float, max_avg_ms: float,
+    c: Contender,
+    wl: Workload,
+    mix: Mix,
+    k: int,
+    min_calls: int,
+    warmup: int,
+    stop_recall: float,
+    max_avg_ms: float,
 ) -> list[dict]:
     """Sweep the contender's params in order; stop once recall >= stop_recall or too slow."""
     points = []
     for param in c.sweep():
         pt = latency_point(c, wl, mix, param, k, min_calls, warmup)
         points.append(pt)
-        tqdm.write(f"    {c.label:8s} {mix.name:12s} {_fmt(param):22s} recall={pt['recall']:.4f} "
-              f"avg={pt['avg_ms']:.3f}ms p50={pt['p50_ms']:.3f} p99={pt['p99_ms']:.3f}",
-              )
+        tqdm.write(
+            f"    {c.label:8s} {mix.name:12s} {_fmt(param):22s} recall={pt['recall']:.4f} "
+            f"avg={pt['avg_ms']:.3f}ms p50={pt['p50_ms']:.3f} p99={pt['p99_ms']:.3f}",
+        )
         if pt["recall"] >= stop_recall or pt["avg_ms"] > max_avg_ms:
             break
     return points
@@ -121,8 +138,15 @@ def operating_point(points: list[dict], target: float = RECALL_TARGET) -> dict |
     return {**max(points, key=lambda p: p["recall"]), "reached": False}
 
 
-def qps(c: Contender, wl: Workload, mix: Mix, param: dict[str, float], k: int,
-        threads: int, min_calls: int) -> float:
+def qps(
+    c: Contender,
+    wl: Workload,
+    mix: Mix,
+    param: dict[str, float],
+    k: int,
+    threads: int,
+    min_calls: int,
+) -> float:
     """Throughput with `threads` client threads, each issuing single-query calls."""
     P = len(mix.qidx)
     n = max(P, min_calls)
@@ -185,8 +209,12 @@ def write_ops(c: Contender, plan: WritePlan) -> dict:
             fn(*args)
             lat[i] = clock() - t0
         us = lat * 1e6
-        out[op] = {"median_us": float(np.median(us)), "avg_us": float(us.mean()),
-                   "p99_us": float(np.percentile(us, 99)), "ops": len(calls)}
+        out[op] = {
+            "median_us": float(np.median(us)),
+            "avg_us": float(us.mean()),
+            "p99_us": float(np.percentile(us, 99)),
+            "ops": len(calls),
+        }
 
     timed("insert", [(c.insert, ins) for ins in plan.inserts])
     timed("grant", [(c.grant, g) for g in plan.grants])

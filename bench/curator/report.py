@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from bench.curator.measure import RECALL_TARGET  # noqa: E402
+from bench.curator.measure import RECALL_TARGET
 
 SHARED = ("mf-hnsw", "mf-ivf")
 MB = 1 << 20
@@ -31,8 +31,13 @@ def plot_recall(result: dict, out: Path) -> Path:
             for name, r in result["indexes"].items():
                 pts = r["mixes"].get(mix, {}).get("points", [])
                 if pts:
-                    ax.plot([p[stat] for p in pts], [p["recall"] for p in pts], "o-",
-                            label=r["label"], markersize=4)
+                    ax.plot(
+                        [p[stat] for p in pts],
+                        [p["recall"] for p in pts],
+                        "o-",
+                        label=r["label"],
+                        markersize=4,
+                    )
             ax.axhline(RECALL_TARGET, color="grey", ls="--", lw=0.8)
             ax.set_xscale("log")
             ax.set_xlabel(f"{title} latency per query, single thread (ms)")
@@ -57,8 +62,13 @@ def plot_memory(results: list[dict], out: Path) -> Path:
         xs = range(len(names))
         ax.bar([x - 0.2 for x in xs], mem, 0.4, label="index memory beyond raw vectors")
         ax.bar([x + 0.2 for x in xs], rss, 0.4, label="process RSS growth at build")
-        ax.axhline(result["stats"]["raw_vector_bytes"] / MB, color="grey", ls="--", lw=0.8,
-                   label="raw vectors")
+        ax.axhline(
+            result["stats"]["raw_vector_bytes"] / MB,
+            color="grey",
+            ls="--",
+            lw=0.8,
+            label="raw vectors",
+        )
         ax.set_xticks(list(xs), labels)
         ax.set_yscale("log")
         ax.set_ylabel("MiB")
@@ -76,14 +86,25 @@ def _op(result: dict, name: str, mix: str) -> dict | None:
     return None if r is None else r["mixes"].get(mix, {}).get("op")
 
 
-def _ratio_row(what: str, num: float | None, den: float | None, limit: float,
-               at_most: bool = True, why: str = "") -> dict:
+def _ratio_row(
+    what: str,
+    num: float | None,
+    den: float | None,
+    limit: float,
+    at_most: bool = True,
+    why: str = "",
+) -> dict:
     if num is None or den is None or den <= 0:
         return {"target": what, "ratio": None, "limit": limit, "status": "n/a", "why": why}
     ratio = num / den
     ok = ratio <= limit if at_most else ratio >= limit
-    return {"target": what, "ratio": ratio, "limit": limit, "status": "PASS" if ok else "FAIL",
-            "why": why}
+    return {
+        "target": what,
+        "ratio": ratio,
+        "limit": limit,
+        "status": "PASS" if ok else "FAIL",
+        "why": why,
+    }
 
 
 def targets(result: dict) -> list[dict]:
@@ -111,27 +132,75 @@ def targets(result: dict) -> list[dict]:
         shared = [(n, reached(n, "uniform")) for n in SHARED]
         shared = [(n, op) for n, op in shared if op is not None]
         best_name, best = min(shared, key=lambda x: x[1]["avg_ms"]) if shared else (None, None)
-        w = why(("curator", "uniform"), *((n, "uniform") for n in SHARED)) if best is None \
+        w = (
+            why(("curator", "uniform"), *((n, "uniform") for n in SHARED))
+            if best is None
             else why(("curator", "uniform"))
+        )
         c = cur["uniform"]
-        rows.append({"mix": "uniform", **_ratio_row(
-            f"curator avg / best shared ({best_name or '-'}) avg", c and c["avg_ms"],
-            best and best["avg_ms"], 0.5, why=w)})
-        rows.append({"mix": "uniform", **_ratio_row(
-            f"curator p99 / best shared ({best_name or '-'}) p99", c and c["p99_ms"],
-            best and best["p99_ms"], 0.2, why=w)})
-        rows.append({"mix": "uniform", **_ratio_row(
-            "curator avg / PT-HNSW avg", c and c["avg_ms"], pt["uniform"] and pt["uniform"]["avg_ms"],
-            3.0, why=why(("curator", "uniform"), ("hnsw", "uniform")))})
+        rows.append(
+            {
+                "mix": "uniform",
+                **_ratio_row(
+                    f"curator avg / best shared ({best_name or '-'}) avg",
+                    c and c["avg_ms"],
+                    best and best["avg_ms"],
+                    0.5,
+                    why=w,
+                ),
+            }
+        )
+        rows.append(
+            {
+                "mix": "uniform",
+                **_ratio_row(
+                    f"curator p99 / best shared ({best_name or '-'}) p99",
+                    c and c["p99_ms"],
+                    best and best["p99_ms"],
+                    0.2,
+                    why=w,
+                ),
+            }
+        )
+        rows.append(
+            {
+                "mix": "uniform",
+                **_ratio_row(
+                    "curator avg / PT-HNSW avg",
+                    c and c["avg_ms"],
+                    pt["uniform"] and pt["uniform"]["avg_ms"],
+                    3.0,
+                    why=why(("curator", "uniform"), ("hnsw", "uniform")),
+                ),
+            }
+        )
     if "proportional" in mixes:
         c, mf = cur["proportional"], reached("mf-hnsw", "proportional")
-        rows.append({"mix": "proportional", **_ratio_row(
-            "curator avg / MF-HNSW avg", c and c["avg_ms"], mf and mf["avg_ms"], 1.0,
-            why=why(("curator", "proportional"), ("mf-hnsw", "proportional")))})
+        rows.append(
+            {
+                "mix": "proportional",
+                **_ratio_row(
+                    "curator avg / MF-HNSW avg",
+                    c and c["avg_ms"],
+                    mf and mf["avg_ms"],
+                    1.0,
+                    why=why(("curator", "proportional"), ("mf-hnsw", "proportional")),
+                ),
+            }
+        )
         p = pt["proportional"]
-        rows.append({"mix": "proportional", **_ratio_row(
-            "curator avg / PT-HNSW avg", c and c["avg_ms"], p and p["avg_ms"], 3.0,
-            why=why(("curator", "proportional"), ("hnsw", "proportional")))})
+        rows.append(
+            {
+                "mix": "proportional",
+                **_ratio_row(
+                    "curator avg / PT-HNSW avg",
+                    c and c["avg_ms"],
+                    p and p["avg_ms"],
+                    3.0,
+                    why=why(("curator", "proportional"), ("hnsw", "proportional")),
+                ),
+            }
+        )
 
     def mem(name: str) -> float | None:
         r = result["indexes"].get(name)
@@ -141,19 +210,52 @@ def targets(result: dict) -> list[dict]:
         return "; ".join(f"{n} not run" for n in names if n not in result["indexes"])
 
     for n in SHARED:
-        rows.append({"mix": "-", **_ratio_row(f"curator memory / {n} memory", mem("curator"),
-                                              mem(n), 1.2, why=missing("curator", n))})
-    rows.append({"mix": "-", **_ratio_row("curator memory / PT-HNSW memory", mem("curator"),
-                                          mem("hnsw"), 0.2, why=missing("curator", "hnsw"))})
+        rows.append(
+            {
+                "mix": "-",
+                **_ratio_row(
+                    f"curator memory / {n} memory",
+                    mem("curator"),
+                    mem(n),
+                    1.2,
+                    why=missing("curator", n),
+                ),
+            }
+        )
+    rows.append(
+        {
+            "mix": "-",
+            **_ratio_row(
+                "curator memory / PT-HNSW memory",
+                mem("curator"),
+                mem("hnsw"),
+                0.2,
+                why=missing("curator", "hnsw"),
+            ),
+        }
+    )
 
     def grant(name: str) -> float | None:
         r = result["indexes"].get(name)
-        return None if r is None or "grant" not in r.get("writes", {}) \
+        return (
+            None
+            if r is None or "grant" not in r.get("writes", {})
             else r["writes"]["grant"]["median_us"]
+        )
 
-    rows.append({"mix": "-", **_ratio_row("PT-HNSW grant / curator grant (speed-up)",
-                                          grant("hnsw"), grant("curator"), 20.0, at_most=False,
-                                          why=missing("curator", "hnsw"))})
+    rows.append(
+        {
+            "mix": "-",
+            **_ratio_row(
+                "PT-HNSW grant / curator grant (speed-up)",
+                grant("hnsw"),
+                grant("curator"),
+                20.0,
+                at_most=False,
+                why=missing("curator", "hnsw"),
+            ),
+        }
+    )
     return rows
 
 
@@ -183,7 +285,8 @@ def markdown(results: list[dict]) -> str:
     for result in results:
         s, meta = result["stats"], result["meta"]
         lines += [
-            f"## workload `{result['workload']}`", "",
+            f"## workload `{result['workload']}`",
+            "",
             f"{s['indexed']} indexed papers, {s['held_out']} held-out queries, "
             f"{s['tenants']} tenants (size min/p50/max {s['tenant_size']['min']}/"
             f"{s['tenant_size']['p50']}/{s['tenant_size']['max']}), share degree "
@@ -193,11 +296,13 @@ def markdown(results: list[dict]) -> str:
         ]
         for mix in meta["mixes"]:
             m = s["mixes"][mix]
-            lines += [f"### {mix} mix ({m['pairs']} (query, tenant) pairs, "
-                      f"{m['tenants']} tenants)", "",
-                      "| index | param | recall@10 | worst tenant | avg ms | p50 ms | p99 ms | "
-                      "QPS (2 thr) | mem beyond raw MiB | RSS growth MiB | build s |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                f"### {mix} mix ({m['pairs']} (query, tenant) pairs, {m['tenants']} tenants)",
+                "",
+                "| index | param | recall@10 | worst tenant | avg ms | p50 ms | p99 ms | "
+                "QPS (2 thr) | mem beyond raw MiB | RSS growth MiB | build s |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
             for r in result["indexes"].values():
                 op = r["mixes"].get(mix, {}).get("op")
                 if op is None:
@@ -209,22 +314,35 @@ def markdown(results: list[dict]) -> str:
                     f"{op['recall_min_tenant']:.3f} | {op['avg_ms']:.3f} | {op['p50_ms']:.3f} | "
                     f"{op['p99_ms']:.3f} | {_f(r['mixes'][mix].get('qps'), '{:.0f}')} | "
                     f"{r['memory']['beyond_raw'] / MB:.1f} | {r['rss_growth'] / MB:.1f} | "
-                    f"{r['build'].get('build_s', 0):.1f} |")
+                    f"{r['build'].get('build_s', 0):.1f} |"
+                )
             lines.append("")
-        lines += ["### write ops (median µs over "
-                  f"{meta['write_ops']} ops each; p99 in brackets)", "",
-                  "| index | insert | grant | revoke | delete |", "|---|---|---|---|---|"]
+        lines += [
+            f"### write ops (median µs over {meta['write_ops']} ops each; p99 in brackets)",
+            "",
+            "| index | insert | grant | revoke | delete |",
+            "|---|---|---|---|---|",
+        ]
         for r in result["indexes"].values():
             w = r.get("writes", {})
-            cells = [f"{w[o]['median_us']:.1f} ({w[o]['p99_us']:.0f})" if o in w else "-"
-                     for o in ("insert", "grant", "revoke", "delete")]
+            cells = [
+                f"{w[o]['median_us']:.1f} ({w[o]['p99_us']:.0f})" if o in w else "-"
+                for o in ("insert", "grant", "revoke", "delete")
+            ]
             lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
-        lines += ["", "### targets", "", "| mix | target | ratio | limit | status | note |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### targets",
+            "",
+            "| mix | target | ratio | limit | status | note |",
+            "|---|---|---|---|---|---|",
+        ]
         for t in result["targets"]:
             op = "≥" if "speed-up" in t["target"] else "≤"
-            lines.append(f"| {t['mix']} | {t['target']} | {_f(t['ratio'])} | {op} {t['limit']:g} "
-                         f"| {t['status']} | {t['why']} |")
+            lines.append(
+                f"| {t['mix']} | {t['target']} | {_f(t['ratio'])} | {op} {t['limit']:g} "
+                f"| {t['status']} | {t['why']} |"
+            )
         notes = [f"- {r['label']}: {n}" for r in result["indexes"].values() for n in r["notes"]]
         lines += ["", *(["notes:", "", *notes, ""] if notes else [])]
     return "\n".join(lines) + "\n"

@@ -22,9 +22,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/curator/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import faiss  # noqa: E402
+import faiss
 
-from bench.curator import adapters, data, measure, report  # noqa: E402
+from bench.curator import adapters, data, measure, report
 
 ALL_INDEXES = "curator,hnsw,mf-hnsw,mf-ivf,flat"
 
@@ -34,21 +34,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workloads", default="categories,subscribers")
     p.add_argument("--mixes", default="uniform,proportional")
     p.add_argument("--indexes", default=ALL_INDEXES)
-    p.add_argument("--queries", type=int, default=2000,
-                   help="(query, tenant) pairs per mix: proportional sample size; uniform uses "
-                        "ceil(N / tenants) queries per tenant")
+    p.add_argument(
+        "--queries",
+        type=int,
+        default=2000,
+        help="(query, tenant) pairs per mix: proportional sample size; uniform uses "
+        "ceil(N / tenants) queries per tenant",
+    )
     p.add_argument("--holdout", type=int, default=1500, help="held-out query papers (+ top-up)")
     p.add_argument("--max-papers", type=int, default=None, help="seeded sample of the papers")
     p.add_argument("--min-calls", type=int, default=1000, help="timed calls per sweep point")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--write-ops", type=int, default=200)
     p.add_argument("--qps-threads", type=int, default=2)
-    p.add_argument("--stop-recall", type=float, default=0.999,
-                   help="stop a sweep after the first point at or above this recall")
-    p.add_argument("--max-avg-ms", type=float, default=50.0,
-                   help="stop a sweep after a point slower than this on average")
-    p.add_argument("--build-params", default="",
-                   help="build params of registered kinds, e.g. curator.train_size=10000,hnsw.M=16")
+    p.add_argument(
+        "--stop-recall",
+        type=float,
+        default=0.999,
+        help="stop a sweep after the first point at or above this recall",
+    )
+    p.add_argument(
+        "--max-avg-ms",
+        type=float,
+        default=50.0,
+        help="stop a sweep after a point slower than this on average",
+    )
+    p.add_argument(
+        "--build-params",
+        default="",
+        help="build params of registered kinds, e.g. curator.train_size=10000,hnsw.M=16",
+    )
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=data.DATA_DIR)
@@ -81,8 +96,9 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs, faiss {faiss.__version__}, Python {platform.python_version()}"
 
 
-def run_index(name: str, factory, wl: data.Workload, args, mixes: list[str],
-              plan: measure.WritePlan) -> dict:
+def run_index(
+    name: str, factory, wl: data.Workload, args, mixes: list[str], plan: measure.WritePlan
+) -> dict:
     c = factory()
     raw = wl.X.nbytes
     measure.settle()
@@ -93,23 +109,39 @@ def run_index(name: str, factory, wl: data.Workload, args, mixes: list[str],
     measure.settle()
     rss_growth = measure.rss_bytes() - rss0
     mem = c.memory(raw)
-    print(f"  {c.label}: build {build.get('build_s', 0):.1f}s, memory beyond raw "
-          f"{mem['beyond_raw'] / 2**20:.1f} MiB, RSS +{rss_growth / 2**20:.1f} MiB", flush=True)
-    out = {"label": c.label, "build": build, "memory": mem, "rss_growth": rss_growth,
-           "mixes": {}, "notes": c.notes}
+    print(
+        f"  {c.label}: build {build.get('build_s', 0):.1f}s, memory beyond raw "
+        f"{mem['beyond_raw'] / 2**20:.1f} MiB, RSS +{rss_growth / 2**20:.1f} MiB",
+        flush=True,
+    )
+    out = {
+        "label": c.label,
+        "build": build,
+        "memory": mem,
+        "rss_growth": rss_growth,
+        "mixes": {},
+        "notes": c.notes,
+    }
     for mix in mixes:
         m = wl.mixes[mix]
-        points = measure.sweep(c, wl, m, args.k, args.min_calls, args.warmup,
-                               args.stop_recall, args.max_avg_ms)
+        points = measure.sweep(
+            c, wl, m, args.k, args.min_calls, args.warmup, args.stop_recall, args.max_avg_ms
+        )
         op = measure.operating_point(points)
         q = measure.qps(c, wl, m, op["param"], args.k, args.qps_threads, args.min_calls)
-        print(f"    {c.label:8s} {mix:12s} QPS({args.qps_threads} threads) at "
-              f"{op['param'] or '-'}: {q:.0f}", flush=True)
+        print(
+            f"    {c.label:8s} {mix:12s} QPS({args.qps_threads} threads) at "
+            f"{op['param'] or '-'}: {q:.0f}",
+            flush=True,
+        )
         out["mixes"][mix] = {"points": points, "op": op, "qps": q}
     if args.write_ops > 0:
         out["writes"] = measure.write_ops(c, plan)
-        print("    writes (median µs): " + ", ".join(
-            f"{o} {v['median_us']:.1f}" for o, v in out["writes"].items()), flush=True)
+        print(
+            "    writes (median µs): "
+            + ", ".join(f"{o} {v['median_us']:.1f}" for o, v in out["writes"].items()),
+            flush=True,
+        )
     del c
     measure.settle()
     return out
@@ -132,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     corpus = data.load_corpus(args.data, args.max_papers, args.seed)
     indexed, held = data.split_holdout(corpus, args.holdout, seed=args.seed)
-    print(f"loaded {len(corpus.vectors)} papers in {time.perf_counter() - t0:.1f}s: "
-          f"{len(indexed)} to index, {len(held)} held out", flush=True)
+    print(
+        f"loaded {len(corpus.vectors)} papers in {time.perf_counter() - t0:.1f}s: "
+        f"{len(indexed)} to index, {len(held)} held out",
+        flush=True,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for wname in workloads:
@@ -141,18 +176,28 @@ def main(argv: list[str] | None = None) -> int:
         wl = data.build_workload(wname, corpus, indexed, held, seed=args.seed)
         data.make_mixes(wl, args.queries, args.k, seed=args.seed)
         wl.stats["raw_vector_bytes"] = wl.X.nbytes
-        wl.stats["mixes"] = {m: {"pairs": len(wl.mixes[m].qidx),
-                                 "tenants": len(set(wl.mixes[m].tenants))} for m in mixes}
-        print(f"\n== workload {wname}: {wl.stats} (ground truth in "
-              f"{time.perf_counter() - t0:.1f}s)", flush=True)
+        wl.stats["mixes"] = {
+            m: {"pairs": len(wl.mixes[m].qidx), "tenants": len(set(wl.mixes[m].tenants))}
+            for m in mixes
+        }
+        print(
+            f"\n== workload {wname}: {wl.stats} (ground truth in {time.perf_counter() - t0:.1f}s)",
+            flush=True,
+        )
         plan = measure.plan_writes(wl, args.write_ops, seed=args.seed)
         result = {
             "workload": wname,
-            "meta": {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-                     "mixes": mixes, "k": args.k,
-                     "qps_threads": args.qps_threads, "write_ops": args.write_ops,
-                     "recall_target": measure.RECALL_TARGET, "skipped": notes,
-                     "args": {k: str(v) for k, v in vars(args).items()}},
+            "meta": {
+                "machine": machine(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                "mixes": mixes,
+                "k": args.k,
+                "qps_threads": args.qps_threads,
+                "write_ops": args.write_ops,
+                "recall_target": measure.RECALL_TARGET,
+                "skipped": notes,
+                "args": {k: str(v) for k, v in vars(args).items()},
+            },
             "stats": wl.stats,
             "indexes": {},
         }

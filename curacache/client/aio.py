@@ -9,11 +9,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from curacache.api.v1 import cache_pb2_grpc
+from curacache.api.v1 import cache_pb2_grpc, collections_pb2_grpc, vectors_pb2_grpc
 from curacache.api.v1 import collections_pb2 as cpb
-from curacache.api.v1 import collections_pb2_grpc
 from curacache.api.v1 import vectors_pb2 as vpb
-from curacache.api.v1 import vectors_pb2_grpc
 from curacache.client.cache import CacheCalls
 from curacache.client.errors import from_rpc_error
 from curacache.client.types import CollectionInfo, CollectionStats, Hit, Record
@@ -90,12 +88,17 @@ class AsyncClient(CacheCalls):
         if metric not in _METRICS:
             raise ValueError(f"metric: must be one of {sorted(_METRICS)}, got {metric!r}")
         request = cpb.CreateCollectionRequest(
-            name=name, dim=dim, metric=_METRICS[metric], index=cpb.IndexSpec(kind=index or "", params=params)
+            name=name,
+            dim=dim,
+            metric=_METRICS[metric],
+            index=cpb.IndexSpec(kind=index or "", params=params),
         )
         return _collection_info(await self._call(self._collections.Create, request))
 
     async def get_collection(self, name: str) -> CollectionInfo:
-        return _collection_info(await self._call(self._collections.Get, cpb.GetCollectionRequest(name=name)))
+        return _collection_info(
+            await self._call(self._collections.Get, cpb.GetCollectionRequest(name=name))
+        )
 
     async def list_collections(self) -> list[CollectionInfo]:
         response = await self._call(self._collections.List, cpb.ListCollectionsRequest())
@@ -157,7 +160,9 @@ class AsyncClient(CacheCalls):
         self, collection: str, ids: Sequence[str], tenant: str, *, with_vectors: bool = False
     ) -> list[Record]:
         """Records `tenant` can see among `ids`, in request order; others are left out."""
-        request = vpb.GetRequest(collection=collection, tenant=tenant, ids=ids, with_vectors=with_vectors)
+        request = vpb.GetRequest(
+            collection=collection, tenant=tenant, ids=ids, with_vectors=with_vectors
+        )
         response = await self._call(self._vectors.Get, request)
         return [
             Record(
@@ -178,12 +183,18 @@ class AsyncClient(CacheCalls):
 
     async def grant(self, collection: str, ids: Sequence[str], to_tenant: str, tenant: str) -> int:
         """Share records `tenant` owns with `to_tenant`; returns how many changed."""
-        request = vpb.GrantRequest(collection=collection, tenant=tenant, ids=ids, to_tenant=to_tenant)
+        request = vpb.GrantRequest(
+            collection=collection, tenant=tenant, ids=ids, to_tenant=to_tenant
+        )
         return (await self._call(self._vectors.Grant, request)).changed
 
-    async def revoke(self, collection: str, ids: Sequence[str], from_tenant: str, tenant: str) -> int:
+    async def revoke(
+        self, collection: str, ids: Sequence[str], from_tenant: str, tenant: str
+    ) -> int:
         """Stop sharing records `tenant` owns with `from_tenant`; returns how many changed."""
-        request = vpb.RevokeRequest(collection=collection, tenant=tenant, ids=ids, from_tenant=from_tenant)
+        request = vpb.RevokeRequest(
+            collection=collection, tenant=tenant, ids=ids, from_tenant=from_tenant
+        )
         return (await self._call(self._vectors.Revoke, request)).changed
 
     async def search(
@@ -200,8 +211,12 @@ class AsyncClient(CacheCalls):
         if row.shape[0] != 1:
             raise ValueError(f"vector: expected one vector, got {row.shape[0]}; use search_batch")
         request = vpb.SearchRequest(
-            collection=collection, tenant=tenant, vector=row[0].tobytes(), k=k,
-            params=params, with_payload=with_payload,
+            collection=collection,
+            tenant=tenant,
+            vector=row[0].tobytes(),
+            k=k,
+            params=params,
+            with_payload=with_payload,
         )
         return _hits(await self._call(self._vectors.Search, request), with_payload)
 
@@ -216,15 +231,21 @@ class AsyncClient(CacheCalls):
     ) -> list[list[Hit]]:
         matrix = _matrix(vectors)
         request = vpb.SearchBatchRequest(
-            collection=collection, tenant=tenant, vectors=[row.tobytes() for row in matrix], k=k,
-            params=params, with_payload=with_payload,
+            collection=collection,
+            tenant=tenant,
+            vectors=[row.tobytes() for row in matrix],
+            k=k,
+            params=params,
+            with_payload=with_payload,
         )
         response = await self._call(self._vectors.SearchBatch, request)
         return [_hits(r, with_payload) for r in response.results]
 
     async def health(self, service: str = "") -> str:
         """The server's health status name, e.g. "SERVING"."""
-        response = await self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))
+        response = await self._call(
+            self._health.Check, health_pb2.HealthCheckRequest(service=service)
+        )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
@@ -234,7 +255,9 @@ def _matrix(vectors: np.ndarray | Sequence[Any]) -> np.ndarray:
     return matrix.reshape(1, -1) if matrix.ndim == 1 else matrix
 
 
-def _per_record_tenants(tenants: Sequence[str] | Sequence[Sequence[str]] | None, n: int) -> list[Sequence[str]]:
+def _per_record_tenants(
+    tenants: Sequence[str] | Sequence[Sequence[str]] | None, n: int
+) -> list[Sequence[str]]:
     if tenants is None:
         return [()] * n
     if isinstance(tenants, str):
@@ -248,7 +271,8 @@ def _per_record_tenants(tenants: Sequence[str] | Sequence[Sequence[str]] | None,
 
 def _hits(response: vpb.SearchResponse, with_payload: bool) -> list[Hit]:
     return [
-        Hit(h.id, h.score, h.payload if with_payload else None, dict(h.metadata)) for h in response.hits
+        Hit(h.id, h.score, h.payload if with_payload else None, dict(h.metadata))
+        for h in response.hits
     ]
 
 

@@ -113,8 +113,17 @@ class CacheCalls:
         `min_similarity` may only make the lookup stricter than the category's threshold;
         `max_ttl` caps how long the response is stored (seconds)."""
         events = self.generate_events(
-            prompt, tenant, category, model, params, embedding, shared=shared, no_store=no_store,
-            no_cache=no_cache, min_similarity=min_similarity, max_ttl=max_ttl,
+            prompt,
+            tenant,
+            category,
+            model,
+            params,
+            embedding,
+            shared=shared,
+            no_store=no_store,
+            no_cache=no_cache,
+            min_similarity=min_similarity,
+            max_ttl=max_ttl,
         )
         async with contextlib.aclosing(events):
             async for item in events:
@@ -137,7 +146,9 @@ class CacheCalls:
         max_ttl: float | None = None,
     ) -> AsyncGenerator[GenerateStart | str | GenerateResult, None]:
         """`generate`, opening with a GenerateStart: hit or miss is known before any text."""
-        query = _query(prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache)
+        query = _query(
+            prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache
+        )
         query.min_similarity = min_similarity or 0.0
         request = pb.GenerateRequest(query=query, shared=shared, max_ttl_s=max_ttl or 0.0)
         async for chunk in self._stream(self._cache.Generate, request):
@@ -146,17 +157,35 @@ class CacheCalls:
                 yield chunk.text
             elif kind == "start":
                 s = chunk.start
-                yield GenerateStart(s.cached, s.similarity, s.category, s.entry_id, s.reason, s.threshold, s.cacheable)
+                yield GenerateStart(
+                    s.cached,
+                    s.similarity,
+                    s.category,
+                    s.entry_id,
+                    s.reason,
+                    s.threshold,
+                    s.cacheable,
+                )
             else:
                 d = chunk.done
-                yield GenerateResult(d.cached, _response(d.response), d.similarity, d.category, d.entry_id, d.reason, d.stored)
+                yield GenerateResult(
+                    d.cached,
+                    _response(d.response),
+                    d.similarity,
+                    d.category,
+                    d.entry_id,
+                    d.reason,
+                    d.stored,
+                )
 
     async def models(self) -> list[Model]:
         """The models the service's LLM backends serve."""
         r = await self._call(self._cache.Models, pb.ModelsRequest())
         return [Model(m.id, m.owned_by) for m in r.models]
 
-    async def forward(self, path: str, body: bytes, tenant: str) -> AsyncGenerator[ForwardHead | bytes, None]:
+    async def forward(
+        self, path: str, body: bytes, tenant: str
+    ) -> AsyncGenerator[ForwardHead | bytes, None]:
         """Send an OpenAI request body untouched to the backend serving its model (no caching):
         yields the backend's ForwardHead, then its response body as it arrives."""
         request = pb.ForwardRequest(tenant=tenant, path=path, body=body)
@@ -172,27 +201,37 @@ class CacheCalls:
         tenant: str,
         entry_ids: Sequence[str] | None = None,
         category: str | None = None,
-        all: bool = False,  # noqa: A002 - mirrors the RPC field
+        all: bool = False,
     ) -> int:
         """Remove entries by id, by category, or all of `tenant`'s; returns how many."""
-        request = pb.InvalidateRequest(tenant=tenant, entry_ids=entry_ids or [], category=category or "", all=all)
+        request = pb.InvalidateRequest(
+            tenant=tenant, entry_ids=entry_ids or [], category=category or "", all=all
+        )
         return (await self._call(self._cache.Invalidate, request)).invalidated
 
-    async def feedback(self, entry_id: str, correct: bool, tenant: str, similarity: float | None = None) -> float:
+    async def feedback(
+        self, entry_id: str, correct: bool, tenant: str, similarity: float | None = None
+    ) -> float:
         """Report whether a hit was right; returns the category's threshold afterwards."""
-        request = pb.FeedbackRequest(tenant=tenant, entry_id=entry_id, correct=correct, similarity=similarity or 0.0)
+        request = pb.FeedbackRequest(
+            tenant=tenant, entry_id=entry_id, correct=correct, similarity=similarity or 0.0
+        )
         return (await self._call(self._cache.Feedback, request)).threshold
 
     async def get_policies(self) -> list[CategoryPolicy]:
         r = await self._call(self._cache.GetPolicies, pb.GetPoliciesRequest())
         return [_policy(p) for p in r.policies]
 
-    async def set_policy(self, category: str, *, create: bool = False, **changes: Any) -> CategoryPolicy:
+    async def set_policy(
+        self, category: str, *, create: bool = False, **changes: Any
+    ) -> CategoryPolicy:
         """Change some fields of one category's policy (e.g. threshold=0.9, ttl_s=600).
         An unknown category is refused unless `create=True`."""
         unknown = sorted(set(changes) - set(_POLICY_FIELDS) - {"category"})
         if unknown:
-            raise ValueError(f"{unknown[0]}: not a policy field (fields: {', '.join(_POLICY_FIELDS[1:])})")
+            raise ValueError(
+                f"{unknown[0]}: not a policy field (fields: {', '.join(_POLICY_FIELDS[1:])})"
+            )
         request = pb.SetPolicyRequest(
             policy=pb.CategoryPolicy(category=category, **changes),
             update_mask=field_mask_pb2.FieldMask(paths=sorted(changes)),
@@ -219,7 +258,13 @@ def _query(
     no_store: bool = False,
     no_cache: bool = False,
 ) -> pb.CacheQuery:
-    q = pb.CacheQuery(tenant=tenant, category=category or "", model=model or "", no_store=no_store, no_cache=no_cache)
+    q = pb.CacheQuery(
+        tenant=tenant,
+        category=category or "",
+        model=model or "",
+        no_store=no_store,
+        no_cache=no_cache,
+    )
     if isinstance(prompt, str):
         q.prompt = prompt
     else:
@@ -245,14 +290,25 @@ def _query(
 def _response_pb(r: CachedResponse) -> pb.CachedResponse:
     u = r.usage
     return pb.CachedResponse(
-        text=r.text, finish_reason=r.finish_reason, model=r.model,
-        usage=pb.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens),
+        text=r.text,
+        finish_reason=r.finish_reason,
+        model=r.model,
+        usage=pb.Usage(
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            total_tokens=u.total_tokens,
+        ),
     )
 
 
 def _response(r: pb.CachedResponse) -> CachedResponse:
     u = r.usage
-    return CachedResponse(r.text, r.finish_reason, Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens), r.model)
+    return CachedResponse(
+        r.text,
+        r.finish_reason,
+        Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        r.model,
+    )
 
 
 def _policy(p: pb.CategoryPolicy) -> CategoryPolicy:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import grpc
 
-
-ERROR_SOURCE_KEY = "curacache-error-source"  # the server's trailing metadata (curacache.server.status)
+ERROR_SOURCE_KEY = (
+    "curacache-error-source"  # the server's trailing metadata (curacache.server.status)
+)
 
 
 class CuracacheError(Exception):
@@ -20,16 +21,30 @@ class CuracacheError(Exception):
 
 
 class InvalidArgumentError(CuracacheError): ...
+
+
 class NotFoundError(CuracacheError): ...
+
+
 class AlreadyExistsError(CuracacheError): ...
+
+
 class PermissionDeniedError(CuracacheError): ...
+
+
 class UnauthenticatedError(CuracacheError): ...
+
+
 class UnavailableError(CuracacheError): ...
+
+
 class DeadlineExceededError(CuracacheError): ...
 
 
 class ResourceExhaustedError(CuracacheError):
-    def __init__(self, code: grpc.StatusCode, details: str, retry_after: float | None, *, source: str = "") -> None:
+    def __init__(
+        self, code: grpc.StatusCode, details: str, retry_after: float | None, *, source: str = ""
+    ) -> None:
         super().__init__(code, details, source=source)
         self.retry_after = retry_after
 

@@ -45,9 +45,13 @@ def _blocking_iter(method: Callable[..., AsyncIterator[R]]) -> Callable[..., Ite
 class Client:
     """Blocking client; same methods and arguments as AsyncClient. Use as a context manager."""
 
-    def __init__(self, target: str = "127.0.0.1:50051", *, api_key: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, target: str = "127.0.0.1:50051", *, api_key: str | None = None, **options: Any
+    ) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="curacache-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="curacache-client", daemon=True
+        )
         self._thread.start()
 
         async def build() -> AsyncClient:

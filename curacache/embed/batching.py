@@ -117,7 +117,7 @@ class BatchingEmbedder:
                 if not future.done():
                     future.cancel()
             raise
-        except Exception as exc:  # noqa: BLE001 - every caller of this pass gets the error
+        except Exception as exc:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

@@ -27,7 +27,9 @@ import numpy as np
 # Abramowitz & Stegun 7.1.26: |erf error| < 1.5e-7, far below float32 model noise. numpy has
 # no erf ufunc, and scipy is not a dependency of this package.
 _AS_P = np.float32(0.3275911 / np.sqrt(2.0))
-_AS_A = tuple(np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429))
+_AS_A = tuple(
+    np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +90,22 @@ class BertEncoder:
         self._word = _f32(w["embeddings.word_embeddings.weight"])
         self._pos = _f32(w["embeddings.position_embeddings.weight"])
         self._type0 = _f32(w["embeddings.token_type_embeddings.weight"][0])
-        self._emb_ln = (_f32(w["embeddings.LayerNorm.weight"]), _f32(w["embeddings.LayerNorm.bias"]))
+        self._emb_ln = (
+            _f32(w["embeddings.LayerNorm.weight"]),
+            _f32(w["embeddings.LayerNorm.bias"]),
+        )
         layers = []
         for i in range(config.layers):
             p = f"encoder.layer.{i}."
             q_w = w[p + "attention.self.query.weight"] * scale
             q_b = w[p + "attention.self.query.bias"] * scale
             w_qkv = np.concatenate(
-                [q_w, w[p + "attention.self.key.weight"], w[p + "attention.self.value.weight"]], axis=0
+                [q_w, w[p + "attention.self.key.weight"], w[p + "attention.self.value.weight"]],
+                axis=0,
             ).T
-            b_qkv = np.concatenate([q_b, w[p + "attention.self.key.bias"], w[p + "attention.self.value.bias"]])
+            b_qkv = np.concatenate(
+                [q_b, w[p + "attention.self.key.bias"], w[p + "attention.self.value.bias"]]
+            )
             layers.append(
                 _Layer(
                     w_qkv=_f32(w_qkv),

@@ -79,9 +79,18 @@ def build_bert_onnx(*, weights: Mapping[str, np.ndarray], config: BertConfig) ->
 
     # Embeddings: word + position[:L] + token type 0, then LayerNorm.
     seq_len = g.op("Slice", g.op("Shape", "input_ids"), g.const("one1", [1]), g.const("two1", [2]))
-    pos = g.op("Slice", g.const("pos", w["embeddings.position_embeddings.weight"]), g.const("zero1", [0]), seq_len)
+    pos = g.op(
+        "Slice",
+        g.const("pos", w["embeddings.position_embeddings.weight"]),
+        g.const("zero1", [0]),
+        seq_len,
+    )
     word = g.op("Gather", g.const("word", w["embeddings.word_embeddings.weight"]), "input_ids")
-    x = g.op("Add", g.op("Add", word, pos), g.const("type0", w["embeddings.token_type_embeddings.weight"][0]))
+    x = g.op(
+        "Add",
+        g.op("Add", word, pos),
+        g.const("type0", w["embeddings.token_type_embeddings.weight"][0]),
+    )
     x = layer_norm(x, "embeddings.LayerNorm")
 
     # Additive attention bias (B, 1, 1, L): 0 for tokens, -1e9 for padding.
@@ -97,9 +106,17 @@ def build_bert_onnx(*, weights: Mapping[str, np.ndarray], config: BertConfig) ->
     for i in range(config.layers):
         p = f"encoder.layer.{i}."
         sa = p + "attention.self."
-        w_qkv = np.concatenate([w[sa + "query.weight"] * scale, w[sa + "key.weight"], w[sa + "value.weight"]])
-        b_qkv = np.concatenate([w[sa + "query.bias"] * scale, w[sa + "key.bias"], w[sa + "value.bias"]])
-        qkv = g.op("Transpose", g.op("Reshape", linear(x, p + "qkv", w_qkv, b_qkv), shape5), perm=[2, 0, 3, 1, 4])
+        w_qkv = np.concatenate(
+            [w[sa + "query.weight"] * scale, w[sa + "key.weight"], w[sa + "value.weight"]]
+        )
+        b_qkv = np.concatenate(
+            [w[sa + "query.bias"] * scale, w[sa + "key.bias"], w[sa + "value.bias"]]
+        )
+        qkv = g.op(
+            "Transpose",
+            g.op("Reshape", linear(x, p + "qkv", w_qkv, b_qkv), shape5),
+            perm=[2, 0, 3, 1, 4],
+        )
         q, k, v = (g.op("Gather", qkv, j, axis=0) for j in idx)
         scores = g.op("Add", g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2])), bias)
         ctx = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
@@ -107,8 +124,15 @@ def build_bert_onnx(*, weights: Mapping[str, np.ndarray], config: BertConfig) ->
         ao = p + "attention.output."
         attn = linear(ctx, ao + "dense", w[ao + "dense.weight"], w[ao + "dense.bias"])
         x = layer_norm(g.op("Add", attn, x), ao + "LayerNorm")
-        h = linear(x, p + "intermediate", w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"])
-        h = g.op("Mul", g.op("Mul", h, half), g.op("Add", g.op("Erf", g.op("Mul", h, rsqrt2)), "one_f"))
+        h = linear(
+            x,
+            p + "intermediate",
+            w[p + "intermediate.dense.weight"],
+            w[p + "intermediate.dense.bias"],
+        )
+        h = g.op(
+            "Mul", g.op("Mul", h, half), g.op("Add", g.op("Erf", g.op("Mul", h, rsqrt2)), "one_f")
+        )
         out = linear(h, p + "output", w[p + "output.dense.weight"], w[p + "output.dense.bias"])
         x = layer_norm(g.op("Add", out, x), p + "output.LayerNorm")
 
@@ -143,7 +167,9 @@ class OnnxBertEncoder:
     session is thread-safe, so concurrent passes from several worker threads are allowed.
     """
 
-    def __init__(self, *, weights: Mapping[str, np.ndarray], config: BertConfig, threads: int = 0) -> None:
+    def __init__(
+        self, *, weights: Mapping[str, np.ndarray], config: BertConfig, threads: int = 0
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -158,7 +184,9 @@ class OnnxBertEncoder:
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if input_ids.shape[1] > self.config.max_positions:
-            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds {self.config.max_positions} positions")
+            raise ValueError(
+                f"sequence length {input_ids.shape[1]} exceeds {self.config.max_positions} positions"
+            )
         (out,) = self._session.run(
             ["embedding"],
             {

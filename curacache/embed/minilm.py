@@ -81,7 +81,9 @@ def locate_model_files(package: str = MODEL_PACKAGE) -> ModelFiles:
     )
     missing = [str(p) for p in (files.weights, files.tokenizer, files.config) if not p.is_file()]
     if missing:
-        raise EmbeddingError(f"MiniLM model files missing from package {package!r}: {', '.join(missing)}")
+        raise EmbeddingError(
+            f"MiniLM model files missing from package {package!r}: {', '.join(missing)}"
+        )
     return files
 
 
@@ -157,9 +159,13 @@ class MiniLMEmbedder:
                 )
             else:
                 self._encoder = BertEncoder(weights=weights, config=config)
-            self._tokenizer = load_tokenizer(files.tokenizer, max_tokens=min(max_tokens, config.max_positions))
+            self._tokenizer = load_tokenizer(
+                files.tokenizer, max_tokens=min(max_tokens, config.max_positions)
+            )
         except ImportError as exc:
-            raise EmbeddingError(f"MiniLM backend {backend!r} needs onnx and onnxruntime: {exc}") from exc
+            raise EmbeddingError(
+                f"MiniLM backend {backend!r} needs onnx and onnxruntime: {exc}"
+            ) from exc
         except (OSError, KeyError, ValueError) as exc:
             raise EmbeddingError(f"cannot load MiniLM from {files.weights.parent}: {exc}") from exc
         self.dim = config.hidden
@@ -174,7 +180,9 @@ class MiniLMEmbedder:
         if not texts:
             return empty_rows(self.dim)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for idx, ids, mask in tokenize_batches(self._tokenizer, prefixes(texts, self.max_chars), self.batch_size):
+        for idx, ids, mask in tokenize_batches(
+            self._tokenizer, prefixes(texts, self.max_chars), self.batch_size
+        ):
             out[idx] = self._encoder.encode(ids, mask)
         return out
 

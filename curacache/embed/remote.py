@@ -57,7 +57,8 @@ class OpenAIEmbedder:
             return empty_rows(self.dim)
         try:
             response = await self._client.post(
-                self.url, json={"model": self.model, "input": prefixes(texts, self.max_chars)})
+                self.url, json={"model": self.model, "input": prefixes(texts, self.max_chars)}
+            )
         except httpx.TimeoutException as exc:
             raise EmbeddingError(f"embedding server {self.url} timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:
@@ -69,14 +70,18 @@ class OpenAIEmbedder:
         try:
             body = response.json()
         except ValueError as exc:
-            raise EmbeddingError(f"embedding server {self.url} sent invalid JSON: {_snippet(response)}") from exc
+            raise EmbeddingError(
+                f"embedding server {self.url} sent invalid JSON: {_snippet(response)}"
+            ) from exc
         return l2_normalise(self._rows(body, len(texts)))
 
     def _rows(self, body: Any, n: int) -> np.ndarray:
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list) or len(data) != n:
             got = len(data) if isinstance(data, list) else "no"
-            raise EmbeddingError(f"embedding server {self.url} returned {got} embeddings for {n} inputs")
+            raise EmbeddingError(
+                f"embedding server {self.url} returned {got} embeddings for {n} inputs"
+            )
         out = np.empty((n, self.dim), dtype=np.float32)
         seen = set()
         for pos, item in enumerate(data):
@@ -84,7 +89,9 @@ class OpenAIEmbedder:
                 index = int(item.get("index", pos))
                 vector = np.asarray(item["embedding"], dtype=np.float32)
             except (AttributeError, KeyError, TypeError, ValueError) as exc:
-                raise EmbeddingError(f"embedding server {self.url}: malformed data[{pos}]: {exc!r}") from exc
+                raise EmbeddingError(
+                    f"embedding server {self.url}: malformed data[{pos}]: {exc!r}"
+                ) from exc
             if not 0 <= index < n or index in seen:
                 raise EmbeddingError(f"embedding server {self.url}: bad or repeated index {index}")
             if vector.shape != (self.dim,):
@@ -92,7 +99,9 @@ class OpenAIEmbedder:
                     f"embedding server {self.url}: data[{pos}] has shape {vector.shape}, expected ({self.dim},)"
                 )
             if not np.isfinite(vector).all():
-                raise EmbeddingError(f"embedding server {self.url}: data[{pos}] contains NaN or Inf")
+                raise EmbeddingError(
+                    f"embedding server {self.url}: data[{pos}] contains NaN or Inf"
+                )
             seen.add(index)
             out[index] = vector
         return out

@@ -47,7 +47,9 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=200)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--single", type=int, default=200, help="texts timed one at a time")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all)"
+    )
     args = parser.parse_args()
     with gzip.open(args.data, "rt") as fh:
         texts = json.load(fh)[: args.texts]

@@ -18,7 +18,13 @@ from typing import Any
 
 from aiohttp import web
 
-from curacache.client import AsyncClient, CachedResponse, CuracacheError, GenerateResult, GenerateStart
+from curacache.client import (
+    AsyncClient,
+    CachedResponse,
+    CuracacheError,
+    GenerateResult,
+    GenerateStart,
+)
 from curacache.gateway import wire
 from curacache.gateway.config import GatewayConfig
 from curacache.gateway.errors import HttpError, bad_request, http_error
@@ -60,7 +66,9 @@ class Controls:
     category: str | None = None
     no_cache: bool = False  # Cache-Control: no-cache -- skip the lookup, still store
     no_store: bool = False  # Cache-Control: no-store -- skip both
-    max_age: float | None = None  # Cache-Control: max-age=N -- TTL of what is stored (policy-bounded)
+    max_age: float | None = (
+        None  # Cache-Control: max-age=N -- TTL of what is stored (policy-bounded)
+    )
     min_similarity: float | None = None  # X-Cache-Threshold -- only ever stricter than the policy
 
 
@@ -73,7 +81,9 @@ class Gateway:
         self.metrics = GatewayMetrics()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self._config.max_body_bytes, middlewares=[self._observe])
+        app = web.Application(
+            client_max_size=self._config.max_body_bytes, middlewares=[self._observe]
+        )
         app.router.add_post(wire.CHAT_PATH, self._chat)
         app.router.add_post(wire.COMPLETIONS_PATH, self._completions)
         app.router.add_get("/v1/models", self._models)
@@ -93,17 +103,25 @@ class Gateway:
         try:
             response = await handler(request)
         except web.HTTPRequestEntityTooLarge:
-            response = _error_response(HttpError(
-                413, f"body: larger than the limit of {self._config.max_body_bytes} bytes", "invalid_request_error",
-                param="body", code="request_too_large"))
+            response = _error_response(
+                HttpError(
+                    413,
+                    f"body: larger than the limit of {self._config.max_body_bytes} bytes",
+                    "invalid_request_error",
+                    param="body",
+                    code="request_too_large",
+                )
+            )
         except web.HTTPException as exc:  # aiohttp's own 404 / 405
             response = _error_response(HttpError(exc.status, exc.reason, "invalid_request_error"))
-        except Exception as exc:  # noqa: BLE001 - the single translation point
+        except Exception as exc:
             response = _error_response(http_error(exc))
         route = request.match_info.route.resource
         endpoint = route.canonical if route is not None else "unmatched"
         self.metrics.requests.labels(endpoint, str(response.status)).inc()
-        self.metrics.latency.labels(endpoint, request.get(_RESULT_KEY, "none")).observe(time.perf_counter() - started)
+        self.metrics.latency.labels(endpoint, request.get(_RESULT_KEY, "none")).observe(
+            time.perf_counter() - started
+        )
         return response
 
     # -- identity and controls -----------------------------------------------------------------
@@ -114,8 +132,12 @@ class Gateway:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         tenant = self._config.keys.get(key.strip()) if scheme.lower() == "bearer" else None
         if tenant is None:
-            raise HttpError(401, "missing or unknown API key (send Authorization: Bearer <key>)",
-                            "authentication_error", code="invalid_api_key")
+            raise HttpError(
+                401,
+                "missing or unknown API key (send Authorization: Bearer <key>)",
+                "authentication_error",
+                code="invalid_api_key",
+            )
         return tenant
 
     # -- completions -----------------------------------------------------------------------------
@@ -137,9 +159,15 @@ class Gateway:
         # stores it, single-flights equivalent misses and learns from near misses. Its first
         # message is the lookup's outcome, for the X-Cache headers.
         events = self._client.generate_events(
-            plan.prompt, tenant, controls.category, plan.model, plan.params,
-            no_cache=controls.no_cache or controls.no_store, no_store=controls.no_store,
-            min_similarity=controls.min_similarity, max_ttl=controls.max_age,
+            plan.prompt,
+            tenant,
+            controls.category,
+            plan.model,
+            plan.params,
+            no_cache=controls.no_cache or controls.no_store,
+            no_store=controls.no_store,
+            min_similarity=controls.min_similarity,
+            max_ttl=controls.max_age,
         )
         async with contextlib.aclosing(events):
             start = await anext(events, None)
@@ -154,20 +182,30 @@ class Gateway:
                     return await self._stream(request, plan, answer, outcome)
                 return await self._whole(plan, answer, outcome)
 
-    async def _whole(self, plan: wire.Plan, answer: AsyncIterator[str | CachedResponse], outcome: Outcome) -> web.Response:
+    async def _whole(
+        self, plan: wire.Plan, answer: AsyncIterator[str | CachedResponse], outcome: Outcome
+    ) -> web.Response:
         async for item in answer:
             if isinstance(item, CachedResponse):
                 u = item.usage
                 body = wire.completion_body(
-                    chat=plan.chat, rid=wire.response_id(plan.chat), created=int(time.time()), model=plan.model,
-                    text=item.text, finish_reason=item.finish_reason or "stop",
+                    chat=plan.chat,
+                    rid=wire.response_id(plan.chat),
+                    created=int(time.time()),
+                    model=plan.model,
+                    text=item.text,
+                    finish_reason=item.finish_reason or "stop",
                     usage=wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens),
                 )
                 return web.json_response(body, headers=outcome.headers())
         raise _no_result()
 
     async def _stream(
-        self, request: web.Request, plan: wire.Plan, answer: AsyncIterator[str | CachedResponse], outcome: Outcome
+        self,
+        request: web.Request,
+        plan: wire.Plan,
+        answer: AsyncIterator[str | CachedResponse],
+        outcome: Outcome,
     ) -> web.StreamResponse:
         started = time.perf_counter()
         # The status line waits for the first token: the client sees no byte earlier than the
@@ -179,7 +217,9 @@ class Gateway:
         self.metrics.first_byte.labels(outcome.result).observe(time.perf_counter() - started)
         response = web.StreamResponse(headers={**outcome.headers(), **_SSE_HEADERS})
         await response.prepare(request)
-        writer = wire.ChunkWriter(chat=plan.chat, model=plan.model, include_usage=plan.include_usage)
+        writer = wire.ChunkWriter(
+            chat=plan.chat, model=plan.model, include_usage=plan.include_usage
+        )
         try:
             await response.write(writer.opening())
             while not isinstance(item, CachedResponse):
@@ -188,8 +228,12 @@ class Gateway:
                 if item is None:
                     raise _no_result()
             u = item.usage
-            await response.write(writer.finish(
-                item.finish_reason or "stop", wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens)))
+            await response.write(
+                writer.finish(
+                    item.finish_reason or "stop",
+                    wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens),
+                )
+            )
         except (CuracacheError, HttpError) as exc:
             # Headers are gone: report in-band as OpenAI-compatible servers do, and end without
             # [DONE] so a client cannot take the partial answer for a whole one.
@@ -197,7 +241,9 @@ class Gateway:
         await response.write_eof()
         return response
 
-    async def _forward(self, request: web.Request, raw: bytes, tenant: str, plan: wire.Plan) -> web.StreamResponse:
+    async def _forward(
+        self, request: web.Request, raw: bytes, tenant: str, plan: wire.Plan
+    ) -> web.StreamResponse:
         request[_RESULT_KEY] = "bypass"
         self.metrics.cache.labels("bypass", "none").inc()
         path = wire.CHAT_PATH if plan.chat else wire.COMPLETIONS_PATH
@@ -206,7 +252,11 @@ class Gateway:
             head = await anext(parts, None)
             if head is None or isinstance(head, bytes):
                 raise HttpError(502, "cache service sent no status line", "server_error")
-            headers = {"Content-Type": head.content_type, "X-Cache": "BYPASS", "X-Cache-Reason": plan.bypass or ""}
+            headers = {
+                "Content-Type": head.content_type,
+                "X-Cache": "BYPASS",
+                "X-Cache-Reason": plan.bypass or "",
+            }
             if head.retry_after:
                 headers["Retry-After"] = head.retry_after
             response = web.StreamResponse(status=head.status, headers=headers)
@@ -230,7 +280,9 @@ class Gateway:
     async def _models(self, request: web.Request) -> web.Response:
         self._tenant(request)
         models = await self._client.models()
-        data = [{"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by} for m in models]
+        data = [
+            {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by} for m in models
+        ]
         return web.json_response({"object": "list", "data": data})
 
     async def _feedback(self, request: web.Request) -> web.Response:
@@ -243,16 +295,27 @@ class Gateway:
             raise bad_request("correct", "is required (true or false)")
         threshold = await self._client.feedback(entry_id, correct, tenant)
         return web.json_response(
-            {"object": "cache.feedback", "entry_id": entry_id, "correct": correct, "threshold": threshold})
+            {
+                "object": "cache.feedback",
+                "entry_id": entry_id,
+                "correct": correct,
+                "threshold": threshold,
+            }
+        )
 
     async def _healthz(self, request: web.Request) -> web.Response:
         try:
             status = await self._client.health()
         except CuracacheError as exc:
-            return web.json_response({"status": "unavailable", "detail": exc.details}, status=503,
-                                     headers={"Retry-After": "1"})
+            return web.json_response(
+                {"status": "unavailable", "detail": exc.details},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
         ok = status == "SERVING"
-        return web.json_response({"status": "ok" if ok else status.lower()}, status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ok" if ok else status.lower()}, status=200 if ok else 503
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
@@ -287,7 +350,9 @@ def _controls(request: web.Request) -> Controls:
             no_store = True
         elif name == "max-age":
             if not value.strip().isdigit():
-                raise bad_request("Cache-Control", f"max-age must be a whole number of seconds, got {value!r}")
+                raise bad_request(
+                    "Cache-Control", f"max-age must be a whole number of seconds, got {value!r}"
+                )
             max_age = float(value)
     if max_age == 0:
         no_store, max_age = True, None  # nothing may be kept for zero seconds
@@ -297,7 +362,9 @@ def _controls(request: web.Request) -> Controls:
         try:
             min_similarity = float(text)
         except ValueError:
-            raise bad_request("X-Cache-Threshold", f"must be a number in (0, 1], got {text!r}") from None
+            raise bad_request(
+                "X-Cache-Threshold", f"must be a number in (0, 1], got {text!r}"
+            ) from None
         if not 0.0 < min_similarity <= 1.0:
             raise bad_request("X-Cache-Threshold", f"must be a number in (0, 1], got {text!r}")
     return Controls(category, no_cache, no_store, max_age, min_similarity)
@@ -314,10 +381,14 @@ def reconnect_options(config: GatewayConfig) -> list[tuple[str, int]]:
     ]
 
 
-async def serve(config: GatewayConfig, *, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
+async def serve(
+    config: GatewayConfig, *, stop: asyncio.Event, ready: Callable[[int], None] | None = None
+) -> None:
     """Run the gateway until `stop` is set; `ready(port)` is called once it listens."""
     client = AsyncClient(
-        config.server, api_key=config.service_key, timeout=config.request_timeout_s,
+        config.server,
+        api_key=config.service_key,
+        timeout=config.request_timeout_s,
         channel_options=reconnect_options(config),
     )
     runner = web.AppRunner(Gateway(config=config, client=client).app(), access_log=None)

@@ -34,7 +34,9 @@ class GatewayConfig:
     server: str = DEFAULT_SERVER
     service_key: str | None = None
     keys: Mapping[str, str] = field(default_factory=dict)  # bearer key -> tenant
-    default_tenant: str = "default"  # every request's tenant when no keys are configured (loopback only)
+    default_tenant: str = (
+        "default"  # every request's tenant when no keys are configured (loopback only)
+    )
     max_body_bytes: int = 4 << 20  # larger request bodies get 413
     max_turns: int = 32  # conversations with more messages pass through uncached
     request_timeout_s: float = 600.0  # deadline of one request to the service, generation included
@@ -65,7 +67,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def load_gateway_config(*, file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
+def load_gateway_config(
+    *, file: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> GatewayConfig:
     """Defaults, then the TOML file, then `overrides` (flags; None values are ignored)."""
     values: dict[str, Any] = {}
     if file is not None:
@@ -77,7 +81,9 @@ def load_gateway_config(*, file: Path | None = None, overrides: Mapping[str, Any
     known = {f.name for f in fields(GatewayConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise GatewayConfigError(f"{unknown[0]}: unknown gateway setting (settings: {', '.join(sorted(known))})")
+        raise GatewayConfigError(
+            f"{unknown[0]}: unknown gateway setting (settings: {', '.join(sorted(known))})"
+        )
     values["keys"] = _keys(values.get("keys", []))
     config = replace(GatewayConfig(), **values)
     _check(config)
@@ -91,8 +97,12 @@ def _keys(rows: Any) -> dict[str, str]:
         raise GatewayConfigError("keys: expected a list of {key, tenant} tables")
     keys: dict[str, str] = {}
     for i, row in enumerate(rows):
-        if not isinstance(row, Mapping) or not isinstance(row.get("key"), str) or not isinstance(row.get("tenant"), str):
-            raise GatewayConfigError(f"keys[{i}]: expected key = \"...\" and tenant = \"...\"")
+        if (
+            not isinstance(row, Mapping)
+            or not isinstance(row.get("key"), str)
+            or not isinstance(row.get("tenant"), str)
+        ):
+            raise GatewayConfigError(f'keys[{i}]: expected key = "..." and tenant = "..."')
         if not row["key"] or not row["tenant"]:
             raise GatewayConfigError(f"keys[{i}]: key and tenant must not be empty")
         if row["key"] in keys:

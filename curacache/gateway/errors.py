@@ -33,7 +33,14 @@ class HttpError(Exception):
     retry_after: int | None = None
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
@@ -51,7 +58,9 @@ def http_error(exc: BaseException) -> HttpError:
         return bad_request(exc.param, exc.message)
     if isinstance(exc, CuracacheError):
         return _from_service(exc)
-    return HttpError(500, f"internal gateway error: {type(exc).__name__}", "server_error", code="internal_error")
+    return HttpError(
+        500, f"internal gateway error: {type(exc).__name__}", "server_error", code="internal_error"
+    )
 
 
 def _from_service(exc: CuracacheError) -> HttpError:
@@ -61,25 +70,43 @@ def _from_service(exc: CuracacheError) -> HttpError:
     if code == grpc.StatusCode.UNAUTHENTICATED:
         # Callers' keys are checked by the gateway itself: the service refused the gateway's own
         # service_key, which no caller can fix.
-        return HttpError(500, f"the service refused the gateway's service_key: {message}", "server_error",
-                         code="gateway_misconfigured")
+        return HttpError(
+            500,
+            f"the service refused the gateway's service_key: {message}",
+            "server_error",
+            code="gateway_misconfigured",
+        )
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return HttpError(403, message, "permission_error")
     if code == grpc.StatusCode.NOT_FOUND:
-        return HttpError(404, message, "not_found_error", param="model" if "model" in message else None,
-                         code="model_not_found" if "model" in message else None)
+        return HttpError(
+            404,
+            message,
+            "not_found_error",
+            param="model" if "model" in message else None,
+            code="model_not_found" if "model" in message else None,
+        )
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry = _seconds(exc.retry_after if isinstance(exc, ResourceExhaustedError) else None)
         if backend:  # the LLM backend is saturated, not this caller over its quota
-            return HttpError(503, message, "server_error", code="backend_overloaded", retry_after=retry)
-        return HttpError(429, message, "rate_limit_error", code="rate_limit_exceeded", retry_after=retry)
+            return HttpError(
+                503, message, "server_error", code="backend_overloaded", retry_after=retry
+            )
+        return HttpError(
+            429, message, "rate_limit_error", code="rate_limit_exceeded", retry_after=retry
+        )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return HttpError(504, message or "timed out", "server_error", code="timeout")
     if code == grpc.StatusCode.UNAVAILABLE:
         if backend:
             return HttpError(502, message, "server_error", code="backend_error")
-        return HttpError(503, f"cache service unavailable: {message}", "server_error", code="service_unavailable",
-                         retry_after=_RETRY_AFTER_UNAVAILABLE_S)
+        return HttpError(
+            503,
+            f"cache service unavailable: {message}",
+            "server_error",
+            code="service_unavailable",
+            retry_after=_RETRY_AFTER_UNAVAILABLE_S,
+        )
     return HttpError(500, f"{code.name}: {message}", "server_error", code="internal_error")
 
 
@@ -90,7 +117,7 @@ def _param(message: str) -> str | None:
         return None
     for prefix in ("query.params.extra_json", "query.params.", "query."):
         if field.startswith(prefix):
-            field = field[len(prefix):]
+            field = field[len(prefix) :]
             break
     return field.strip("[]'\"") or None
 

@@ -85,10 +85,19 @@ def plan(body: Mapping[str, Any], *, chat: bool, max_turns: int) -> Plan:
         prompt = _chat_prompt(body, max_turns) if chat else _completion_prompt(body)
         _check_cacheable(body, params)
     except _Uncacheable as why:
-        return Plan(chat=chat, model=model, stream=stream, include_usage=include_usage, bypass=why.reason)
+        return Plan(
+            chat=chat, model=model, stream=stream, include_usage=include_usage, bypass=why.reason
+        )
     # n = 1 and logprobs = false are the defaults: leave them out of the fingerprint
     params = {k: v for k, v in params.items() if not (k == "n" or (k == "logprobs" and v is False))}
-    return Plan(chat=chat, model=model, stream=stream, include_usage=include_usage, prompt=prompt, params=params)
+    return Plan(
+        chat=chat,
+        model=model,
+        stream=stream,
+        include_usage=include_usage,
+        prompt=prompt,
+        params=params,
+    )
 
 
 def _chat_prompt(body: Mapping[str, Any], max_turns: int) -> list[dict[str, str]]:
@@ -101,10 +110,19 @@ def _chat_prompt(body: Mapping[str, Any], max_turns: int) -> list[dict[str, str]
             raise BadRequest(f"messages[{i}]", "must be an object with a string role")
         content = m.get("content")
         if isinstance(content, list):  # content parts: text only is cacheable
-            if not all(isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+            if not all(
+                isinstance(p, Mapping)
+                and p.get("type") == "text"
+                and isinstance(p.get("text"), str)
+                for p in content
+            ):
                 raise _Uncacheable("content-parts")
             content = "".join(p["text"] for p in content)
-        if m["role"] not in _CHAT_ROLES or set(m) - {"role", "content"} or not isinstance(content, str):
+        if (
+            m["role"] not in _CHAT_ROLES
+            or set(m) - {"role", "content"}
+            or not isinstance(content, str)
+        ):
             raise _Uncacheable("message-fields")  # tool turns, tool_calls, names, audio, ...
         out.append({"role": m["role"], "content": content})
     if not any(m["role"] == "user" for m in out):
@@ -129,16 +147,24 @@ def _params(body: Mapping[str, Any]) -> dict[str, Any]:
     params = {k: v for k, v in body.items() if k not in _STRUCTURAL and v is not None}
     for name in ("temperature", "top_p"):
         value = params.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise BadRequest(name, "must be a number")
     for name in ("max_tokens", "max_completion_tokens", "n", "best_of", "seed"):
         value = params.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not -_INT64 <= value < _INT64):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not -_INT64 <= value < _INT64
+        ):
             raise BadRequest(name, "must be an integer")
         if name != "seed" and value is not None and value <= 0:
             raise BadRequest(name, "must be positive")
     stop = params.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
         raise BadRequest("stop", "must be a string or a list of strings")
     return params
 
@@ -168,19 +194,32 @@ def usage_body(prompt_tokens: int, completion_tokens: int, total_tokens: int) ->
 
 
 def completion_body(
-    *, chat: bool, rid: str, created: int, model: str, text: str, finish_reason: str, usage: dict[str, int]
+    *,
+    chat: bool,
+    rid: str,
+    created: int,
+    model: str,
+    text: str,
+    finish_reason: str,
+    usage: dict[str, int],
 ) -> dict[str, Any]:
     """A whole non-streamed response: `chat.completion` or `text_completion`."""
     if chat:
         choice: dict[str, Any] = {
-            "index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None, "finish_reason": finish_reason,
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": finish_reason,
         }
     else:
         choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
     return {
-        "id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-        "model": model, "choices": [choice], "usage": usage,
+        "id": rid,
+        "object": "chat.completion" if chat else "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": usage,
     }
 
 
@@ -202,14 +241,19 @@ class ChunkWriter:
 
     def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
         body: dict[str, Any] = {
-            "id": self.rid, "object": "chat.completion.chunk" if self.chat else "text_completion",
-            "created": self.created, "model": self.model, "choices": choices,
+            "id": self.rid,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
         }
         if self.include_usage:
             body["usage"] = usage
         return sse(body)
 
-    def _choice(self, text: str | None, finish_reason: str | None, *, role: bool = False) -> dict[str, Any]:
+    def _choice(
+        self, text: str | None, finish_reason: str | None, *, role: bool = False
+    ) -> dict[str, Any]:
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
             if text is not None:
@@ -235,4 +279,6 @@ DONE = b"data: [DONE]\n\n"
 
 
 def sse(body: Mapping[str, Any]) -> bytes:
-    return b"data: " + json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return (
+        b"data: " + json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    )

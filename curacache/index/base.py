@@ -85,7 +85,7 @@ class IndexKind(Protocol):
     """A registered index kind: validates its parameters and builds empty indexes."""
 
     name: str
-    build_params: Mapping[str, Param]   # accepted at create (see params.resolve_params)
+    build_params: Mapping[str, Param]  # accepted at create (see params.resolve_params)
     search_params: Mapping[str, Param]  # accepted per search
 
     def create(self, *, dim: int, metric: str, params: Mapping[str, float]) -> Index: ...

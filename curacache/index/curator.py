@@ -29,16 +29,41 @@ from curator.index import BRANCHING, GAMMA1, GAMMA2, MAX_DEPTH, MAX_SL_SIZE, TRA
 
 BUILD_PARAMS: Mapping[str, Param] = MappingProxyType(
     {
-        "max_sl_size": Param(MAX_SL_SIZE, 8, 65536, integer=True, doc="τ: a shortlist longer than this is split one level down"),
-        "branching": Param(BRANCHING, 4, 256, integer=True, doc="b0: fan-out of the tree root (children branch max(b/2, 4))"),
-        "max_depth": Param(MAX_DEPTH, 1, 16, integer=True, doc="deepest level of the global clustering tree"),
-        "train_size": Param(TRAIN_SIZE, 64, 1e9, integer=True, doc="train the tree when the collection first holds this many vectors"),
+        "max_sl_size": Param(
+            MAX_SL_SIZE,
+            8,
+            65536,
+            integer=True,
+            doc="τ: a shortlist longer than this is split one level down",
+        ),
+        "branching": Param(
+            BRANCHING,
+            4,
+            256,
+            integer=True,
+            doc="b0: fan-out of the tree root (children branch max(b/2, 4))",
+        ),
+        "max_depth": Param(
+            MAX_DEPTH, 1, 16, integer=True, doc="deepest level of the global clustering tree"
+        ),
+        "train_size": Param(
+            TRAIN_SIZE,
+            64,
+            1e9,
+            integer=True,
+            doc="train the tree when the collection first holds this many vectors",
+        ),
     }
 )
 SEARCH_PARAMS: Mapping[str, Param] = MappingProxyType(
     {
         "gamma1": Param(GAMMA1, 1, 64, doc="γ1: stop the traversal after γ1·γ2·k candidate ids"),
-        "gamma2": Param(GAMMA2, 1, 4096, doc="γ2: score the nearest buckets up to γ2·k ids exactly (recall knob)"),
+        "gamma2": Param(
+            GAMMA2,
+            1,
+            4096,
+            doc="γ2: score the nearest buckets up to γ2·k ids exactly (recall knob)",
+        ),
     }
 )
 
@@ -64,7 +89,9 @@ class CuratorAdapter:
         self.labels = core.labels
         self.retrain_due = core.retrain_due
 
-    def search(self, tenant: str, queries: np.ndarray, k: int, params: Mapping[str, float]) -> SearchResult:
+    def search(
+        self, tenant: str, queries: np.ndarray, k: int, params: Mapping[str, float]
+    ) -> SearchResult:
         """`params`: γ1 / γ2 by name (validated by `SEARCH_PARAMS`; an absent one is the core's default)."""
         labels, scores = self.core.search(tenant, queries, k, **params)
         return SearchResult(labels, scores)

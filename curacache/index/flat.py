@@ -50,7 +50,7 @@ def _grown(cap: int, need: int) -> int:
 class _Rows:
     """One tenant's vectors: dense (n, dim) prefix of a (cap, dim) matrix + labels + row map."""
 
-    __slots__ = ("mat", "labels", "row_of", "n")
+    __slots__ = ("labels", "mat", "n", "row_of")
 
     def __init__(self, dim: int) -> None:
         self.mat = np.empty((0, dim), dtype=np.float32)
@@ -102,7 +102,7 @@ class _Rows:
 class _Store:
     """Global label -> vector store: contiguous matrix, free list of slots, label -> slot."""
 
-    __slots__ = ("mat", "slot_of", "free", "top")
+    __slots__ = ("free", "mat", "slot_of", "top")
 
     def __init__(self, dim: int) -> None:
         self._reset(dim)

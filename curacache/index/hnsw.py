@@ -73,13 +73,16 @@ def _grown(cap: int, need: int) -> int:
 class _Graph:
     """One tenant's hnswlib index plus which labels are live / marked deleted in it."""
 
-    __slots__ = ("idx", "live", "dead", "n_dead")
+    __slots__ = ("dead", "idx", "live", "n_dead")
 
     def __init__(self, space: str, dim: int, cap: int, m: int, ef_construction: int) -> None:
         self.idx = hnswlib.Index(space=space, dim=dim)
         self.idx.init_index(
-            max_elements=cap, ef_construction=ef_construction, M=m,
-            random_seed=_SEED, allow_replace_deleted=True,
+            max_elements=cap,
+            ef_construction=ef_construction,
+            M=m,
+            random_seed=_SEED,
+            allow_replace_deleted=True,
         )
         self.live: set[int] = set()
         # Labels marked deleted, possibly stale: a replacing insert may have taken the slot over.
@@ -112,8 +115,10 @@ class _Graph:
             idx.resize_index(_grown(idx.get_max_elements(), need))
         threads = _BULK_THREADS if m >= _BULK else 1
         idx.add_items(
-            vectors[fresh], np.asarray(keys, dtype=np.int64)[fresh],
-            num_threads=threads, replace_deleted=True,
+            vectors[fresh],
+            np.asarray(keys, dtype=np.int64)[fresh],
+            num_threads=threads,
+            replace_deleted=True,
         )
         self.n_dead -= reuse
         if len(self.dead) > 2 * self.n_dead + _REBUILD_MIN:  # forget labels whose slot was taken
@@ -319,7 +324,8 @@ class HnswIndex:
                 graph += rest
                 entries += len(g.live) + len(g.dead)
             maps = (
-                sys.getsizeof(self._access) + sys.getsizeof(self._graphs)
+                sys.getsizeof(self._access)
+                + sys.getsizeof(self._graphs)
                 + len(self._access) * (_SET_BYTES + _DICT_ENTRY_BYTES)
                 + entries * _DICT_ENTRY_BYTES
             )
@@ -342,13 +348,17 @@ class HnswKind:
     """The `hnsw` IndexKind: build params M, ef_construction; search param ef."""
 
     name = "hnsw"
-    build_params: Mapping[str, Param] = MappingProxyType({
-        "M": Param(16, 4, 128, integer=True, doc="graph degree (level 0 holds 2M links)"),
-        "ef_construction": Param(200, 8, 4096, integer=True, doc="candidate list at insert"),
-    })
-    search_params: Mapping[str, Param] = MappingProxyType({
-        "ef": Param(_EF_DEFAULT, 1, 32768, integer=True, doc="search candidate list (>= k)"),
-    })
+    build_params: Mapping[str, Param] = MappingProxyType(
+        {
+            "M": Param(16, 4, 128, integer=True, doc="graph degree (level 0 holds 2M links)"),
+            "ef_construction": Param(200, 8, 4096, integer=True, doc="candidate list at insert"),
+        }
+    )
+    search_params: Mapping[str, Param] = MappingProxyType(
+        {
+            "ef": Param(_EF_DEFAULT, 1, 32768, integer=True, doc="search candidate list (>= k)"),
+        }
+    )
 
     def create(self, *, dim: int, metric: str, params: Mapping[str, float]) -> HnswIndex:
         p = resolve_params(self.build_params, params, field="index_params")

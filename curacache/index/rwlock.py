@@ -48,7 +48,7 @@ class _Write:
 class RWLock:
     """Condition-based readers-writer lock with writer preference."""
 
-    __slots__ = ("_mutex", "_cond", "_readers", "_waiting", "_sleepers", "_read", "_write")
+    __slots__ = ("_cond", "_mutex", "_read", "_readers", "_sleepers", "_waiting", "_write")
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()  # taken directly (C-level `with`) on the fast paths

@@ -75,7 +75,10 @@ class BackendClient:
             base_url=config.api_base,
             headers=headers,
             timeout=self._stream_timeout,
-            limits=httpx.Limits(max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency),
+            limits=httpx.Limits(
+                max_connections=config.max_concurrency,
+                max_keepalive_connections=config.max_concurrency,
+            ),
             transport=transport,
             trust_env=False,  # GPU backends are internal; an inherited HTTP(S)_PROXY would misroute them
         )
@@ -143,7 +146,9 @@ class BackendClient:
                 self._load.record_attempt(pressure=True)
                 if isinstance(exc, BackendError):
                     raise
-                raise BackendUnavailable(f"backend {self.name} sent a body that is not JSON", backend=self.name) from exc
+                raise BackendUnavailable(
+                    f"backend {self.name} sent a body that is not JSON", backend=self.name
+                ) from exc
             self._load.record_attempt(pressure=False)
             return completion
 
@@ -174,11 +179,14 @@ class BackendClient:
         finally:
             self._load.end()
 
-    async def _open_stream(self, path: str, body: dict, request: GenerationRequest) -> httpx.Response:
+    async def _open_stream(
+        self, path: str, body: dict, request: GenerationRequest
+    ) -> httpx.Response:
         """POST and wait for the status line; a non-200 is read, closed and raised."""
         try:
             response = await self._http.send(
-                self._http.build_request("POST", path, json=body, timeout=self._stream_timeout), stream=True
+                self._http.build_request("POST", path, json=body, timeout=self._stream_timeout),
+                stream=True,
             )
         except httpx.HTTPError as exc:
             raise self._transport_failure(exc, delivered=False) from exc
@@ -192,14 +200,18 @@ class BackendClient:
             await response.aclose()
         raise self._status_failure(response, request)
 
-    async def _stream_once(self, path: str, body: dict, request: GenerationRequest) -> AsyncIterator[Chunk | Completion]:
+    async def _stream_once(
+        self, path: str, body: dict, request: GenerationRequest
+    ) -> AsyncIterator[Chunk | Completion]:
         """One attempt: chunks, then the Completion. Raises `_Retry` only before its first chunk."""
         assembler = wire.StreamAssembler(request=request, backend=self.name)
         async with self._slots:
             started = self._clock()
             response = await self._open_stream(path, body, request)
             try:
-                async with contextlib.aclosing(wire.iter_sse_data(response.aiter_lines())) as events:
+                async with contextlib.aclosing(
+                    wire.iter_sse_data(response.aiter_lines())
+                ) as events:
                     index = 0
                     while not assembler.done:
                         try:
@@ -235,12 +247,16 @@ class BackendClient:
         except httpx.HTTPError as exc:
             raise _unwrap(self._transport_failure(exc, delivered=True)) from exc
         if response.status_code != 200:
-            raise BackendUnavailable(f"backend {self.name}: /models answered {response.status_code}", backend=self.name)
+            raise BackendUnavailable(
+                f"backend {self.name}: /models answered {response.status_code}", backend=self.name
+            )
         try:
             rows = response.json().get("data") or []
             return tuple(str(row["id"]) for row in rows if isinstance(row, dict) and row.get("id"))
         except (ValueError, AttributeError) as exc:
-            raise BackendUnavailable(f"backend {self.name}: /models sent no model list", backend=self.name) from exc
+            raise BackendUnavailable(
+                f"backend {self.name}: /models sent no model list", backend=self.name
+            ) from exc
 
     async def forward(self, path: str, body: bytes) -> AsyncIterator[ForwardHead | bytes]:
         """POST `body` untouched to `path` (relative to the API base) and relay the response:
@@ -254,7 +270,10 @@ class BackendClient:
         try:
             async with self._slots:
                 request = self._http.build_request(
-                    "POST", path, content=body, headers={"content-type": "application/json"},
+                    "POST",
+                    path,
+                    content=body,
+                    headers={"content-type": "application/json"},
                     timeout=self._stream_timeout,
                 )
                 try:
@@ -262,7 +281,9 @@ class BackendClient:
                 except httpx.HTTPError as exc:
                     raise _unwrap(self._transport_failure(exc, delivered=True)) from exc
                 try:
-                    self._load.record_attempt(pressure=response.status_code == 429 or response.status_code >= 500)
+                    self._load.record_attempt(
+                        pressure=response.status_code == 429 or response.status_code >= 500
+                    )
                     yield ForwardHead(
                         status=response.status_code,
                         content_type=response.headers.get("content-type", "application/json"),
@@ -282,26 +303,47 @@ class BackendClient:
 
     def _dropped(self, delivered: bool) -> Exception:
         self._load.record_attempt(pressure=True)
-        error = BackendUnavailable(f"backend {self.name} closed the stream before it finished", backend=self.name)
+        error = BackendUnavailable(
+            f"backend {self.name} closed the stream before it finished", backend=self.name
+        )
         return error if delivered else _Retry(error)
 
     def _transport_failure(self, exc: httpx.HTTPError, delivered: bool) -> Exception:
         """What an httpx exception means: a `_Retry` to try again, or the error to raise."""
         self._load.record_attempt(pressure=True)
         if isinstance(exc, httpx.ConnectTimeout):
-            return _Retry(BackendTimeout(f"backend {self.name}: connect timed out after {self.config.timeout_s:g}s", backend=self.name))
+            return _Retry(
+                BackendTimeout(
+                    f"backend {self.name}: connect timed out after {self.config.timeout_s:g}s",
+                    backend=self.name,
+                )
+            )
         if isinstance(exc, httpx.ConnectError):
-            return _Retry(BackendUnavailable(f"backend {self.name}: cannot connect ({exc})", backend=self.name))
+            return _Retry(
+                BackendUnavailable(
+                    f"backend {self.name}: cannot connect ({exc})", backend=self.name
+                )
+            )
         if isinstance(exc, httpx.TimeoutException):
-            return BackendTimeout(f"backend {self.name}: no response within the timeout ({type(exc).__name__})", backend=self.name)
+            return BackendTimeout(
+                f"backend {self.name}: no response within the timeout ({type(exc).__name__})",
+                backend=self.name,
+            )
         if isinstance(exc, (httpx.RemoteProtocolError, httpx.NetworkError)):
-            error = BackendUnavailable(f"backend {self.name}: connection dropped ({exc or type(exc).__name__})", backend=self.name)
+            error = BackendUnavailable(
+                f"backend {self.name}: connection dropped ({exc or type(exc).__name__})",
+                backend=self.name,
+            )
             return error if delivered else _Retry(error)
-        return BackendUnavailable(f"backend {self.name}: {type(exc).__name__}: {exc}", backend=self.name)
+        return BackendUnavailable(
+            f"backend {self.name}: {type(exc).__name__}: {exc}", backend=self.name
+        )
 
     def _status_failure(self, response: httpx.Response, request: GenerationRequest) -> Exception:
         status = response.status_code
-        error = wire.error_for_status(status, response.text, response.headers, backend=self.name, model=request.model)
+        error = wire.error_for_status(
+            status, response.text, response.headers, backend=self.name, model=request.model
+        )
         self._load.record_attempt(pressure=status == 429 or status >= 500)
         if status in wire.RETRYABLE_STATUS:
             return _Retry(error, wire.parse_retry_after(response.headers.get("retry-after")))
@@ -331,7 +373,9 @@ class BackendClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-

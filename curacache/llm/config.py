@@ -51,7 +51,13 @@ class BackendConfig:
             raise ValueError(f"backend {self.name}: max_concurrency must be >= 1")
         if self.max_retries < 0:
             raise ValueError(f"backend {self.name}: max_retries must be >= 0")
-        for attr in ("timeout_s", "completion_timeout_s", "latency_slo_s", "load_window_s", "overload_error_rate"):
+        for attr in (
+            "timeout_s",
+            "completion_timeout_s",
+            "latency_slo_s",
+            "load_window_s",
+            "overload_error_rate",
+        ):
             if getattr(self, attr) <= 0:
                 raise ValueError(f"backend {self.name}: {attr} must be > 0")
 

@@ -10,7 +10,13 @@ model → NOT_FOUND. A backend error is never cached (DESIGN §5 admission), so 
 
 from __future__ import annotations
 
-from curacache.errors import CuracacheError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from curacache.errors import (
+    CuracacheError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 
 
 class BackendError(CuracacheError):
@@ -51,7 +57,9 @@ class BackendRejected(BackendError, InvalidArgument):
     """
 
     def __init__(self, message: str, *, status: int, backend: str = "") -> None:
-        InvalidArgument.__init__(self, "request", f"backend {backend or '?'} rejected it ({status}): {message}")
+        InvalidArgument.__init__(
+            self, "request", f"backend {backend or '?'} rejected it ({status}): {message}"
+        )
         self.backend = backend
         self.status = status
         self.backend_message = message

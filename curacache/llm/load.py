@@ -73,10 +73,16 @@ class LoadTracker:
         """(concurrency, latency, pressure) terms before clamping; for metrics and debugging."""
         self._prune()
         concurrency = self._in_flight / self._capacity
-        latency = (sum(s for _, s in self._latencies) / len(self._latencies) / self._slo) if self._latencies else 0.0
+        latency = (
+            (sum(s for _, s in self._latencies) / len(self._latencies) / self._slo)
+            if self._latencies
+            else 0.0
+        )
         pressure = 0.0
         if self._attempts:
-            pressure = sum(1 for _, p in self._attempts if p) / len(self._attempts) / self._overload_rate
+            pressure = (
+                sum(1 for _, p in self._attempts if p) / len(self._attempts) / self._overload_rate
+            )
         return concurrency, latency, pressure
 
     def load(self) -> float:

@@ -18,16 +18,7 @@ from typing import Any
 
 # A fixed vocabulary: words are drawn from it by hash, so the text looks like text in logs.
 VOCABULARY: tuple[str, ...] = tuple(
-    """the a of to and in is it that for on with as was by at from this be are or an which not
-    have has had but all can will one were their there more when what so if out up about into
-    than them some could time two may then do first any my now such like our over man me even
-    most made after also did many before must through back years where much your way well down
-    should because each just those people how too little state good very make world still own see
-    men work long get here between both life being under never day same another know while last
-    might us great old year off come since against go came right used take three cache vector
-    tenant index query token model shard cluster search prompt answer latency memory thread
-    kernel tensor batch stream queue server client backend request response policy category
-    threshold budget signal window metric record payload document store grant revoke""".split()
+    ["the", "a", "of", "to", "and", "in", "is", "it", "that", "for", "on", "with", "as", "was", "by", "at", "from", "this", "be", "are", "or", "an", "which", "not", "have", "has", "had", "but", "all", "can", "will", "one", "were", "their", "there", "more", "when", "what", "so", "if", "out", "up", "about", "into", "than", "them", "some", "could", "time", "two", "may", "then", "do", "first", "any", "my", "now", "such", "like", "our", "over", "man", "me", "even", "most", "made", "after", "also", "did", "many", "before", "must", "through", "back", "years", "where", "much", "your", "way", "well", "down", "should", "because", "each", "just", "those", "people", "how", "too", "little", "state", "good", "very", "make", "world", "still", "own", "see", "men", "work", "long", "get", "here", "between", "both", "life", "being", "under", "never", "day", "same", "another", "know", "while", "last", "might", "us", "great", "old", "year", "off", "come", "since", "against", "go", "came", "right", "used", "take", "three", "cache", "vector", "tenant", "index", "query", "token", "model", "shard", "cluster", "search", "prompt", "answer", "latency", "memory", "thread", "kernel", "tensor", "batch", "stream", "queue", "server", "client", "backend", "request", "response", "policy", "category", "threshold", "budget", "signal", "window", "metric", "record", "payload", "document", "store", "grant", "revoke"]
 )
 MIN_WORDS, MAX_WORDS = 8, 64
 _MARKER = re.compile(r"\[\[fake-fault:([^\]]+)\]\]")
@@ -76,7 +67,10 @@ def generate(body: Mapping[str, Any]) -> Generated:
     block = 0
     while len(words) < natural:
         stream = hashlib.blake2b(digest + block.to_bytes(4, "little"), digest_size=64).digest()
-        words.extend(VOCABULARY[int.from_bytes(stream[i : i + 2], "little") % len(VOCABULARY)] for i in range(0, 64, 2))
+        words.extend(
+            VOCABULARY[int.from_bytes(stream[i : i + 2], "little") % len(VOCABULARY)]
+            for i in range(0, 64, 2)
+        )
         block += 1
     tokens = [w if i == 0 else " " + w for i, w in enumerate(words[:natural])]
     finish = "stop"

@@ -32,9 +32,19 @@ from typing import Any
 
 from aiohttp import web
 
-from curacache.llm.sim_model import FaultSpec, FifoSlots, Generated, fault_in, generate, request_key, split_due
+from curacache.llm.sim_model import (
+    FaultSpec,
+    FifoSlots,
+    Generated,
+    fault_in,
+    generate,
+    request_key,
+    split_due,
+)
 
-BANNER = "curacache fake-llm: an LLM backend SIMULATOR for tests and load tests (not a language model)"
+BANNER = (
+    "curacache fake-llm: an LLM backend SIMULATOR for tests and load tests (not a language model)"
+)
 OWNER = "curacache-fake-llm"
 
 
@@ -76,7 +86,14 @@ class SimStats:
     events: deque[tuple[str, int]] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
-def _error(status: int, message: str, *, kind: str, code: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+def _error(
+    status: int,
+    message: str,
+    *,
+    kind: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     body = {"error": {"message": message, "type": kind, "code": code}}
     return web.json_response(body, status=status, headers=headers)
 
@@ -84,7 +101,14 @@ def _error(status: int, message: str, *, kind: str, code: str | None = None, hea
 class FakeLLM:
     """The simulator as an aiohttp app; `start()` binds (port 0 picks a free port)."""
 
-    def __init__(self, *, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0, shutdown_timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        config: SimConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        shutdown_timeout_s: float = 1.0,
+    ) -> None:
         self.config = config or SimConfig()
         self.stats = SimStats()
         self._host = host
@@ -108,7 +132,9 @@ class FakeLLM:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=self._shutdown_timeout)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, shutdown_timeout=self._shutdown_timeout
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
@@ -144,8 +170,13 @@ class FakeLLM:
     # -- small endpoints -------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": OWNER, "simulator": True} for m in self.config.models]
-        return web.json_response({"object": "list", "data": data, "simulator": True, "note": BANNER})
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": OWNER, "simulator": True}
+            for m in self.config.models
+        ]
+        return web.json_response(
+            {"object": "list", "data": data, "simulator": True, "note": BANNER}
+        )
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "simulator": True, "note": BANNER})
@@ -170,13 +201,19 @@ class FakeLLM:
             return "'max_tokens' must be a positive integer"
         return None
 
-    def _pick_fault(self, body: dict[str, Any], header: str | None) -> tuple[FaultSpec | None, str | None]:
+    def _pick_fault(
+        self, body: dict[str, Any], header: str | None
+    ) -> tuple[FaultSpec | None, str | None]:
         """The fault for this request (None: answer normally), or an error message for a bad spec."""
         raw = fault_in(body, header)
         if raw is None:
             draw = self._rng.random()
-            for kind, rate in (("429", self.config.fail_429_rate), ("503", self.config.fail_503_rate),
-                               ("drop", self.config.drop_rate), ("hang", self.config.hang_rate)):
+            for kind, rate in (
+                ("429", self.config.fail_429_rate),
+                ("503", self.config.fail_503_rate),
+                ("drop", self.config.drop_rate),
+                ("hang", self.config.hang_rate),
+            ):
                 if draw < rate:
                     return FaultSpec(kind), None
                 draw -= rate
@@ -204,19 +241,36 @@ class FakeLLM:
             return _error(400, problem, kind="invalid_request_error")
         model = body.get("model")
         if model not in self.config.models:
-            return _error(404, f"The model `{model}` does not exist.", kind="invalid_request_error", code="model_not_found")
+            return _error(
+                404,
+                f"The model `{model}` does not exist.",
+                kind="invalid_request_error",
+                code="model_not_found",
+            )
         fault, problem = self._pick_fault(body, request.headers.get("x-fake-fault"))
         if problem:
             return _error(400, problem, kind="invalid_request_error")
         if fault is not None:
             self.stats.faults[fault.kind] = self.stats.faults.get(fault.kind, 0) + 1
-            retry_after = self.config.retry_after_s if fault.retry_after is None else fault.retry_after
+            retry_after = (
+                self.config.retry_after_s if fault.retry_after is None else fault.retry_after
+            )
             if fault.kind == "429":
-                return _error(429, "simulated overload", kind="rate_limit_error", headers={"Retry-After": f"{retry_after:g}"})
+                return _error(
+                    429,
+                    "simulated overload",
+                    kind="rate_limit_error",
+                    headers={"Retry-After": f"{retry_after:g}"},
+                )
             if fault.kind == "500":  # a backend bug: not retryable
                 return _error(500, "simulated internal error", kind="server_error")
             if fault.kind == "503":
-                return _error(503, "simulated unavailability", kind="server_error", headers={"Retry-After": f"{retry_after:g}"})
+                return _error(
+                    503,
+                    "simulated unavailability",
+                    kind="server_error",
+                    headers={"Retry-After": f"{retry_after:g}"},
+                )
             if fault.kind == "hang":
                 await self._closing.wait()
                 self._abort(request)
@@ -227,10 +281,14 @@ class FakeLLM:
         drop = fault is not None and fault.kind == "drop"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await self._stream(request, generated, model, number, chat=chat, include_usage=include_usage, drop=drop)
+            return await self._stream(
+                request, generated, model, number, chat=chat, include_usage=include_usage, drop=drop
+            )
         return await self._whole(request, generated, model, number, chat=chat, drop=drop)
 
-    async def _decode(self, generated: Generated, number: int, drop: bool) -> AsyncIterator[list[str]]:
+    async def _decode(
+        self, generated: Generated, number: int, drop: bool
+    ) -> AsyncIterator[list[str]]:
         """Queue for a slot, then yield the tokens due at each step of the cost model."""
         if not self._slots.free:
             self.stats.max_queued = max(self.stats.max_queued, self._slots.queued + 1)
@@ -244,12 +302,19 @@ class FakeLLM:
             stop_at = max(1, len(tokens) // 2) if drop else len(tokens)
             started, emitted = time.monotonic(), 0
             while emitted < stop_at:
-                due = min(stop_at, split_due(tokens, emitted, time.monotonic() - started, self.config.tokens_per_s))
+                due = min(
+                    stop_at,
+                    split_due(
+                        tokens, emitted, time.monotonic() - started, self.config.tokens_per_s
+                    ),
+                )
                 if due > emitted:
                     yield list(tokens[emitted:due])
                     emitted = due
                 if emitted < stop_at:
-                    await asyncio.sleep(max(0.0, started + emitted / self.config.tokens_per_s - time.monotonic()))
+                    await asyncio.sleep(
+                        max(0.0, started + emitted / self.config.tokens_per_s - time.monotonic())
+                    )
         finally:
             self.stats.events.append(("end", number))
             self.stats.active -= 1
@@ -261,17 +326,37 @@ class FakeLLM:
             request.transport.abort()
 
     def _envelope(self, model: str, number: int, chat: bool, chunk: bool) -> dict[str, Any]:
-        kind = ("chat.completion" if chat else "text_completion") + (".chunk" if chunk and chat else "")
+        kind = ("chat.completion" if chat else "text_completion") + (
+            ".chunk" if chunk and chat else ""
+        )
         prefix = "chatcmpl" if chat else "cmpl"
-        return {"id": f"{prefix}-fake-{number}", "object": kind, "created": int(time.time()), "model": model, "system_fingerprint": OWNER}
+        return {
+            "id": f"{prefix}-fake-{number}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": OWNER,
+        }
 
     @staticmethod
     def _usage(generated: Generated) -> dict[str, int]:
         completion = len(generated.tokens)
-        return {"prompt_tokens": generated.prompt_tokens, "completion_tokens": completion,
-                "total_tokens": generated.prompt_tokens + completion}
+        return {
+            "prompt_tokens": generated.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": generated.prompt_tokens + completion,
+        }
 
-    async def _whole(self, request: web.Request, generated: Generated, model: str, number: int, *, chat: bool, drop: bool) -> web.StreamResponse:
+    async def _whole(
+        self,
+        request: web.Request,
+        generated: Generated,
+        model: str,
+        number: int,
+        *,
+        chat: bool,
+        drop: bool,
+    ) -> web.StreamResponse:
         async with contextlib.aclosing(self._decode(generated, number, drop)) as steps:
             async for _ in steps:
                 pass
@@ -285,10 +370,28 @@ class FakeLLM:
         else:
             choice.update(text=text, logprobs=None)
         self.stats.requests_served += 1
-        return web.json_response({**self._envelope(model, number, chat, False), "choices": [choice], "usage": self._usage(generated)})
+        return web.json_response(
+            {
+                **self._envelope(model, number, chat, False),
+                "choices": [choice],
+                "usage": self._usage(generated),
+            }
+        )
 
-    async def _stream(self, request: web.Request, generated: Generated, model: str, number: int, *, chat: bool, include_usage: bool, drop: bool) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    async def _stream(
+        self,
+        request: web.Request,
+        generated: Generated,
+        model: str,
+        number: int,
+        *,
+        chat: bool,
+        include_usage: bool,
+        drop: bool,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         envelope = self._envelope(model, number, chat, True)
         extra = {"usage": None} if include_usage else {}
@@ -298,12 +401,24 @@ class FakeLLM:
 
         def piece(text: str, finish: str | None = None) -> dict[str, Any]:
             if chat:
-                return {"index": 0, "delta": {"content": text} if text or finish is None else {}, "finish_reason": finish}
+                return {
+                    "index": 0,
+                    "delta": {"content": text} if text or finish is None else {},
+                    "finish_reason": finish,
+                }
             return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
         try:
             if chat:
-                await response.write(event({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}))
+                await response.write(
+                    event(
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": ""},
+                            "finish_reason": None,
+                        }
+                    )
+                )
             async with contextlib.aclosing(self._decode(generated, number, drop)) as steps:
                 async for tokens in steps:
                     await response.write(b"".join(event(piece(t)) for t in tokens))

@@ -64,7 +64,9 @@ def _choice_text(choice: Mapping[str, Any], *, chat: bool) -> str:
     return str(choice.get("text") or "")
 
 
-def parse_completion(data: Mapping[str, Any], *, request: GenerationRequest, backend: str) -> Completion:
+def parse_completion(
+    data: Mapping[str, Any], *, request: GenerationRequest, backend: str
+) -> Completion:
     """A non-streaming response body."""
     _raise_error_event(data, backend=backend)
     choice = _first_choice(data)
@@ -72,17 +74,21 @@ def parse_completion(data: Mapping[str, Any], *, request: GenerationRequest, bac
         raise BackendUnavailable("backend response has no choices", backend=backend)
     text = _choice_text(choice, chat=request.is_chat)
     usage = _usage(data.get("usage")) or Usage(0, 0, 0)
-    return Completion(text, choice.get("finish_reason"), usage, str(data.get("model") or request.model))
+    return Completion(
+        text, choice.get("finish_reason"), usage, str(data.get("model") or request.model)
+    )
 
 
 def _raise_error_event(data: Mapping[str, Any], *, backend: str) -> None:
     """vLLM and others report a failure inside a 200 stream as an error object."""
-    if "error" in data and data["error"]:
+    if data.get("error"):
         err = data["error"]
         message = err.get("message", str(err)) if isinstance(err, Mapping) else str(err)
         raise BackendUnavailable(f"backend {backend} reported an error: {message}", backend=backend)
     if data.get("object") == "error":
-        raise BackendUnavailable(f"backend {backend} reported an error: {data.get('message')}", backend=backend)
+        raise BackendUnavailable(
+            f"backend {backend} reported an error: {data.get('message')}", backend=backend
+        )
 
 
 class StreamAssembler:
@@ -105,7 +111,10 @@ class StreamAssembler:
         try:
             data = json.loads(payload)
         except json.JSONDecodeError as exc:
-            raise BackendUnavailable(f"backend {self._backend} sent malformed SSE data: {payload[:80]!r}", backend=self._backend) from exc
+            raise BackendUnavailable(
+                f"backend {self._backend} sent malformed SSE data: {payload[:80]!r}",
+                backend=self._backend,
+            ) from exc
         _raise_error_event(data, backend=self._backend)
         self._model = str(data.get("model") or self._model)
         self._usage = _usage(data.get("usage")) or self._usage
@@ -195,11 +204,23 @@ def error_for_status(
         return UnknownModel(model, backend=backend)
     if status in (401, 403):
         # Our credentials for the backend are wrong: the caller cannot fix that.
-        return BackendUnavailable(f"backend {backend} refused our credentials ({status}): {message}", backend=backend, status=status)
+        return BackendUnavailable(
+            f"backend {backend} refused our credentials ({status}): {message}",
+            backend=backend,
+            status=status,
+        )
     if status == 404:
-        return BackendUnavailable(f"backend {backend} has no such endpoint (404; check base_url): {message}", backend=backend, status=status)
+        return BackendUnavailable(
+            f"backend {backend} has no such endpoint (404; check base_url): {message}",
+            backend=backend,
+            status=status,
+        )
     if status == 408:
-        return BackendTimeout(f"backend {backend} timed out the request (408): {message}", backend=backend)
+        return BackendTimeout(
+            f"backend {backend} timed out the request (408): {message}", backend=backend
+        )
     if 400 <= status < 500:
         return BackendRejected(message, status=status, backend=backend)
-    return BackendUnavailable(f"backend {backend} failed ({status}): {message}", backend=backend, status=status)
+    return BackendUnavailable(
+        f"backend {backend} failed ({status}): {message}", backend=backend, status=status
+    )

@@ -10,7 +10,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from curacache.api.v1 import cache_pb2, cache_pb2_grpc, collections_pb2, collections_pb2_grpc, vectors_pb2, vectors_pb2_grpc
+from curacache.api.v1 import (
+    cache_pb2,
+    cache_pb2_grpc,
+    collections_pb2,
+    collections_pb2_grpc,
+    vectors_pb2,
+    vectors_pb2_grpc,
+)
 from curacache.server.auth import Authenticator
 from curacache.server.cache_wiring import CacheParts, build_cache
 from curacache.server.config import ServerConfig, StorageConfig
@@ -69,9 +76,13 @@ class CuracacheServer:
         for name in ("", *names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self._config.snapshot_interval_s > 0:
-            self._tasks.append(asyncio.create_task(self._snapshot_loop(self._config.snapshot_interval_s)))
+            self._tasks.append(
+                asyncio.create_task(self._snapshot_loop(self._config.snapshot_interval_s))
+            )
         if self.cache is not None and self._config.cache.sweep_interval_s > 0:
-            self._tasks.append(asyncio.create_task(self._sweep_loop(self._config.cache.sweep_interval_s)))
+            self._tasks.append(
+                asyncio.create_task(self._sweep_loop(self._config.cache.sweep_interval_s))
+            )
 
     async def _snapshot_loop(self, interval: float) -> None:
         while True:
@@ -84,7 +95,9 @@ class CuracacheServer:
             await asyncio.sleep(interval)
             try:
                 removed = await self.cache.cache.sweep_expired()
-            except Exception:  # a failing sweep must not end the loop; expired entries are never served anyway
+            except (
+                Exception
+            ):  # a failing sweep must not end the loop; expired entries are never served anyway
                 log.exception("cache sweep failed")
                 continue
             if removed:
@@ -105,7 +118,9 @@ class CuracacheServer:
         await self.grpc_server.wait_for_termination()
 
 
-async def create_server(config: ServerConfig, *, store: DocumentStore | None = None) -> tuple[CuracacheServer, int]:
+async def create_server(
+    config: ServerConfig, *, store: DocumentStore | None = None
+) -> tuple[CuracacheServer, int]:
     """Open the store, rebuild every index from it, and bind (not start) the gRPC server.
 
     Returns the server and the bound port (useful with port 0 in tests).
@@ -119,7 +134,9 @@ async def create_server(config: ServerConfig, *, store: DocumentStore | None = N
         if config.cache.enabled:
             cache = await asyncio.to_thread(build_cache, config.cache, db, config.limits)
             restored = await cache.cache.restore()
-            log.info("semantic cache ready (%s embedder, %d entries)", config.cache.embedder, restored)
+            log.info(
+                "semantic cache ready (%s embedder, %d entries)", config.cache.embedder, restored
+            )
     except BaseException:
         store.close()
         raise
@@ -131,16 +148,33 @@ async def create_server(config: ServerConfig, *, store: DocumentStore | None = N
             ("grpc.max_send_message_length", limits.max_message_bytes),
         ]
     )
-    gate = Gate(Authenticator(config.auth), TenantRateLimiter(limits.tenant_rate, limits.tenant_burst))
-    collections_pb2_grpc.add_CollectionsServicer_to_server(CollectionsServicer(db, gate, limits), server)
+    gate = Gate(
+        Authenticator(config.auth), TenantRateLimiter(limits.tenant_rate, limits.tenant_burst)
+    )
+    collections_pb2_grpc.add_CollectionsServicer_to_server(
+        CollectionsServicer(db, gate, limits), server
+    )
     vectors_pb2_grpc.add_VectorsServicer_to_server(VectorsServicer(db, gate, limits), server)
     if cache is not None:
-        cache_pb2_grpc.add_CacheServicer_to_server(CacheServicer(
-            cache.cache, gate, dim=cache.dim, router=cache.router, max_forward_bytes=limits.max_forward_bytes), server)
+        cache_pb2_grpc.add_CacheServicer_to_server(
+            CacheServicer(
+                cache.cache,
+                gate,
+                dim=cache.dim,
+                router=cache.router,
+                max_forward_bytes=limits.max_forward_bytes,
+            ),
+            server,
+        )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, *((CACHE_SERVICE_NAME,) if cache is not None else ()), health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            *SERVICE_NAMES,
+            *((CACHE_SERVICE_NAME,) if cache is not None else ()),
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
 
@@ -154,5 +188,7 @@ async def create_server(config: ServerConfig, *, store: DocumentStore | None = N
     else:
         port = server.add_insecure_port(address)
     if not config.auth.enabled:
-        log.warning("authentication is OFF (allowed only because %s is a loopback address)", config.host)
+        log.warning(
+            "authentication is OFF (allowed only because %s is a loopback address)", config.host
+        )
     return CuracacheServer(server, db, health_servicer, config, cache), port

@@ -15,8 +15,8 @@ class Principal:
     """Who is calling. `tenants` None means any tenant (admin key, or auth off)."""
 
     tenants: frozenset[str] | None
-    admin: bool          # may act on records it does not own, and manage collections
-    manage: bool         # may create/delete collections (admin, or auth off on loopback)
+    admin: bool  # may act on records it does not own, and manage collections
+    manage: bool  # may create/delete collections (admin, or auth off on loopback)
 
     def require_tenant(self, tenant: str, field: str = "tenant") -> None:
         if self.tenants is not None and tenant not in self.tenants:

@@ -38,7 +38,12 @@ class CollectionRepository:
     """cache.ports.EntryRepository over one internal collection (created on first use)."""
 
     def __init__(
-        self, *, db: VectorDB, dim: int, index_kind: str = "", index_params: Mapping[str, float] | None = None,
+        self,
+        *,
+        db: VectorDB,
+        dim: int,
+        index_kind: str = "",
+        index_params: Mapping[str, float] | None = None,
         name: str = COLLECTION,
     ) -> None:
         self._db = db
@@ -60,7 +65,10 @@ class CollectionRepository:
             except NotFound:  # first use of this category
                 try:
                     self._db.create(
-                        self._name, dim=self._dim, metric="cosine", index_kind=self._index_kind,
+                        self._name,
+                        dim=self._dim,
+                        metric="cosine",
+                        index_kind=self._index_kind,
                         params=self._index_params,
                     )
                 except AlreadyExists:
@@ -82,21 +90,27 @@ class CollectionRepository:
 
     async def get(self, entry_ids: Sequence[str]) -> dict[str, CacheEntry]:
         collection = self.collection()
-        found = await asyncio.to_thread(self._db.store.get_records, collection.spec.name, list(entry_ids))
+        found = await asyncio.to_thread(
+            self._db.store.get_records, collection.spec.name, list(entry_ids)
+        )
         return {rid: CacheEntry.from_bytes(rec.payload) for rid, rec in found.items()}
 
     async def delete(self, entry_ids: Sequence[str]) -> int:
         if not entry_ids:
             return 0
         collection = self.collection()
-        return await asyncio.to_thread(collection.delete, SHARED_TENANT, list(entry_ids), admin=True)
+        return await asyncio.to_thread(
+            collection.delete, SHARED_TENANT, list(entry_ids), admin=True
+        )
 
     async def search(self, vector: np.ndarray, tenant: str, k: int) -> list[tuple[str, float]]:
         collection = self.collection()
         q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
 
         def both() -> list[tuple[str, float]]:
-            scopes = (tenant, SHARED_TENANT) if collection.visible_count(SHARED_TENANT) else (tenant,)
+            scopes = (
+                (tenant, SHARED_TENANT) if collection.visible_count(SHARED_TENANT) else (tenant,)
+            )
             best: dict[str, float] = {}
             for who in scopes:
                 for hit in collection.search(who, q, k, {}, with_payload=False)[0]:
@@ -153,7 +167,9 @@ class RouterBackend:
             raise InvalidArgument("query.model", "is required (no default model is configured)")
         generation = GenerationRequest(
             model=model,
-            messages=tuple(Message(role, content) for role, content in request.messages) if request.messages else None,
+            messages=tuple(Message(role, content) for role, content in request.messages)
+            if request.messages
+            else None,
             prompt=request.prompt,
             params=_backend_params(request.params),
             stream=True,
@@ -166,8 +182,11 @@ class RouterBackend:
                 yield FinalResult(
                     text=item.text,
                     finish_reason=item.finish_reason or "stop",
-                    usage={"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                           "total_tokens": u.total_tokens},
+                    usage={
+                        "prompt_tokens": u.prompt_tokens,
+                        "completion_tokens": u.completion_tokens,
+                        "total_tokens": u.total_tokens,
+                    },
                 )
 
 

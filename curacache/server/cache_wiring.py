@@ -20,7 +20,11 @@ from curacache.embed.batching import BatchingEmbedder
 from curacache.embed.minilm import MiniLMEmbedder
 from curacache.embed.remote import OpenAIEmbedder
 from curacache.llm.router import BackendRouter
-from curacache.server.cache_ports import CollectionRepository, RouterBackend, adopt_legacy_collections
+from curacache.server.cache_ports import (
+    CollectionRepository,
+    RouterBackend,
+    adopt_legacy_collections,
+)
 from curacache.server.config import CacheConfig, ConfigError, LimitsConfig
 from curacache.server.vectordb import VectorDB
 
@@ -64,12 +68,18 @@ def policies_from(config: CacheConfig) -> dict[str, CategoryPolicy]:
     return policies
 
 
-def build_cache(config: CacheConfig, db: VectorDB, limits: LimitsConfig = LimitsConfig()) -> CacheParts:
+def build_cache(
+    config: CacheConfig, db: VectorDB, limits: LimitsConfig = LimitsConfig()
+) -> CacheParts:
     factory = EMBEDDERS.get(config.embedder)
     if factory is None:
-        raise ConfigError(f"cache.embedder: must be one of {sorted(EMBEDDERS)}, got {config.embedder!r}")
+        raise ConfigError(
+            f"cache.embedder: must be one of {sorted(EMBEDDERS)}, got {config.embedder!r}"
+        )
     if config.embedder == "remote" and not (config.embedder_url and config.embedder_model):
-        raise ConfigError("cache.embedder_url and cache.embedder_model: required for the remote embedder")
+        raise ConfigError(
+            "cache.embedder_url and cache.embedder_model: required for the remote embedder"
+        )
     for name in ("label_band", "verify_hits"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ConfigError(f"cache.{name}: must be in [0, 1], got {getattr(config, name)}")
@@ -77,11 +87,14 @@ def build_cache(config: CacheConfig, db: VectorDB, limits: LimitsConfig = Limits
     embedder = factory(config)
     classifier = LinearClassifier.load()
     floor = classifier.floor if config.confidence_floor is None else config.confidence_floor
-    repository = CollectionRepository(db=db, dim=EMBED_DIM, index_kind=config.index_kind,
-                                      index_params=config.index_params)
+    repository = CollectionRepository(
+        db=db, dim=EMBED_DIM, index_kind=config.index_kind, index_params=config.index_params
+    )
     moved = adopt_legacy_collections(db, repository)
     if moved:
-        log.info("moved %d cache entries from per-category collections into %s", moved, repository.name)
+        log.info(
+            "moved %d cache entries from per-category collections into %s", moved, repository.name
+        )
     cache = SemanticCache(
         repository=repository,
         embedder=embedder,
@@ -90,7 +103,11 @@ def build_cache(config: CacheConfig, db: VectorDB, limits: LimitsConfig = Limits
         clock=SystemClock(),
         policies=policies_from(config),
         confidence_floor=floor,
-        options=CacheOptions(max_prompt_bytes=limits.max_prompt_bytes, max_response_bytes=limits.max_response_bytes,
-                             label_band=config.label_band, verify_hits=config.verify_hits),
+        options=CacheOptions(
+            max_prompt_bytes=limits.max_prompt_bytes,
+            max_response_bytes=limits.max_response_bytes,
+            label_band=config.label_band,
+            verify_hits=config.verify_hits,
+        ),
     )
     return CacheParts(cache, embedder, router, EMBED_DIM)

@@ -101,7 +101,8 @@ class Collection:
             if index_bytes is None:
                 return False
             entries = {
-                rid: snapshot.SnapshotEntry(e.label, e.owner, e.tenants, e.crc) for rid, e in self._entries.items()
+                rid: snapshot.SnapshotEntry(e.label, e.owner, e.tenants, e.crc)
+                for rid, e in self._entries.items()
             }
             blob = snapshot.encode(self.spec.index_kind, entries, index_bytes)
             self._store.put_blob(self.spec.name, snapshot.SNAPSHOT_KEY, blob)
@@ -164,7 +165,9 @@ class Collection:
             for i, rec in enumerate(records):
                 old = self._entries.get(rec.id)
                 if old is not None and old.owner != tenant and not admin:
-                    raise PermissionDenied(f"records[{i}].id: {rec.id!r} is owned by another tenant")
+                    raise PermissionDenied(
+                        f"records[{i}].id: {rec.id!r} is owned by another tenant"
+                    )
             self._store.put_records(self.spec.name, records)
             with self._rw.write():
                 self._apply_remove([r.id for r in records if r.id in self._entries])
@@ -212,7 +215,9 @@ class Collection:
                 if grant and other not in entry.tenants:
                     changes[rid] = (*entry.tenants, other)
                 elif not grant and other == entry.owner:
-                    raise InvalidArgument("from_tenant", f"cannot revoke the owner of {rid!r}; delete it")
+                    raise InvalidArgument(
+                        "from_tenant", f"cannot revoke the owner of {rid!r}; delete it"
+                    )
                 elif not grant and other in entry.tenants:
                     changes[rid] = tuple(t for t in entry.tenants if t != other)
             if not changes:
@@ -230,7 +235,9 @@ class Collection:
             return len(changes)
 
     # -- reads ---------------------------------------------------------------------------
-    def get(self, tenant: str, ids: Sequence[str], *, with_vectors: bool) -> tuple[list[StoredRecord], list[str]]:
+    def get(
+        self, tenant: str, ids: Sequence[str], *, with_vectors: bool
+    ) -> tuple[list[StoredRecord], list[str]]:
         """Records `tenant` can see, in request order, and the ids it cannot."""
         self._check_live()
         found = self._store.get_records(self.spec.name, ids)
@@ -244,7 +251,13 @@ class Collection:
         return records, missing
 
     def search(
-        self, tenant: str, queries: np.ndarray, k: int, params: Mapping[str, float], *, with_payload: bool
+        self,
+        tenant: str,
+        queries: np.ndarray,
+        k: int,
+        params: Mapping[str, float],
+        *,
+        with_payload: bool,
     ) -> list[list[Hit]]:
         self._check_live()
         if self.spec.metric == "cosine":
@@ -252,7 +265,11 @@ class Collection:
         with self._rw.read():
             result = self._index.search(tenant, queries, k, params)
             rows = [
-                [(self._label_ids[label], float(score)) for label, score in zip(labels, scores) if label >= 0]
+                [
+                    (self._label_ids[label], float(score))
+                    for label, score in zip(labels, scores)
+                    if label >= 0
+                ]
                 for labels, scores in zip(result.labels.tolist(), result.scores.tolist())
             ]
         if self.spec.metric == "l2":
@@ -286,7 +303,9 @@ class Collection:
                 if len(present) <= 1:
                     records = sum(self._tenant_records[t] for t in present)
                 else:  # a record shared by two of them counts once
-                    records = sum(1 for e in self._entries.values() if not scope.isdisjoint(e.tenants))
+                    records = sum(
+                        1 for e in self._entries.values() if not scope.isdisjoint(e.tenants)
+                    )
             return CollectionStats(records, len(present), {}, 0)
         with self._rw.read():
             records, n_tenants = len(self._entries), len(self._tenant_records)
@@ -304,7 +323,9 @@ class Collection:
             return
         if self._retrainer is not None and self._retrainer.is_alive():
             return
-        self._retrainer = threading.Thread(target=self._retrain, name=f"retrain:{self.spec.name}", daemon=True)
+        self._retrainer = threading.Thread(
+            target=self._retrain, name=f"retrain:{self.spec.name}", daemon=True
+        )
         self._retrainer.start()
 
     def _retrain(self) -> None:
@@ -316,7 +337,9 @@ class Collection:
         if installed:
             with self._writer:
                 self._writes_since_snapshot += 1  # the next snapshot carries the new structure
-            log.info("collection %s: index retrained on %d records", self.spec.name, len(self._entries))
+            log.info(
+                "collection %s: index retrained on %d records", self.spec.name, len(self._entries)
+            )
 
     def wait_for_background(self, timeout: float | None = None) -> bool:
         """Wait for a running background retrain; True when none is left running."""

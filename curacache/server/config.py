@@ -44,7 +44,9 @@ class LimitsConfig:
     max_id_bytes: int = 256
     max_tenants_per_record: int = 1024
     max_message_bytes: int = 256 << 20
-    max_forward_bytes: int = 4 << 20  # body of a request passed through to a backend (Cache.Forward)
+    max_forward_bytes: int = (
+        4 << 20
+    )  # body of a request passed through to a backend (Cache.Forward)
     # Semantic cache: a prompt (or a conversation's message contents together) and a response
     # above these are refused with INVALID_ARGUMENT (1 MiB ≈ 250k tokens, past any context window).
     max_prompt_bytes: int = 1 << 20
@@ -110,7 +112,9 @@ class ServerConfig:
     port: int = 50051
     default_index_kind: str = ""  # empty: the registry's default
     grace_seconds: float = 5.0
-    snapshot_interval_s: float = 300.0  # index snapshots of changed collections; 0 = only at shutdown
+    snapshot_interval_s: float = (
+        300.0  # index snapshots of changed collections; 0 = only at shutdown
+    )
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -144,7 +148,7 @@ def load_config(
             raise ConfigError(f"config file {file}: {exc}") from exc
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
-            layers[name[len(ENV_PREFIX):].lower().replace("__", ".")] = value
+            layers[name[len(ENV_PREFIX) :].lower().replace("__", ".")] = value
     layers.update({k: v for k, v in (overrides or {}).items() if v is not None})
     config = _build(ServerConfig, layers, "")
     _check(config)
@@ -190,7 +194,9 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
                 raise ConfigError("cache.index_params: expected a table [cache.index_params]")
             return {str(k): float(v) for k, v in value.items()}
         if name == "cache.policies":
-            if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+            if not isinstance(value, Mapping) or not all(
+                isinstance(v, Mapping) for v in value.values()
+            ):
                 raise ConfigError("cache.policies: expected tables [cache.policies.<category>]")
             return {str(k): dict(v) for k, v in value.items()}
         if hint == float | None:
@@ -221,21 +227,27 @@ def _api_keys(value: Any) -> tuple[ApiKey, ...]:
         unknown = set(entry) - {"key", "tenants", "admin"}
         if unknown or not entry.get("key"):
             raise ConfigError(f"auth.keys[{i}]: needs 'key', accepts 'tenants' and 'admin'")
-        keys.append(ApiKey(str(entry["key"]), frozenset(entry.get("tenants", ())), bool(entry.get("admin"))))
+        keys.append(
+            ApiKey(str(entry["key"]), frozenset(entry.get("tenants", ())), bool(entry.get("admin")))
+        )
     return tuple(keys)
 
 
 def _backends(value: Any) -> tuple[BackendConfig, ...]:
     """From TOML: [[cache.backends]] tables; from env/flags: 'name=url;name2=url2'."""
     if isinstance(value, str):
-        value = [{"name": n.strip(), "base_url": u.strip()} for n, _, u in
-                 (part.partition("=") for part in value.split(";") if part)]
+        value = [
+            {"name": n.strip(), "base_url": u.strip()}
+            for n, _, u in (part.partition("=") for part in value.split(";") if part)
+        ]
     names = {f.name for f in dataclasses.fields(BackendConfig)}
     out = []
     for i, entry in enumerate(value):
         unknown = set(entry) - names
         if unknown or not entry.get("name") or not entry.get("base_url"):
-            raise ConfigError(f"cache.backends[{i}]: needs 'name' and 'base_url'; unknown {sorted(unknown)}")
+            raise ConfigError(
+                f"cache.backends[{i}]: needs 'name' and 'base_url'; unknown {sorted(unknown)}"
+            )
         try:
             out.append(BackendConfig(**{**entry, "models": tuple(entry.get("models", ()))}))
         except (TypeError, ValueError) as exc:
@@ -255,7 +267,15 @@ def _check(config: ServerConfig) -> None:
         )
     if (config.tls.cert_file is None) != (config.tls.key_file is None):
         raise ConfigError("tls: set both tls.cert_file and tls.key_file, or neither")
-    for name in ("max_batch", "max_k", "max_dim", "max_payload_bytes", "max_id_bytes", "max_prompt_bytes",
-                 "max_response_bytes", "max_forward_bytes"):
+    for name in (
+        "max_batch",
+        "max_k",
+        "max_dim",
+        "max_payload_bytes",
+        "max_id_bytes",
+        "max_prompt_bytes",
+        "max_response_bytes",
+        "max_forward_bytes",
+    ):
         if getattr(config.limits, name) <= 0:
             raise ConfigError(f"limits.{name}: must be positive")

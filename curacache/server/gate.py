@@ -17,7 +17,9 @@ class Gate:
     def principal(self, context: grpc.aio.ServicerContext) -> Principal:
         return self._auth.resolve(context.invocation_metadata())
 
-    def tenant(self, context: grpc.aio.ServicerContext, tenant: str, field: str = "tenant") -> Principal:
+    def tenant(
+        self, context: grpc.aio.ServicerContext, tenant: str, field: str = "tenant"
+    ) -> Principal:
         """Authenticate, check the key may act as `tenant`, and charge its rate bucket."""
         principal = self.principal(context)
         validate.tenant(tenant, field)

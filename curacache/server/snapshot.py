@@ -27,7 +27,10 @@ class SnapshotEntry:
 
 def encode(index_kind: str, entries: dict[str, SnapshotEntry], index_bytes: bytes) -> bytes:
     header = json.dumps(
-        {"kind": index_kind, "entries": {rid: [e.label, e.owner, e.tenants, e.crc] for rid, e in entries.items()}},
+        {
+            "kind": index_kind,
+            "entries": {rid: [e.label, e.owner, e.tenants, e.crc] for rid, e in entries.items()},
+        },
         separators=(",", ":"),
     ).encode()
     return _MAGIC + _LEN.pack(len(header)) + header + index_bytes

@@ -67,7 +67,7 @@ def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
     async def handler(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
             return await method(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - this is the single translation point
+        except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             code, message, trailers = status_for(exc)
@@ -85,11 +85,13 @@ def rpc_stream(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:
     ends the stream with the right status code."""
 
     @functools.wraps(method)
-    async def handler(self: Any, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+    async def handler(
+        self: Any, request: Req, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Resp]:
         try:
             async for message in method(self, request, context):
                 yield message
-        except Exception as exc:  # noqa: BLE001 - this is the single translation point
+        except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             code, message_text, trailers = status_for(exc)

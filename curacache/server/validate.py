@@ -81,7 +81,9 @@ def nonzero_rows(matrix: np.ndarray, field: str) -> None:
     """Cosine needs a direction: a zero vector has none."""
     norms = np.einsum("ij,ij->i", matrix, matrix)
     if (norms == 0).any():
-        raise InvalidArgument(field.format(i=int(np.argmin(norms))), "zero vector has no cosine similarity")
+        raise InvalidArgument(
+            field.format(i=int(np.argmin(norms))), "zero vector has no cosine similarity"
+        )
 
 
 def dim(value: int, limits: LimitsConfig, field: str = "dim") -> int:
@@ -98,20 +100,26 @@ def k(value: int, limits: LimitsConfig, field: str = "k") -> int:
 
 def payload(value: bytes, limits: LimitsConfig, field: str) -> bytes:
     if len(value) > limits.max_payload_bytes:
-        raise InvalidArgument(field, f"{len(value)} bytes exceeds the limit of {limits.max_payload_bytes}")
+        raise InvalidArgument(
+            field, f"{len(value)} bytes exceeds the limit of {limits.max_payload_bytes}"
+        )
     return value
 
 
 def metadata(value: Mapping[str, str], limits: LimitsConfig, field: str) -> dict[str, str]:
     size = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
     if size > limits.max_metadata_bytes:
-        raise InvalidArgument(field, f"{size} bytes exceeds the limit of {limits.max_metadata_bytes}")
+        raise InvalidArgument(
+            field, f"{size} bytes exceeds the limit of {limits.max_metadata_bytes}"
+        )
     if any(not key for key in value):
         raise InvalidArgument(field, "keys must not be empty")
     return dict(value)
 
 
-def access_list(owner: str, tenants: Sequence[str], limits: LimitsConfig, field: str) -> tuple[str, ...]:
+def access_list(
+    owner: str, tenants: Sequence[str], limits: LimitsConfig, field: str
+) -> tuple[str, ...]:
     """The owner first, then the named tenants, deduplicated in order."""
     if len(tenants) > limits.max_tenants_per_record:
         raise InvalidArgument(field, f"at most {limits.max_tenants_per_record} tenants per record")

@@ -36,14 +36,20 @@ class VectorDB:
             collection = self._open(spec)
             try:
                 restored = collection.load()
-            except Exception:  # an unusable snapshot must not keep the service down: the store is the truth
-                log.exception("collection %s: snapshot unusable, rebuilding from the store", spec.name)
+            except (
+                Exception
+            ):  # an unusable snapshot must not keep the service down: the store is the truth
+                log.exception(
+                    "collection %s: snapshot unusable, rebuilding from the store", spec.name
+                )
                 collection = self._open(spec)
                 restored = collection.load(use_snapshot=False)
             self._collections[spec.name] = collection
             log.info(
                 "loaded collection %s (%s, %d records, %s) in %.2fs",
-                spec.name, spec.index_kind, collection.stats().record_count,
+                spec.name,
+                spec.index_kind,
+                collection.stats().record_count,
                 "snapshot + store catch-up" if restored else "rebuilt from the store",
                 time.perf_counter() - started,
             )
@@ -54,7 +60,9 @@ class VectorDB:
         for collection in list(self._collections.values()):
             try:
                 saved += collection.save_snapshot()
-            except Exception:  # one failing snapshot must not stop the others; the store stays the truth
+            except (
+                Exception
+            ):  # one failing snapshot must not stop the others; the store stays the truth
                 log.exception("snapshot of collection %s failed", collection.spec.name)
         return saved
 

@@ -62,7 +62,9 @@ def record(rec: StoredRecord) -> vpb.Record:
 def hits(rows: Sequence[Sequence[Hit]]) -> list[vpb.SearchResponse]:
     return [
         vpb.SearchResponse(
-            hits=[vpb.Hit(id=h.id, score=h.score, payload=h.payload, metadata=h.metadata) for h in row]
+            hits=[
+                vpb.Hit(id=h.id, score=h.score, payload=h.payload, metadata=h.metadata) for h in row
+            ]
         )
         for row in rows
     ]

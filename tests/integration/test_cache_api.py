@@ -52,7 +52,9 @@ def fake_llm() -> Iterator[ThreadFakeLLM]:
 
 
 @pytest.fixture
-def cache_server(start_server: Callable[..., ThreadServer], fake_llm: ThreadFakeLLM) -> Callable[..., ThreadServer]:
+def cache_server(
+    start_server: Callable[..., ThreadServer], fake_llm: ThreadFakeLLM
+) -> Callable[..., ThreadServer]:
     def start(**overrides: Any) -> ThreadServer:
         settings = {
             "cache.embedder": "minilm",
@@ -86,7 +88,9 @@ def test_paraphrase_hits_after_a_miss_and_near_miss_misses(cache_client: Client)
     c = cache_client
     first = c.lookup("How do I reverse a list in Python?", "acme", model=MODEL)
     assert not first.hit and first.reason.startswith("empty")
-    stored = c.store("How do I reverse a list in Python?", "Use reversed(xs) or xs[::-1].", "acme", model=MODEL)
+    stored = c.store(
+        "How do I reverse a list in Python?", "Use reversed(xs) or xs[::-1].", "acme", model=MODEL
+    )
     assert stored.stored and stored.category == "code"
     hit = c.lookup("How can I reverse a Python list?", "acme", model=MODEL)
     assert hit.hit and hit.entry_id == stored.entry_id and hit.reason.startswith("semantic")
@@ -99,11 +103,22 @@ def test_paraphrase_hits_after_a_miss_and_near_miss_misses(cache_client: Client)
 
     c.store("What is the capital of France?", "Paris.", "acme", model=MODEL, category="knowledge")
     near = c.lookup("What is the capital of Germany?", "acme", model=MODEL, category="knowledge")
-    assert not near.hit and near.reason.startswith("below_threshold") and near.similarity < near.threshold
+    assert (
+        not near.hit
+        and near.reason.startswith("below_threshold")
+        and near.similarity < near.threshold
+    )
     # A different model or sampling parameters never get this response.
-    assert not c.lookup("What is the capital of France?", "acme", model="other", category="knowledge").hit
-    assert not c.lookup("What is the capital of France?", "acme", model=MODEL, category="knowledge",
-                        params={"temperature": 0.7, "seed": 1}).hit
+    assert not c.lookup(
+        "What is the capital of France?", "acme", model="other", category="knowledge"
+    ).hit
+    assert not c.lookup(
+        "What is the capital of France?",
+        "acme",
+        model=MODEL,
+        category="knowledge",
+        params={"temperature": 0.7, "seed": 1},
+    ).hit
 
 
 def test_strict_category_refuses_a_severe_variant(cache_client: Client) -> None:
@@ -115,7 +130,13 @@ def test_strict_category_refuses_a_severe_variant(cache_client: Client) -> None:
 
 def test_ttl_expiry(cache_client: Client) -> None:
     c = cache_client
-    c.store("Tell me a fun fact about octopuses", "They have three hearts.", "acme", model=MODEL, ttl=0.5)
+    c.store(
+        "Tell me a fun fact about octopuses",
+        "They have three hearts.",
+        "acme",
+        model=MODEL,
+        ttl=0.5,
+    )
     assert c.lookup("Tell me a fun fact about octopuses", "acme", model=MODEL).hit
     time.sleep(0.7)
     r = c.lookup("Tell me a fun fact about octopuses", "acme", model=MODEL)
@@ -125,11 +146,22 @@ def test_ttl_expiry(cache_client: Client) -> None:
 def test_quota_eviction_by_policy(cache_client: Client) -> None:
     c = cache_client
     c.set_policy("knowledge", quota_per_tenant=2, eviction="lru")
-    prompts = ["What is photosynthesis?", "Who wrote Hamlet?", "What is the boiling point of water?"]
-    ids = [c.store(p, f"answer {i}", "acme", model=MODEL, category="knowledge").entry_id for i, p in enumerate(prompts[:2])]
-    assert c.lookup(prompts[0], "acme", model=MODEL, category="knowledge").hit  # prompts[0] is now recent
+    prompts = [
+        "What is photosynthesis?",
+        "Who wrote Hamlet?",
+        "What is the boiling point of water?",
+    ]
+    ids = [
+        c.store(p, f"answer {i}", "acme", model=MODEL, category="knowledge").entry_id
+        for i, p in enumerate(prompts[:2])
+    ]
+    assert c.lookup(
+        prompts[0], "acme", model=MODEL, category="knowledge"
+    ).hit  # prompts[0] is now recent
     c.store(prompts[2], "answer 2", "acme", model=MODEL, category="knowledge")
-    assert not c.lookup(prompts[1], "acme", model=MODEL, category="knowledge").hit  # least recently used: evicted
+    assert not c.lookup(
+        prompts[1], "acme", model=MODEL, category="knowledge"
+    ).hit  # least recently used: evicted
     assert c.lookup(prompts[0], "acme", model=MODEL, category="knowledge").hit
     assert ids[1] != ids[0]
     stats = {s.category: s for s in c.cache_stats()}
@@ -141,21 +173,35 @@ def test_private_entries_stay_private_and_shared_ones_are_seen(cache_client: Cli
     c.store("How do I reverse a list in Python?", "private answer", "tenant-a", model=MODEL)
     assert not c.lookup("How do I reverse a list in Python?", "tenant-b", model=MODEL).hit
     assert not c.lookup("How can I reverse a Python list?", "tenant-b", model=MODEL).hit
-    c.store("How do I sort a list in Python?", "shared answer", "tenant-a", model=MODEL, shared=True)
+    c.store(
+        "How do I sort a list in Python?", "shared answer", "tenant-a", model=MODEL, shared=True
+    )
     seen = c.lookup("How do I sort a list in Python?", "tenant-b", model=MODEL)
     assert seen.hit and seen.response is not None and seen.response.text == "shared answer"
 
 
-def test_a_streamed_hit_replays_the_original_exactly(cache_client: Client, fake_llm: ThreadFakeLLM) -> None:
+def test_a_streamed_hit_replays_the_original_exactly(
+    cache_client: Client, fake_llm: ThreadFakeLLM
+) -> None:
     c = cache_client
-    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Explain recursion in Python"}]
+    prompt = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Explain recursion in Python"},
+    ]
     text, first = _generate(c, prompt, "acme", params={"max_tokens": 40})
     assert not first.cached and first.stored and text == first.response.text and text
     again, second = _generate(c, prompt, "acme", params={"max_tokens": 40})
-    assert second.cached and again == text and second.response.finish_reason == first.response.finish_reason
+    assert (
+        second.cached
+        and again == text
+        and second.response.finish_reason == first.response.finish_reason
+    )
     assert fake_llm.sim.stats.requests_served == 1
     # Another conversation before the same last turn is a different context: no hit.
-    other = [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Explain recursion in Python"}]
+    other = [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "Explain recursion in Python"},
+    ]
     _, third = _generate(c, other, "acme", params={"max_tokens": 40})
     assert not third.cached
 
@@ -167,9 +213,12 @@ def test_concurrent_equivalent_misses_make_one_backend_call(
 
     async def run() -> list[tuple[str, bool]]:
         async with AsyncClient(target) as c:
+
             async def one() -> tuple[str, bool]:
                 parts, cached = [], False
-                async for item in c.generate("Write a haiku about caches", "acme", model=MODEL, params={"max_tokens": 30}):
+                async for item in c.generate(
+                    "Write a haiku about caches", "acme", model=MODEL, params={"max_tokens": 30}
+                ):
                     if isinstance(item, GenerateResult):
                         cached = item.cached
                     else:
@@ -185,10 +234,17 @@ def test_concurrent_equivalent_misses_make_one_backend_call(
 
 @pytest.mark.parametrize(
     "fault,error",
-    [("500", UnavailableError), ("429,retry-after=30", ResourceExhaustedError), ("hang", DeadlineExceededError)],
+    [
+        ("500", UnavailableError),
+        ("429,retry-after=30", ResourceExhaustedError),
+        ("hang", DeadlineExceededError),
+    ],
 )
 def test_backend_errors_are_reported_and_never_cached(
-    cache_server: Callable[..., ThreadServer], fake_llm: ThreadFakeLLM, fault: str, error: type[Exception]
+    cache_server: Callable[..., ThreadServer],
+    fake_llm: ThreadFakeLLM,
+    fault: str,
+    error: type[Exception],
 ) -> None:
     # The backend's own timeout (1 s) must fire, well before the client's deadline.
     backend = [{"name": "sim", "base_url": fake_llm.base_url, "timeout_s": 1.0, "max_retries": 1}]
@@ -202,14 +258,20 @@ def test_backend_errors_are_reported_and_never_cached(
 
 
 def test_load_adaptation_moves_threshold_but_not_strict_categories(
-    start_server: Callable[..., ThreadServer]
+    start_server: Callable[..., ThreadServer],
 ) -> None:
     slow = ThreadFakeLLM(SimConfig(ttft_ms=1500, tokens_per_s=50, max_concurrency=1))
     try:
-        server = start_server(**{"cache.backends": f"sim={slow.base_url}", "cache.default_model": MODEL})
+        server = start_server(
+            **{"cache.backends": f"sim={slow.base_url}", "cache.default_model": MODEL}
+        )
         with Client(server.target) as c:
             idle = {s.category: s for s in c.cache_stats()}
-            worker = threading.Thread(target=lambda: _generate(c, "Tell me a long story", "acme", params={"max_tokens": 5}))
+            worker = threading.Thread(
+                target=lambda: _generate(
+                    c, "Tell me a long story", "acme", params={"max_tokens": 5}
+                )
+            )
             worker.start()
             deadline = time.monotonic() + 30  # bounds a failing test only
             while slow.sim.stats.requests_received == 0 and time.monotonic() < deadline:
@@ -254,7 +316,9 @@ def test_set_policy_lowering_below_the_bound_and_creating_categories(cache_clien
     assert "policy.category" in str(info.value) and "create" in str(info.value)
     assert "recipes" not in {p.category for p in c.get_policies()}
     assert c.set_policy("recipes", create=True, threshold=0.9).threshold == 0.9
-    assert c.store("How long to boil an egg?", "7 minutes.", "acme", model=MODEL, category="recipes").stored
+    assert c.store(
+        "How long to boil an egg?", "7 minutes.", "acme", model=MODEL, category="recipes"
+    ).stored
 
 
 @pytest.mark.parametrize(
@@ -272,11 +336,16 @@ def test_set_policy_lowering_below_the_bound_and_creating_categories(cache_clien
         (lambda c: c.feedback("", True, "acme"), "entry_id"),
         (lambda c: c.set_policy("code", threshold=1.5), "policy.threshold"),
         (lambda c: c.set_policy("code", eviction="random"), "policy.eviction"),
-        (lambda c: c.lookup("x" * 1_300_000, "acme"), "query.prompt: 1300000 bytes, above the limit of 1048576"),
+        (
+            lambda c: c.lookup("x" * 1_300_000, "acme"),
+            "query.prompt: 1300000 bytes, above the limit of 1048576",
+        ),
         (lambda c: c.store("hi", "x" * 1_300_000, "acme"), "response.text: 1300000 bytes"),
     ],
 )
-def test_bad_input_names_the_field(cache_client: Client, call: Callable[[Client], Any], field: str) -> None:
+def test_bad_input_names_the_field(
+    cache_client: Client, call: Callable[[Client], Any], field: str
+) -> None:
     with pytest.raises(InvalidArgumentError) as info:
         call(cache_client)
     assert field in str(info.value)
@@ -309,7 +378,10 @@ def test_tenant_keys_see_only_their_own_figures(start_server: Callable[..., Thre
             admin.store(prompt, "answer", tenant, category="default")
             admin.lookup(prompt, tenant, category="default")
         everything = admin.stats("c")
-        assert (everything.record_count, everything.tenant_count) == (4, 3) and everything.store_bytes > 0
+        assert (everything.record_count, everything.tenant_count) == (
+            4,
+            3,
+        ) and everything.store_bytes > 0
         assert {s.category: s for s in admin.cache_stats()}["default"].lookups == 3
         assert {s.category: s for s in admin.cache_stats(tenant="beta")}["default"].stores == 1
     with Client(server.target, api_key="k1") as acme, Client(server.target, api_key="k2") as bg:
@@ -325,7 +397,9 @@ def test_tenant_keys_see_only_their_own_figures(start_server: Callable[..., Thre
             acme.cache_stats(tenant="beta")
 
 
-def test_generate_shared_is_seen_by_other_tenants(cache_client: Client, fake_llm: ThreadFakeLLM) -> None:
+def test_generate_shared_is_seen_by_other_tenants(
+    cache_client: Client, fake_llm: ThreadFakeLLM
+) -> None:
     c = cache_client
     text, first = _generate(c, "Explain recursion in Python", "tenant-a", shared=True)
     assert not first.cached and first.stored

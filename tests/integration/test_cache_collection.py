@@ -16,9 +16,21 @@ DIM = 8
 
 
 def _entry(entry_id: str, category: str, tenant: str, shared: bool = False) -> CacheEntry:
-    return CacheEntry(entry_id=entry_id, category=category, tenant=tenant, shared=shared, prompt=f"p {entry_id}",
-                      context_fp="", model="m", params_fp="x", core_params_fp="x", response_text="r",
-                      finish_reason="stop", created_at=1.0, expires_at=2e9)
+    return CacheEntry(
+        entry_id=entry_id,
+        category=category,
+        tenant=tenant,
+        shared=shared,
+        prompt=f"p {entry_id}",
+        context_fp="",
+        model="m",
+        params_fp="x",
+        core_params_fp="x",
+        response_text="r",
+        finish_reason="stop",
+        created_at=1.0,
+        expires_at=2e9,
+    )
 
 
 def _unit(i: int) -> np.ndarray:
@@ -28,18 +40,33 @@ def _unit(i: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-async def test_one_search_covers_every_category_and_legacy_collections_are_adopted(tmp_path: Path) -> None:
+async def test_one_search_covers_every_category_and_legacy_collections_are_adopted(
+    tmp_path: Path,
+) -> None:
     store = SqliteStore(tmp_path / "s.db")
     try:
         db = VectorDB(store)
-        for n, (category, tenant, shared) in enumerate([("code", "ann", False), ("health", "ann", False),
-                                                         ("code", "ben", False), ("default", "ben", True)]):
-            legacy = CollectionRepository(db=db, dim=DIM, index_kind="flat", name=f"cache:{category}")
+        for n, (category, tenant, shared) in enumerate(
+            [
+                ("code", "ann", False),
+                ("health", "ann", False),
+                ("code", "ben", False),
+                ("default", "ben", True),
+            ]
+        ):
+            legacy = CollectionRepository(
+                db=db, dim=DIM, index_kind="flat", name=f"cache:{category}"
+            )
             await legacy.put(_entry(f"e{n}", category, tenant, shared), _unit(n))
         repo = CollectionRepository(db=db, dim=DIM, index_kind="flat")
         assert adopt_legacy_collections(db, repo) == 4
         assert [s.name for s in db.list(internal=True)] == [COLLECTION]
-        assert sorted(e.entry_id for e in [e async for e in repo.scan()]) == ["e0", "e1", "e2", "e3"]
+        assert sorted(e.entry_id for e in [e async for e in repo.scan()]) == [
+            "e0",
+            "e1",
+            "e2",
+            "e3",
+        ]
         found = {i for i, _ in await repo.search(_unit(0), "ann", 10)}
         assert found == {"e0", "e1", "e3"}  # both of ann's categories, and the shared entry
         assert {i for i, _ in await repo.search(_unit(0), "cat", 10)} == {"e3"}

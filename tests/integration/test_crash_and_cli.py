@@ -20,7 +20,9 @@ def _serve_args(storage: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     return ["--data-dir", str(tmp_path / "data")]
 
 
-def test_banner_and_graceful_shutdown(storage: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_banner_and_graceful_shutdown(
+    storage: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     server = ProcessServer(_serve_args(storage, tmp_path, request))
     assert f"listening on 127.0.0.1:{server.port}" in server.banner
     assert f"store: {storage}" in server.banner

@@ -64,7 +64,9 @@ def test_curator_snapshot_restart_and_catch_up(start_server) -> None:
             assert sorted(h.id for h in everything) == sorted(ids[i] for i in rows)
             for q in queries:
                 expected = exact_top_k(vectors[rows], [ids[i] for i in rows], q, 10, "cosine")
-                assert [h.id for h in c.search("c", q, tenant, k=10, **EXHAUSTIVE)] == [i for i, _ in expected]
+                assert [h.id for h in c.search("c", q, tenant, k=10, **EXHAUSTIVE)] == [
+                    i for i, _ in expected
+                ]
         assert c.stats("c").record_count == 850
 
 
@@ -74,7 +76,9 @@ def test_growth_retrains_the_tree_in_the_background(start_server) -> None:
     running = start_server(snapshot_interval_s=0)
     with Client(running.target) as c:
         c.create_collection("c", DIM, **PARAMS)
-        c.upsert("c", ids[:300], vectors[:300], owner="a")  # reaches train_size: trained in the background
+        c.upsert(
+            "c", ids[:300], vectors[:300], owner="a"
+        )  # reaches train_size: trained in the background
         collection = running.server.db.get("c")
         assert collection.wait_for_background(timeout=120)
         core = collection.index.core  # type: ignore[attr-defined]
@@ -87,6 +91,8 @@ def test_growth_retrains_the_tree_in_the_background(start_server) -> None:
         assert core.tree is not first_tree and not core.retrain_due()
         for q in _clustered(5, 3):
             expected = exact_top_k(vectors, ids, q, 10, "cosine")
-            assert [h.id for h in c.search("c", q, "a", k=10, **EXHAUSTIVE)] == [i for i, _ in expected]
+            assert [h.id for h in c.search("c", q, "a", k=10, **EXHAUSTIVE)] == [
+                i for i, _ in expected
+            ]
             everything = c.search("c", q, "s", k=300, **EXHAUSTIVE)
             assert sorted(h.id for h in everything) == sorted(ids[1100:])

@@ -44,13 +44,19 @@ async def backend(
         await asyncio.sleep(seconds)
 
     async with FakeLLM(config=sim_config) as sim:
-        config = BackendConfig(name="sim", base_url=sim.base_url, **{"backoff_s": 0.01, **client_options})  # type: ignore[arg-type]
+        config = BackendConfig(
+            name="sim", base_url=sim.base_url, **{"backoff_s": 0.01, **client_options}
+        )  # type: ignore[arg-type]
         async with BackendClient(config=config, sleep=sleep) as client:
             yield sim, client
 
 
 def chat(text: str, **params: object) -> GenerationRequest:
-    return GenerationRequest(model="fake-llm", messages=(Message("system", "be brief"), Message("user", text)), params=params)
+    return GenerationRequest(
+        model="fake-llm",
+        messages=(Message("system", "be brief"), Message("user", text)),
+        params=params,
+    )
 
 
 def prompt(text: str, **params: object) -> GenerationRequest:
@@ -75,18 +81,37 @@ async def test_output_is_deterministic_and_depends_on_the_request() -> None:
         hotter = await client.complete(chat("what is a vector index?", temperature=1.0))
     assert first == again
     assert first.text and first.text != other.text and first.text != hotter.text
-    body = {"model": "fake-llm", "messages": [{"role": "system", "content": "be brief"},
-            {"role": "user", "content": "what is a vector index?"}], "temperature": 0}
+    body = {
+        "model": "fake-llm",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "what is a vector index?"},
+        ],
+        "temperature": 0,
+    }
     assert first.text == generate(body).text  # a test can compute what a cache hit must return
 
 
 @pytest.mark.parametrize("make", [chat, prompt], ids=["chat", "completions"])
-async def test_stream_chunks_join_to_the_completion_and_equal_the_non_streaming_answer(make: Callable[..., GenerationRequest]) -> None:
+async def test_stream_chunks_join_to_the_completion_and_equal_the_non_streaming_answer(
+    make: Callable[..., GenerationRequest],
+) -> None:
     async with backend() as (sim, client):
         chunks, final = await collect(client.stream(make("tell me about caches", seed=7)))
         whole = await client.complete(make("tell me about caches", seed=7))
-    content = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "tell me about caches"}]}
-    expected = generate({"model": "fake-llm", "seed": 7, **(content if make is chat else {"prompt": "tell me about caches"})})
+    content = {
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "tell me about caches"},
+        ]
+    }
+    expected = generate(
+        {
+            "model": "fake-llm",
+            "seed": 7,
+            **(content if make is chat else {"prompt": "tell me about caches"}),
+        }
+    )
     assert [c.index for c in chunks] == list(range(len(chunks)))
     assert "".join(c.text for c in chunks) == final.text == expected.text
     assert final.finish_reason == "stop"
@@ -110,7 +135,9 @@ async def test_max_tokens_cuts_with_finish_reason_length() -> None:
 async def test_decoding_is_limited_to_max_concurrency_and_the_rest_queue_fifo() -> None:
     sim_config = SimConfig(ttft_ms=20, tokens_per_s=400, max_concurrency=2)
     async with backend(sim_config) as (sim, client):
-        answers = await asyncio.gather(*(client.complete(prompt(f"question {i}", max_tokens=8)) for i in range(6)))
+        answers = await asyncio.gather(
+            *(client.complete(prompt(f"question {i}", max_tokens=8)) for i in range(6))
+        )
     assert all(a.usage.completion_tokens == 8 for a in answers)
     events = list(sim.stats.events)
     running, peak = 0, 0
@@ -121,7 +148,9 @@ async def test_decoding_is_limited_to_max_concurrency_and_the_rest_queue_fifo() 
     starts = [n for kind, n in events if kind == "start"]
     assert starts == sorted(starts) and len(starts) == 6  # served in arrival order
     # the 3rd request starts only after one of the first two ended: three waves of decoding
-    assert events.index(("start", starts[2])) > min(events.index(("end", starts[0])), events.index(("end", starts[1])))
+    assert events.index(("start", starts[2])) > min(
+        events.index(("end", starts[0])), events.index(("end", starts[1]))
+    )
     assert sim.stats.max_queued >= 3
 
 
@@ -129,7 +158,9 @@ async def test_429_is_retried_after_retry_after_then_succeeds() -> None:
     sleeps: list[float] = []
     async with backend(sleeps=sleeps, max_retries=3) as (sim, client):
         answer = await client.complete(prompt("hello [[fake-fault:429,times=2,retry-after=0.05]]"))
-        chunks, final = await collect(client.stream(prompt("stream [[fake-fault:429,times=1,retry-after=0.05]]")))
+        chunks, final = await collect(
+            client.stream(prompt("stream [[fake-fault:429,times=1,retry-after=0.05]]"))
+        )
     assert answer.text and final.text == "".join(c.text for c in chunks)
     assert sleeps == [0.05, 0.05, 0.05]  # the backend's advice, not our backoff
     assert sim.stats.faults["429"] == 3 and sim.stats.requests_received == 5
@@ -192,9 +223,13 @@ async def test_unknown_model() -> None:
         with pytest.raises(UnknownModel):  # the backend says so (404 model_not_found)
             await client.complete(GenerationRequest(model="gpt-nope", prompt="hi"))
         router = BackendRouter(backends=[client])
-        configured = BackendClient(config=BackendConfig(name="b", base_url=sim.base_url, models=("fake-llm",)))
+        configured = BackendClient(
+            config=BackendConfig(name="b", base_url=sim.base_url, models=("fake-llm",))
+        )
         async with BackendRouter(backends=[configured]) as strict:
-            with pytest.raises(UnknownModel, match="gpt-nope"):  # no backend lists it: no request is sent
+            with pytest.raises(
+                UnknownModel, match="gpt-nope"
+            ):  # no backend lists it: no request is sent
                 strict.stream(GenerationRequest(model="gpt-nope", prompt="hi"))
             assert (await strict.complete(prompt("hi"))).text
         assert (await router.complete(prompt("hi"))).text
@@ -210,9 +245,14 @@ async def test_bad_request_is_rejected_with_the_backends_message_and_not_retried
 
 async def test_load_rises_with_in_flight_requests_and_with_429s() -> None:
     slow = SimConfig(ttft_ms=300, tokens_per_s=1000, max_concurrency=8)
-    async with backend(slow, max_concurrency=4, max_retries=0, overload_error_rate=1.0) as (sim, client):
+    async with backend(slow, max_concurrency=4, max_retries=0, overload_error_rate=1.0) as (
+        sim,
+        client,
+    ):
         assert client.load() == 0.0
-        tasks = [asyncio.create_task(client.complete(prompt(f"q{i}", max_tokens=2))) for i in range(2)]
+        tasks = [
+            asyncio.create_task(client.complete(prompt(f"q{i}", max_tokens=2))) for i in range(2)
+        ]
         await _until(lambda: sim.stats.active == 2)
         assert client.load() == pytest.approx(0.5)  # 2 in flight of 4
         await asyncio.gather(*tasks)
@@ -230,7 +270,9 @@ async def test_leaving_a_stream_early_frees_the_slot() -> None:
             break
         await stream.aclose()  # type: ignore[attr-defined]
         assert client.in_flight == 0
-        assert (await asyncio.wait_for(client.complete(prompt("next")), 5)).text  # the one slot is free again
+        assert (
+            await asyncio.wait_for(client.complete(prompt("next")), 5)
+        ).text  # the one slot is free again
 
 
 async def test_models_health_and_cli_say_it_is_a_simulator() -> None:
@@ -239,20 +281,28 @@ async def test_models_health_and_cli_say_it_is_a_simulator() -> None:
         health = (await http.get(sim.url + "/health")).json()
     assert models["simulator"] is True and "SIMULATOR" in models["note"]
     assert [m["id"] for m in models["data"]] == ["fake-llm"] and health["status"] == "ok"
-    help_text = subprocess.run([sys.executable, "-m", "curacache.cli", "fake-llm", "--help"],
-                               capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "curacache.cli", "fake-llm", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "simulator" in help_text.lower() and "not a language model" in help_text
 
 
 def test_cli_starts_on_port_0_says_what_it_is_and_stops_on_sigterm() -> None:
     command = [sys.executable, "-m", "curacache.cli", "fake-llm", "--port", "0", "--model", "m1"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
         try:
             banner, listening = proc.stdout.readline(), proc.stdout.readline()  # type: ignore[union-attr]
             assert "SIMULATOR" in banner and "test" in banner
             base_url = listening.split("listening on ")[1].split()[0]
             with httpx.Client(trust_env=False) as http:
-                answer = http.post(base_url + "/completions", json={"model": "m1", "prompt": "hi", "max_tokens": 2}).json()
+                answer = http.post(
+                    base_url + "/completions", json={"model": "m1", "prompt": "hi", "max_tokens": 2}
+                ).json()
             assert answer["usage"]["completion_tokens"] == 2
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0

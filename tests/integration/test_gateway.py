@@ -21,7 +21,16 @@ from tests.server_harness import ThreadServer, make_config
 
 QUESTION = "How do I reverse a list in Python?"
 PARAPHRASE = "How can I reverse a Python list?"
-TOOLS = [{"type": "function", "function": {"name": "now", "description": "time", "parameters": {"type": "object", "properties": {}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "now",
+            "description": "time",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    }
+]
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -38,8 +47,14 @@ def sim() -> Iterator[ThreadFakeLLM]:
 @pytest.fixture(scope="module")
 def server(sim: ThreadFakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
     config = make_config(
-        "sqlite", tmp_path_factory.mktemp("gw") / "data", None,
-        **{"cache.embedder": "minilm", "cache.backends": f"sim={sim.base_url}", "cache.default_model": MODEL},
+        "sqlite",
+        tmp_path_factory.mktemp("gw") / "data",
+        None,
+        **{
+            "cache.embedder": "minilm",
+            "cache.backends": f"sim={sim.base_url}",
+            "cache.default_model": MODEL,
+        },
     )
     s = ThreadServer(config)
     yield s
@@ -60,12 +75,16 @@ def oai(gateway: ThreadGateway) -> Iterator[OpenAI]:
 
 
 def test_chat_miss_then_paraphrase_hit_with_cache_headers(oai: OpenAI) -> None:
-    miss = oai.chat.completions.with_raw_response.create(model=MODEL, messages=user(QUESTION), temperature=0)
+    miss = oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=user(QUESTION), temperature=0
+    )
     assert miss.headers["x-cache"] == "MISS"
     first = miss.parse()
     assert first.object == "chat.completion" and first.choices[0].message.role == "assistant"
     assert first.choices[0].finish_reason == "stop" and first.usage.completion_tokens > 0
-    hit = oai.chat.completions.with_raw_response.create(model=MODEL, messages=user(PARAPHRASE), temperature=0)
+    hit = oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=user(PARAPHRASE), temperature=0
+    )
     assert hit.headers["x-cache"] == "HIT"
     assert float(hit.headers["x-cache-similarity"]) >= 0.9
     assert hit.headers["x-cache-category"] == "code" and hit.headers["x-cache-entry"]
@@ -76,8 +95,11 @@ def test_chat_miss_then_paraphrase_hit_with_cache_headers(oai: OpenAI) -> None:
 
 def test_chat_stream_with_usage_then_streamed_hit(oai: OpenAI) -> None:
     messages = user("Explain how a hash map handles collisions")
-    chunks = list(oai.chat.completions.create(
-        model=MODEL, messages=messages, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        oai.chat.completions.create(
+            model=MODEL, messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text and chunks[-2].choices[0].finish_reason == "stop"
@@ -92,43 +114,70 @@ def test_chat_stream_with_usage_then_streamed_hit(oai: OpenAI) -> None:
 
 
 def test_completions_stream_and_non_stream(oai: OpenAI) -> None:
-    whole = oai.completions.with_raw_response.create(model=MODEL, prompt="Write a limerick about sorting", max_tokens=20)
+    whole = oai.completions.with_raw_response.create(
+        model=MODEL, prompt="Write a limerick about sorting", max_tokens=20
+    )
     body = whole.parse()
     assert whole.headers["x-cache"] == "MISS" and body.object == "text_completion"
-    streamed = list(oai.completions.create(model=MODEL, prompt="Write a limerick about sorting", max_tokens=20, stream=True))
+    streamed = list(
+        oai.completions.create(
+            model=MODEL, prompt="Write a limerick about sorting", max_tokens=20, stream=True
+        )
+    )
     assert "".join(c.choices[0].text for c in streamed) == body.choices[0].text
-    assert streamed[-1].choices[0].finish_reason == "length" or streamed[-1].choices[0].finish_reason == "stop"
+    assert (
+        streamed[-1].choices[0].finish_reason == "length"
+        or streamed[-1].choices[0].finish_reason == "stop"
+    )
 
 
 def test_no_store_is_never_stored_and_no_cache_skips_the_lookup(oai: OpenAI) -> None:
     prompt = user("What is the capital of Mongolia, in one word?")
     first = oai.chat.completions.with_raw_response.create(
-        model=MODEL, messages=prompt, extra_headers={"Cache-Control": "no-store"})
+        model=MODEL, messages=prompt, extra_headers={"Cache-Control": "no-store"}
+    )
     assert first.headers["x-cache"] == "BYPASS"
     second = oai.chat.completions.with_raw_response.create(model=MODEL, messages=prompt)
     assert second.headers["x-cache"] == "MISS"  # the no-store answer was not kept
     third = oai.chat.completions.with_raw_response.create(
-        model=MODEL, messages=prompt, extra_headers={"Cache-Control": "no-cache"})
+        model=MODEL, messages=prompt, extra_headers={"Cache-Control": "no-cache"}
+    )
     assert third.headers["x-cache"] == "MISS" and third.headers["x-cache-reason"] == "no_cache"
-    assert oai.chat.completions.with_raw_response.create(model=MODEL, messages=prompt).headers["x-cache"] == "HIT"
+    assert (
+        oai.chat.completions.with_raw_response.create(model=MODEL, messages=prompt).headers[
+            "x-cache"
+        ]
+        == "HIT"
+    )
 
 
 def test_category_header_and_stricter_threshold(oai: OpenAI) -> None:
-    oai.chat.completions.create(model=MODEL, messages=user("How do I open a file in Rust?"),
-                                extra_headers={"X-Cache-Category": "knowledge"})
+    oai.chat.completions.create(
+        model=MODEL,
+        messages=user("How do I open a file in Rust?"),
+        extra_headers={"X-Cache-Category": "knowledge"},
+    )
     strict = oai.chat.completions.with_raw_response.create(
-        model=MODEL, messages=user("How can I open a file using Rust?"),
-        extra_headers={"X-Cache-Category": "knowledge", "X-Cache-Threshold": "0.9999"})
+        model=MODEL,
+        messages=user("How can I open a file using Rust?"),
+        extra_headers={"X-Cache-Category": "knowledge", "X-Cache-Threshold": "0.9999"},
+    )
     assert strict.headers["x-cache"] == "MISS" and strict.headers["x-cache-category"] == "knowledge"
     assert float(strict.headers["x-cache-similarity"]) < 0.9999
 
 
-def test_bypass_requests_reach_the_backend_untouched_and_still_stream(oai: OpenAI, sim: ThreadFakeLLM) -> None:
-    tools = oai.chat.completions.with_raw_response.create(model=MODEL, messages=user(QUESTION), tools=TOOLS)
+def test_bypass_requests_reach_the_backend_untouched_and_still_stream(
+    oai: OpenAI, sim: ThreadFakeLLM
+) -> None:
+    tools = oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=user(QUESTION), tools=TOOLS
+    )
     assert tools.headers["x-cache"] == "BYPASS" and tools.headers["x-cache-reason"] == "tools"
     assert tools.parse().choices[0].message.content
     for kwargs, reason in (({"n": 2}, "n"), ({"logprobs": True}, "logprobs")):
-        r = oai.chat.completions.with_raw_response.create(model=MODEL, messages=user(QUESTION), **kwargs)
+        r = oai.chat.completions.with_raw_response.create(
+            model=MODEL, messages=user(QUESTION), **kwargs
+        )
         assert (r.headers["x-cache"], r.headers["x-cache-reason"]) == ("BYPASS", reason)
     with oai.chat.completions.with_streaming_response.create(
         model=MODEL, messages=user(QUESTION), tools=TOOLS, stream=True
@@ -140,12 +189,17 @@ def test_bypass_requests_reach_the_backend_untouched_and_still_stream(oai: OpenA
 def test_sampled_request_in_a_category_that_does_not_cache_it_bypasses(oai: OpenAI) -> None:
     prompt = user("Write a poem about the sea")
     for _ in range(2):
-        r = oai.chat.completions.with_raw_response.create(model=MODEL, messages=prompt, temperature=0.9)
+        r = oai.chat.completions.with_raw_response.create(
+            model=MODEL, messages=prompt, temperature=0.9
+        )
         assert (r.headers["x-cache"], r.headers["x-cache-reason"]) == ("BYPASS", "nondeterministic")
 
 
 def test_long_conversation_bypasses(oai: OpenAI, gateway: ThreadGateway) -> None:
-    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(gateway.config.max_turns + 1)]
+    turns = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"}
+        for i in range(gateway.config.max_turns + 1)
+    ]
     r = oai.chat.completions.with_raw_response.create(model=MODEL, messages=turns)
     assert (r.headers["x-cache"], r.headers["x-cache-reason"]) == ("BYPASS", "max-turns")
 
@@ -154,14 +208,24 @@ def test_models_healthz_metrics_and_feedback(oai: OpenAI, gateway: ThreadGateway
     assert [m.id for m in oai.models.list().data] == [MODEL]
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
     oai.chat.completions.create(model=MODEL, messages=user("What does HTTP 418 mean?"))
-    hit = oai.chat.completions.with_raw_response.create(model=MODEL, messages=user("What does HTTP 418 mean?"))
+    hit = oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=user("What does HTTP 418 mean?")
+    )
     entry = hit.headers["x-cache-entry"]
     fb = httpx.post(f"{gateway.base_url}/cache/feedback", json={"entry_id": entry, "correct": True})
-    assert fb.status_code == 200 and fb.json()["entry_id"] == entry and 0 < fb.json()["threshold"] <= 1
+    assert (
+        fb.status_code == 200 and fb.json()["entry_id"] == entry and 0 < fb.json()["threshold"] <= 1
+    )
     from prometheus_client.parser import text_string_to_metric_families
 
-    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{gateway.url}/metrics").text)}
-    results = {s.labels["result"] for s in families["curacache_gateway_cache"].samples if s.name.endswith("_total")}
+    families = {
+        f.name: f for f in text_string_to_metric_families(httpx.get(f"{gateway.url}/metrics").text)
+    }
+    results = {
+        s.labels["result"]
+        for s in families["curacache_gateway_cache"].samples
+        if s.name.endswith("_total")
+    }
     assert {"hit", "miss"} <= results
     assert any(s.labels["status"] == "200" for s in families["curacache_gateway_requests"].samples)
     assert "curacache_gateway_request_seconds" in families
@@ -174,12 +238,24 @@ def test_models_healthz_metrics_and_feedback(oai: OpenAI, gateway: ThreadGateway
         ({"model": MODEL}, {}, 400, "messages"),
         ({"model": MODEL, "messages": user("hi"), "temperature": "hot"}, {}, 400, "temperature"),
         ({"model": MODEL, "messages": user("hi"), "temperature": 7}, {}, 400, "temperature"),
-        ({"model": MODEL, "messages": user("hi")}, {"X-Cache-Threshold": "2"}, 400, "X-Cache-Threshold"),
-        ({"model": MODEL, "messages": user("hi")}, {"Cache-Control": "max-age=soon"}, 400, "Cache-Control"),
+        (
+            {"model": MODEL, "messages": user("hi")},
+            {"X-Cache-Threshold": "2"},
+            400,
+            "X-Cache-Threshold",
+        ),
+        (
+            {"model": MODEL, "messages": user("hi")},
+            {"Cache-Control": "max-age=soon"},
+            400,
+            "Cache-Control",
+        ),
         ({"model": "no-such-model", "messages": user("hi")}, {}, 404, "model"),
     ],
 )
-def test_errors_in_openai_shape(gateway: ThreadGateway, body: dict, headers: dict, status: int, param: str) -> None:
+def test_errors_in_openai_shape(
+    gateway: ThreadGateway, body: dict, headers: dict, status: int, param: str
+) -> None:
     r = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers)
     assert r.status_code == status, r.text
     error = r.json()["error"]
@@ -192,21 +268,32 @@ def test_error_mapping_through_the_official_client(oai: OpenAI, gateway: ThreadG
         oai.chat.completions.create(model="no-such-model", messages=user("hi"))
     with pytest.raises(openai.BadRequestError):
         oai.chat.completions.create(model=MODEL, messages=user("hi"), top_p=3)
-    big = httpx.post(f"{gateway.base_url}/chat/completions", content=b"x" * (gateway.config.max_body_bytes + 1),
-                     headers={"content-type": "application/json"})
+    big = httpx.post(
+        f"{gateway.base_url}/chat/completions",
+        content=b"x" * (gateway.config.max_body_bytes + 1),
+        headers={"content-type": "application/json"},
+    )
     assert big.status_code == 413 and big.json()["error"]["param"] == "body"
-    assert httpx.post(f"{gateway.base_url}/chat/completions", content=b"{not json").status_code == 400
+    assert (
+        httpx.post(f"{gateway.base_url}/chat/completions", content=b"{not json").status_code == 400
+    )
 
 
 @pytest.mark.parametrize(
     ("fault", "status", "code"),
-    [("429,times=9,retry-after=0", 503, "backend_overloaded"), ("503,times=9,retry-after=0", 502, "backend_error"),
-     ("500", 502, "backend_error")],
+    [
+        ("429,times=9,retry-after=0", 503, "backend_overloaded"),
+        ("503,times=9,retry-after=0", 502, "backend_error"),
+        ("500", 502, "backend_error"),
+    ],
 )
 def test_backend_failures_map_to_http_and_are_never_cached(
     gateway: ThreadGateway, fault: str, status: int, code: str
 ) -> None:
-    body = {"model": MODEL, "messages": user(f"Summarise the plot of Hamlet [[fake-fault:{fault}]]")}
+    body = {
+        "model": MODEL,
+        "messages": user(f"Summarise the plot of Hamlet [[fake-fault:{fault}]]"),
+    }
     r = httpx.post(f"{gateway.base_url}/chat/completions", json=body, timeout=60)
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
@@ -217,30 +304,44 @@ def test_backend_failures_map_to_http_and_are_never_cached(
 
 
 def test_sse_framing_byte_by_byte(gateway: ThreadGateway) -> None:
-    body = {"model": MODEL, "messages": user("Name three prime numbers"), "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "messages": user("Name three prime numbers"),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=body) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         raw = b"".join(r.iter_raw())
     assert raw.endswith(b"data: [DONE]\n\n")
     events = raw.split(b"\n\n")
     assert events[-1] == b"" and events[-2] == b"data: [DONE]"
-    payloads = [json.loads(e[len(b"data: "):]) for e in events[:-2]]
+    payloads = [json.loads(e[len(b"data: ") :]) for e in events[:-2]]
     assert all(e.startswith(b"data: ") and b"\n" not in e for e in events[:-1])
     assert {p["object"] for p in payloads} == {"chat.completion.chunk"}
     assert len({p["id"] for p in payloads}) == 1 and len({p["created"] for p in payloads}) == 1
     assert payloads[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert payloads[-2]["choices"][0]["finish_reason"] == "stop" and payloads[-2]["choices"][0]["delta"] == {}
+    assert (
+        payloads[-2]["choices"][0]["finish_reason"] == "stop"
+        and payloads[-2]["choices"][0]["delta"] == {}
+    )
     assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["total_tokens"] > 0
 
 
-def test_concurrent_equivalent_misses_make_one_backend_call(gateway: ThreadGateway, sim: ThreadFakeLLM) -> None:
+def test_concurrent_equivalent_misses_make_one_backend_call(
+    gateway: ThreadGateway, sim: ThreadFakeLLM
+) -> None:
     prompt = user("Explain the difference between TCP and UDP in two sentences")
     served_before = sim.sim.stats.requests_received
 
     async def burst() -> list[str]:
-        async with openai.AsyncOpenAI(base_url=gateway.base_url, api_key="x", max_retries=0) as client:
-            calls = [client.chat.completions.create(model=MODEL, messages=prompt, temperature=0) for _ in range(10)]
+        async with openai.AsyncOpenAI(
+            base_url=gateway.base_url, api_key="x", max_retries=0
+        ) as client:
+            calls = [
+                client.chat.completions.create(model=MODEL, messages=prompt, temperature=0)
+                for _ in range(10)
+            ]
             return [r.choices[0].message.content for r in await asyncio.gather(*calls)]
 
     answers = asyncio.run(burst())
@@ -248,20 +349,41 @@ def test_concurrent_equivalent_misses_make_one_backend_call(gateway: ThreadGatew
     assert sim.sim.stats.requests_received - served_before == 1
 
 
-def test_first_token_reaches_the_client_before_the_backend_finishes(server: ThreadServer, tmp_path: Path) -> None:
+def test_first_token_reaches_the_client_before_the_backend_finishes(
+    server: ThreadServer, tmp_path: Path
+) -> None:
     slow = ThreadFakeLLM(SimConfig(ttft_ms=100, tokens_per_s=20, max_concurrency=2))
     try:
-        config = make_config("sqlite", tmp_path / "data", None, **{
-            "cache.embedder": "hashing", "cache.backends": f"slow={slow.base_url}", "cache.default_model": MODEL})
+        config = make_config(
+            "sqlite",
+            tmp_path / "data",
+            None,
+            **{
+                "cache.embedder": "hashing",
+                "cache.backends": f"slow={slow.base_url}",
+                "cache.default_model": MODEL,
+            },
+        )
         srv = ThreadServer(config)
         gw = ThreadGateway(srv.target)
         try:
-            body = {"model": MODEL, "messages": user("Tell me a long story"), "stream": True, "max_tokens": 30}
+            body = {
+                "model": MODEL,
+                "messages": user("Tell me a long story"),
+                "stream": True,
+                "max_tokens": 30,
+            }
             started = time.monotonic()
             arrivals = []
-            with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=body, timeout=60) as r:
+            with httpx.stream(
+                "POST", f"{gw.base_url}/chat/completions", json=body, timeout=60
+            ) as r:
                 for line in r.iter_lines():
-                    if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
+                    if (
+                        line.startswith("data: {")
+                        and '"content":"' in line
+                        and '"content":""' not in line
+                    ):
                         arrivals.append(time.monotonic() - started)
             # Decoding at 20 tokens/s spreads the tokens over most of the call; a buffering
             # gateway would deliver them all at once, at the end.
@@ -275,23 +397,38 @@ def test_first_token_reaches_the_client_before_the_backend_finishes(server: Thre
 
 
 def test_service_restart_gives_503_then_reconnects(tmp_path: Path, sim: ThreadFakeLLM) -> None:
-    settings = {"cache.embedder": "hashing", "cache.backends": f"sim={sim.base_url}", "cache.default_model": MODEL}
+    settings = {
+        "cache.embedder": "hashing",
+        "cache.backends": f"sim={sim.base_url}",
+        "cache.default_model": MODEL,
+    }
     srv = ThreadServer(make_config("sqlite", tmp_path / "data", None, **settings))
     port = srv.port
     gw = ThreadGateway(srv.target)
     try:
         body = {"model": MODEL, "messages": user("ping")}
-        assert httpx.post(f"{gw.base_url}/chat/completions", json=body, timeout=30).status_code == 200
+        assert (
+            httpx.post(f"{gw.base_url}/chat/completions", json=body, timeout=30).status_code == 200
+        )
         srv.stop()
         started = time.monotonic()
         down = httpx.post(f"{gw.base_url}/chat/completions", json=body, timeout=30)
-        assert down.status_code == 503 and down.headers["retry-after"] and time.monotonic() - started < 10
+        assert (
+            down.status_code == 503
+            and down.headers["retry-after"]
+            and time.monotonic() - started < 10
+        )
         assert down.json()["error"]["code"] == "service_unavailable"
         assert httpx.get(f"{gw.url}/healthz", timeout=30).status_code == 503
-        srv = ThreadServer(make_config("sqlite", tmp_path / "data", None, **{**settings, "port": port}))
+        srv = ThreadServer(
+            make_config("sqlite", tmp_path / "data", None, **{**settings, "port": port})
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if httpx.post(f"{gw.base_url}/chat/completions", json=body, timeout=30).status_code == 200:
+            if (
+                httpx.post(f"{gw.base_url}/chat/completions", json=body, timeout=30).status_code
+                == 200
+            ):
                 break
             time.sleep(0.2)
         else:
@@ -302,15 +439,29 @@ def test_service_restart_gives_503_then_reconnects(tmp_path: Path, sim: ThreadFa
 
 
 def test_keys_map_to_tenants_and_unknown_keys_get_401(server: ThreadServer) -> None:
-    gw = ThreadGateway(server.target, keys=[{"key": "sk-a", "tenant": "ten-a"}, {"key": "sk-b", "tenant": "ten-b"}])
+    gw = ThreadGateway(
+        server.target, keys=[{"key": "sk-a", "tenant": "ten-a"}, {"key": "sk-b", "tenant": "ten-b"}]
+    )
     try:
-        with OpenAI(base_url=gw.base_url, api_key="sk-a", max_retries=0) as a, \
-                OpenAI(base_url=gw.base_url, api_key="sk-b", max_retries=0) as b, \
-                OpenAI(base_url=gw.base_url, api_key="sk-wrong", max_retries=0) as wrong:
+        with (
+            OpenAI(base_url=gw.base_url, api_key="sk-a", max_retries=0) as a,
+            OpenAI(base_url=gw.base_url, api_key="sk-b", max_retries=0) as b,
+            OpenAI(base_url=gw.base_url, api_key="sk-wrong", max_retries=0) as wrong,
+        ):
             prompt = user("What is the boiling point of water at sea level?")
             a.chat.completions.create(model=MODEL, messages=prompt)
-            assert a.chat.completions.with_raw_response.create(model=MODEL, messages=prompt).headers["x-cache"] == "HIT"
-            assert b.chat.completions.with_raw_response.create(model=MODEL, messages=prompt).headers["x-cache"] == "MISS"
+            assert (
+                a.chat.completions.with_raw_response.create(model=MODEL, messages=prompt).headers[
+                    "x-cache"
+                ]
+                == "HIT"
+            )
+            assert (
+                b.chat.completions.with_raw_response.create(model=MODEL, messages=prompt).headers[
+                    "x-cache"
+                ]
+                == "MISS"
+            )
             with pytest.raises(openai.AuthenticationError):
                 wrong.chat.completions.create(model=MODEL, messages=prompt)
         assert httpx.post(f"{gw.base_url}/chat/completions", json={}).status_code == 401
@@ -323,26 +474,38 @@ def test_gateway_refuses_to_listen_beyond_loopback_without_keys() -> None:
 
     with pytest.raises(GatewayConfigError, match="keys"):
         load_gateway_config(overrides={"listen": "0.0.0.0:8080"})
-    assert load_gateway_config(overrides={"listen": "0.0.0.0:8080", "keys": [{"key": "k", "tenant": "t"}]}).keys == {"k": "t"}
+    assert load_gateway_config(
+        overrides={"listen": "0.0.0.0:8080", "keys": [{"key": "k", "tenant": "t"}]}
+    ).keys == {"k": "t"}
 
 
 def test_gateway_uses_its_own_service_key(sim: ThreadFakeLLM, tmp_path: Path) -> None:
     """With auth on at the service, the gateway authenticates as itself; a tenant its key does
     not cover is refused (403), and a wrong service key is the gateway's problem, not the user's."""
     keys = [{"key": "gw-key", "tenants": ["ten-a"]}]
-    settings = {"cache.embedder": "hashing", "cache.backends": f"sim={sim.base_url}", "cache.default_model": MODEL,
-                "auth.keys": keys}
+    settings = {
+        "cache.embedder": "hashing",
+        "cache.backends": f"sim={sim.base_url}",
+        "cache.default_model": MODEL,
+        "auth.keys": keys,
+    }
     srv = ThreadServer(make_config("sqlite", tmp_path / "data", None, **settings))
     users = [{"key": "sk-a", "tenant": "ten-a"}, {"key": "sk-z", "tenant": "ten-z"}]
     good = ThreadGateway(srv.target, service_key="gw-key", keys=users)
     bad = ThreadGateway(srv.target, service_key="not-the-key", keys=users)
     try:
         body = {"model": MODEL, "messages": user("What is a monad?")}
-        ok = httpx.post(f"{good.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-a"})
+        ok = httpx.post(
+            f"{good.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-a"}
+        )
         assert ok.status_code == 200 and ok.headers["x-cache"] == "MISS"
-        other = httpx.post(f"{good.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-z"})
+        other = httpx.post(
+            f"{good.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-z"}
+        )
         assert other.status_code == 403 and other.json()["error"]["type"] == "permission_error"
-        wrong = httpx.post(f"{bad.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-a"})
+        wrong = httpx.post(
+            f"{bad.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-a"}
+        )
         assert wrong.status_code == 500 and wrong.json()["error"]["code"] == "gateway_misconfigured"
     finally:
         good.stop()
@@ -350,18 +513,37 @@ def test_gateway_uses_its_own_service_key(sim: ThreadFakeLLM, tmp_path: Path) ->
         srv.stop()
 
 
-def test_backend_timeout_is_504_and_tenant_rate_limit_is_429(sim: ThreadFakeLLM, tmp_path: Path) -> None:
+def test_backend_timeout_is_504_and_tenant_rate_limit_is_429(
+    sim: ThreadFakeLLM, tmp_path: Path
+) -> None:
     backend = [{"name": "sim", "base_url": sim.base_url, "timeout_s": 1.0, "max_retries": 0}]
-    settings = {"cache.embedder": "hashing", "cache.backends": backend, "cache.default_model": MODEL,
-                "limits.tenant_rate": 0.5, "limits.tenant_burst": 3.0}
+    settings = {
+        "cache.embedder": "hashing",
+        "cache.backends": backend,
+        "cache.default_model": MODEL,
+        "limits.tenant_rate": 0.5,
+        "limits.tenant_burst": 3.0,
+    }
     srv = ThreadServer(make_config("sqlite", tmp_path / "data", None, **settings))
     gw = ThreadGateway(srv.target)
     try:
-        hang = {"model": MODEL, "messages": user("Tell me a story [[fake-fault:hang]]"), "stream": True}
+        hang = {
+            "model": MODEL,
+            "messages": user("Tell me a story [[fake-fault:hang]]"),
+            "stream": True,
+        }
         r = httpx.post(f"{gw.base_url}/chat/completions", json=hang, timeout=30)
-        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"  # before any byte: a real status
-        statuses = [httpx.post(f"{gw.base_url}/chat/completions", json={"model": MODEL, "messages": user(f"q{i}")},
-                               timeout=30) for i in range(4)]
+        assert (
+            r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+        )  # before any byte: a real status
+        statuses = [
+            httpx.post(
+                f"{gw.base_url}/chat/completions",
+                json={"model": MODEL, "messages": user(f"q{i}")},
+                timeout=30,
+            )
+            for i in range(4)
+        ]
         limited = [s for s in statuses if s.status_code == 429]
         assert limited, [s.status_code for s in statuses]
         assert int(limited[0].headers["retry-after"]) >= 1

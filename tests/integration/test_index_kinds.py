@@ -22,7 +22,9 @@ def test_hnsw_kind_with_params(client: Client, storage: str) -> None:
     client.upsert("h", ids[300:], vectors[300:], owner="b")
     for q in rng.standard_normal((5, DIM)).astype(np.float32):
         hits = client.search("h", q, "a", k=10, ef=400)  # ef ≥ n: exact
-        assert [h.id for h in hits] == [i for i, _ in exact_top_k(vectors[:300], ids[:300], q, 10, "cosine")]
+        assert [h.id for h in hits] == [
+            i for i, _ in exact_top_k(vectors[:300], ids[:300], q, 10, "cosine")
+        ]
         assert {h.id for h in client.search("h", q, "b", k=400, ef=400)} == set(ids)
     with pytest.raises(InvalidArgumentError, match=r"params\.ef"):
         client.search("h", vectors[0], "a", ef=0)

@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("numba", "faiss", "hnswlib", "onnxruntime", "sklearn", "redis", "httpx", "tokenizers", "onnx")
+HEAVY = (
+    "numba",
+    "faiss",
+    "hnswlib",
+    "onnxruntime",
+    "sklearn",
+    "redis",
+    "httpx",
+    "tokenizers",
+    "onnx",
+)
 
 CHECK = """
 import importlib.util, subprocess, sys, urllib.request, re
@@ -49,14 +59,31 @@ def test_light_install_is_sdk_and_gateway_only(tmp_path: Path) -> None:
     env.pop("PYTHONPATH", None)
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", str(ROOT)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=840,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=840,
     )
     assert install.returncode == 0, install.stdout + install.stderr
-    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, env=env)
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     names = {re.split(r"[=<>]", line)[0].lower() for line in listed.stdout.splitlines()}
-    assert not names & {"numba", "faiss-cpu", "hnswlib", "onnxruntime", "scikit-learn"}, sorted(names)
-    run = subprocess.run([str(python), "-c", CHECK.format(heavy=HEAVY)], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=120)
+    assert not names & {"numba", "faiss-cpu", "hnswlib", "onnxruntime", "scikit-learn"}, sorted(
+        names
+    )
+    run = subprocess.run(
+        [str(python), "-c", CHECK.format(heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert run.returncode == 0 and "light install ok" in run.stdout, run.stdout + run.stderr
 
 

@@ -39,11 +39,30 @@ def test_server_reflection_lists_the_services(server: ThreadServer) -> None:
 async def test_tls(tmp_path: Path, storage: str) -> None:
     cert, key = tmp_path / "server.crt", tmp_path / "server.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
-    config = make_config(storage, tmp_path / "data", None, **{"tls.cert_file": cert, "tls.key_file": key})
+    config = make_config(
+        storage, tmp_path / "data", None, **{"tls.cert_file": cert, "tls.key_file": key}
+    )
     server = ThreadServer(config)
     try:
         credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
@@ -58,7 +77,9 @@ async def test_tls(tmp_path: Path, storage: str) -> None:
 
 
 @pytest.mark.parametrize("storage", ["redis"])
-def test_store_outage_is_unavailable_and_loses_nothing(start_server, redis_server, storage: str) -> None:
+def test_store_outage_is_unavailable_and_loses_nothing(
+    start_server, redis_server, storage: str
+) -> None:
     server = start_server()
     with Client(server.target, timeout=30) as c:
         c.create_collection("c", 4, index="flat")
@@ -72,6 +93,8 @@ def test_store_outage_is_unavailable_and_loses_nothing(start_server, redis_serve
         finally:
             redis_server.start()
         assert [r.id for r in c.get("c", ["a", "b"], "t")] == ["a"]
-        assert [h.id for h in c.search("c", np.ones(4), "t")] == ["a"]  # the refused write never reached the index
+        assert [h.id for h in c.search("c", np.ones(4), "t")] == [
+            "a"
+        ]  # the refused write never reached the index
         c.upsert("c", ["b"], np.ones((1, 4)), owner="t")
         assert c.stats("c").record_count == 2

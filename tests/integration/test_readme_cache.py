@@ -19,7 +19,7 @@ def _section(title: str) -> str:
     text = (ROOT / "README.md").read_text()
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end >= 0 else None]
+    return text[start : end if end >= 0 else None]
 
 
 def _block(section: str, lang: str) -> str:
@@ -39,8 +39,13 @@ class FakeLLMProcess:
         assert argv[0] == ".venv/bin/curacache" and argv[1] == "fake-llm", argv
         self.readme_port = argv[argv.index("--port") + 1]
         argv[argv.index("--port") + 1] = "0"
-        self.proc = subprocess.Popen([sys.executable, "-m", "curacache.cli", *argv[1:]], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "curacache.cli", *argv[1:]],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.output = ""
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -51,7 +56,9 @@ class FakeLLMProcess:
                 break
         else:
             raise RuntimeError(f"fake-llm did not start:\n{self.output}")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # never block on a full pipe
+        threading.Thread(
+            target=self.proc.stdout.read, daemon=True
+        ).start()  # never block on a full pipe
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -79,6 +86,8 @@ def test_readme_cache_example_runs_to_the_end(tmp_path: Path) -> None:
             server.terminate()
         fake.stop()
     printed = out.getvalue().splitlines()
-    assert re.match(r"(True|False) [a-z_]+ [\d.]+ [a-z_]+", printed[0]), printed[0]  # the lookup and why
+    assert re.match(r"(True|False) [a-z_]+ [\d.]+ [a-z_]+", printed[0]), printed[
+        0
+    ]  # the lookup and why
     assert "GenerateResult(cached=False" in printed[-1] and "stored=True" in printed[-1]
     assert len(printed) > 2  # the generated text arrived in chunks before the result

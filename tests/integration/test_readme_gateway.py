@@ -46,8 +46,13 @@ def test_readme_gateway_section_runs_as_written(tmp_path: Path) -> None:
     start, curl = blocks["sh"][0], blocks["sh"][1]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     stack = subprocess.Popen(
-        ["bash", "-c", localise(start) + "\nwait"], cwd=tmp_path, env=env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ["bash", "-c", localise(start) + "\nwait"],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         gateway = f"http://127.0.0.1:{ports['8080']}"
@@ -56,15 +61,21 @@ def test_readme_gateway_section_runs_as_written(tmp_path: Path) -> None:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{gateway}/healthz", timeout=5).status_code == 200:
                     break
-            assert stack.poll() is None and time.monotonic() < deadline, "the README's services did not come up"
+            assert stack.poll() is None and time.monotonic() < deadline, (
+                "the README's services did not come up"
+            )
             time.sleep(0.5)
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            exec(compile(localise(blocks["python"][0]), "README.md", "exec"), {})  # noqa: S102 - our own README
+            exec(compile(localise(blocks["python"][0]), "README.md", "exec"), {})
         lines = out.getvalue().splitlines()
         assert lines[0].startswith("MISS ") and lines[1].startswith("HIT ")
-        shown = subprocess.run(["bash", "-c", localise(curl)], capture_output=True, text=True, timeout=60)
-        assert shown.returncode == 0 and re.search(r"(?im)^x-cache: HIT", shown.stdout), shown.stdout
+        shown = subprocess.run(
+            ["bash", "-c", localise(curl)], capture_output=True, text=True, timeout=60
+        )
+        assert shown.returncode == 0 and re.search(r"(?im)^x-cache: HIT", shown.stdout), (
+            shown.stdout
+        )
         assert '"object":"chat.completion"' in shown.stdout.replace(" ", "")
     finally:
         os.killpg(stack.pid, signal.SIGTERM)

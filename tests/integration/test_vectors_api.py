@@ -18,7 +18,9 @@ def _data(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
 
 def _assert_matches(hits, expected, metric: str) -> None:
     assert [h.id for h in hits] == [i for i, _ in expected]
-    np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        [h.score for h in hits], [s for _, s in expected], rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
@@ -36,7 +38,9 @@ def test_search_matches_brute_force_per_tenant(client: Client, metric: str) -> N
             _assert_matches(client.search("docs", q, tenant, k=10), expected, metric)
         batch = client.search_batch("docs", queries, tenant, k=7)
         for q, hits in zip(queries, batch):
-            _assert_matches(hits, exact_top_k(vectors[rows], [ids[i] for i in rows], q, 7, metric), metric)
+            _assert_matches(
+                hits, exact_top_k(vectors[rows], [ids[i] for i in rows], q, 7, metric), metric
+            )
     assert client.search("docs", queries[0], "nobody") == []
 
 
@@ -44,8 +48,13 @@ def test_get_payload_metadata_and_visibility(client: Client) -> None:
     ids, vectors = _data(4)
     client.create_collection("docs", DIM)
     client.upsert(
-        "docs", ids, vectors, owner="alice", tenants=[["bob"], [], [], []],
-        payloads=[b"\x00bin", b"", b"p2", b"p3"], metadata=[{"lang": "fr"}, {}, {}, {"k": "v"}],
+        "docs",
+        ids,
+        vectors,
+        owner="alice",
+        tenants=[["bob"], [], [], []],
+        payloads=[b"\x00bin", b"", b"p2", b"p3"],
+        metadata=[{"lang": "fr"}, {}, {}, {"k": "v"}],
     )
     got = client.get("docs", ids, "alice", with_vectors=True)
     assert [r.id for r in got] == ids
@@ -133,13 +142,23 @@ def test_restart_restores_everything(start_server, storage: str) -> None:
         c.revoke("docs", ids[:50], "carol", "alice")
         c.delete("docs", ids[390:], "bob")
         queries = np.random.default_rng(9).standard_normal((4, DIM)).astype(np.float32)
-        before = {t: c.search_batch("docs", queries, t, k=10, with_payload=True) for t in ("alice", "bob", "carol")}
+        before = {
+            t: c.search_batch("docs", queries, t, k=10, with_payload=True)
+            for t in ("alice", "bob", "carol")
+        }
         stats_before = c.stats("docs")
     first.stop()
     second = start_server()
     with Client(second.target) as c:
-        after = {t: c.search_batch("docs", queries, t, k=10, with_payload=True) for t in ("alice", "bob", "carol")}
+        after = {
+            t: c.search_batch("docs", queries, t, k=10, with_payload=True)
+            for t in ("alice", "bob", "carol")
+        }
         assert after == before
         stats = c.stats("docs")
-        assert (stats.record_count, stats.tenant_count) == (stats_before.record_count, stats_before.tenant_count) == (390, 3)
+        assert (
+            (stats.record_count, stats.tenant_count)
+            == (stats_before.record_count, stats_before.tenant_count)
+            == (390, 3)
+        )
         assert len(c.get("docs", ids, "carol")) == 150

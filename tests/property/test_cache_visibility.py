@@ -23,14 +23,21 @@ class LeakyRepository(InMemoryRepository):
 
     async def search(self, vector, tenant, k):
         return await super().search(vector, "*", k) + [
-            (i, float(np.dot(v, vector))) for i, (_, v, access) in self._docs.items() if "*" not in access
+            (i, float(np.dot(v, vector)))
+            for i, (_, v, access) in self._docs.items()
+            if "*" not in access
         ]
 
 
 ops = st.lists(
-    st.tuples(st.sampled_from(("store", "lookup", "generate")), st.sampled_from(TENANTS),
-              st.sampled_from(PROMPTS), st.booleans()),
-    min_size=1, max_size=25,
+    st.tuples(
+        st.sampled_from(("store", "lookup", "generate")),
+        st.sampled_from(TENANTS),
+        st.sampled_from(PROMPTS),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -50,7 +57,9 @@ async def _run(sequence, leaky: bool) -> None:
         req = LookupRequest(tenant=tenant, prompt=prompt, category="default")
         if op == "store":
             text = f"{tenant}:{prompt}:{n}"
-            result = await cache.store(req, CachedResponse(text=text, finish_reason="stop"), shared=shared)
+            result = await cache.store(
+                req, CachedResponse(text=text, finish_reason="stop"), shared=shared
+            )
             assert result.stored
             owner[text] = (tenant, shared)
         elif op == "lookup":

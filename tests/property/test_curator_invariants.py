@@ -9,7 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curator import CuratorIndex
-from tests.unit.test_curator_helpers import Model, assert_exact, check_structure, clustered, lists_of
+from tests.unit.test_curator_helpers import (
+    Model,
+    assert_exact,
+    check_structure,
+    clustered,
+    lists_of,
+)
 
 TENANTS = ("t0", "t1", "t2", "t3")
 ANCHOR = "anchor"  # sees the first batch, so the tree trains on it; the others stay small
@@ -50,11 +56,15 @@ def apply(index: CuratorIndex, model: Model, op: tuple) -> None:
 
 
 def check_search(index: CuratorIndex, model: Model, rng: np.random.Generator) -> None:
-    queries = POOL[rng.integers(0, N_LABELS, 3)] + 0.3 * rng.standard_normal((3, DIM)).astype(np.float32)
+    queries = POOL[rng.integers(0, N_LABELS, 3)] + 0.3 * rng.standard_normal((3, DIM)).astype(
+        np.float32
+    )
     for tenant in TENANTS:
         visible = set(model.visible(tenant))
         labels, scores = index.search(tenant, queries, 5, gamma1=1, gamma2=1)  # most approximate
-        assert set(labels[labels >= 0].tolist()) <= visible, "returned a label the tenant cannot see"
+        assert set(labels[labels >= 0].tolist()) <= visible, (
+            "returned a label the tenant cannot see"
+        )
         labels, scores = index.search(tenant, queries, 5, gamma1=HUGE, gamma2=HUGE)
         for i in range(len(queries)):
             assert_exact(model, tenant, queries[i], labels[i], scores[i], 5)
@@ -67,7 +77,9 @@ def check_search(index: CuratorIndex, model: Model, rng: np.random.Generator) ->
     ops=st.lists(op_st, min_size=1, max_size=16),
 )
 def test_random_sequences_keep_every_invariant(metric: str, train_size: int, ops: list) -> None:
-    index = CuratorIndex(dim=DIM, metric=metric, max_sl_size=4, branching=4, max_depth=3, train_size=train_size)
+    index = CuratorIndex(
+        dim=DIM, metric=metric, max_sl_size=4, branching=4, max_depth=3, train_size=train_size
+    )
     model = Model(metric)
     rng = np.random.default_rng(0)
     # a first batch that trains the tree (unless train_size is larger); t0..t3 start with a few

@@ -17,10 +17,30 @@ DIM = 4
 
 ops = st.lists(
     st.one_of(
-        st.tuples(st.just("upsert"), st.sampled_from(TENANTS), st.lists(st.sampled_from(IDS), min_size=1, max_size=3, unique=True), st.lists(st.sampled_from(TENANTS), max_size=2)),
-        st.tuples(st.just("grant"), st.sampled_from(TENANTS), st.lists(st.sampled_from(IDS), min_size=1, max_size=3, unique=True), st.sampled_from(TENANTS)),
-        st.tuples(st.just("revoke"), st.sampled_from(TENANTS), st.lists(st.sampled_from(IDS), min_size=1, max_size=3, unique=True), st.sampled_from(TENANTS)),
-        st.tuples(st.just("delete"), st.sampled_from(TENANTS), st.lists(st.sampled_from(IDS), min_size=1, max_size=3, unique=True), st.none()),
+        st.tuples(
+            st.just("upsert"),
+            st.sampled_from(TENANTS),
+            st.lists(st.sampled_from(IDS), min_size=1, max_size=3, unique=True),
+            st.lists(st.sampled_from(TENANTS), max_size=2),
+        ),
+        st.tuples(
+            st.just("grant"),
+            st.sampled_from(TENANTS),
+            st.lists(st.sampled_from(IDS), min_size=1, max_size=3, unique=True),
+            st.sampled_from(TENANTS),
+        ),
+        st.tuples(
+            st.just("revoke"),
+            st.sampled_from(TENANTS),
+            st.lists(st.sampled_from(IDS), min_size=1, max_size=3, unique=True),
+            st.sampled_from(TENANTS),
+        ),
+        st.tuples(
+            st.just("delete"),
+            st.sampled_from(TENANTS),
+            st.lists(st.sampled_from(IDS), min_size=1, max_size=3, unique=True),
+            st.none(),
+        ),
     ),
     min_size=1,
     max_size=14,
@@ -29,7 +49,9 @@ ops = st.lists(
 _names = itertools.count()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(sequence=ops)
 def test_no_leak_and_nothing_lost(client: Client, sequence) -> None:
     name = f"p{next(_names)}"
@@ -48,7 +70,9 @@ def apply(client, name, model, op, tenant, ids, other, rng) -> None:
     if op == "upsert":
         taken = [i for i in ids if i in model and model[i][0] != tenant]
         try:
-            client.upsert(name, ids, rng.standard_normal((len(ids), DIM)), owner=tenant, tenants=other)
+            client.upsert(
+                name, ids, rng.standard_normal((len(ids), DIM)), owner=tenant, tenants=other
+            )
             assert not taken, "upsert over another tenant's record was accepted"
             for i in ids:
                 model[i] = (tenant, {tenant, *other})

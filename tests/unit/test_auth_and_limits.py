@@ -27,7 +27,15 @@ def test_admin_key_acts_for_anyone() -> None:
     assert principal.admin
 
 
-@pytest.mark.parametrize("metadata", [[], [("authorization", "k1")], [("authorization", "Bearer nope")], [("authorization", "Basic k1")]])
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        [],
+        [("authorization", "k1")],
+        [("authorization", "Bearer nope")],
+        [("authorization", "Basic k1")],
+    ],
+)
 def test_missing_or_wrong_key(metadata) -> None:
     with pytest.raises(Unauthenticated, match="authorization"):
         Authenticator(AUTH).resolve(metadata)

@@ -25,19 +25,33 @@ def _lookups(categories: tuple[str, ...], rows: Rows, exact: int = 0) -> Lookups
     is_exact[:exact] = True  # exact repeats always hit, whatever the thresholds
     sim_a = np.array(sim)
     sim_a[is_exact] = 1.0
-    return Lookups(categories, np.array(cat, np.int64), is_exact, sim_a, np.arange(n, dtype=np.int64),
-                   np.array(good), np.array(dup))
+    return Lookups(
+        categories,
+        np.array(cat, np.int64),
+        is_exact,
+        sim_a,
+        np.arange(n, dtype=np.int64),
+        np.array(good),
+        np.array(dup),
+    )
 
 
 F1_CATS = ("default", "real", "noise")
 F1_ROWS: Rows = [
-    ("default", 0.95, True, True, 600), ("default", 0.95, False, False, 300), ("default", 0.80, False, True, 400),
+    ("default", 0.95, True, True, 600),
+    ("default", 0.95, False, False, 300),
+    ("default", 0.80, False, True, 400),
     ("default", 0.50, False, False, 700),
     # a real difference: 400 duplicates between 0.86 and 0.90, nothing wrong there
-    ("real", 0.95, True, True, 100), ("real", 0.87, True, True, 400), ("real", 0.50, False, False, 500),
+    ("real", 0.95, True, True, 100),
+    ("real", 0.87, True, True, 400),
+    ("real", 0.50, False, False, 500),
     # noise: between 0.885 and 0.90, 3 right and 4 wrong; helps F1 on A, by a hair
-    ("noise", 0.95, True, True, 300), ("noise", 0.95, False, False, 100), ("noise", 0.89, True, True, 3),
-    ("noise", 0.89, False, False, 4), ("noise", 0.60, False, False, 593),
+    ("noise", 0.95, True, True, 300),
+    ("noise", 0.95, False, False, 100),
+    ("noise", 0.89, True, True, 3),
+    ("noise", 0.89, False, False, 4),
+    ("noise", 0.60, False, False, 593),
 ]
 F1_BASE = {"default": 0.90, "real": 0.90, "noise": 0.90}
 F1_CAND = {"default": 0.90, "real": 0.86, "noise": 0.885}
@@ -80,18 +94,26 @@ def test_small_category_stays_at_base() -> None:
 
 FHR_CATS = ("default", "strict", "loose", "noise")
 FHR_ROWS: Rows = [
-    ("default", 0.95, True, True, 500), ("default", 0.95, False, False, 50), ("default", 0.50, False, False, 450),
+    ("default", 0.95, True, True, 500),
+    ("default", 0.95, False, False, 50),
+    ("default", 0.50, False, False, 450),
     # raising 0.90 -> 0.95 drops 200 false hits for 5 correct ones
-    ("strict", 0.97, True, True, 100), ("strict", 0.92, True, True, 5), ("strict", 0.92, False, False, 200),
+    ("strict", 0.97, True, True, 100),
+    ("strict", 0.92, True, True, 5),
+    ("strict", 0.92, False, False, 200),
     ("strict", 0.50, False, False, 695),
     # lowering 0.90 -> 0.85 buys 300 correct hits for 100 false ones
-    ("loose", 0.95, True, True, 100), ("loose", 0.87, True, True, 300), ("loose", 0.87, False, False, 100),
+    ("loose", 0.95, True, True, 100),
+    ("loose", 0.87, True, True, 300),
+    ("loose", 0.87, False, False, 100),
     ("loose", 0.50, False, False, 500),
     # noise: 0.90 -> 0.88 buys 4 correct for 2 false, better than 1:1 on A, by a hair
-    ("noise", 0.95, True, True, 200), ("noise", 0.89, True, True, 4), ("noise", 0.89, False, False, 2),
+    ("noise", 0.95, True, True, 200),
+    ("noise", 0.89, True, True, 4),
+    ("noise", 0.89, False, False, 2),
     ("noise", 0.50, False, False, 794),
 ]
-FHR_BASE = {c: 0.90 for c in FHR_CATS}
+FHR_BASE = dict.fromkeys(FHR_CATS, 0.9)
 FHR_CAND = {"default": 0.90, "strict": 0.95, "loose": 0.85, "noise": 0.88}
 
 
@@ -109,9 +131,13 @@ def test_fhr_trade_moves_within_the_budget_noise_stays() -> None:
 
 def test_fhr_lowering_alone_does_not_fit_the_budget() -> None:
     look = _lookups(FHR_CATS, FHR_ROWS)
-    r = calibrate.regularised(look, FHR_BASE, {**FHR_CAND, "strict": 0.90}, objective="fhr", exchange=1.0)
+    r = calibrate.regularised(
+        look, FHR_BASE, {**FHR_CAND, "strict": 0.90}, objective="fhr", exchange=1.0
+    )
     assert r.thresholds == FHR_BASE
-    assert r.moves["loose"]["status"] == "over false-hit budget" and r.moves["loose"]["support"] == 1.0
+    assert (
+        r.moves["loose"]["status"] == "over false-hit budget" and r.moves["loose"]["support"] == 1.0
+    )
 
 
 def test_fhr_needs_the_exchange_rate() -> None:

@@ -11,11 +11,16 @@ import pytest
 from bench.cache_quality import data
 from bench.cache_quality.selfcal import main
 
-pytestmark = pytest.mark.skipif(not (data.DATA_DIR / data.PAIRS).exists(), reason="../shared/data not present")
+pytestmark = pytest.mark.skipif(
+    not (data.DATA_DIR / data.PAIRS).exists(), reason="../shared/data not present"
+)
 
 
 def test_selfcal_bench_runs_and_compares_with_fixed_thresholds(tmp_path: Path) -> None:
-    assert main(["--pairs", "150", "--grid", "0.90,0.99", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert (
+        main(["--pairs", "150", "--grid", "0.90,0.99", "--no-progress", "--out", str(tmp_path)])
+        == 0
+    )
     r = json.loads((tmp_path / "cache_selfcal.json").read_text())
     assert r["events"] == 300 and set(r["fixed"]) == {"0.90", "0.99"}
     for c, s in r["summary"].items():

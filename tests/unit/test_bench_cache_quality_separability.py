@@ -13,8 +13,14 @@ from bench.cache_quality.separability import component_halves, main, reachable
 
 
 def _qqp(a: list[int], b: list[int], n_texts: int) -> Qqp:
-    return Qqp(texts=[f"t{i}" for i in range(n_texts)], vectors=np.zeros((n_texts, 2), np.float32),
-               a=np.array(a), b=np.array(b), duplicate=np.zeros(len(a), bool), cluster=np.arange(n_texts))
+    return Qqp(
+        texts=[f"t{i}" for i in range(n_texts)],
+        vectors=np.zeros((n_texts, 2), np.float32),
+        a=np.array(a),
+        b=np.array(b),
+        duplicate=np.zeros(len(a), bool),
+        cluster=np.arange(n_texts),
+    )
 
 
 def test_component_halves_never_split_a_text_across_halves() -> None:

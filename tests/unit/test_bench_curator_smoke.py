@@ -16,15 +16,35 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_bench_curator_runs_end_to_end(tmp_path: Path) -> None:
-    rc = main([
-        "--max-papers", "2000", "--holdout", "100", "--queries", "120", "--min-calls", "120",
-        "--warmup", "10", "--write-ops", "20", "--indexes", "flat,mf-hnsw,mf-ivf",
-        "--out", str(tmp_path),
-    ])
+    rc = main(
+        [
+            "--max-papers",
+            "2000",
+            "--holdout",
+            "100",
+            "--queries",
+            "120",
+            "--min-calls",
+            "120",
+            "--warmup",
+            "10",
+            "--write-ops",
+            "20",
+            "--indexes",
+            "flat,mf-hnsw,mf-ivf",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
-    for name in ("curator_categories.json", "curator_subscribers.json", "curator_summary.md",
-                 "curator_memory.png", "curator_categories_recall_latency.png",
-                 "curator_subscribers_recall_latency.png"):
+    for name in (
+        "curator_categories.json",
+        "curator_subscribers.json",
+        "curator_summary.md",
+        "curator_memory.png",
+        "curator_categories_recall_latency.png",
+        "curator_subscribers_recall_latency.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     for workload in ("categories", "subscribers"):
         result = json.loads((tmp_path / f"curator_{workload}.json").read_text())

@@ -7,20 +7,33 @@ import asyncio
 
 import pytest
 
-from cache import CachedResponse, CacheOptions, Chunk, FinalResult, LookupRequest, LookupResult, Reason, StoreReason
+from cache import (
+    CachedResponse,
+    CacheOptions,
+    Chunk,
+    FinalResult,
+    LookupRequest,
+    LookupResult,
+    Reason,
+    StoreReason,
+)
 from cache.singleflight import FlightAbandoned, SingleFlight
 from cache.testing import FakePorts
 
 
 def req(prompt: str = "Explain single-flight", tenant: str = "ann", **kw) -> LookupRequest:
-    return LookupRequest(tenant=tenant, prompt=prompt, category="default", params={"temperature": 0}, **kw)
+    return LookupRequest(
+        tenant=tenant, prompt=prompt, category="default", params={"temperature": 0}, **kw
+    )
 
 
 async def collect(stream) -> tuple[str, FinalResult]:
     text, final, started = [], None, False
     async for item in stream:
         if isinstance(item, LookupResult):
-            assert not started and not text and final is None, "the lookup's outcome comes first, once"
+            assert not started and not text and final is None, (
+                "the lookup's outcome comes first, once"
+            )
             started = True
         elif isinstance(item, Chunk):
             assert final is None, "chunks after the final result"
@@ -62,7 +75,10 @@ async def test_twenty_concurrent_equivalent_misses_make_one_backend_call() -> No
     p = FakePorts()
     p.backend.gate = asyncio.Event()
     cache = p.cache()
-    tasks = [asyncio.create_task(collect(cache.generate(req("  EXPLAIN single-flight ")))) for _ in range(20)]
+    tasks = [
+        asyncio.create_task(collect(cache.generate(req("  EXPLAIN single-flight "))))
+        for _ in range(20)
+    ]
     await asyncio.sleep(0.01)
     p.backend.gate.set()
     results = await asyncio.gather(*tasks)
@@ -116,7 +132,9 @@ async def test_nondeterministic_requests_are_not_single_flighted_or_stored() -> 
     p = FakePorts()
     p.backend.gate = asyncio.Event()
     cache = p.cache()
-    sampled = LookupRequest(tenant="ann", prompt="a poem", category="default", params={"temperature": 0.9})
+    sampled = LookupRequest(
+        tenant="ann", prompt="a poem", category="default", params={"temperature": 0.9}
+    )
     tasks = [asyncio.create_task(collect(cache.generate(sampled))) for _ in range(3)]
     await asyncio.sleep(0.01)
     p.backend.gate.set()
@@ -138,7 +156,9 @@ async def test_abandoned_leader_hands_over_to_a_follower() -> None:
     p.backend.gate = asyncio.Event()
     cache = p.cache()
     leader = cache.generate(req())
-    assert isinstance(await leader.__anext__(), LookupResult)  # the miss is known before the backend call
+    assert isinstance(
+        await leader.__anext__(), LookupResult
+    )  # the miss is known before the backend call
     first = asyncio.create_task(leader.__anext__())
     await asyncio.sleep(0.01)
     follower = asyncio.create_task(collect(cache.generate(req())))
@@ -208,8 +228,11 @@ LABEL_TABLE = {"base prompt": [1, 0, 0, 0], NEAR: [1, 0.55, 0, 0], "the paraphra
 
 async def _generate_misses(cache, n: int) -> None:
     for _ in range(n):
-        _, final = await collect(cache.generate(LookupRequest(tenant="ann", prompt=NEAR, category="default",
-                                                              no_store=True)))
+        _, final = await collect(
+            cache.generate(
+                LookupRequest(tenant="ann", prompt=NEAR, category="default", no_store=True)
+            )
+        )
         assert not final.cached and final.lookup_reason is Reason.BELOW_THRESHOLD
 
 
@@ -219,34 +242,49 @@ async def test_misses_just_below_the_threshold_label_it_and_can_lower_it() -> No
     p = FakePorts(table=LABEL_TABLE)
     p.backend.text = "the same answer"
     cache = p.cache(options=CacheOptions(min_feedback=3))
-    await cache.store(LookupRequest(tenant="ann", prompt="base prompt", category="default"),
-                      CachedResponse(text="The same   answer", finish_reason="stop"))
-    assert not (await cache.lookup(LookupRequest(tenant="ann", prompt=NEAR, category="default"))).hit
+    await cache.store(
+        LookupRequest(tenant="ann", prompt="base prompt", category="default"),
+        CachedResponse(text="The same   answer", finish_reason="stop"),
+    )
+    assert not (
+        await cache.lookup(LookupRequest(tenant="ann", prompt=NEAR, category="default"))
+    ).hit
     await _generate_misses(cache, 3)
     stats = cache.stats()["default"]
-    assert stats.calibrated and 0.85 <= stats.effective_threshold < 0.88  # never below min_threshold
+    assert (
+        stats.calibrated and 0.85 <= stats.effective_threshold < 0.88
+    )  # never below min_threshold
     assert (await cache.lookup(LookupRequest(tenant="ann", prompt=NEAR, category="default"))).hit
 
 
 async def test_disagreeing_answers_keep_the_threshold() -> None:
     p = FakePorts(table=LABEL_TABLE)  # the backend's answer names the prompt: it differs
     cache = p.cache(options=CacheOptions(min_feedback=3))
-    await cache.store(LookupRequest(tenant="ann", prompt="base prompt", category="default"),
-                      CachedResponse(text="another answer", finish_reason="stop"))
+    await cache.store(
+        LookupRequest(tenant="ann", prompt="base prompt", category="default"),
+        CachedResponse(text="another answer", finish_reason="stop"),
+    )
     await _generate_misses(cache, 3)
     assert cache.stats()["default"].effective_threshold == pytest.approx(0.88)
-    assert not (await cache.lookup(LookupRequest(tenant="ann", prompt=NEAR, category="default"))).hit
+    assert not (
+        await cache.lookup(LookupRequest(tenant="ann", prompt=NEAR, category="default"))
+    ).hit
 
 
 async def test_exploration_verifies_hits_against_the_backend_when_switched_on() -> None:
     for verify, calls in ((0.0, 0), (1.0, 1)):
         p = FakePorts(table=LABEL_TABLE)
         cache = p.cache(options=CacheOptions(min_feedback=1, verify_hits=verify, seed=0))
-        await cache.store(LookupRequest(tenant="ann", prompt="base prompt", category="default"),
-                          CachedResponse(text="a wrong answer", finish_reason="stop"))
-        text, hit = await collect(cache.generate(LookupRequest(tenant="ann", prompt="the paraphrase",
-                                                               category="default")))
+        await cache.store(
+            LookupRequest(tenant="ann", prompt="base prompt", category="default"),
+            CachedResponse(text="a wrong answer", finish_reason="stop"),
+        )
+        text, hit = await collect(
+            cache.generate(LookupRequest(tenant="ann", prompt="the paraphrase", category="default"))
+        )
         assert hit.cached and text == "a wrong answer" and p.backend.calls == calls
         # the verified hit disagreed with the backend: a false label above the threshold
-        again = await cache.lookup(LookupRequest(tenant="ann", prompt="the paraphrase", category="default"))
+        again = await cache.lookup(
+            LookupRequest(tenant="ann", prompt="the paraphrase", category="default")
+        )
         assert again.hit is (verify == 0.0)

@@ -7,12 +7,22 @@ import math
 import numpy as np
 import pytest
 
-from cache import CacheEntry, CachedResponse, CategoryPolicy, CorruptEntry, InvalidRequest, LookupRequest
+from cache import (
+    CachedResponse,
+    CacheEntry,
+    CategoryPolicy,
+    CorruptEntry,
+    InvalidRequest,
+    LookupRequest,
+)
 from cache.admission import admit
 from cache.calibration import calibrate
 from cache.eviction import choose_victims
 from cache.fingerprint import (
-    context_fingerprint, is_deterministic, normalise_prompt, params_fingerprint,
+    context_fingerprint,
+    is_deterministic,
+    normalise_prompt,
+    params_fingerprint,
 )
 from cache.ledger import EntryMeta, Ledger
 from cache.policy import Eviction, default_policies, effective
@@ -20,7 +30,16 @@ from cache.policy import Eviction, default_policies, effective
 
 def test_shipped_defaults() -> None:
     p = default_policies()
-    assert set(p) == {"default", "code", "conversation", "knowledge", "time_sensitive", "health", "legal", "assistant"}
+    assert set(p) == {
+        "default",
+        "code",
+        "conversation",
+        "knowledge",
+        "time_sensitive",
+        "health",
+        "legal",
+        "assistant",
+    }
     # TTLs as DESIGN §5; thresholds tuned by bench/cache_quality (false hits <= 2% per category on QQP).
     assert (p["default"].threshold, p["default"].ttl_s) == (0.96, 86400)
     assert (p["code"].threshold, p["code"].ttl_s) == (0.97, 30 * 86400)
@@ -29,16 +48,29 @@ def test_shipped_defaults() -> None:
     assert (p["assistant"].ttl_s) == 3600
     assert p["health"].strict and p["legal"].strict
     loosest_strict = min(q.threshold for q in p.values() if q.strict)
-    assert loosest_strict >= max(q.threshold for q in p.values() if not q.strict)  # strict is strictest
+    assert loosest_strict >= max(
+        q.threshold for q in p.values() if not q.strict
+    )  # strict is strictest
     for q in p.values():
         assert q.min_threshold <= q.threshold and q.min_threshold >= 0.85
 
 
-@pytest.mark.parametrize("field,value", [
-    ("threshold", 1.2), ("threshold", math.nan), ("ttl_s", 0), ("quota_per_tenant", 0),
-    ("eviction", "random"), ("strict", "yes"), ("relax", -0.1), ("extend", -1),
-    ("target_false_hit_rate", 2.0), ("min_threshold", 0.99), ("max_ttl_s", 10.0),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("threshold", 1.2),
+        ("threshold", math.nan),
+        ("ttl_s", 0),
+        ("quota_per_tenant", 0),
+        ("eviction", "random"),
+        ("strict", "yes"),
+        ("relax", -0.1),
+        ("extend", -1),
+        ("target_false_hit_rate", 2.0),
+        ("min_threshold", 0.99),
+        ("max_ttl_s", 10.0),
+    ],
+)
 def test_policy_validation_names_the_field(field: str, value: object) -> None:
     base = default_policies()["default"]
     with pytest.raises(InvalidRequest) as err:
@@ -47,7 +79,9 @@ def test_policy_validation_names_the_field(field: str, value: object) -> None:
 
 
 def test_effective_moves_with_load_within_bounds_and_strict_never_moves() -> None:
-    p = CategoryPolicy(threshold=0.9, ttl_s=100, min_threshold=0.88, max_ttl_s=150, relax=0.05, extend=1.0)
+    p = CategoryPolicy(
+        threshold=0.9, ttl_s=100, min_threshold=0.88, max_ttl_s=150, relax=0.05, extend=1.0
+    )
     assert effective(p, 0.0) == (0.9, 100)
     thr, ttl = effective(p, 0.2)
     assert thr == pytest.approx(0.89) and ttl == pytest.approx(120)
@@ -59,12 +93,18 @@ def test_effective_moves_with_load_within_bounds_and_strict_never_moves() -> Non
 
 def test_normalisation_and_params_fingerprint() -> None:
     assert normalise_prompt("  Ｈｅｌｌｏ\u00a0 WORLD\n") == "hello world"
-    assert params_fingerprint({"temperature": 0, "stop": "x"}) == params_fingerprint({"stop": ["x"], "temperature": 0.0})
-    assert params_fingerprint({"temperature": 0, "stream": True, "user": "u"}) == params_fingerprint({"temperature": 0})
+    assert params_fingerprint({"temperature": 0, "stop": "x"}) == params_fingerprint(
+        {"stop": ["x"], "temperature": 0.0}
+    )
+    assert params_fingerprint(
+        {"temperature": 0, "stream": True, "user": "u"}
+    ) == params_fingerprint({"temperature": 0})
     assert params_fingerprint({"temperature": 0}) != params_fingerprint({"temperature": 1})
     assert params_fingerprint({"max_tokens": 10}) != params_fingerprint({"max_tokens": 11})
     assert is_deterministic({}) and is_deterministic({"temperature": 0})
-    assert is_deterministic({"temperature": 1, "seed": 3}) and not is_deterministic({"temperature": 0.2})
+    assert is_deterministic({"temperature": 1, "seed": 3}) and not is_deterministic(
+        {"temperature": 0.2}
+    )
     assert context_fingerprint(()) == ""
     assert context_fingerprint([("system", "a")]) != context_fingerprint([("system", "a ")])
 
@@ -93,16 +133,38 @@ def test_lookup_request_validation_names_fields() -> None:
 
 
 def test_conversation_query_and_context() -> None:
-    r = LookupRequest(tenant="t", messages=[("system", "be brief"), ("user", "hi"), ("assistant", "hello"),
-                                            ("user", "And in Germany?")])
+    r = LookupRequest(
+        tenant="t",
+        messages=[
+            ("system", "be brief"),
+            ("user", "hi"),
+            ("assistant", "hello"),
+            ("user", "And in Germany?"),
+        ],
+    )
     assert r.query_text == "And in Germany?"
     assert r.context == (("system", "be brief"), ("user", "hi"), ("assistant", "hello"))
 
 
 def test_entry_round_trips_through_bytes_and_rejects_garbage() -> None:
-    e = CacheEntry(entry_id="e1", category="code", tenant="ann", shared=True, prompt="p", context_fp="",
-                   model="m", params_fp="x", core_params_fp="y", response_text="résumé", finish_reason="stop",
-                   usage={"total_tokens": 3}, created_at=1.0, expires_at=2.0, hits=4, last_hit_at=1.5)
+    e = CacheEntry(
+        entry_id="e1",
+        category="code",
+        tenant="ann",
+        shared=True,
+        prompt="p",
+        context_fp="",
+        model="m",
+        params_fp="x",
+        core_params_fp="y",
+        response_text="résumé",
+        finish_reason="stop",
+        usage={"total_tokens": 3},
+        created_at=1.0,
+        expires_at=2.0,
+        hits=4,
+        last_hit_at=1.5,
+    )
     assert CacheEntry.from_bytes(e.to_bytes()) == e
     assert e.access_list() == ("ann", "*") and e.metadata()["expires_at"] == "2.0"
     with pytest.raises(CorruptEntry):
@@ -114,41 +176,64 @@ def test_admission_reasons() -> None:
     ok = CachedResponse(text="fine", finish_reason="stop")
     assert admit(response=ok, policy=policy, deterministic=True, no_store=False).admitted
     assert admit(response=ok, policy=policy, deterministic=True, no_store=True).reason == "no_store"
-    assert admit(response=ok, policy=policy, deterministic=False, no_store=False).reason == "nondeterministic"
+    assert (
+        admit(response=ok, policy=policy, deterministic=False, no_store=False).reason
+        == "nondeterministic"
+    )
 
 
 def _ledger(metas: list[tuple[str, str, float, float, int, float | None]]) -> Ledger:
     ledger = Ledger()
     for entry_id, tenant, created, expires, hits, last in metas:
-        ledger.add(EntryMeta(entry_id=entry_id, category="default", tenant=tenant, shared=False, created_at=created,
-                             expires_at=expires, hits=hits, last_hit_at=last, route_key=entry_id))
+        ledger.add(
+            EntryMeta(
+                entry_id=entry_id,
+                category="default",
+                tenant=tenant,
+                shared=False,
+                created_at=created,
+                expires_at=expires,
+                hits=hits,
+                last_hit_at=last,
+                route_key=entry_id,
+            )
+        )
     return ledger
 
 
-@pytest.mark.parametrize("eviction,victim", [
-    (Eviction.LRU, "b"),  # a was hit recently; b created earliest among the never-hit
-    (Eviction.LFU, "c"),  # fewest hits (0), then oldest among b/c -> b has 1 hit
-    (Eviction.TTL_FIRST, "a"),  # soonest to expire
-])
+@pytest.mark.parametrize(
+    "eviction,victim",
+    [
+        (Eviction.LRU, "b"),  # a was hit recently; b created earliest among the never-hit
+        (Eviction.LFU, "c"),  # fewest hits (0), then oldest among b/c -> b has 1 hit
+        (Eviction.TTL_FIRST, "a"),  # soonest to expire
+    ],
+)
 def test_quota_eviction_per_policy(eviction: Eviction, victim: str) -> None:
-    ledger = _ledger([
-        ("a", "ann", 1.0, 150.0, 5, 90.0),
-        ("b", "ann", 2.0, 500.0, 1, None),
-        ("c", "ann", 3.0, 400.0, 0, None),
-        ("new", "ann", 100.0, 1000.0, 0, None),
-    ])
+    ledger = _ledger(
+        [
+            ("a", "ann", 1.0, 150.0, 5, 90.0),
+            ("b", "ann", 2.0, 500.0, 1, None),
+            ("c", "ann", 3.0, 400.0, 0, None),
+            ("new", "ann", 100.0, 1000.0, 0, None),
+        ]
+    )
     policy = CategoryPolicy(threshold=0.9, ttl_s=10, quota_per_tenant=3, eviction=eviction)
     assert choose_victims(ledger, policy, tenant="ann", now=100.0, keep="new") == [victim]
 
 
 def test_expired_entries_go_first_and_total_quota_spans_tenants() -> None:
-    ledger = _ledger([
-        ("a", "ann", 1.0, 500.0, 0, None),
-        ("b", "ben", 2.0, 50.0, 9, 99.0),  # expired at now=100
-        ("c", "cat", 3.0, 500.0, 0, None),
-        ("new", "ann", 100.0, 1000.0, 0, None),
-    ])
-    policy = CategoryPolicy(threshold=0.9, ttl_s=10, quota_per_tenant=2, quota_total=2, eviction=Eviction.LFU)
+    ledger = _ledger(
+        [
+            ("a", "ann", 1.0, 500.0, 0, None),
+            ("b", "ben", 2.0, 50.0, 9, 99.0),  # expired at now=100
+            ("c", "cat", 3.0, 500.0, 0, None),
+            ("new", "ann", 100.0, 1000.0, 0, None),
+        ]
+    )
+    policy = CategoryPolicy(
+        threshold=0.9, ttl_s=10, quota_per_tenant=2, quota_total=2, eviction=Eviction.LFU
+    )
     assert choose_victims(ledger, policy, tenant="ann", now=100.0, keep="new") == ["b", "a"]
 
 
@@ -158,7 +243,9 @@ def test_calibration_picks_lowest_safe_threshold() -> None:
     assert calibrate([(0.9, True)] * 5, base=0.88, floor=0.85, target=0.05) == 0.88
     worst = calibrate([(0.93, False)] * 3, base=0.88, floor=0.85, target=0.05)
     assert 0.93 < worst < 0.9301
-    assert calibrate([(0.86, True)] * 5, base=0.88, floor=0.85, target=0.05) == 0.86  # lowers, never below floor
+    assert (
+        calibrate([(0.86, True)] * 5, base=0.88, floor=0.85, target=0.05) == 0.86
+    )  # lowers, never below floor
     assert calibrate([(0.80, True)] * 5, base=0.88, floor=0.85, target=0.05) == 0.88
 
 
@@ -177,13 +264,33 @@ def test_calibration_weighs_labels_by_where_lookups_fall() -> None:
     """Labels just below the threshold are the hardest cases; most lookups that a lower
     threshold would serve lie higher, where the fitted false share is that of the most
     similar labels, not the band's average. Ties are pooled; the fit never increases."""
-    labels = [(0.90, False)] * 6 + [(0.90, True)] * 4 + [(0.92, False)] * 2 + [(0.92, True)] * 8 + [(0.94, True)] * 10
+    labels = (
+        [(0.90, False)] * 6
+        + [(0.90, True)] * 4
+        + [(0.92, False)] * 2
+        + [(0.92, True)] * 8
+        + [(0.94, True)] * 10
+    )
     lookups = [0.90] * 10 + [0.92] * 10 + [0.94] * 10 + [0.99] * 70
     # at 0.92: 10 lookups at false share 0.2 -> 2 false hits per 100 lookups; at 0.90 another 6
-    assert calibrate(labels, base=0.96, floor=0.85, target=0.02, lookups=lookups, min_labels=5) == 0.92
-    assert calibrate(labels, base=0.96, floor=0.85, target=0.019, lookups=lookups, min_labels=5) == 0.94
+    assert (
+        calibrate(labels, base=0.96, floor=0.85, target=0.02, lookups=lookups, min_labels=5) == 0.92
+    )
+    assert (
+        calibrate(labels, base=0.96, floor=0.85, target=0.019, lookups=lookups, min_labels=5)
+        == 0.94
+    )
     # pooled over the labels alone (no lookups known) the same labels justify less
     assert calibrate(labels, base=0.96, floor=0.85, target=0.02, min_labels=5) == 0.94
     # an inverted pattern is pooled: the fit never rises with similarity
-    assert calibrate([(0.90, True)] * 5 + [(0.93, False)] * 5, base=0.96, floor=0.85, target=0.3,
-                     lookups=[0.90] * 5 + [0.93] * 5, min_labels=5) == 0.93
+    assert (
+        calibrate(
+            [(0.90, True)] * 5 + [(0.93, False)] * 5,
+            base=0.96,
+            floor=0.85,
+            target=0.3,
+            lookups=[0.90] * 5 + [0.93] * 5,
+            min_labels=5,
+        )
+        == 0.93
+    )

@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 
 from cache import (
-    CachedResponse, CacheOptions, Chunk, CategoryPolicy, EntryNotFound, FinalResult, InvalidRequest, LookupRequest,
+    CachedResponse,
+    CacheOptions,
+    CategoryPolicy,
+    Chunk,
+    EntryNotFound,
+    FinalResult,
+    InvalidRequest,
+    LookupRequest,
     NotPermitted,
-    Reason, StoreReason,
+    Reason,
+    StoreReason,
 )
 from cache.stats import BreakEvenConfig
 from cache.testing import FakeClassifier, FakePorts, reference_policies
@@ -24,14 +32,18 @@ TABLE = {
     "severe headache": [0, 0.4, 1, 0],  # cos 0.928 with "headache"
     "And in Germany?": [0, 0, 0, 1],
 }
-OK = CachedResponse(text="use reversed() or list[::-1]", finish_reason="stop", usage={"completion_tokens": 7})
+OK = CachedResponse(
+    text="use reversed() or list[::-1]", finish_reason="stop", usage={"completion_tokens": 7}
+)
 
 
 def ports(**kw) -> FakePorts:
     return FakePorts(table=TABLE, **kw)
 
 
-def req(prompt: str = BASE, tenant: str = "ann", category: str | None = "default", **kw) -> LookupRequest:
+def req(
+    prompt: str = BASE, tenant: str = "ann", category: str | None = "default", **kw
+) -> LookupRequest:
     return LookupRequest(tenant=tenant, prompt=prompt, category=category, **kw)
 
 
@@ -41,7 +53,9 @@ async def test_paraphrase_hits_and_near_miss_misses_by_threshold() -> None:
     assert stored.stored and stored.reason is StoreReason.STORED
     hit = await cache.lookup(req(PARAPHRASE))
     assert hit.hit and hit.reason is Reason.SEMANTIC and hit.response == OK
-    assert hit.similarity == pytest.approx(1 / np.sqrt(1.09), abs=1e-5) and hit.threshold == pytest.approx(0.88)
+    assert hit.similarity == pytest.approx(
+        1 / np.sqrt(1.09), abs=1e-5
+    ) and hit.threshold == pytest.approx(0.88)
     assert "similarity 0.95" in hit.detail
     miss = await cache.lookup(req(NEAR_MISS))
     assert not miss.hit and miss.reason is Reason.BELOW_THRESHOLD
@@ -55,7 +69,12 @@ async def test_exact_path_hits_on_normalised_prompt_without_embedding() -> None:
     await cache.store(req(), OK)
     calls = p.embedder.calls
     hit = await cache.lookup(req("  how DO i reverse a list in\tpython?  ", category=None))
-    assert hit.hit and hit.reason is Reason.EXACT and hit.similarity == 1.0 and hit.category == "default"
+    assert (
+        hit.hit
+        and hit.reason is Reason.EXACT
+        and hit.similarity == 1.0
+        and hit.category == "default"
+    )
     assert p.embedder.calls == calls  # routed by the remembered category, no embed/classify
 
 
@@ -107,8 +126,16 @@ async def test_reserved_shared_tenant_name_is_rejected() -> None:
 
 async def test_context_fingerprint_prevents_follow_up_collisions() -> None:
     cache = ports().cache()
-    france = [("user", "What is the capital of France?"), ("assistant", "Paris."), ("user", "And in Germany?")]
-    weather = [("user", "Is it raining in France?"), ("assistant", "Yes."), ("user", "And in Germany?")]
+    france = [
+        ("user", "What is the capital of France?"),
+        ("assistant", "Paris."),
+        ("user", "And in Germany?"),
+    ]
+    weather = [
+        ("user", "Is it raining in France?"),
+        ("assistant", "Yes."),
+        ("user", "And in Germany?"),
+    ]
     r1 = LookupRequest(tenant="ann", messages=france, category="conversation")
     await cache.store(r1, CachedResponse(text="Berlin.", finish_reason="stop"))
     r2 = LookupRequest(tenant="ann", messages=weather, category="conversation")
@@ -122,7 +149,9 @@ async def test_temperature_fingerprint_mismatch_misses() -> None:
     await cache.store(req(params={"temperature": 0}), OK)
     assert (await cache.lookup(req(params={"temperature": 0.0}))).hit  # 0 == 0.0 canonically
     miss = await cache.lookup(req(params={"temperature": 1, "seed": 7}))
-    assert not miss.hit and miss.reason is Reason.FINGERPRINT_MISMATCH and "parameters" in miss.detail
+    assert (
+        not miss.hit and miss.reason is Reason.FINGERPRINT_MISMATCH and "parameters" in miss.detail
+    )
     other_model = await cache.lookup(req(params={"temperature": 0}, model="big"))
     assert other_model.reason is Reason.FINGERPRINT_MISMATCH and "model" in other_model.detail
 
@@ -171,11 +200,15 @@ async def test_no_cache_skips_lookup_no_store_skips_store() -> None:
 
 
 async def test_classifier_picks_category_and_low_confidence_falls_back_to_default() -> None:
-    classifier = FakeClassifier(vectors={"code": [1, 0, 0, 0], "health": [0, 0, 1, 0]}, confidence=0.9)
+    classifier = FakeClassifier(
+        vectors={"code": [1, 0, 0, 0], "health": [0, 0, 1, 0]}, confidence=0.9
+    )
     cache = ports(classifier=classifier).cache()
     assert (await cache.store(req(category=None), OK)).category == "code"
     assert (await cache.lookup(req(PARAPHRASE, category=None))).category == "code"
-    unsure = ports(classifier=FakeClassifier(vectors={"code": [1, 0, 0, 0]}, confidence=0.3)).cache()
+    unsure = ports(
+        classifier=FakeClassifier(vectors={"code": [1, 0, 0, 0]}, confidence=0.3)
+    ).cache()
     assert (await unsure.store(req(category=None), OK)).category == "default"
 
 
@@ -323,8 +356,9 @@ async def test_stats_count_lookups_by_outcome_and_time_steps() -> None:
 async def test_store_over_quota_evicts_by_policy(eviction: str, evicted: str) -> None:
     p = ports()
     policies = reference_policies()
-    policies["default"] = CategoryPolicy(threshold=0.88, ttl_s=1000, quota_per_tenant=2, quota_total=3,
-                                         eviction=eviction)
+    policies["default"] = CategoryPolicy(
+        threshold=0.88, ttl_s=1000, quota_per_tenant=2, quota_total=3, eviction=eviction
+    )
     cache = p.cache(policies=policies)
     await cache.store(req("q0"), OK, ttl=100)  # expires soonest
     p.clock.advance(1)
@@ -333,9 +367,13 @@ async def test_store_over_quota_evicts_by_policy(eviction: str, evicted: str) ->
     assert (await cache.lookup(req("q0"))).hit  # q0 is now recently and more often used
     await cache.store(req("q2"), OK)
     await cache.store(req("b0", tenant="ben"), OK)  # other tenants count only toward the total
-    remaining = {e.prompt for e in (await p.repo.get(
-        [m.entry_id for m in cache._ledger("default")])).values()}
-    assert evicted not in remaining and "q2" in remaining and "b0" in remaining and len(remaining) == 3
+    remaining = {
+        e.prompt
+        for e in (await p.repo.get([m.entry_id for m in cache._ledger("default")])).values()
+    }
+    assert (
+        evicted not in remaining and "q2" in remaining and "b0" in remaining and len(remaining) == 3
+    )
     assert cache.stats()["default"].counters.evictions == 1
 
 
@@ -344,7 +382,11 @@ async def test_size_limits_name_the_field_and_large_generations_are_not_stored()
     cache = p.cache(options=CacheOptions(max_prompt_bytes=100, max_response_bytes=50))
     with pytest.raises(InvalidRequest) as err:
         await cache.lookup(req("é" * 51))  # 102 bytes in UTF-8
-    assert err.value.field == "prompt" and "102 bytes" in err.value.message and "100" in err.value.message
+    assert (
+        err.value.field == "prompt"
+        and "102 bytes" in err.value.message
+        and "100" in err.value.message
+    )
     convo = [("system", "x" * 60), ("user", "y" * 41)]
     with pytest.raises(InvalidRequest) as err:
         await cache.lookup(LookupRequest(tenant="ann", messages=convo, category="default"))
@@ -361,10 +403,14 @@ async def test_size_limits_name_the_field_and_large_generations_are_not_stored()
         elif isinstance(item, Chunk):  # after the lookup's outcome
             chunks.append(item.text)
     assert final is not None and "".join(chunks) == p.backend.text  # delivered ...
-    assert final.store_reason is StoreReason.TOO_LARGE and p.repo.count("default") == 0  # ... not stored
+    assert (
+        final.store_reason is StoreReason.TOO_LARGE and p.repo.count("default") == 0
+    )  # ... not stored
 
 
-async def test_a_long_prompt_is_prepared_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_long_prompt_is_prepared_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Normalising a long prompt runs in a worker thread, so other lookups go on meanwhile."""
     import threading
 
@@ -384,13 +430,22 @@ async def test_a_long_prompt_is_prepared_off_the_event_loop(monkeypatch: pytest.
     assert threads == [True, False]
 
 
-@pytest.mark.parametrize("text", [
-    "  Ｈｅｌｌｏ\u00a0 WORLD\n", "a \u0301b  c\t\td", "x" * 10 + " " * 7 + "ﬁ y\u2028z", "é e\u0301 É  ", "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "  Ｈｅｌｌｏ\u00a0 WORLD\n",
+        "a \u0301b  c\t\td",
+        "x" * 10 + " " * 7 + "ﬁ y\u2028z",
+        "é e\u0301 É  ",
+        "",
+    ],
+)
 def test_normalising_in_pieces_equals_one_piece(text: str) -> None:
     from cache.fingerprint import normalise_prompt
 
-    assert all(normalise_prompt(text, piece_chars=n) == normalise_prompt(text) for n in range(1, 12))
+    assert all(
+        normalise_prompt(text, piece_chars=n) == normalise_prompt(text) for n in range(1, 12)
+    )
 
 
 async def test_category_sets_policy_not_partition() -> None:
@@ -403,7 +458,11 @@ async def test_category_sets_policy_not_partition() -> None:
     assert hit.threshold == pytest.approx(0.90)  # code's, the stricter
     await cache.store(req("headache", category="health"), OK)  # health 0.95 (strict)
     near = await cache.lookup(req("severe headache", category="default"))  # cos 0.928
-    assert not near.hit and near.reason is Reason.BELOW_THRESHOLD and near.threshold == pytest.approx(0.95)
+    assert (
+        not near.hit
+        and near.reason is Reason.BELOW_THRESHOLD
+        and near.threshold == pytest.approx(0.95)
+    )
     assert "'health' is stricter" in near.detail
     # The lookup's category binds too: a health lookup of the code entry needs health's 0.95.
     assert (await cache.lookup(req(PARAPHRASE, category="health"))).hit  # 0.958 >= 0.95

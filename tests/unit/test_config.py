@@ -15,20 +15,25 @@ def test_defaults_are_embedded_sqlite_on_loopback() -> None:
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
     file = tmp_path / "c.toml"
-    file.write_text('port = 1\n[storage]\nkind = "redis"\nredis_url = "redis://file"\n[limits]\nmax_k = 7\n')
+    file.write_text(
+        'port = 1\n[storage]\nkind = "redis"\nredis_url = "redis://file"\n[limits]\nmax_k = 7\n'
+    )
     env = {"CURACACHE_PORT": "2", "CURACACHE_LIMITS__MAX_K": "9", "OTHER": "x"}
     config = load_config(file=file, env=env, overrides={"port": 3, "storage.redis_url": None})
-    assert config.port == 3                              # flag beats env beats file
-    assert config.limits.max_k == 9                      # env beats file
-    assert config.storage.redis_url == "redis://file"    # an unset flag (None) changes nothing
+    assert config.port == 3  # flag beats env beats file
+    assert config.limits.max_k == 9  # env beats file
+    assert config.storage.redis_url == "redis://file"  # an unset flag (None) changes nothing
     assert config.storage.kind == "redis"
 
 
 def test_api_keys_from_file_and_env(tmp_path: Path) -> None:
     file = tmp_path / "c.toml"
-    file.write_text('[[auth.keys]]\nkey = "a"\ntenants = ["t1", "t2"]\n[[auth.keys]]\nkey = "root"\nadmin = true\n')
+    file.write_text(
+        '[[auth.keys]]\nkey = "a"\ntenants = ["t1", "t2"]\n[[auth.keys]]\nkey = "root"\nadmin = true\n'
+    )
     assert load_config(file=file, env={}).auth.keys == (
-        ApiKey("a", frozenset({"t1", "t2"})), ApiKey("root", frozenset(), True),
+        ApiKey("a", frozenset({"t1", "t2"})),
+        ApiKey("root", frozenset(), True),
     )
     keys = load_config(env={"CURACACHE_AUTH__KEYS": "a=t1,t2;root=*"}).auth.keys
     assert keys == (ApiKey("a", frozenset({"t1", "t2"})), ApiKey("root", frozenset(), True))
@@ -41,7 +46,7 @@ def test_api_keys_from_file_and_env(tmp_path: Path) -> None:
         ({"storage.kind": "mongo"}, "storage.kind"),
         ({"port": 70000}, "port"),
         ({"port": "abc"}, "port"),
-        ({"host": "0.0.0.0"}, "auth.keys"),                 # no auth off loopback
+        ({"host": "0.0.0.0"}, "auth.keys"),  # no auth off loopback
         ({"tls.cert_file": "/x.crt"}, "tls"),
         ({"limits.max_k": 0}, "limits.max_k"),
         ({"auth.keys": [{"tenants": ["a"]}]}, "auth.keys[0]"),
@@ -53,7 +58,9 @@ def test_bad_settings_name_the_setting(overrides, field) -> None:
 
 
 def test_auth_on_allows_any_address() -> None:
-    config = load_config(env={}, overrides={"host": "0.0.0.0", "auth.keys": [{"key": "k", "admin": True}]})
+    config = load_config(
+        env={}, overrides={"host": "0.0.0.0", "auth.keys": [{"key": "k", "admin": True}]}
+    )
     assert config.auth.enabled and not config.loopback
 
 
@@ -69,27 +76,37 @@ def test_cache_section_backends_policies_and_index_params(tmp_path: Path) -> Non
     file = tmp_path / "c.toml"
     file.write_text(
         '[cache]\nembedder = "hashing"\ndefault_model = "m"\nconfidence_floor = 0.4\n'
-        '[cache.index_params]\ntrain_size = 500\n'
+        "[cache.index_params]\ntrain_size = 500\n"
         '[[cache.backends]]\nname = "gpu1"\nbase_url = "http://gpu1:8000"\nmodels = ["m"]\nmax_concurrency = 8\n'
-        '[cache.policies.code]\nthreshold = 0.99\n[cache.policies.recipes]\nttl_s = 60\n'
+        "[cache.policies.code]\nthreshold = 0.99\n[cache.policies.recipes]\nttl_s = 60\n"
     )
     cache = load_config(file=file, env={}).cache
     assert (cache.embedder, cache.default_model, cache.confidence_floor) == ("hashing", "m", 0.4)
     assert cache.index_params == {"train_size": 500.0}
     (backend,) = cache.backends
-    assert (backend.name, backend.base_url, backend.models, backend.max_concurrency) == ("gpu1", "http://gpu1:8000", ("m",), 8)
+    assert (backend.name, backend.base_url, backend.models, backend.max_concurrency) == (
+        "gpu1",
+        "http://gpu1:8000",
+        ("m",),
+        8,
+    )
     policies = policies_from(cache)
     assert policies["code"].threshold == 0.99 and policies["recipes"].ttl_s == 60
     assert policies["recipes"].threshold == policies["default"].threshold
     env = load_config(env={"CURACACHE_CACHE__BACKENDS": "a=http://a:1;b=http://b:2"}).cache
-    assert [b.name for b in env.backends] == ["a", "b"] and load_config(env={}).cache.confidence_floor is None
+    assert [b.name for b in env.backends] == ["a", "b"] and load_config(
+        env={}
+    ).cache.confidence_floor is None
 
 
 @pytest.mark.parametrize(
     "text,field",
     [
         ('[[cache.backends]]\nname = "x"\n', "cache.backends[0]"),
-        ('[[cache.backends]]\nname = "x"\nbase_url = "http://x:1"\nmax_concurrency = 0\n', "cache.backends[0]"),
+        (
+            '[[cache.backends]]\nname = "x"\nbase_url = "http://x:1"\nmax_concurrency = 0\n',
+            "cache.backends[0]",
+        ),
         ("[cache.policies.code]\nthreshold = 2.0\n", "cache.policies.code.threshold"),
     ],
 )

@@ -30,10 +30,14 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 HUGE = 1e6
 
 
-def small_trained(rng: np.random.Generator, *, metric: str = "l2", n: int = 600, tau: int = 4) -> tuple[CuratorIndex, Model, np.ndarray]:
+def small_trained(
+    rng: np.random.Generator, *, metric: str = "l2", n: int = 600, tau: int = 4
+) -> tuple[CuratorIndex, Model, np.ndarray]:
     """An index whose tree is trained on `n` clustered 8-d vectors seen only by 'anchor'."""
     x = clustered(rng, n, 8, 10)
-    index = CuratorIndex(dim=8, metric=metric, max_sl_size=tau, branching=8, max_depth=4, train_size=n)
+    index = CuratorIndex(
+        dim=8, metric=metric, max_sl_size=tau, branching=8, max_depth=4, train_size=n
+    )
     model = Model(metric)
     labels = list(range(n))
     index.add(np.arange(n), x, [["anchor"]] * n)
@@ -42,7 +46,9 @@ def small_trained(rng: np.random.Generator, *, metric: str = "l2", n: int = 600,
     return index, model, x
 
 
-def recall_at_10(index: CuratorIndex, model: Model, queries: list[tuple[str, np.ndarray]], **gammas: float) -> float:
+def recall_at_10(
+    index: CuratorIndex, model: Model, queries: list[tuple[str, np.ndarray]], **gammas: float
+) -> float:
     hits = total = 0
     for tenant, q in queries:
         want = set(model.scores(tenant, q)[0][:10].tolist())
@@ -192,7 +198,9 @@ def test_recall_on_clustered_synthetic_data() -> None:
     assert recall_at_10(index, model, queries[-50:], gamma1=1, gamma2=1) < r
 
 
-@pytest.mark.skipif(not (DATA / "arxiv_papers.minilm.f16.npy").exists(), reason="shared arXiv data not present")
+@pytest.mark.skipif(
+    not (DATA / "arxiv_papers.minilm.f16.npy").exists(), reason="shared arXiv data not present"
+)
 def test_recall_on_an_arxiv_slice() -> None:
     n, n_q = 15_000, 300
     x = np.load(DATA / "arxiv_papers.minilm.f16.npy", mmap_mode="r")[: n + n_q].astype(np.float32)
@@ -206,7 +214,9 @@ def test_recall_on_an_arxiv_slice() -> None:
     model.add(list(range(n)), x[:n], cats[:n])
     assert index.trained
     tenants = set(index.tenants())
-    queries = [(c, x[n + i]) for i in range(n_q) for c in cats[n + i] if c in tenants]  # data-proportional
+    queries = [
+        (c, x[n + i]) for i in range(n_q) for c in cats[n + i] if c in tenants
+    ]  # data-proportional
     assert recall_at_10(index, model, queries) >= 0.90
 
 
@@ -297,7 +307,9 @@ def test_concurrent_searches_while_one_writer_changes_and_retrains() -> None:
             batch = np.arange(s, s + 250)
             ever_b.update(batch[::2].tolist())
             with lock.write():
-                index.add(batch, x[s : s + 250], [["a", "b"] if i % 2 == 0 else ["a"] for i in batch])
+                index.add(
+                    batch, x[s : s + 250], [["a", "b"] if i % 2 == 0 else ["a"] for i in batch]
+                )
                 index.revoke(batch[::4], "b")
                 index.remove(batch[::10])
             if adapter.retrain_due():
@@ -332,8 +344,19 @@ def test_curator_kind_validates_params_and_satisfies_the_index_port() -> None:
     index.add(np.array([0, 1, 2]), np.eye(4, dtype=np.float32)[:3], [["a"], ["a", "b"], ["b"]])
     res = index.search("a", np.eye(4, dtype=np.float32)[:1], 3, {"gamma1": 2.0, "gamma2": 128.0})
     assert isinstance(res, SearchResult)
-    assert res.labels.tolist() == [[0, 1, -1]] and res.scores[0, 0] == 0.0 and res.scores[0, 2] == np.inf
-    assert set(index.memory_bytes()) >= {"vectors", "norms", "paths", "tree", "tenant_counts", "shortlists"}
+    assert (
+        res.labels.tolist() == [[0, 1, -1]]
+        and res.scores[0, 0] == 0.0
+        and res.scores[0, 2] == np.inf
+    )
+    assert set(index.memory_bytes()) >= {
+        "vectors",
+        "norms",
+        "paths",
+        "tree",
+        "tenant_counts",
+        "shortlists",
+    }
     blob = index.snapshot()
     other = CURATOR.create(dim=4, metric="l2", params={})
     other.restore(blob)
@@ -349,7 +372,9 @@ def test_label_capacity_grows_geometrically_not_to_a_power_of_two() -> None:
         index.add(labels, rng.normal(size=(100, 4)).astype(np.float32), [["t"]] * 100)
     cap = index.memory_bytes()["paths"] // 4
     assert n <= cap <= n + n // 2  # the next power of two would be 8192
-    index.add(np.array([20_000]), np.ones((1, 4), np.float32), [["t"]])  # a jump: exactly what it needs
+    index.add(
+        np.array([20_000]), np.ones((1, 4), np.float32), [["t"]]
+    )  # a jump: exactly what it needs
     assert index.memory_bytes()["paths"] // 4 == 20_001
     restored = CuratorIndex(dim=4, metric="ip")
     restored.restore(index.snapshot())

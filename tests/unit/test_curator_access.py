@@ -16,7 +16,9 @@ from tests.unit.test_curator_helpers import check_arenas, clustered
 def test_tree_ancestors_are_the_parent_chains_and_route_agrees() -> None:
     rng = np.random.default_rng(1)
     x = clustered(rng, 800, 8, 10)
-    index = CuratorIndex(dim=8, metric="l2", max_sl_size=4, branching=8, max_depth=4, train_size=800)
+    index = CuratorIndex(
+        dim=8, metric="l2", max_sl_size=4, branching=8, max_depth=4, train_size=800
+    )
     index.add(np.arange(800), x, [["a"]] * 800)
     tree = index.tree
     assert tree.trained and tree.ancestors.shape == (tree.n_nodes, tree.height + 1)
@@ -37,7 +39,9 @@ def test_tree_ancestors_are_the_parent_chains_and_route_agrees() -> None:
 def test_bulk_build_has_exact_capacities() -> None:
     rng = np.random.default_rng(2)
     x = clustered(rng, 900, 8, 10)
-    index = CuratorIndex(dim=8, metric="l2", max_sl_size=8, branching=8, max_depth=4, train_size=900)
+    index = CuratorIndex(
+        dim=8, metric="l2", max_sl_size=8, branching=8, max_depth=4, train_size=900
+    )
     access = [["a"] + (["b"] if i % 3 == 0 else []) + (["c"] if i < 5 else []) for i in range(900)]
     index.add(np.arange(900), x, access)  # trains: every tenant rebuilt in bulk
     store = index.store
@@ -47,7 +51,11 @@ def test_bulk_build_has_exact_capacities() -> None:
         lists = tt.rows[tt.rows[:, 3] > 0]
         assert np.array_equal(lists[:, 3], lists[:, 1])  # exact after a build: capacity = size
     used = int(store.arena[2])
-    assert used == 900 + 300 + 5 and store.arena[3] == 0 and used <= store.ids.shape[0] <= used + max(64, used // 8)
+    assert (
+        used == 900 + 300 + 5
+        and store.arena[3] == 0
+        and used <= store.ids.shape[0] <= used + max(64, used // 8)
+    )
     check_arenas(index)
     index.grant(np.arange(1, 900, 3), "b")  # moves full lists, splits, grows the arena
     index.revoke(np.arange(0, 900, 3), "b")
@@ -78,7 +86,9 @@ def test_snapshot_of_an_older_version_is_rejected() -> None:
 
 def test_snapshot_with_tenant_labels_out_of_order_is_rejected_and_nothing_changes() -> None:
     rng = np.random.default_rng(4)
-    index = CuratorIndex(dim=8, metric="l2", max_sl_size=4, branching=8, max_depth=3, train_size=300)
+    index = CuratorIndex(
+        dim=8, metric="l2", max_sl_size=4, branching=8, max_depth=3, train_size=300
+    )
     index.add(np.arange(300), clustered(rng, 300, 8, 6), [["a"]] * 300)
     with np.load(io.BytesIO(index.snapshot()), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}

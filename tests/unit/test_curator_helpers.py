@@ -64,7 +64,9 @@ class Model:
         return labels[order], s[order]
 
 
-def assert_exact(model: Model, tenant: str, q: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int) -> None:
+def assert_exact(
+    model: Model, tenant: str, q: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
+) -> None:
     """`labels`/`scores` (one row) are the exact top-k up to float32 rounding near ties."""
     want_l, want_s = model.scores(tenant, q)
     n = min(k, len(want_l))
@@ -119,7 +121,10 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
         internal = (full_count > 0) & ~np.isin(np.arange(tree.n_nodes), list(lists))
         assert np.all(tree.child_count[internal] > 0), "a GCT leaf with ids but no list"
     check_arenas(index)
-    for name in ("nobody", *[t for t in ("t0", "t1", "t2", "t3", "anchor") if t not in model.tenants()]):
+    for name in (
+        "nobody",
+        *[t for t in ("t0", "t1", "t2", "t3", "anchor") if t not in model.tenants()],
+    ):
         assert index.tenant_view(name) is None
     # who sees a label: what remove() asks, every tenant in one compiled call
     for label in list(model.vecs)[:40]:
@@ -139,18 +144,28 @@ def check_arenas(index: CuratorIndex) -> None:
             assert count <= cap or cap == 0
             if cap:
                 list_spans.append((off, off + cap))
-    for spans, used, garbage in ((row_spans, ROWS_USED, ROWS_GARBAGE), (list_spans, IDS_USED, IDS_GARBAGE)):
+    for spans, used, garbage in (
+        (row_spans, ROWS_USED, ROWS_GARBAGE),
+        (list_spans, IDS_USED, IDS_GARBAGE),
+    ):
         spans.sort()
         for (_, a1), (b0, _) in zip(spans, spans[1:]):
             assert a1 <= b0
         assert not spans or spans[-1][1] <= store.arena[used]
         assert store.arena[used] - store.arena[garbage] == sum(b - a for a, b in spans)
-    assert store.arena[ROWS_USED] <= store.rows.shape[0] and store.arena[IDS_USED] <= store.ids.shape[0]
+    assert (
+        store.arena[ROWS_USED] <= store.rows.shape[0]
+        and store.arena[IDS_USED] <= store.ids.shape[0]
+    )
 
 
-def clustered(rng: np.random.Generator, n: int, dim: int, n_clusters: int, spread: float = 1.0) -> np.ndarray:
+def clustered(
+    rng: np.random.Generator, n: int, dim: int, n_clusters: int, spread: float = 1.0
+) -> np.ndarray:
     centers = rng.standard_normal((n_clusters, dim)).astype(np.float32) * 3
-    return (centers[rng.integers(0, n_clusters, n)] + spread * rng.standard_normal((n, dim))).astype(np.float32)
+    return (
+        centers[rng.integers(0, n_clusters, n)] + spread * rng.standard_normal((n, dim))
+    ).astype(np.float32)
 
 
 def test_quantized_centroids_stay_within_half_a_step_and_norms_match_the_codes() -> None:
@@ -164,7 +179,11 @@ def test_quantized_centroids_stay_within_half_a_step_and_norms_match_the_codes()
     assert codes.dtype == np.uint8 and np.all(np.abs(deq - c) <= step / 2 + 1e-6)
     assert np.allclose(deq[:, 3], 0.25)
     tree = Tree.from_centroids(
-        c, np.r_[1, np.zeros(49)], np.r_[49, np.zeros(49)], np.r_[-1, np.zeros(49)], np.r_[0, np.ones(49)]
+        c,
+        np.r_[1, np.zeros(49)],
+        np.r_[49, np.zeros(49)],
+        np.r_[-1, np.zeros(49)],
+        np.r_[0, np.ones(49)],
     )
     np.testing.assert_allclose(tree.cnorm, (tree.centroids**2).sum(1), rtol=1e-5)
     # routing scores the dequantized centroids: the leaf is the nearest of them

@@ -70,7 +70,9 @@ async def test_max_batch_is_respected_and_multi_text_requests_stay_whole() -> No
     for req, got in zip(requests, results, strict=True):
         assert np.array_equal(got, HashingEmbedder(dim=32).embed_sync(req))
     assert all(len(c) <= 8 for c in inner.calls)
-    assert len(inner.calls) >= 4  # 30 texts cannot fit in fewer passes of <= 8 (whole requests of 3)
+    assert (
+        len(inner.calls) >= 4
+    )  # 30 texts cannot fit in fewer passes of <= 8 (whole requests of 3)
     big = await batcher.embed(TEXTS[:20])  # a request above max_batch goes alone, unsplit
     assert big.shape == (20, 32) and inner.calls[-1] == TEXTS[:20]
 
@@ -78,7 +80,9 @@ async def test_max_batch_is_respected_and_multi_text_requests_stay_whole() -> No
 async def test_error_fails_only_the_callers_of_that_pass() -> None:
     inner = CountingEmbedder(fail_on="boom")
     batcher = BatchingEmbedder(inner=inner, max_batch=64, max_wait_ms=5)
-    results = await asyncio.gather(batcher.embed(["boom"]), batcher.embed(["fine"]), return_exceptions=True)
+    results = await asyncio.gather(
+        batcher.embed(["boom"]), batcher.embed(["fine"]), return_exceptions=True
+    )
     assert all(isinstance(r, RuntimeError) for r in results)  # same pass
     after = await batcher.embed(["fine again"])  # the worker survived
     assert after.shape == (1, 32)

@@ -17,7 +17,10 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 N_REF = 200
 BACKENDS = [
     "numpy",
-    pytest.param("onnxruntime", marks=pytest.mark.skipif(not onnx_available(), reason="onnxruntime not installed")),
+    pytest.param(
+        "onnxruntime",
+        marks=pytest.mark.skipif(not onnx_available(), reason="onnxruntime not installed"),
+    ),
 ]
 
 
@@ -58,7 +61,11 @@ async def test_matches_reference_embeddings_row_by_row(
 
 async def test_result_does_not_depend_on_batch_composition(embedder: MiniLMEmbedder) -> None:
     """Padding to the longest text of a chunk must not leak into shorter texts' vectors."""
-    texts = ["short one", "a considerably longer question about how padding should never matter at all?", "hi"]
+    texts = [
+        "short one",
+        "a considerably longer question about how padding should never matter at all?",
+        "hi",
+    ]
     together = await embedder.embed(texts)
     alone = np.vstack([await embedder.embed([t]) for t in texts])
     assert np.abs(together - alone).max() < 1e-4
@@ -66,7 +73,11 @@ async def test_result_does_not_depend_on_batch_composition(embedder: MiniLMEmbed
 
 async def test_paraphrases_are_closer_than_unrelated_texts(embedder: MiniLMEmbedder) -> None:
     a, b, c = await embedder.embed(
-        ["How do I learn Python quickly?", "What is the fastest way to learn Python?", "Best pizza in Naples"]
+        [
+            "How do I learn Python quickly?",
+            "What is the fastest way to learn Python?",
+            "Best pizza in Naples",
+        ]
     )
     assert a @ b > 0.7 and a @ c < 0.3
 
@@ -89,7 +100,11 @@ async def test_edge_inputs(embedder: MiniLMEmbedder) -> None:
 def test_backends_agree() -> None:
     if not onnx_available():
         pytest.skip("onnxruntime not installed")
-    texts = ["What is the capital of France?", "Explain quicksort in Python", "¿Dónde está la biblioteca?"]
+    texts = [
+        "What is the capital of France?",
+        "Explain quicksort in Python",
+        "¿Dónde está la biblioteca?",
+    ]
     a = MiniLMEmbedder(backend="numpy").embed_sync(texts)
     b = MiniLMEmbedder(backend="onnxruntime").embed_sync(texts)
     assert ((a * b).sum(axis=1) > 0.9999).all()
@@ -111,8 +126,11 @@ async def test_a_huge_text_costs_one_bounded_pass_and_holds_others_for_one_batch
 
     read: list[list[int]] = []
     tokenize = minilm.tokenize_batches
-    monkeypatch.setattr(minilm, "tokenize_batches",
-                        lambda tok, texts, size: read.append([len(t) for t in texts]) or tokenize(tok, texts, size))
+    monkeypatch.setattr(
+        minilm,
+        "tokenize_batches",
+        lambda tok, texts, size: read.append([len(t) for t in texts]) or tokenize(tok, texts, size),
+    )
     huge = "How can I sort a Python dictionary by its values? " * 40_000  # 2 MB
     batcher = BatchingEmbedder(inner=embedder, max_wait_ms=0)
     big = asyncio.create_task(batcher.embed([huge]))
@@ -120,8 +138,13 @@ async def test_a_huge_text_costs_one_bounded_pass_and_holds_others_for_one_batch
         await asyncio.sleep(0)
     small = await asyncio.gather(*(batcher.embed([f"What is {i} + {i}?"]) for i in range(5)))
     (row,) = await big
-    assert read[0] == [MAX_EMBED_CHARS] and batcher.passes == 2 and sorted(read[1]) == sorted(
-        len(f"What is {i} + {i}?") for i in range(5))
+    assert (
+        read[0] == [MAX_EMBED_CHARS]
+        and batcher.passes == 2
+        and sorted(read[1]) == sorted(len(f"What is {i} + {i}?") for i in range(5))
+    )
     assert all(r.shape == (1, embedder.dim) for r in small)
-    (prefix_row,) = await embedder.embed([huge[:MAX_EMBED_CHARS] + " and then something else entirely"])
+    (prefix_row,) = await embedder.embed(
+        [huge[:MAX_EMBED_CHARS] + " and then something else entirely"]
+    )
     assert float(row @ prefix_row) > 0.999  # the model keeps 256 tokens: the tail never mattered

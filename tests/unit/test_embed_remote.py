@@ -23,7 +23,10 @@ def fake_server(seen: list[httpx.Request]) -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         body = json.loads(request.content)
-        data = [{"object": "embedding", "index": i, "embedding": _vector(t)} for i, t in enumerate(body["input"])]
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(t)}
+            for i, t in enumerate(body["input"])
+        ]
         data.reverse()  # the API does not promise order: clients must sort by index
         return httpx.Response(200, json={"object": "list", "data": data, "model": body["model"]})
 
@@ -32,7 +35,13 @@ def fake_server(seen: list[httpx.Request]) -> httpx.MockTransport:
 
 async def test_request_shape_order_and_normalisation() -> None:
     seen: list[httpx.Request] = []
-    emb = OpenAIEmbedder(base_url="http://gpu:8000/", model="bge", dim=DIM, api_key="sk-x", transport=fake_server(seen))
+    emb = OpenAIEmbedder(
+        base_url="http://gpu:8000/",
+        model="bge",
+        dim=DIM,
+        api_key="sk-x",
+        transport=fake_server(seen),
+    )
     texts = ["a", "bbb", "cc"]
     out = await emb.embed(texts)
     await emb.aclose()
@@ -50,9 +59,14 @@ async def test_request_shape_order_and_normalisation() -> None:
 
 async def test_base_url_with_v1_and_no_key() -> None:
     seen: list[httpx.Request] = []
-    emb = OpenAIEmbedder(base_url="http://gpu:8000/v1", model="m", dim=DIM, transport=fake_server(seen))
+    emb = OpenAIEmbedder(
+        base_url="http://gpu:8000/v1", model="m", dim=DIM, transport=fake_server(seen)
+    )
     await emb.embed(["x"])
-    assert str(seen[0].url) == "http://gpu:8000/v1/embeddings" and "authorization" not in seen[0].headers
+    assert (
+        str(seen[0].url) == "http://gpu:8000/v1/embeddings"
+        and "authorization" not in seen[0].headers
+    )
     assert (await emb.embed([])).shape == (0, DIM) and len(seen) == 1  # no request for nothing
 
 
@@ -73,8 +87,22 @@ def _raise(exc: Exception) -> httpx.MockTransport:
     [
         (_respond(503, {"error": {"message": "overloaded"}}), "HTTP 503.*overloaded"),
         (_respond(200, b"<html>not json"), "invalid JSON"),
-        (_respond(200, {"data": [{"index": 0, "embedding": [1.0, 0, 0, 0]}]}), "1 embeddings for 2 inputs"),
-        (_respond(200, {"data": [{"index": 0, "embedding": [1.0, 0]}, {"index": 1, "embedding": [1.0, 0]}]}), "shape"),
+        (
+            _respond(200, {"data": [{"index": 0, "embedding": [1.0, 0, 0, 0]}]}),
+            "1 embeddings for 2 inputs",
+        ),
+        (
+            _respond(
+                200,
+                {
+                    "data": [
+                        {"index": 0, "embedding": [1.0, 0]},
+                        {"index": 1, "embedding": [1.0, 0]},
+                    ]
+                },
+            ),
+            "shape",
+        ),
         (_respond(200, {"data": [{"index": 0, "embedding": [1.0] * 4}] * 2}), "index"),
         (_respond(200, {"data": [{"index": 0}, {"index": 1}]}), "malformed"),
         (_raise(httpx.ConnectError("connection refused")), "unreachable"),
@@ -93,7 +121,9 @@ async def test_errors_become_embedding_error(transport: httpx.MockTransport, mat
 
 async def test_only_a_bounded_prefix_of_each_text_is_sent() -> None:
     seen: list[httpx.Request] = []
-    emb = OpenAIEmbedder(base_url="http://gpu:8000", model="bge", dim=DIM, transport=fake_server(seen), max_chars=10)
+    emb = OpenAIEmbedder(
+        base_url="http://gpu:8000", model="bge", dim=DIM, transport=fake_server(seen), max_chars=10
+    )
     await emb.embed(["short", "x" * 1_000_000])
     await emb.aclose()
     assert json.loads(seen[0].content)["input"] == ["short", "x" * 10]

@@ -12,7 +12,10 @@ from curacache.gateway import wire
 from curacache.gateway.config import GatewayConfigError, load_gateway_config
 from curacache.gateway.errors import http_error
 
-CHAT = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}
+CHAT = {
+    "model": "m",
+    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+}
 
 
 def plan(body: dict, chat: bool = True, max_turns: int = 8) -> wire.Plan:
@@ -20,15 +23,35 @@ def plan(body: dict, chat: bool = True, max_turns: int = 8) -> wire.Plan:
 
 
 def test_plain_chat_is_cacheable_and_keeps_generation_params() -> None:
-    p = plan({**CHAT, "temperature": 0, "n": 1, "logprobs": False, "presence_penalty": 0.5, "stream": True,
-              "stream_options": {"include_usage": True}})
+    p = plan(
+        {
+            **CHAT,
+            "temperature": 0,
+            "n": 1,
+            "logprobs": False,
+            "presence_penalty": 0.5,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    )
     assert p.bypass is None and p.stream and p.include_usage
     assert p.prompt == CHAT["messages"]
-    assert p.params == {"temperature": 0, "presence_penalty": 0.5}  # defaults left out of the fingerprint
+    assert p.params == {
+        "temperature": 0,
+        "presence_penalty": 0.5,
+    }  # defaults left out of the fingerprint
 
 
 def test_text_content_parts_are_joined() -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            }
+        ],
+    }
     assert plan(body).prompt == [{"role": "user", "content": "ab"}]
 
 
@@ -39,8 +62,23 @@ def test_text_content_parts_are_joined() -> None:
         ({"functions": [{"name": "f"}]}, "tools"),
         ({"n": 3}, "n"),
         ({"logprobs": True}, "logprobs"),
-        ({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42", "tool_call_id": "c"}]}, "message-fields"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]}, "content-parts"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "tool", "content": "42", "tool_call_id": "c"},
+                ]
+            },
+            "message-fields",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}
+                ]
+            },
+            "content-parts",
+        ),
         ({"messages": [{"role": "system", "content": "only a system prompt"}]}, "no-user-turn"),
         ({"messages": [{"role": "user", "content": "x"}] * 9}, "max-turns"),
     ],
@@ -79,25 +117,40 @@ def test_chat_stream_events_in_openai_order() -> None:
     raw = w.opening() + w.text("Hel") + w.text("lo") + w.finish("stop", wire.usage_body(3, 2, 0))
     events = raw.split(b"\n\n")
     assert events[-2:] == [b"data: [DONE]", b""]
-    bodies = [json.loads(e[len(b"data: "):]) for e in events[:-2]]
+    bodies = [json.loads(e[len(b"data: ") :]) for e in events[:-2]]
     assert [b["choices"][0]["delta"] if b["choices"] else None for b in bodies] == [
-        {"role": "assistant", "content": ""}, {"content": "Hel"}, {"content": "lo"}, {}, None]
+        {"role": "assistant", "content": ""},
+        {"content": "Hel"},
+        {"content": "lo"},
+        {},
+        None,
+    ]
     assert [b["usage"] for b in bodies[:-1]] == [None] * 4
     assert bodies[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-    assert {(b["id"], b["object"], b["created"], b["model"]) for b in bodies} == {("chatcmpl-1", "chat.completion.chunk", 7, "m")}
+    assert {(b["id"], b["object"], b["created"], b["model"]) for b in bodies} == {
+        ("chatcmpl-1", "chat.completion.chunk", 7, "m")
+    }
 
 
 def test_completion_stream_has_no_opening_and_no_usage_unless_asked() -> None:
     w = wire.ChunkWriter(chat=False, model="m", include_usage=False)
     assert w.opening() == b""
-    body = json.loads(w.text("x")[len(b"data: "):])
-    assert body["object"] == "text_completion" and body["choices"][0]["text"] == "x" and "usage" not in body
+    body = json.loads(w.text("x")[len(b"data: ") :])
+    assert (
+        body["object"] == "text_completion"
+        and body["choices"][0]["text"] == "x"
+        and "usage" not in body
+    )
 
 
 def test_whole_bodies() -> None:
-    chat = wire.completion_body(chat=True, rid="r", created=1, model="m", text="t", finish_reason="stop", usage={})
+    chat = wire.completion_body(
+        chat=True, rid="r", created=1, model="m", text="t", finish_reason="stop", usage={}
+    )
     assert chat["object"] == "chat.completion" and chat["choices"][0]["message"]["content"] == "t"
-    text = wire.completion_body(chat=False, rid="r", created=1, model="m", text="t", finish_reason="length", usage={})
+    text = wire.completion_body(
+        chat=False, rid="r", created=1, model="m", text="t", finish_reason="length", usage={}
+    )
     assert text["object"] == "text_completion" and text["choices"][0]["text"] == "t"
 
 
@@ -105,7 +158,12 @@ def test_whole_bodies() -> None:
     ("code", "source", "status", "retry"),
     [
         (grpc.StatusCode.INVALID_ARGUMENT, "", 400, None),
-        (grpc.StatusCode.UNAUTHENTICATED, "", 500, None),  # the gateway's own service_key was refused
+        (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "",
+            500,
+            None,
+        ),  # the gateway's own service_key was refused
         (grpc.StatusCode.PERMISSION_DENIED, "", 403, None),
         (grpc.StatusCode.NOT_FOUND, "backend", 404, None),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "", 429, "3"),
@@ -116,7 +174,9 @@ def test_whole_bodies() -> None:
         (grpc.StatusCode.INTERNAL, "", 500, None),
     ],
 )
-def test_service_errors_map_to_http(code: grpc.StatusCode, source: str, status: int, retry: str | None) -> None:
+def test_service_errors_map_to_http(
+    code: grpc.StatusCode, source: str, status: int, retry: str | None
+) -> None:
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         exc: CuracacheError = ResourceExhaustedError(code, "slow down", 2.5, source=source)
     else:
@@ -145,4 +205,6 @@ def test_config_rejects_bad_settings_by_name(tmp_path) -> None:
     with pytest.raises(GatewayConfigError, match="server"):
         load_gateway_config(overrides={"server": "nohostport"})
     with pytest.raises(GatewayConfigError, match=r"keys\[1\]"):
-        load_gateway_config(overrides={"keys": [{"key": "a", "tenant": "t"}, {"key": "a", "tenant": "u"}]})
+        load_gateway_config(
+            overrides={"keys": [{"key": "a", "tenant": "t"}, {"key": "a", "tenant": "u"}]}
+        )

@@ -54,7 +54,9 @@ def _imports(path: Path) -> set[str]:
 
 
 def _rule(module: str, table: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
-    best = max((k for k in table if module == k or module.startswith(k + ".")), key=len, default=None)
+    best = max(
+        (k for k in table if module == k or module.startswith(k + ".")), key=len, default=None
+    )
     return None if best is None else table[best]
 
 

@@ -111,8 +111,13 @@ def assert_matches_oracle(
             assert abs(truth[label] - boundary) < tol, f"label {label} differs beyond a tie"
 
 
-def check_all(ix: FlatIndex, model: Model, tenants: list[str], rng: np.random.Generator,
-              ks: tuple[int, ...] = (1, 5, 50)) -> None:
+def check_all(
+    ix: FlatIndex,
+    model: Model,
+    tenants: list[str],
+    rng: np.random.Generator,
+    ks: tuple[int, ...] = (1, 5, 50),
+) -> None:
     queries = rng.standard_normal((4, DIM)).astype(np.float32)
     for tenant in [*tenants, "nobody"]:
         assert ix.tenant_size(tenant) == len(model.visible(tenant))
@@ -325,7 +330,7 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
                 for row in res.labels:
                     hits = row[row >= 0].tolist()
                     assert len(set(hits)) == len(hits) and set(hits) <= ever
-        except BaseException as e:  # noqa: BLE001 - surfaced below
+        except BaseException as e:
             errors.append(e)
 
     def writer() -> None:
@@ -347,7 +352,7 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
                 model.revoke(some[:2], "a")
                 ix.remove(lab(some[4]))
                 model.remove([some[4]])
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
         finally:
             done.set()
@@ -368,7 +373,9 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
 TENANTS = ["t0", "t1", "t2"]
 label_st = st.integers(0, 11)
 op_st = st.one_of(
-    st.tuples(st.just("add"), label_st, st.integers(0, 2**32 - 1), st.sets(st.sampled_from(TENANTS))),
+    st.tuples(
+        st.just("add"), label_st, st.integers(0, 2**32 - 1), st.sets(st.sampled_from(TENANTS))
+    ),
     st.tuples(st.just("grant"), st.lists(label_st, max_size=4), st.sampled_from(TENANTS)),
     st.tuples(st.just("revoke"), st.lists(label_st, max_size=4), st.sampled_from(TENANTS)),
     st.tuples(st.just("remove"), st.lists(label_st, max_size=4)),

@@ -31,8 +31,13 @@ def make(metric: str, **kw: int) -> tuple[HnswIndex, Model]:
     return HnswIndex(dim=DIM, metric=metric, **kw), Model(metric)
 
 
-def check_all(ix: HnswIndex, model: Model, tenants: list[str], rng: np.random.Generator,
-              ks: tuple[int, ...] = (1, 5, 50)) -> None:
+def check_all(
+    ix: HnswIndex,
+    model: Model,
+    tenants: list[str],
+    rng: np.random.Generator,
+    ks: tuple[int, ...] = (1, 5, 50),
+) -> None:
     queries = vecs(rng, 4)
     for tenant in [*tenants, "nobody"]:
         assert ix.tenant_size(tenant) == len(model.visible(tenant))
@@ -337,7 +342,7 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
                 for row in res.labels:
                     hits = row[row >= 0].tolist()
                     assert len(set(hits)) == len(hits)
-        except BaseException as e:  # noqa: BLE001 - surfaced below
+        except BaseException as e:
             errors.append(e)
 
     def writer() -> None:
@@ -357,7 +362,7 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
                 model.revoke(some[:2], "a")
                 ix.remove(lab(some[4]))
                 model.remove([some[4]])
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
         finally:
             done.set()

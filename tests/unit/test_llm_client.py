@@ -25,8 +25,11 @@ from curacache.llm import (
 )
 
 REQUEST = GenerationRequest(model="m", prompt="hi")
-OK = {"model": "m", "choices": [{"index": 0, "text": "hello", "finish_reason": "stop"}],
-      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+OK = {
+    "model": "m",
+    "choices": [{"index": 0, "text": "hello", "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
 
 
 def sse(*events: object, done: bool = True) -> bytes:
@@ -38,7 +41,11 @@ def text_event(text: str, finish: str | None = None) -> dict:
     return {"model": "m", "choices": [{"index": 0, "text": text, "finish_reason": finish}]}
 
 
-USAGE = {"model": "m", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}
+USAGE = {
+    "model": "m",
+    "choices": [],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+}
 
 
 class Backend:
@@ -63,7 +70,12 @@ class Backend:
 
     def client(self, **options: object) -> BackendClient:
         config = BackendConfig(name="b", base_url="http://gpu:8000", **options)  # type: ignore[arg-type]
-        return BackendClient(config=config, transport=httpx.MockTransport(self.handler), sleep=self.sleep, rng=random.Random(1))
+        return BackendClient(
+            config=config,
+            transport=httpx.MockTransport(self.handler),
+            sleep=self.sleep,
+            rng=random.Random(1),
+        )
 
 
 async def collect(stream: AsyncIterator[Chunk | Completion]) -> list[Chunk | Completion]:
@@ -81,7 +93,9 @@ async def test_request_shape_path_and_api_key() -> None:
 
 
 async def test_retry_after_is_honoured_then_success() -> None:
-    backend = Backend(httpx.Response(429, headers={"Retry-After": "2"}), httpx.Response(200, json=OK))
+    backend = Backend(
+        httpx.Response(429, headers={"Retry-After": "2"}), httpx.Response(200, json=OK)
+    )
     async with backend.client() as client:
         assert (await client.complete(REQUEST)).text == "hello"
     assert backend.sleeps == [2.0] and len(backend.requests) == 2
@@ -138,7 +152,11 @@ async def test_stream_yields_chunks_then_one_completion() -> None:
         items = await collect(client.stream(REQUEST))
     assert items[:-1] == [Chunk("hel", 0), Chunk("lo", 1)]
     final = items[-1]
-    assert isinstance(final, Completion) and final.text == "hello" and final.usage.completion_tokens == 2
+    assert (
+        isinstance(final, Completion)
+        and final.text == "hello"
+        and final.usage.completion_tokens == 2
+    )
     assert json.loads(backend.requests[0].content)["stream_options"] == {"include_usage": True}
 
 
@@ -164,7 +182,10 @@ async def test_stream_drop_before_any_chunk_is_retried() -> None:
 
 
 async def test_stream_drop_after_a_chunk_is_not_retried() -> None:
-    backend = Backend(dropping(sse(text_event("par"), done=False)), httpx.Response(200, content=sse(text_event("x", "stop"))))
+    backend = Backend(
+        dropping(sse(text_event("par"), done=False)),
+        httpx.Response(200, content=sse(text_event("x", "stop"))),
+    )
     got: list[object] = []
     async with backend.client(max_retries=3) as client:
         with pytest.raises(BackendUnavailable):
@@ -184,7 +205,9 @@ async def test_stream_that_ends_without_done() -> None:
 
 
 async def test_stream_error_event() -> None:
-    backend = Backend(httpx.Response(200, content=sse(text_event("a"), {"error": {"message": "engine died"}})))
+    backend = Backend(
+        httpx.Response(200, content=sse(text_event("a"), {"error": {"message": "engine died"}}))
+    )
     async with backend.client() as client:
         with pytest.raises(BackendUnavailable, match="engine died"):
             await collect(client.stream(REQUEST))
@@ -228,11 +251,24 @@ async def test_unknown_model_is_raised_before_any_request() -> None:
 
 
 async def test_router_picks_by_model_then_by_load() -> None:
-    a, b, catch_all = Backend(httpx.Response(200, json=OK)), Backend(httpx.Response(200, json=OK)), Backend(httpx.Response(200, json=OK))
+    a, b, catch_all = (
+        Backend(httpx.Response(200, json=OK)),
+        Backend(httpx.Response(200, json=OK)),
+        Backend(httpx.Response(200, json=OK)),
+    )
     clients = [
-        BackendClient(config=BackendConfig(name="a", base_url="http://a", models=("m", "n")), transport=httpx.MockTransport(a.handler)),
-        BackendClient(config=BackendConfig(name="b", base_url="http://b", models=("m",), max_concurrency=1), transport=httpx.MockTransport(b.handler)),
-        BackendClient(config=BackendConfig(name="any", base_url="http://c"), transport=httpx.MockTransport(catch_all.handler)),
+        BackendClient(
+            config=BackendConfig(name="a", base_url="http://a", models=("m", "n")),
+            transport=httpx.MockTransport(a.handler),
+        ),
+        BackendClient(
+            config=BackendConfig(name="b", base_url="http://b", models=("m",), max_concurrency=1),
+            transport=httpx.MockTransport(b.handler),
+        ),
+        BackendClient(
+            config=BackendConfig(name="any", base_url="http://c"),
+            transport=httpx.MockTransport(catch_all.handler),
+        ),
     ]
     async with BackendRouter(backends=clients) as router:
         assert router.models() == ("m", "n")

@@ -16,7 +16,9 @@ class Clock:
 
 
 def tracker(clock: Clock) -> LoadTracker:
-    return LoadTracker(capacity=4, latency_slo_s=2.0, window_s=10.0, overload_error_rate=0.25, clock=clock)
+    return LoadTracker(
+        capacity=4, latency_slo_s=2.0, window_s=10.0, overload_error_rate=0.25, clock=clock
+    )
 
 
 def test_idle_backend_reads_zero() -> None:

@@ -31,7 +31,10 @@ def test_max_tokens_and_stop_cut_the_answer() -> None:
 
 
 def test_chat_prompt_tokens_count_messages() -> None:
-    body = {"model": "m", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}
+    body = {
+        "model": "m",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+    }
     assert generate(body).prompt_tokens == 3 + 2
 
 
@@ -44,7 +47,10 @@ def test_fault_specs() -> None:
     with pytest.raises(ValueError):
         FaultSpec.parse("429,often=yes")
     assert fault_in({"prompt": "a [[fake-fault:drop,times=1]] b"}, None) == "drop,times=1"
-    assert fault_in({"messages": [{"role": "user", "content": "[[fake-fault:503]]"}]}, "hang") == "hang"
+    assert (
+        fault_in({"messages": [{"role": "user", "content": "[[fake-fault:503]]"}]}, "hang")
+        == "hang"
+    )
     assert fault_in({"prompt": "plain"}, None) is None
 
 

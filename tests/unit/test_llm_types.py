@@ -41,7 +41,11 @@ def test_request_params_are_a_read_only_copy() -> None:
 
 @pytest.mark.parametrize(
     "base_url,api_base",
-    [("http://h:8000", "http://h:8000/v1"), ("http://h:8000/", "http://h:8000/v1"), ("http://h:8000/v1/", "http://h:8000/v1")],
+    [
+        ("http://h:8000", "http://h:8000/v1"),
+        ("http://h:8000/", "http://h:8000/v1"),
+        ("http://h:8000/v1/", "http://h:8000/v1"),
+    ],
 )
 def test_base_url_may_be_the_root_or_the_openai_base(base_url: str, api_base: str) -> None:
     assert BackendConfig(name="b", base_url=base_url).api_base == api_base
@@ -65,11 +69,16 @@ def test_config_is_validated() -> None:
         (UnknownModel("m"), grpc.StatusCode.NOT_FOUND),
     ],
 )
-def test_backend_errors_map_to_real_status_codes(error: BackendError, code: grpc.StatusCode) -> None:
+def test_backend_errors_map_to_real_status_codes(
+    error: BackendError, code: grpc.StatusCode
+) -> None:
     assert isinstance(error, BackendError)
     got, _, trailers = status_for(error)
     assert got == code
-    assert (ERROR_SOURCE_KEY, "backend") in trailers  # a gateway tells backend from service failures
+    assert (
+        ERROR_SOURCE_KEY,
+        "backend",
+    ) in trailers  # a gateway tells backend from service failures
     if isinstance(error, BackendOverloaded):
         assert trailers == (("retry-after", "3"), (ERROR_SOURCE_KEY, "backend"))
 

@@ -7,16 +7,37 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from curacache.llm import BackendOverloaded, BackendRejected, BackendTimeout, BackendUnavailable, GenerationRequest, Message, UnknownModel
-from curacache.llm.wire import StreamAssembler, error_for_status, iter_sse_data, parse_completion, parse_retry_after, request_body
+from curacache.llm import (
+    BackendOverloaded,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+    GenerationRequest,
+    Message,
+    UnknownModel,
+)
+from curacache.llm.wire import (
+    StreamAssembler,
+    error_for_status,
+    iter_sse_data,
+    parse_completion,
+    parse_retry_after,
+    request_body,
+)
 
-CHAT = GenerationRequest(model="m", messages=(Message("user", "hi"),), params={"temperature": 0, "max_tokens": 5})
+CHAT = GenerationRequest(
+    model="m", messages=(Message("user", "hi"),), params={"temperature": 0, "max_tokens": 5}
+)
 TEXT = GenerationRequest(model="m", prompt="hi")
 
 
 def test_request_body() -> None:
     assert request_body(CHAT, stream=False) == {
-        "model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0, "max_tokens": 5, "stream": False,
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0,
+        "max_tokens": 5,
+        "stream": False,
     }
     streamed = request_body(TEXT, stream=True)
     assert streamed["prompt"] == "hi" and streamed["stream_options"] == {"include_usage": True}
@@ -28,8 +49,21 @@ async def _lines(*lines: str) -> AsyncIterator[str]:
 
 
 async def test_sse_data_events() -> None:
-    events = [e async for e in iter_sse_data(_lines(": keep-alive", "event: message", "data: {\"a\":1}", "",
-                                                      "data:x", "data: y", "", "data: [DONE]"))]
+    events = [
+        e
+        async for e in iter_sse_data(
+            _lines(
+                ": keep-alive",
+                "event: message",
+                'data: {"a":1}',
+                "",
+                "data:x",
+                "data: y",
+                "",
+                "data: [DONE]",
+            )
+        )
+    ]
     assert events == ['{"a":1}', "x\ny", "[DONE]"]
 
 
@@ -44,13 +78,22 @@ def test_assembler_chat_stream() -> None:
         asm.feed(_chunk(choices=[{"index": 0, "delta": {"content": "Hel"}}])),
         asm.feed(_chunk(choices=[{"index": 0, "delta": {"content": "lo"}}])),
         asm.feed(_chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])),
-        asm.feed(_chunk(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})),
+        asm.feed(
+            _chunk(
+                choices=[], usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+            )
+        ),
     ]
     assert texts == ["", "Hel", "lo", "", ""] and not asm.done
     asm.feed("[DONE]")
     assert asm.done
     final = asm.completion()
-    assert (final.text, final.finish_reason, final.usage.total_tokens, final.model) == ("Hello", "stop", 5, "m-served")
+    assert (final.text, final.finish_reason, final.usage.total_tokens, final.model) == (
+        "Hello",
+        "stop",
+        5,
+        "m-served",
+    )
 
 
 def test_assembler_without_usage_estimates_from_chunks() -> None:
@@ -60,18 +103,34 @@ def test_assembler_without_usage_estimates_from_chunks() -> None:
     asm.feed(_chunk(choices=[{"index": 0, "text": "", "finish_reason": "length"}]))
     assert asm.finished
     final = asm.completion()
-    assert final.text == "a b c" and final.usage.completion_tokens == 3 and final.finish_reason == "length"
+    assert (
+        final.text == "a b c"
+        and final.usage.completion_tokens == 3
+        and final.finish_reason == "length"
+    )
 
 
-@pytest.mark.parametrize("event", ['{"error": {"message": "CUDA OOM"}}', '{"object": "error", "message": "boom"}', "not json"])
+@pytest.mark.parametrize(
+    "event",
+    ['{"error": {"message": "CUDA OOM"}}', '{"object": "error", "message": "boom"}', "not json"],
+)
 def test_assembler_raises_on_an_error_event(event: str) -> None:
     with pytest.raises(BackendUnavailable):
         StreamAssembler(request=CHAT, backend="b").feed(event)
 
 
 def test_parse_completion() -> None:
-    data = {"model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hey"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    data = {
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hey"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
     final = parse_completion(data, request=CHAT, backend="b")
     assert final.text == "hey" and final.usage.total_tokens == 2
     with pytest.raises(BackendUnavailable):

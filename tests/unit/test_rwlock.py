@@ -157,12 +157,10 @@ def test_release_without_acquire_raises() -> None:
 
 def test_exception_inside_releases() -> None:
     lock = RWLock()
-    with pytest.raises(KeyError):
-        with lock.write():
-            raise KeyError("x")
-    with pytest.raises(KeyError):
-        with lock.read():
-            raise KeyError("x")
+    with pytest.raises(KeyError), lock.write():
+        raise KeyError("x")
+    with pytest.raises(KeyError), lock.read():
+        raise KeyError("x")
     got = threading.Event()
 
     def writer() -> None:

@@ -64,9 +64,14 @@ def store(opener: Opener) -> DocumentStore:
 
 
 def spec(name: str = "docs", **kw: object) -> CollectionSpec:
-    base: dict[str, object] = dict(name=name, dim=DIM, metric="cosine", index_kind="curator",
-                                   index_params={"branching": 8, "leaf_size": 64.0},
-                                   created_at=1700000000.25)
+    base: dict[str, object] = dict(
+        name=name,
+        dim=DIM,
+        metric="cosine",
+        index_kind="curator",
+        index_params={"branching": 8, "leaf_size": 64.0},
+        created_at=1700000000.25,
+    )
     base.update(kw)
     return CollectionSpec(**base)  # type: ignore[arg-type]
 
@@ -76,8 +81,14 @@ def vec(*xs: float) -> bytes:
 
 
 def rec(rid: str, owner: str = "alice", payload: bytes = b"p", **kw: object) -> StoredRecord:
-    fields: dict[str, object] = dict(id=rid, vector=vec(float(len(rid)), 1.5), owner=owner,
-                                     tenants=(owner,), payload=payload, metadata={"k": rid})
+    fields: dict[str, object] = dict(
+        id=rid,
+        vector=vec(float(len(rid)), 1.5),
+        owner=owner,
+        tenants=(owner,),
+        payload=payload,
+        metadata={"k": rid},
+    )
     fields.update(kw)
     return StoredRecord(**fields)  # type: ignore[arg-type]
 
@@ -133,8 +144,11 @@ def test_missing_collection_raises_everywhere(store: DocumentStore) -> None:
 def test_round_trip_is_bit_exact(store: DocumentStore, coll: str) -> None:
     nan = struct.pack("<I", 0x7FC00001)  # a NaN with payload bits must survive unchanged
     weird = StoredRecord(
-        id="ид/🎉 x:{y}", vector=nan + struct.pack("<3f", -0.0, 1e-45, 3.4e38), owner="zoë",
-        tenants=("zoë", "bob", "alice", "bob-2"), payload=b"\x00" + bytes(range(256)) + b"\x00",
+        id="ид/🎉 x:{y}",
+        vector=nan + struct.pack("<3f", -0.0, 1e-45, 3.4e38),
+        owner="zoë",
+        tenants=("zoë", "bob", "alice", "bob-2"),
+        payload=b"\x00" + bytes(range(256)) + b"\x00",
         metadata={"ключ": "值 🎉", "": "", "nl": "a\nb\x00c", "q": '"}{'},
     )
     plain = StoredRecord(id="plain", vector=vec(1, 2, 3, 4), owner="o", tenants=("o",))
@@ -288,8 +302,16 @@ def test_collections_are_isolated(store: DocumentStore) -> None:
         rec("bad\ud800"),  # lone surrogate: not storable as UTF-8
         "not a record",
     ],
-    ids=["vector-str", "vector-list", "payload-str", "meta-int", "tenants-str", "owner-none",
-         "id-surrogate", "not-a-record"],
+    ids=[
+        "vector-str",
+        "vector-list",
+        "payload-str",
+        "meta-int",
+        "tenants-str",
+        "owner-none",
+        "id-surrogate",
+        "not-a-record",
+    ],
 )
 def test_invalid_batch_writes_nothing(store: DocumentStore, coll: str, bad: object) -> None:
     old = rec("keep", payload=b"old")
@@ -327,7 +349,7 @@ def test_concurrent_writers_and_readers(store: DocumentStore, coll: str) -> None
                     store.delete_records(coll, [f"t{t}-{n}-0"])
                     assert store.count(coll) >= 1
                     sum(len(b) for b in store.iter_records(coll, batch_size=64))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
@@ -426,8 +448,9 @@ _records = st.lists(
 _counter = itertools.count()
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(records=_records)
 def test_property_round_trip(store: DocumentStore, records: list[StoredRecord]) -> None:
     name = f"prop{next(_counter)}"

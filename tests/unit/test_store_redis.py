@@ -19,8 +19,9 @@ pytestmark = pytest.mark.redis
 
 
 def rec(rid: str, payload: bytes = b"p") -> StoredRecord:
-    return StoredRecord(id=rid, vector=struct.pack("<2f", 1, 2), owner="o", tenants=("o",),
-                        payload=payload)
+    return StoredRecord(
+        id=rid, vector=struct.pack("<2f", 1, 2), owner="o", tenants=("o",), payload=payload
+    )
 
 
 SPEC = CollectionSpec("docs", 2, "l2", "flat")
@@ -45,8 +46,14 @@ def test_key_layout_shares_one_slot(store: RedisStore, raw: redis.Redis) -> None
     store.put_records("docs", [rec("a"), rec("b:c")])
     store.put_blob("docs", "centroids", b"x")
     keys = set(raw.keys("cc:{docs}:*"))
-    assert keys == {b"cc:{docs}:r:a", b"cc:{docs}:r:b:c", b"cc:{docs}:ids",
-                    b"cc:{docs}:bytes", b"cc:{docs}:b:centroids", b"cc:{docs}:blobs"}
+    assert keys == {
+        b"cc:{docs}:r:a",
+        b"cc:{docs}:r:b:c",
+        b"cc:{docs}:ids",
+        b"cc:{docs}:bytes",
+        b"cc:{docs}:b:centroids",
+        b"cc:{docs}:blobs",
+    }
     assert len({key_slot(k) for k in keys}) == 1
     assert set(raw.hkeys("cc:{docs}:r:a")) == {b"v", b"o", b"t", b"p", b"m", b"n"}
     assert raw.hexists("cc:collections", "docs")
@@ -94,20 +101,22 @@ def test_injected_client(redis_url: str) -> None:
 
 @pytest.mark.parametrize(
     "exc",
-    [rexc.ConnectionError("down"), rexc.TimeoutError("slow"), rexc.BusyLoadingError("loading"),
-     rexc.ReadOnlyError("READONLY replica"),
-     rexc.ResponseError("MISCONF Redis is configured to save RDB snapshots")],
+    [
+        rexc.ConnectionError("down"),
+        rexc.TimeoutError("slow"),
+        rexc.BusyLoadingError("loading"),
+        rexc.ReadOnlyError("READONLY replica"),
+        rexc.ResponseError("MISCONF Redis is configured to save RDB snapshots"),
+    ],
 )
 def test_transient_errors_map_to_unavailable(exc: Exception) -> None:
-    with pytest.raises(StoreUnavailable):
-        with _mapped():
-            raise exc
+    with pytest.raises(StoreUnavailable), _mapped():
+        raise exc
 
 
 def test_other_response_errors_pass_through() -> None:
-    with pytest.raises(rexc.ResponseError):
-        with _mapped():
-            raise rexc.ResponseError("WRONGTYPE Operation against a key")
+    with pytest.raises(rexc.ResponseError), _mapped():
+        raise rexc.ResponseError("WRONGTYPE Operation against a key")
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ from storage.sqlite import SqliteStore
 
 
 def rec(rid: str, payload: bytes = b"p") -> StoredRecord:
-    return StoredRecord(id=rid, vector=struct.pack("<2f", 1, 2), owner="o", tenants=("o",),
-                        payload=payload)
+    return StoredRecord(
+        id=rid, vector=struct.pack("<2f", 1, 2), owner="o", tenants=("o",), payload=payload
+    )
 
 
 @pytest.fixture
@@ -42,8 +43,10 @@ def test_wal_and_full_sync(store: SqliteStore, path: Path) -> None:
 
 def test_failure_mid_batch_rolls_back(store: SqliteStore, path: Path) -> None:
     raw = sqlite3.connect(path)
-    raw.execute("CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.id = 'boom' "
-                "BEGIN SELECT RAISE(ABORT, 'boom'); END")
+    raw.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.id = 'boom' "
+        "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+    )
     raw.commit()
     raw.close()
     store.put_records("c", [rec("keep")])

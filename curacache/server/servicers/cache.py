@@ -45,11 +45,21 @@ def _api_fields() -> Iterator[None]:
         yield
     except InvalidRequest as exc:
         root = exc.field.split(".")[0].split("[")[0]
-        raise InvalidArgument(f"query.{exc.field}" if root in _QUERY_FIELDS else exc.field, exc.message) from None
+        raise InvalidArgument(
+            f"query.{exc.field}" if root in _QUERY_FIELDS else exc.field, exc.message
+        ) from None
 
 
 class CacheServicer(cache_pb2_grpc.CacheServicer):
-    def __init__(self, cache: SemanticCache, gate: Gate, *, dim: int, router: BackendRouter, max_forward_bytes: int) -> None:
+    def __init__(
+        self,
+        cache: SemanticCache,
+        gate: Gate,
+        *,
+        dim: int,
+        router: BackendRouter,
+        max_forward_bytes: int,
+    ) -> None:
         self._cache = cache
         self._gate = gate
         self._dim = dim
@@ -65,7 +75,9 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         if q.embedding:
             embedding = validate.vectors([q.embedding], self._dim, "query.embedding")[0]
             validate.nonzero_rows(embedding.reshape(1, -1), "query.embedding")
-        params: dict[str, Any] = {name: getattr(q.params, name) for name in _SCALAR_PARAMS if q.params.HasField(name)}
+        params: dict[str, Any] = {
+            name: getattr(q.params, name) for name in _SCALAR_PARAMS if q.params.HasField(name)
+        }
         if q.params.stop:
             params["stop"] = list(q.params.stop)
         params.update(q.params.extra)
@@ -87,70 +99,102 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         return request, principal.manage
 
     @rpc
-    async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
+    async def Lookup(
+        self, request: pb.LookupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupResponse:
         query, _ = self._request(request.query, context)
         with _api_fields():
             return _lookup_response(await self._cache.lookup(query))
 
     @rpc
-    async def Store(self, request: pb.StoreRequest, context: grpc.aio.ServicerContext) -> pb.StoreResponse:
+    async def Store(
+        self, request: pb.StoreRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoreResponse:
         query, may_share = self._request(request.query, context)
         if request.shared and not may_share:
-            raise PermissionDenied("shared: storing entries every tenant sees needs an admin API key")
+            raise PermissionDenied(
+                "shared: storing entries every tenant sees needs an admin API key"
+            )
         if request.ttl_s < 0:
             raise InvalidArgument("ttl_s", f"must be >= 0, got {request.ttl_s}")
         r = request.response
         with _api_fields():
-            response = CachedResponse(text=r.text, finish_reason=r.finish_reason or "stop", usage=_usage(r.usage))
-            result = await self._cache.store(query, response, ttl=request.ttl_s or None, shared=request.shared)
+            response = CachedResponse(
+                text=r.text, finish_reason=r.finish_reason or "stop", usage=_usage(r.usage)
+            )
+            result = await self._cache.store(
+                query, response, ttl=request.ttl_s or None, shared=request.shared
+            )
         return pb.StoreResponse(
-            entry_id=result.entry_id or "", category=result.category, stored=result.stored,
+            entry_id=result.entry_id or "",
+            category=result.category,
+            stored=result.stored,
             reason=str(result.reason) + (f": {result.detail}" if result.detail else ""),
         )
 
     @rpc_stream
-    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateChunk]:
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateChunk]:
         if request.max_ttl_s < 0 or not math.isfinite(request.max_ttl_s):
             raise InvalidArgument("max_ttl_s", f"must be >= 0 seconds, got {request.max_ttl_s}")
         query, may_share = self._request(request.query, context, max_ttl_s=request.max_ttl_s)
         if request.shared and not may_share:
-            raise PermissionDenied("shared: storing entries every tenant sees needs an admin API key")
+            raise PermissionDenied(
+                "shared: storing entries every tenant sees needs an admin API key"
+            )
         with _api_fields():
             async for item in self._cache.generate(query, shared=request.shared):
                 if isinstance(item, LookupResult):
                     yield pb.GenerateChunk(start=_start(item))
                 elif isinstance(item, Chunk):
                     yield pb.GenerateChunk(text=item.text)
-                elif isinstance(item, FinalResult):  # carries the whole text (hit, lead or follower)
+                elif isinstance(
+                    item, FinalResult
+                ):  # carries the whole text (hit, lead or follower)
                     yield pb.GenerateChunk(done=_done(item))
 
     @rpc
-    async def Invalidate(self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext) -> pb.InvalidateResponse:
+    async def Invalidate(
+        self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InvalidateResponse:
         self._gate.tenant(context, request.tenant)
         selectors = sum((bool(request.entry_ids), bool(request.category), request.all))
         if selectors != 1:
             raise InvalidArgument("entry_ids", "name exactly one of entry_ids, category or all")
         n = await self._cache.invalidate(
-            entry_ids=list(request.entry_ids) or None, category=request.category or None, tenant=request.tenant
+            entry_ids=list(request.entry_ids) or None,
+            category=request.category or None,
+            tenant=request.tenant,
         )
         return pb.InvalidateResponse(invalidated=n)
 
     @rpc
-    async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
+    async def Feedback(
+        self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FeedbackResponse:
         self._gate.tenant(context, request.tenant)
         if not request.entry_id:
             raise InvalidArgument("entry_id", "is required")
         category = self._cache.feedback(request.entry_id, request.correct, request.tenant)
         stats = self._cache.stats().get(category)
-        return pb.FeedbackResponse(category=category, threshold=stats.effective_threshold if stats else 0.0)
+        return pb.FeedbackResponse(
+            category=category, threshold=stats.effective_threshold if stats else 0.0
+        )
 
     @rpc
-    async def GetPolicies(self, request: pb.GetPoliciesRequest, context: grpc.aio.ServicerContext) -> pb.GetPoliciesResponse:
+    async def GetPolicies(
+        self, request: pb.GetPoliciesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPoliciesResponse:
         self._gate.principal(context)
-        return pb.GetPoliciesResponse(policies=[_policy_pb(c, p) for c, p in sorted(self._cache.policies().items())])
+        return pb.GetPoliciesResponse(
+            policies=[_policy_pb(c, p) for c, p in sorted(self._cache.policies().items())]
+        )
 
     @rpc
-    async def SetPolicy(self, request: pb.SetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.SetPolicyResponse:
+    async def SetPolicy(
+        self, request: pb.SetPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetPolicyResponse:
         if not self._gate.principal(context).manage:
             raise PermissionDenied("changing cache policies needs an admin API key")
         category = request.policy.category
@@ -160,7 +204,11 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         unknown = sorted(set(paths) - set(_POLICY_FIELDS) - {"category"})
         if unknown:
             raise InvalidArgument("update_mask", f"unknown policy field {unknown[0]!r}")
-        changes = {name: _policy_value(name, getattr(request.policy, name)) for name in paths if name != "category"}
+        changes = {
+            name: _policy_value(name, getattr(request.policy, name))
+            for name in paths
+            if name != "category"
+        }
         try:
             policy = self._cache.set_policy(category, create=request.create, **changes)
         except InvalidRequest as exc:
@@ -168,29 +216,44 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         return pb.SetPolicyResponse(policy=_policy_pb(category, policy))
 
     @rpc
-    async def Models(self, request: pb.ModelsRequest, context: grpc.aio.ServicerContext) -> pb.ModelsResponse:
+    async def Models(
+        self, request: pb.ModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelsResponse:
         self._gate.principal(context)
         owners = await self._router.served_models()
         return pb.ModelsResponse(models=[pb.Model(id=m, owned_by=b) for m, b in owners.items()])
 
     @rpc_stream
-    async def Forward(self, request: pb.ForwardRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ForwardChunk]:
+    async def Forward(
+        self, request: pb.ForwardRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ForwardChunk]:
         self._gate.tenant(context, request.tenant)
         backend_path = _FORWARD_PATHS.get(request.path)
         if backend_path is None:
-            raise InvalidArgument("path", f"must be one of {sorted(_FORWARD_PATHS)}, got {request.path!r}")
+            raise InvalidArgument(
+                "path", f"must be one of {sorted(_FORWARD_PATHS)}, got {request.path!r}"
+            )
         if len(request.body) > self._max_forward_bytes:
-            raise InvalidArgument("body", f"{len(request.body)} bytes is over the limit of {self._max_forward_bytes}")
+            raise InvalidArgument(
+                "body", f"{len(request.body)} bytes is over the limit of {self._max_forward_bytes}"
+            )
         model = _forward_model(request.body)
         async for item in self._router.forward(model, backend_path, request.body):
             if isinstance(item, ForwardHead):
-                yield pb.ForwardChunk(head=pb.ForwardHead(
-                    status=item.status, content_type=item.content_type, retry_after=item.retry_after or ""))
+                yield pb.ForwardChunk(
+                    head=pb.ForwardHead(
+                        status=item.status,
+                        content_type=item.content_type,
+                        retry_after=item.retry_after or "",
+                    )
+                )
             else:
                 yield pb.ForwardChunk(data=item)
 
     @rpc
-    async def Stats(self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext) -> pb.CacheStatsResponse:
+    async def Stats(
+        self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CacheStatsResponse:
         principal = self._gate.principal(context)
         scope: frozenset[str] | None = principal.tenants  # None: every tenant's figures
         if request.tenant:
@@ -199,14 +262,27 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         rows = []
         for category, s in sorted(self._cache.stats(tenants=scope).items()):
             c = s.counters
-            rows.append(pb.CategoryStats(
-                category=category, lookups=c.lookups, exact_hits=c.exact_hits, semantic_hits=c.semantic_hits,
-                misses=c.misses, stores=c.stores, evictions=c.evictions, expirations=c.expirations,
-                correct_feedback=c.correct_hits, false_hit_feedback=c.false_hits, entries=s.entries,
-                effective_threshold=s.effective_threshold, effective_ttl_s=s.effective_ttl_s, backend_load=s.load,
-                hit_rate=c.rolling_hit_rate if c.rolling_hit_rate is not None else c.hit_rate,
-                semantic_skipped=c.skipping_semantic, miss_cost_ms=c.miss_path_ms or 0.0,
-            ))
+            rows.append(
+                pb.CategoryStats(
+                    category=category,
+                    lookups=c.lookups,
+                    exact_hits=c.exact_hits,
+                    semantic_hits=c.semantic_hits,
+                    misses=c.misses,
+                    stores=c.stores,
+                    evictions=c.evictions,
+                    expirations=c.expirations,
+                    correct_feedback=c.correct_hits,
+                    false_hit_feedback=c.false_hits,
+                    entries=s.entries,
+                    effective_threshold=s.effective_threshold,
+                    effective_ttl_s=s.effective_ttl_s,
+                    backend_load=s.load,
+                    hit_rate=c.rolling_hit_rate if c.rolling_hit_rate is not None else c.hit_rate,
+                    semantic_skipped=c.skipping_semantic,
+                    miss_cost_ms=c.miss_path_ms or 0.0,
+                )
+            )
         return pb.CacheStatsResponse(categories=rows)
 
 
@@ -240,22 +316,34 @@ def _json_params(extra_json: Mapping[str, str], plain: set[str]) -> dict[str, An
 
 def _start(r: LookupResult) -> pb.GenerateStart:
     return pb.GenerateStart(
-        cached=r.hit, similarity=r.similarity or 0.0, category=r.category or "", entry_id=r.entry_id or "",
-        reason=str(r.reason), threshold=r.threshold or 0.0,
+        cached=r.hit,
+        similarity=r.similarity or 0.0,
+        category=r.category or "",
+        entry_id=r.entry_id or "",
+        reason=str(r.reason),
+        threshold=r.threshold or 0.0,
         cacheable=r.reason not in (Reason.NONDETERMINISTIC, Reason.DISABLED),
     )
 
 
 def _usage(u: pb.Usage) -> dict[str, int]:
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    }
 
 
 def _response_pb(r: CachedResponse) -> pb.CachedResponse:
     u: Mapping[str, int] = r.usage
     return pb.CachedResponse(
-        text=r.text, finish_reason=r.finish_reason,
-        usage=pb.Usage(prompt_tokens=u.get("prompt_tokens", 0), completion_tokens=u.get("completion_tokens", 0),
-                       total_tokens=u.get("total_tokens", 0)),
+        text=r.text,
+        finish_reason=r.finish_reason,
+        usage=pb.Usage(
+            prompt_tokens=u.get("prompt_tokens", 0),
+            completion_tokens=u.get("completion_tokens", 0),
+            total_tokens=u.get("total_tokens", 0),
+        ),
     )
 
 
@@ -274,8 +362,12 @@ def _lookup_response(r: LookupResult) -> pb.LookupResponse:
 def _done(f: FinalResult) -> pb.GenerateDone:
     response = CachedResponse(text=f.text, finish_reason=f.finish_reason, usage=f.usage)
     return pb.GenerateDone(
-        cached=f.cached, response=_response_pb(response), similarity=f.similarity or 0.0, category=f.category or "",
-        entry_id=f.entry_id or "", reason=str(f.lookup_reason or ""),
+        cached=f.cached,
+        response=_response_pb(response),
+        similarity=f.similarity or 0.0,
+        category=f.category or "",
+        entry_id=f.entry_id or "",
+        reason=str(f.lookup_reason or ""),
         stored=str(f.store_reason or "") == "stored",
     )
 
@@ -291,7 +383,9 @@ def _policy_value(name: str, value: Any) -> Any:
         try:
             return Eviction(value)
         except ValueError:
-            raise InvalidArgument("policy.eviction", f"must be one of {[e.value for e in Eviction]}, got {value!r}") from None
+            raise InvalidArgument(
+                "policy.eviction", f"must be one of {[e.value for e in Eviction]}, got {value!r}"
+            ) from None
     return value
 
 

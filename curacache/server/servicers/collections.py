@@ -22,7 +22,9 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
         self._limits = limits
 
     @rpc
-    async def Create(self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext) -> pb.CollectionInfo:
+    async def Create(
+        self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CollectionInfo:
         self._gate.principal(context).require_manage()
         spec = await asyncio.to_thread(
             self._db.create,
@@ -35,23 +37,35 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
         return wire.collection_info(spec)
 
     @rpc
-    async def Get(self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext) -> pb.CollectionInfo:
+    async def Get(
+        self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CollectionInfo:
         self._gate.principal(context)
-        return wire.collection_info(self._db.get(validate.collection_name(request.name, "name")).spec)
+        return wire.collection_info(
+            self._db.get(validate.collection_name(request.name, "name")).spec
+        )
 
     @rpc
-    async def List(self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext) -> pb.ListCollectionsResponse:
+    async def List(
+        self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCollectionsResponse:
         self._gate.principal(context)
-        return pb.ListCollectionsResponse(collections=[wire.collection_info(s) for s in self._db.list()])
+        return pb.ListCollectionsResponse(
+            collections=[wire.collection_info(s) for s in self._db.list()]
+        )
 
     @rpc
-    async def Delete(self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext) -> pb.DeleteCollectionResponse:
+    async def Delete(
+        self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCollectionResponse:
         self._gate.principal(context).require_manage()
         await asyncio.to_thread(self._db.delete, validate.collection_name(request.name, "name"))
         return pb.DeleteCollectionResponse()
 
     @rpc
-    async def Stats(self, request: pb.CollectionStatsRequest, context: grpc.aio.ServicerContext) -> pb.CollectionStats:
+    async def Stats(
+        self, request: pb.CollectionStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CollectionStats:
         principal = self._gate.principal(context)
         collection = self._db.get(validate.collection_name(request.name, "name"))
         stats = await asyncio.to_thread(collection.stats, principal.tenants)

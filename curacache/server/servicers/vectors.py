@@ -31,12 +31,16 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         return self._db.get(validate.collection_name(name))
 
     @rpc
-    async def Upsert(self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext) -> pb.UpsertResponse:
+    async def Upsert(
+        self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertResponse:
         principal = self._gate.tenant(context, request.tenant)
         collection = self._collection(request.collection)
         limits, records = self._limits, request.records
         validate.ids([r.id for r in records], limits, "records", item="records[{i}].id")
-        vectors = validate.vectors([r.vector for r in records], collection.spec.dim, "records[{i}].vector")
+        vectors = validate.vectors(
+            [r.vector for r in records], collection.spec.dim, "records[{i}].vector"
+        )
         if collection.spec.metric == "cosine":
             validate.nonzero_rows(vectors, "records[{i}].vector")
         stored = [
@@ -44,17 +48,23 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
                 id=r.id,
                 vector=r.vector,
                 owner=request.tenant,
-                tenants=validate.access_list(request.tenant, r.tenants, limits, f"records[{i}].tenants"),
+                tenants=validate.access_list(
+                    request.tenant, r.tenants, limits, f"records[{i}].tenants"
+                ),
                 payload=validate.payload(r.payload, limits, f"records[{i}].payload"),
                 metadata=validate.metadata(r.metadata, limits, f"records[{i}].metadata"),
             )
             for i, r in enumerate(records)
         ]
-        n = await asyncio.to_thread(collection.upsert, request.tenant, stored, admin=principal.admin)
+        n = await asyncio.to_thread(
+            collection.upsert, request.tenant, stored, admin=principal.admin
+        )
         return pb.UpsertResponse(upserted=n)
 
     @rpc
-    async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
+    async def Get(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetResponse:
         self._gate.tenant(context, request.tenant)
         collection = self._collection(request.collection)
         ids = validate.ids(request.ids, self._limits)
@@ -64,7 +74,9 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         return pb.GetResponse(records=[wire.record(r) for r in found], missing_ids=missing)
 
     @rpc
-    async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
+    async def Delete(
+        self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteResponse:
         principal = self._gate.tenant(context, request.tenant)
         collection = self._collection(request.collection)
         ids = validate.ids(request.ids, self._limits)
@@ -72,12 +84,20 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         return pb.DeleteResponse(deleted=n)
 
     @rpc
-    async def Grant(self, request: pb.GrantRequest, context: grpc.aio.ServicerContext) -> pb.AccessResponse:
-        return await self._change_access(context, request, Collection.grant, request.to_tenant, "to_tenant")
+    async def Grant(
+        self, request: pb.GrantRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AccessResponse:
+        return await self._change_access(
+            context, request, Collection.grant, request.to_tenant, "to_tenant"
+        )
 
     @rpc
-    async def Revoke(self, request: pb.RevokeRequest, context: grpc.aio.ServicerContext) -> pb.AccessResponse:
-        return await self._change_access(context, request, Collection.revoke, request.from_tenant, "from_tenant")
+    async def Revoke(
+        self, request: pb.RevokeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AccessResponse:
+        return await self._change_access(
+            context, request, Collection.revoke, request.from_tenant, "from_tenant"
+        )
 
     async def _change_access(
         self,
@@ -91,16 +111,22 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         collection = self._collection(request.collection)
         ids = validate.ids(request.ids, self._limits)
         other = validate.tenant(other, field)
-        n = await asyncio.to_thread(change, collection, request.tenant, ids, other, admin=principal.admin)
+        n = await asyncio.to_thread(
+            change, collection, request.tenant, ids, other, admin=principal.admin
+        )
         return pb.AccessResponse(changed=n)
 
     @rpc
-    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+    async def Search(
+        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchResponse:
         rows = await self._search(context, request, [request.vector], "vector")
         return wire.hits(rows)[0]
 
     @rpc
-    async def SearchBatch(self, request: pb.SearchBatchRequest, context: grpc.aio.ServicerContext) -> pb.SearchBatchResponse:
+    async def SearchBatch(
+        self, request: pb.SearchBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchBatchResponse:
         if not request.vectors:
             raise InvalidArgument("vectors", "must not be empty")
         validate.batch_size(len(request.vectors), self._limits, "vectors")
@@ -121,7 +147,11 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         if spec.metric == "cosine":
             validate.nonzero_rows(queries, field)
         k = validate.k(request.k, self._limits)
-        params = resolve_params(get_kind(spec.index_kind, field="index.kind").search_params, request.params, field="params")
+        params = resolve_params(
+            get_kind(spec.index_kind, field="index.kind").search_params,
+            request.params,
+            field="params",
+        )
         return await asyncio.to_thread(
             collection.search, request.tenant, queries, k, params, with_payload=request.with_payload
         )
