@@ -201,9 +201,10 @@ class LookupRequest:
             raise InvalidRequest("prompt", "send a prompt or messages, not both")
         if self.prompt is None and not self.messages:
             raise InvalidRequest("prompt", "send a prompt or messages")
-        if self.prompt is not None:
-            if not isinstance(self.prompt, str) or not self.prompt.strip():
-                raise InvalidRequest("prompt", "must be a non-empty string")
+        if self.prompt is not None and (
+            not isinstance(self.prompt, str) or not self.prompt.strip()
+        ):
+            raise InvalidRequest("prompt", "must be a non-empty string")
         object.__setattr__(self, "messages", _messages(self.messages))
         if self.category is not None and (not isinstance(self.category, str) or not self.category):
             raise InvalidRequest("category", "must be a non-empty string when set")
@@ -378,9 +379,12 @@ def _check_known_params(params: Mapping[str, Any]) -> None:
     if params.get("max_tokens") is not None and params["max_tokens"] <= 0:
         raise InvalidRequest("params.max_tokens", "must be positive")
     stop = params.get("stop")
-    if stop is not None and not isinstance(stop, str):
-        if not isinstance(stop, tuple) or not all(isinstance(s, str) for s in stop):
-            raise InvalidRequest("params.stop", "must be a string or a list of strings")
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and (not isinstance(stop, tuple) or not all(isinstance(s, str) for s in stop))
+    ):
+        raise InvalidRequest("params.stop", "must be a string or a list of strings")
 
 
 def _embedding(embedding: Any) -> np.ndarray:

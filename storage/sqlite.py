@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -192,10 +192,8 @@ class SqliteStore:
                 return result
             except BaseException as exc:
                 if conn.in_transaction:
-                    try:
+                    with suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
                 if isinstance(exc, sqlite3.OperationalError):
                     raise _unavailable(exc) from exc
                 raise

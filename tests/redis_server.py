@@ -64,13 +64,10 @@ class RedisProcess:
             "--protected-mode",
             "no",
         ]
-        log = open(self.log_path, "ab")
-        try:
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self._proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        finally:
-            log.close()
         self._wait_ready()
 
     def _wait_ready(self) -> None:

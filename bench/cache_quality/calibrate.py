@@ -154,7 +154,7 @@ def per_category_each(
 ) -> dict[str, float]:
     """Per category, the lowest threshold whose false hits stay <= target of that category's own
     lookups: the same error guarantee in every category, whatever the traffic mix."""
-    correct, false, support = _counts(look, grid)
+    _correct, false, support = _counts(look, grid)
     out = {}
     for c, name in enumerate(look.categories):
         ok = np.flatnonzero(false[c] <= target_fhr * support[c])

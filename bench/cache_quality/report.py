@@ -157,7 +157,7 @@ def _single_search(r: dict[str, Any]) -> list[str]:
                 f"| {label}: {t} | {search.replace('_', ' ')} | {m['hit_rate']:.3f} | {m['precision']:.3f} | "
                 f"{m['recall']:.3f} | {m['f1']:.3f} | {_pct(m['false_hit_rate'])} | {extra} |"
             )
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _moved(policy: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
@@ -247,7 +248,7 @@ def _per_category(
         good = sum(bool(r["correct"]) for r in mine)
         dups = sum(bool(r["had_dup"]) for r in mine)
         per_window = []
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in itertools.pairwise(bounds):
             w = [r for r in body[lo:hi] if r["category"] == c]
             false = sum(bool(r["hit"]) and not bool(r["correct"]) for r in w)
             per_window.append({"lookups": len(w), "false_hit_rate": false / len(w) if w else None})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import faiss
 import numpy as np
@@ -180,7 +180,7 @@ class _MF(Contender):
     """Shared FAISS index + per-tenant selectors; subclasses build the index and params."""
 
     param_name = ""
-    values: list[int] = []
+    values: ClassVar[list[int]] = []
 
     def __init__(self, name: str) -> None:
         self.name, self.label, self.notes = name, LABELS[name], []
@@ -293,7 +293,7 @@ class MFIVF(_MF):
 
     def _make_index(self, wl: Workload) -> tuple[Any, float]:
         n, d = wl.X.shape
-        nlist = max(1, int(round(4 * math.sqrt(n))))
+        nlist = max(1, round(4 * math.sqrt(n)))
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.own_fields = True

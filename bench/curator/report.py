@@ -28,7 +28,7 @@ def plot_recall(result: dict, out: Path) -> Path:
     for col, mix in enumerate(mixes):
         for row, (stat, title) in enumerate((("avg_ms", "avg"), ("p99_ms", "p99"))):
             ax = axes[row][col]
-            for name, r in result["indexes"].items():
+            for _name, r in result["indexes"].items():
                 pts = r["mixes"].get(mix, {}).get("points", [])
                 if pts:
                     ax.plot(
@@ -360,4 +360,4 @@ def write_all(results: list[dict], out: Path) -> list[Path]:
     md_path = out / "curator_summary.md"
     md_path.write_text(md)
     print(md)
-    return paths + [md_path]
+    return [*paths, md_path]

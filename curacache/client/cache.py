@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from google.protobuf import field_mask_pb2
@@ -31,7 +31,7 @@ from curacache.client.cache_types import (
     Usage,
 )
 
-Prompt = Union[str, Sequence[Mapping[str, str]], Sequence[tuple[str, str]]]
+Prompt = str | Sequence[Mapping[str, str]] | Sequence[tuple[str, str]]
 _PARAM_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
 _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(CategoryPolicy))
 

@@ -9,6 +9,7 @@ by cosine, and normalised rows make cosine a plain dot product everywhere downst
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
@@ -72,7 +73,7 @@ class HashingEmbedder:
         words = _TOKEN.findall(text.lower())
         feats = list(words)
         if self._bigrams:
-            feats += [f"{a} {b}" for a, b in zip(words, words[1:])]
+            feats += [f"{a} {b}" for a, b in itertools.pairwise(words)]
         return feats
 
     def _bucket(self, feature: str) -> tuple[int, float]:

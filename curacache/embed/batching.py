@@ -16,6 +16,7 @@ than `max_batch` goes alone. An error in a pass fails exactly the callers in tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -79,10 +80,8 @@ class BatchingEmbedder:
         while True:
             await self._wakeup.wait()
             if self._pending_texts < self.max_batch and self.max_wait_s > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.max_wait_s)
-                except TimeoutError:
-                    pass
             batch = self._take()
             if not self._pending:
                 self._wakeup.clear()
@@ -140,8 +139,6 @@ class BatchingEmbedder:
         worker = self._worker
         if worker is not None and not worker.done() and self._loop is asyncio.get_running_loop():
             worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await worker
-            except asyncio.CancelledError:
-                pass
         await self.inner.aclose()

@@ -274,10 +274,10 @@ class FlatIndex:
                 return SearchResult(out_labels, out_scores)
             n = rows.n
             k_eff = min(k, n)
-            D, I = self._knn(queries, rows.mat[:n], k_eff)
-            hit = I >= 0  # always true for finite inputs and k_eff <= n; kept for safety
-            out_labels[:, :k_eff] = np.where(hit, rows.labels[np.where(hit, I, 0)], -1)
-        out_scores[:, :k_eff] = np.where(hit, D, self._pad)
+            scores, rows_found = self._knn(queries, rows.mat[:n], k_eff)
+            hit = rows_found >= 0  # always true for finite inputs and k_eff <= n; kept for safety
+            out_labels[:, :k_eff] = np.where(hit, rows.labels[np.where(hit, rows_found, 0)], -1)
+        out_scores[:, :k_eff] = np.where(hit, scores, self._pad)
         return SearchResult(out_labels, out_scores)
 
     def _knn(self, xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

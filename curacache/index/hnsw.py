@@ -263,9 +263,9 @@ class HnswIndex:
             if g is None or not g.live:
                 return SearchResult(out_labels, out_scores)
             k_eff = min(k, len(g.live))
-            I, D = self._knn(g, q, k_eff, max(ef, k_eff))
-        out_labels[:, :k_eff] = I
-        out_scores[:, :k_eff] = D
+            labels, scores = self._knn(g, q, k_eff, max(ef, k_eff))
+        out_labels[:, :k_eff] = labels
+        out_scores[:, :k_eff] = scores
         return SearchResult(out_labels, out_scores)
 
     def _knn(self, g: _Graph, q: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
@@ -276,17 +276,17 @@ class HnswIndex:
             if idx.ef != attempt_ef:
                 idx.set_ef(attempt_ef)
             try:
-                I, D = idx.knn_query(q, k=k, num_threads=1)
+                labels, dists = idx.knn_query(q, k=k, num_threads=1)
             except RuntimeError:  # fewer than k live elements reached (many deleted)
                 continue
-            D = 1.0 - D if self.metric == "ip" else D
-            return I.astype(np.int64), D.astype(np.float32, copy=False)
+            scores = 1.0 - dists if self.metric == "ip" else dists
+            return labels.astype(np.int64), scores.astype(np.float32, copy=False)
         return self._exact(g, q, k)
 
     def _exact(self, g: _Graph, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.fromiter(g.live, dtype=np.int64, count=len(g.live))
-        D, I = faiss.knn(q, self._mat[labels], k, metric=self._faiss_metric)
-        return labels[I], D
+        scores, rows = faiss.knn(q, self._mat[labels], k, metric=self._faiss_metric)
+        return labels[rows], scores
 
     # -- introspection -----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import numpy as np
@@ -63,7 +64,7 @@ class CollectionRepository:
             try:
                 self._collection = self._db.get(self._name)
             except NotFound:  # first use of this category
-                try:
+                with contextlib.suppress(AlreadyExists):
                     self._db.create(
                         self._name,
                         dim=self._dim,
@@ -71,8 +72,6 @@ class CollectionRepository:
                         index_kind=self._index_kind,
                         params=self._index_params,
                     )
-                except AlreadyExists:
-                    pass
                 self._collection = self._db.get(self._name)
         return self._collection
 

@@ -72,7 +72,7 @@ def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
                 raise
             code, message, trailers = status_for(exc)
             await context.abort(code, message, trailers)
-            raise AssertionError("unreachable")  # abort always raises
+            raise AssertionError("unreachable") from exc  # abort always raises
 
     return handler
 

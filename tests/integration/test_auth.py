@@ -44,8 +44,10 @@ def test_keys_bound_to_tenants(auth_server) -> None:
 
 def test_missing_or_unknown_key_is_unauthenticated(auth_server) -> None:
     for key in (None, "wrong"):
-        with Client(auth_server.target, api_key=key) as c:
-            with pytest.raises(UnauthenticatedError, match="authorization"):
-                c.list_collections()
+        with (
+            Client(auth_server.target, api_key=key) as c,
+            pytest.raises(UnauthenticatedError, match="authorization"),
+        ):
+            c.list_collections()
     with Client(auth_server.target) as c:
         assert c.health() == "SERVING"  # health stays open for probes

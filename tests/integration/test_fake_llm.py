@@ -194,7 +194,7 @@ async def test_503_raises_unavailable_after_retries() -> None:
 async def test_drop_after_a_chunk_was_yielded_raises_unavailable_without_retry() -> None:
     async with backend(max_retries=3) as (sim, client):
         received: list[Chunk] = []
-        with pytest.raises(BackendUnavailable, match="dropped|closed"):
+        with pytest.raises(BackendUnavailable, match=r"dropped|closed"):
             async for item in client.stream(chat("tell me [[fake-fault:drop]]")):
                 assert isinstance(item, Chunk), "no Completion may follow a drop"
                 received.append(item)
@@ -264,9 +264,9 @@ async def test_load_rises_with_in_flight_requests_and_with_429s() -> None:
 
 
 async def test_leaving_a_stream_early_frees_the_slot() -> None:
-    async with backend(max_concurrency=1) as (sim, client):
+    async with backend(max_concurrency=1) as (_sim, client):
         stream = client.stream(prompt("a long story"))
-        async for item in stream:
+        async for _item in stream:
             break
         await stream.aclose()  # type: ignore[attr-defined]
         assert client.in_flight == 0
@@ -275,12 +275,15 @@ async def test_leaving_a_stream_early_frees_the_slot() -> None:
         ).text  # the one slot is free again
 
 
-async def test_models_health_and_cli_say_it_is_a_simulator() -> None:
+async def test_models_and_health_say_it_is_a_simulator() -> None:
     async with FakeLLM(config=FAST) as sim, httpx.AsyncClient(trust_env=False) as http:
         models = (await http.get(sim.base_url + "/models")).json()
         health = (await http.get(sim.url + "/health")).json()
     assert models["simulator"] is True and "SIMULATOR" in models["note"]
     assert [m["id"] for m in models["data"]] == ["fake-llm"] and health["status"] == "ok"
+
+
+def test_cli_help_says_it_is_a_simulator() -> None:
     help_text = subprocess.run(
         [sys.executable, "-m", "curacache.cli", "fake-llm", "--help"],
         capture_output=True,

@@ -35,8 +35,7 @@ def test_server_reflection_lists_the_services(server: ThreadServer) -> None:
     assert {"curacache.v1.Collections", "curacache.v1.Vectors", "grpc.health.v1.Health"} <= names
 
 
-@pytest.mark.parametrize("storage", ["sqlite"])
-async def test_tls(tmp_path: Path, storage: str) -> None:
+def _self_signed_cert(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "server.crt", tmp_path / "server.key"
     subprocess.run(
         [
@@ -60,6 +59,12 @@ async def test_tls(tmp_path: Path, storage: str) -> None:
         check=True,
         capture_output=True,
     )
+    return cert, key
+
+
+@pytest.mark.parametrize("storage", ["sqlite"])
+async def test_tls(tmp_path: Path, storage: str) -> None:
+    cert, key = _self_signed_cert(tmp_path)
     config = make_config(
         storage, tmp_path / "data", None, **{"tls.cert_file": cert, "tls.key_file": key}
     )

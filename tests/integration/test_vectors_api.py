@@ -91,7 +91,7 @@ def test_grant_revoke_delete_change_what_tenants_see(client: Client) -> None:
     expected = exact_top_k(vectors[5:10], ids[5:10], q, 5, "cosine")
     _assert_matches(client.search("docs", q, "bob", k=5), expected, "cosine")
 
-    assert client.delete("docs", ids[5:8] + ["never-existed"], "alice") == 3
+    assert client.delete("docs", [*ids[5:8], "never-existed"], "alice") == 3
     assert client.get("docs", ids[5:8], "alice") == []
     expected = exact_top_k(vectors[8:10], ids[8:10], q, 5, "cosine")
     _assert_matches(client.search("docs", q, "bob", k=5), expected, "cosine")

@@ -66,7 +66,7 @@ def test_auth_on_allows_any_address() -> None:
 
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("port = = 1")
-    with pytest.raises(ConfigError, match="bad.toml"):
+    with pytest.raises(ConfigError, match=r"bad\.toml"):
         load_config(file=tmp_path / "bad.toml", env={})
 
 
@@ -124,5 +124,5 @@ def test_cache_calibration_knobs_are_checked() -> None:
     from curacache.server.cache_wiring import build_cache
 
     config = load_config(env={}, overrides={"cache.verify_hits": 1.5, "cache.embedder": "hashing"})
-    with pytest.raises(ConfigError, match="cache.verify_hits"):
+    with pytest.raises(ConfigError, match=r"cache\.verify_hits"):
         build_cache(config.cache, None)  # type: ignore[arg-type]

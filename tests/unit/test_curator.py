@@ -119,7 +119,7 @@ def test_grant_revoke_remove_skip_no_ops() -> None:
 
 def test_revokes_merge_a_split_subtree_back_into_one_list() -> None:
     rng = np.random.default_rng(3)
-    index, model, x = small_trained(rng, tau=4)
+    index, model, _x = small_trained(rng, tau=4)
     tree = index.tree
     under: dict[int, list[int]] = {}
     for i in range(600):
@@ -158,7 +158,7 @@ def test_revokes_merge_a_split_subtree_back_into_one_list() -> None:
 
 def test_sequential_grants_equal_the_canonical_bulk_build() -> None:
     rng = np.random.default_rng(4)
-    index, model, _ = small_trained(rng, tau=8)
+    index, _model, _ = small_trained(rng, tau=8)
     ids = rng.choice(600, 250, replace=False)
     for i in ids.tolist():
         index.grant(np.array([i]), "t")
@@ -245,7 +245,7 @@ def test_deleting_everything_returns_memory_to_the_empty_baseline() -> None:
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_snapshot_restore_gives_identical_results(metric: str) -> None:
     rng = np.random.default_rng(7)
-    index, model, x = small_trained(rng, metric=metric, n=800, tau=6)
+    index, _model, x = small_trained(rng, metric=metric, n=800, tau=6)
     for j, t in enumerate(("a", "b", "c")):
         index.grant(np.arange(j, 800, 3 + j), t)
     index.revoke(np.arange(0, 800, 7), "a")

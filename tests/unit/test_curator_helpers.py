@@ -8,6 +8,8 @@ placement (merges happened); a consistent arena.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from curator import CuratorIndex, TenantView
@@ -149,7 +151,7 @@ def check_arenas(index: CuratorIndex) -> None:
         (list_spans, IDS_USED, IDS_GARBAGE),
     ):
         spans.sort()
-        for (_, a1), (b0, _) in zip(spans, spans[1:]):
+        for (_, a1), (b0, _) in itertools.pairwise(spans):
             assert a1 <= b0
         assert not spans or spans[-1][1] <= store.arena[used]
         assert store.arena[used] - store.arena[garbage] == sum(b - a for a, b in spans)

@@ -200,7 +200,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         category = request.policy.category
         if not category:
             raise InvalidArgument("policy.category", "is required")
-        paths = list(request.update_mask.paths) or [f for f in _POLICY_FIELDS]
+        paths = list(request.update_mask.paths) or list(_POLICY_FIELDS)
         unknown = sorted(set(paths) - set(_POLICY_FIELDS) - {"category"})
         if unknown:
             raise InvalidArgument("update_mask", f"unknown policy field {unknown[0]!r}")
