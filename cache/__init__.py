@@ -12,9 +12,10 @@ from cache.errors import (
     InvalidRequest,
     NotPermitted,
 )
+from cache.options import CacheOptions, CategoryStats
 from cache.policy import CategoryPolicy, Eviction, default_policies, effective
 from cache.ports import Backend, Classifier, Clock, Embedder, EntryRepository
-from cache.service import CacheOptions, CategoryStats, SemanticCache
+from cache.service import SemanticCache
 from cache.stats import BreakEvenConfig
 from cache.types import (
     SHARED_TENANT,

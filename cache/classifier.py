@@ -61,7 +61,8 @@ class LinearClassifier:
         logits = vectors @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
+        probabilities: np.ndarray = p / p.sum(axis=1, keepdims=True)
+        return probabilities
 
     def classify_batch(self, vectors: np.ndarray) -> list[tuple[str, float]]:
         """(category, confidence) per row; confidence is the top class probability."""

@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import numpy as np
 
+from cache.options import CacheOptions
 from cache.policy import CategoryPolicy, default_policies
-from cache.service import CacheOptions, SemanticCache
+from cache.service import SemanticCache
 from cache.types import SHARED_TENANT, CacheEntry, Chunk, FinalResult, LookupRequest
 
 

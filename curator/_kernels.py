@@ -22,7 +22,7 @@ _FM = {"reassoc", "contract", "nsz", "arcp"}
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
+def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
     acc = np.float32(0.0)
     for j in range(a.shape[0]):
         acc += a[j] * b[j]
@@ -30,7 +30,7 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
-def _dot_code(qs: np.ndarray, code: np.ndarray) -> float:
+def _dot_code(qs: np.ndarray, code: np.ndarray) -> np.float32:
     """Σ qs_j · code_j for a uint8 centroid code (qs = query · step, see `curator.tree`)."""
     acc = np.float32(0.0)
     for j in range(qs.shape[0]):
@@ -39,7 +39,7 @@ def _dot_code(qs: np.ndarray, code: np.ndarray) -> float:
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
-def _scale_query(q: np.ndarray, lo: np.ndarray, step: np.ndarray, qs: np.ndarray) -> float:
+def _scale_query(q: np.ndarray, lo: np.ndarray, step: np.ndarray, qs: np.ndarray) -> np.float32:
     """qs = q · step (elementwise), and returns q·lo: the query's side of every node key."""
     for j in range(q.shape[0]):
         qs[j] = q[j] * step[j]
@@ -47,7 +47,9 @@ def _scale_query(q: np.ndarray, lo: np.ndarray, step: np.ndarray, qs: np.ndarray
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
-def _node_key(qs: np.ndarray, qlo: float, codes: np.ndarray, cnorm: np.ndarray, c: int) -> float:
+def _node_key(
+    qs: np.ndarray, qlo: float | np.float32, codes: np.ndarray, cnorm: np.ndarray, c: int
+) -> float:
     """||q - c||² - ||q||² for node c's quantized centroid: ||c||² - 2 (q·lo + qs·code)."""
     return cnorm[c] - 2.0 * (qlo + _dot_code(qs, codes[c]))
 
@@ -126,7 +128,9 @@ def lower_bound(table: np.ndarray, lo: int, hi: int, node: int) -> int:
 
 
 @njit(nogil=True, cache=True)
-def _heap_set(heap_key: np.ndarray, heap_row: np.ndarray, i: int, key: float, row: int) -> None:
+def _heap_set(
+    heap_key: np.ndarray, heap_row: np.ndarray, i: int, key: float | np.float32, row: int
+) -> None:
     heap_key[i] = key
     heap_row[i] = row
 
@@ -134,7 +138,7 @@ def _heap_set(heap_key: np.ndarray, heap_row: np.ndarray, i: int, key: float, ro
 @njit(nogil=True, cache=True, fastmath=_FM)
 def traverse(
     qs: np.ndarray,
-    qlo: float,
+    qlo: float | np.float32,
     codes: np.ndarray,
     cnorm: np.ndarray,
     child_start: np.ndarray,
@@ -229,7 +233,9 @@ def traverse(
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
-def _offer(key: float, lab: int, best_key: np.ndarray, best_lab: np.ndarray, filled: int) -> int:
+def _offer(
+    key: float | np.float32, lab: int, best_key: np.ndarray, best_lab: np.ndarray, filled: int
+) -> int:
     """Insert (key, lab) into the sorted best-k arrays (smaller key is better; equal keys:
     smaller label first, so the result does not depend on the candidates' order, e.g. on the
     slot order of a leaf bitmap, which a snapshot restore renumbers); new fill."""

@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from curator import _kernels
 
@@ -89,10 +90,10 @@ class Tree:
     def from_centroids(
         cls,
         centroids: np.ndarray,
-        child_start: np.ndarray,
-        child_count: np.ndarray,
-        parent: np.ndarray,
-        depth: np.ndarray,
+        child_start: ArrayLike,
+        child_count: ArrayLike,
+        parent: ArrayLike,
+        depth: ArrayLike,
     ) -> Tree:
         """A tree over float centroids (quantized here; `cnorm` from the dequantized values)."""
         codes, lo, step = quantize(centroids)
@@ -202,11 +203,11 @@ class Tree:
         ):
             raise ValueError("tree node outside its parent's child range")
         for node in np.flatnonzero(self.child_count > 0).tolist():
-            cs, cc = int(self.child_start[node]), int(self.child_count[node])
-            kids = np.arange(cs, cs + cc)
+            start, count = int(self.child_start[node]), int(self.child_count[node])
+            kids = np.arange(start, start + count)
             if (
-                cs <= node
-                or cs + cc > n
+                start <= node
+                or start + count > n
                 or np.any(self.parent[kids] != node)
                 or np.any(self.depth[kids] != self.depth[node] + 1)
             ):
@@ -286,6 +287,7 @@ def _kmeans(x: np.ndarray, k: int, use_gpu: bool | None) -> tuple[np.ndarray, np
     )
     km.train(x)
     _, assign = km.index.search(x, 1)
+    assert km.centroids is not None  # set by train()
     return km.centroids.astype(np.float32, copy=False), assign.ravel()
 
 

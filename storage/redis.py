@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis import exceptions as rexc
@@ -307,7 +307,11 @@ class RedisStore:
         while True:
             client = self._client()
             with _mapped():
-                ids = client.zrangebylex(base + b"ids", lower, b"+", start=0, num=batch_size)
+                # The client is made with decode_responses=False: members come back as bytes.
+                ids = cast(
+                    list[bytes],
+                    client.zrangebylex(base + b"ids", lower, b"+", start=0, num=batch_size),
+                )
                 if not ids:
                     return
                 pipe = client.pipeline(transaction=False)

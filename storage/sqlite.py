@@ -334,6 +334,7 @@ class SqliteStore:
         after: str | None = None  # keyset cursor: the last id returned
         while True:
             with self._reader() as conn:
+                args: tuple[str | int, ...]
                 if after is None:
                     sql, args = f"{base} ORDER BY id LIMIT ?", (collection, batch_size)
                 else:

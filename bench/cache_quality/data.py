@@ -82,7 +82,9 @@ def load(data_dir: Path = DATA_DIR, *, max_pairs: int | None = None) -> Qqp:
     if vectors.shape[0] != len(texts):
         raise ValueError(f"{EMBEDDINGS} has {vectors.shape[0]} rows for {len(texts)} texts")
     index = {t: i for i, t in enumerate(texts)}
-    a, b, dup = [], [], []
+    a: list[int] = []
+    b: list[int] = []
+    dup: list[bool] = []
     with gzip.open(data_dir / PAIRS, "rt", encoding="utf-8") as f:
         for line in f:
             if max_pairs is not None and len(a) >= max_pairs:

@@ -10,6 +10,8 @@ Both choose the threshold on half A and report half B, like the main rows.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from bench.cache_quality import calibrate
@@ -23,9 +25,7 @@ def _pairwise(sim: np.ndarray, dup: np.ndarray, t: float) -> dict[str, float]:
     return summarise(hit, hit & dup, dup)
 
 
-def pairwise(
-    qqp: Qqp, half_a: np.ndarray, half_b: np.ndarray, target_fhr: float
-) -> dict[str, object]:
+def pairwise(qqp: Qqp, half_a: np.ndarray, half_b: np.ndarray, target_fhr: float) -> dict[str, Any]:
     sim = np.einsum("ij,ij->i", qqp.vectors[qqp.a], qqp.vectors[qqp.b]).astype(np.float64)
     sweep = [
         {"threshold": float(t), **_pairwise(sim[half_a], qqp.duplicate[half_a], t)}
@@ -49,7 +49,7 @@ def one_index(
     target_fhr: float,
     *,
     progress: bool,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     look: Lookups = simulate(
         texts=qqp.texts,
         vectors=qqp.vectors,
@@ -62,7 +62,7 @@ def one_index(
     )
     look_a, look_b = look.subset(half_a), look.subset(half_b)
     sweep = calibrate.global_sweep(look_a)
-    out = {}
+    out: dict[str, Any] = {}
     for name, row in (
         ("best_f1", calibrate.best_f1(sweep)),
         ("fhr_target", calibrate.lowest_within(sweep, target_fhr)),

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -67,7 +68,7 @@ class TimedRepository(_Timed):
         self._note("search", t0)
         return out
 
-    def scan(self):  # type: ignore[no-untyped-def]
+    def scan(self) -> Any:
         return self._inner.scan()  # type: ignore[attr-defined]
 
 

@@ -29,6 +29,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -169,7 +170,7 @@ async def run_stream(
     desc: str,
     min_threshold: float | None = None,
     verify_hits: float = 0.0,
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """One pass; per event: category, hit, correct, whether a duplicate was cached.
     `min_threshold`: lowers every non-strict category's bound to it (what-if for re-tuning)."""
     index = {qqp.texts[e.text]: e.text for e in events}
@@ -236,12 +237,12 @@ async def run_stream(
 
 
 def _per_category(
-    rows: list[dict[str, object]], start: int, windows: int
-) -> dict[str, dict[str, object]]:
+    rows: list[dict[str, Any]], start: int, windows: int
+) -> dict[str, dict[str, Any]]:
     body = rows[start:]
     cats = sorted({str(r["category"]) for r in body})
     bounds = np.linspace(0, len(body), windows + 1).astype(int)
-    out: dict[str, dict[str, object]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for c in cats:
         mine = [r for r in body if r["category"] == c]
         hits = sum(bool(r["hit"]) for r in mine)
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             **common,
         )
     )
-    result: dict[str, object] = {
+    result: dict[str, Any] = {
         "pairs": args.pairs,
         "events": len(events),
         "warmup_events": start,
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for t in (float(x) for x in args.grid.split(",")):
         rows = asyncio.run(run_stream(qqp, events, fixed=t, desc=f"fixed {t:.2f}", **common))
-        result["fixed"][f"{t:.2f}"] = _per_category(rows[:-1], start, args.windows)  # type: ignore[index]
+        result["fixed"][f"{t:.2f}"] = _per_category(rows[:-1], start, args.windows)
     result["summary"] = summarise(result)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cache_selfcal.json").write_text(json.dumps(result, indent=1))
@@ -341,16 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def summarise(r: dict[str, object]) -> dict[str, dict[str, object]]:
+def summarise(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per category: the calibrated run against the best fixed threshold in hindsight."""
-    target = float(r["target"])  # type: ignore[arg-type]
+    target = float(r["target"])
     out = {}
-    for c, m in r["calibrated"]["per_category"].items():  # type: ignore[index]
+    for c, m in r["calibrated"]["per_category"].items():
         meeting = [
             (float(t), rows[c])
             for t, rows in r["fixed"].items()
-            if c in rows  # type: ignore[union-attr]
-            and rows[c]["false_hit_rate"] <= target
+            if c in rows and rows[c]["false_hit_rate"] <= target
         ]
         best_t, best = min(meeting, default=(None, None), key=lambda tm: tm[0])
         worst_window = max(
@@ -363,7 +363,7 @@ def summarise(r: dict[str, object]) -> dict[str, dict[str, object]]:
             "worst_window_false_hit_rate": worst_window,
             "within_target_plus_half_point": worst_window <= target + 0.005,
             "recall": m["recall"],
-            "threshold_at_end": r["calibrated"]["final_thresholds"].get(c),  # type: ignore[index]
+            "threshold_at_end": r["calibrated"]["final_thresholds"].get(c),
             "best_fixed_threshold": best_t,
             "best_fixed_recall": best["recall"] if best else None,
             "recall_ratio": (m["recall"] / best["recall"]) if best and best["recall"] else None,
@@ -371,7 +371,7 @@ def summarise(r: dict[str, object]) -> dict[str, dict[str, object]]:
     return out
 
 
-def report(r: dict[str, object]) -> str:
+def report(r: dict[str, Any]) -> str:
     lines = [
         "# Self-labelling calibration on a drifting QQP stream",
         "",
@@ -394,7 +394,7 @@ def report(r: dict[str, object]) -> str:
         "best fixed t (hindsight) | its recall | recall ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for c, s in r["summary"].items():  # type: ignore[union-attr]
+    for c, s in r["summary"].items():
         best = (
             "none meets the target"
             if s["best_fixed_threshold"] is None

@@ -29,6 +29,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,7 +132,7 @@ def reachable(
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     lb, eb, ib, sb, cb, hb = side(~in_a)
     la, ia, sa, ca = la[~ea], ia[~ea], sa[~ea], ca[~ea]  # exact lookups never reach a verifier
     xa, xb = features(qqp, la, ia, sa), features(qqp, lb, ib, sb)
-    out: dict[str, object] = {
+    out: dict[str, Any] = {
         "pairs": {"A": int(in_a.sum()), "B": int((~in_a).sum())},
         "candidates": m,
         "target_fhr": args.target_fhr,

@@ -78,10 +78,10 @@ def simulate(
 ) -> Lookups:
     """`stored`/`lookups`: text indices in store/lookup order; `vectors` unit float32 rows."""
     categories = tuple(categories)
-    entry_text, entry_cat, lookups, exact_entry, category, has_dup = _store_and_classify(
+    entry_text, entry_cat, lookup_text, exact_entry, category, has_dup = _store_and_classify(
         texts, vectors, cluster, stored, lookups, clf, categories
     )
-    n = len(lookups)
+    n = len(lookup_text)
     exact = exact_entry >= 0
     sim = np.full(n, -np.inf)
     sim[exact] = 1.0
@@ -99,14 +99,14 @@ def simulate(
             matrix = vectors[entry_text[ents]]
             for start in range(0, len(rows), CHUNK):
                 part = rows[start : start + CHUNK]
-                scores = vectors[lookups[part]] @ matrix.T
+                scores = vectors[lookup_text[part]] @ matrix.T
                 best = scores.argmax(axis=1)
                 sim[part] = scores[np.arange(len(part)), best]
                 nearest[part] = ents[best]
                 bar.update()
     entry = np.where(nearest >= 0, entry_text[np.maximum(nearest, 0)], -1)
     found = entry >= 0
-    nearest_correct = found & (cluster[np.maximum(entry, 0)] == cluster[lookups])
+    nearest_correct = found & (cluster[np.maximum(entry, 0)] == cluster[lookup_text])
     return Lookups(categories, category, exact, sim, entry, nearest_correct, has_dup)
 
 
@@ -231,10 +231,10 @@ def simulate_single(
 ) -> SingleSearch:
     """Same store and lookups as `simulate`, but one search over all entries (top `k`)."""
     categories = tuple(categories)
-    entry_text, entry_cat, lookups, exact_entry, category, has_dup = _store_and_classify(
+    entry_text, entry_cat, lookup_text, exact_entry, category, has_dup = _store_and_classify(
         texts, vectors, cluster, stored, lookups, clf, categories
     )
-    n = len(lookups)
+    n = len(lookup_text)
     exact = exact_entry >= 0
     k = min(k, len(entry_text))
     sim = np.full((n, k), -np.inf)
@@ -247,15 +247,17 @@ def simulate_single(
         disable=not progress,
     ) as bar:
         for start in range(0, n, CHUNK):
-            scores = vectors[lookups[start : start + CHUNK]] @ matrix.T
+            scores = vectors[lookup_text[start : start + CHUNK]] @ matrix.T
             top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
             top_scores = np.take_along_axis(scores, top, axis=1)
             order = np.argsort(-top_scores, axis=1, kind="stable")
             nearest[start : start + CHUNK] = np.take_along_axis(top, order, axis=1)
             sim[start : start + CHUNK] = np.take_along_axis(top_scores, order, axis=1)
             bar.update()
-    correct = cluster[entry_text[nearest]] == cluster[lookups][:, None]
-    exact_correct = exact & (cluster[entry_text[np.maximum(exact_entry, 0)]] == cluster[lookups])
+    correct = cluster[entry_text[nearest]] == cluster[lookup_text][:, None]
+    exact_correct = exact & (
+        cluster[entry_text[np.maximum(exact_entry, 0)]] == cluster[lookup_text]
+    )
     exact_text = np.where(exact, entry_text[np.maximum(exact_entry, 0)], -1)
     return SingleSearch(
         categories,

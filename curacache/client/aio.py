@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -50,10 +50,10 @@ class AsyncClient(CacheCalls):
         )
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._timeout = timeout
-        self._collections = collections_pb2_grpc.CollectionsStub(self._channel)
-        self._vectors = vectors_pb2_grpc.VectorsStub(self._channel)
+        self._collections = collections_pb2_grpc.CollectionsStub(self._channel)  # type: ignore[no-untyped-call]
+        self._vectors = vectors_pb2_grpc.VectorsStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._cache = cache_pb2_grpc.CacheStub(self._channel)
+        self._cache = cache_pb2_grpc.CacheStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         await self._channel.close()
@@ -154,7 +154,7 @@ class AsyncClient(CacheCalls):
             for i in range(n)
         ]
         request = vpb.UpsertRequest(collection=collection, tenant=owner, records=records)
-        return (await self._call(self._vectors.Upsert, request)).upserted
+        return int((await self._call(self._vectors.Upsert, request)).upserted)
 
     async def get(
         self, collection: str, ids: Sequence[str], tenant: str, *, with_vectors: bool = False
@@ -179,14 +179,14 @@ class AsyncClient(CacheCalls):
     async def delete(self, collection: str, ids: Sequence[str], tenant: str) -> int:
         """Delete records `tenant` owns; returns how many were deleted."""
         request = vpb.DeleteRequest(collection=collection, tenant=tenant, ids=ids)
-        return (await self._call(self._vectors.Delete, request)).deleted
+        return int((await self._call(self._vectors.Delete, request)).deleted)
 
     async def grant(self, collection: str, ids: Sequence[str], to_tenant: str, tenant: str) -> int:
         """Share records `tenant` owns with `to_tenant`; returns how many changed."""
         request = vpb.GrantRequest(
             collection=collection, tenant=tenant, ids=ids, to_tenant=to_tenant
         )
-        return (await self._call(self._vectors.Grant, request)).changed
+        return int((await self._call(self._vectors.Grant, request)).changed)
 
     async def revoke(
         self, collection: str, ids: Sequence[str], from_tenant: str, tenant: str
@@ -195,7 +195,7 @@ class AsyncClient(CacheCalls):
         request = vpb.RevokeRequest(
             collection=collection, tenant=tenant, ids=ids, from_tenant=from_tenant
         )
-        return (await self._call(self._vectors.Revoke, request)).changed
+        return int((await self._call(self._vectors.Revoke, request)).changed)
 
     async def search(
         self,
@@ -246,7 +246,7 @@ class AsyncClient(CacheCalls):
         response = await self._call(
             self._health.Check, health_pb2.HealthCheckRequest(service=service)
         )
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
 def _matrix(vectors: np.ndarray | Sequence[Any]) -> np.ndarray:
@@ -263,10 +263,10 @@ def _per_record_tenants(
     if isinstance(tenants, str):
         raise ValueError("tenants: expected a list of tenant names, got a string")
     if all(isinstance(t, str) for t in tenants):
-        return [tenants] * n  # type: ignore[list-item]
+        return [cast(Sequence[str], tenants)] * n
     if len(tenants) != n:
         raise ValueError(f"tenants: {len(tenants)} lists for {n} ids")
-    return list(tenants)  # type: ignore[arg-type]
+    return list(tenants)
 
 
 def _hits(response: vpb.SearchResponse, with_payload: bool) -> list[Hit]:

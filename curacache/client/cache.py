@@ -207,7 +207,7 @@ class CacheCalls:
         request = pb.InvalidateRequest(
             tenant=tenant, entry_ids=entry_ids or [], category=category or "", all=all
         )
-        return (await self._call(self._cache.Invalidate, request)).invalidated
+        return int((await self._call(self._cache.Invalidate, request)).invalidated)
 
     async def feedback(
         self, entry_id: str, correct: bool, tenant: str, similarity: float | None = None
@@ -216,7 +216,7 @@ class CacheCalls:
         request = pb.FeedbackRequest(
             tenant=tenant, entry_id=entry_id, correct=correct, similarity=similarity or 0.0
         )
-        return (await self._call(self._cache.Feedback, request)).threshold
+        return float((await self._call(self._cache.Feedback, request)).threshold)
 
     async def get_policies(self) -> list[CategoryPolicy]:
         r = await self._call(self._cache.GetPolicies, pb.GetPoliciesRequest())

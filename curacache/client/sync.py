@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 from curacache.client.aio import AsyncClient
@@ -24,7 +24,11 @@ def _blocking(method: Callable[..., Coroutine[Any, Any, R]]) -> Callable[..., R]
     return call
 
 
-def _blocking_iter(method: Callable[..., AsyncIterator[R]]) -> Callable[..., Iterator[R]]:
+async def _next(agen: AsyncGenerator[R, None]) -> R:
+    return await anext(agen)
+
+
+def _blocking_iter(method: Callable[..., AsyncGenerator[R, None]]) -> Callable[..., Iterator[R]]:
     """Expose an AsyncClient async-generator method as a blocking generator."""
 
     @functools.wraps(method)
@@ -33,7 +37,7 @@ def _blocking_iter(method: Callable[..., AsyncIterator[R]]) -> Callable[..., Ite
         try:
             while True:
                 try:
-                    yield self._run(agen.__anext__())
+                    yield self._run(_next(agen))
                 except StopAsyncIteration:
                     return
         finally:

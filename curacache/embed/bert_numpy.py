@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -30,6 +31,13 @@ _AS_P = np.float32(0.3275911 / np.sqrt(2.0))
 _AS_A = tuple(
     np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 )
+
+
+def _int(config: Mapping[str, object], key: str) -> int:
+    value = config[key]
+    if not isinstance(value, int):
+        raise ValueError(f"config.json: {key} must be an integer, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +57,12 @@ class BertConfig:
         if config.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError("only absolute position embeddings are supported")
         return cls(
-            hidden=int(config["hidden_size"]),  # type: ignore[arg-type]
-            heads=int(config["num_attention_heads"]),  # type: ignore[arg-type]
-            layers=int(config["num_hidden_layers"]),  # type: ignore[arg-type]
-            intermediate=int(config["intermediate_size"]),  # type: ignore[arg-type]
-            max_positions=int(config["max_position_embeddings"]),  # type: ignore[arg-type]
-            layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),  # type: ignore[arg-type]
+            hidden=_int(config, "hidden_size"),
+            heads=_int(config, "num_attention_heads"),
+            layers=_int(config, "num_hidden_layers"),
+            intermediate=_int(config, "intermediate_size"),
+            max_positions=_int(config, "max_position_embeddings"),
+            layer_norm_eps=float(cast(float, config.get("layer_norm_eps", 1e-12))),
         )
 
 

@@ -16,6 +16,7 @@ replacement for `BertEncoder.encode`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class _GraphBuilder:
         self.inits.append(self.numpy_helper.from_array(arr, name))
         return name
 
-    def op(self, op_type: str, *inputs: str, **attrs: object) -> str:
+    def op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
         self._count += 1
         out = f"{op_type}_{self._count}"
         self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], **attrs))

@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -201,8 +202,8 @@ class BackendClient:
         raise self._status_failure(response, request)
 
     async def _stream_once(
-        self, path: str, body: dict, request: GenerationRequest
-    ) -> AsyncIterator[Chunk | Completion]:
+        self, path: str, body: dict[str, Any], request: GenerationRequest
+    ) -> AsyncGenerator[Chunk | Completion, None]:
         """One attempt: chunks, then the Completion. Raises `_Retry` only before its first chunk."""
         assembler = wire.StreamAssembler(request=request, backend=self.name)
         async with self._slots:

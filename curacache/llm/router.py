@@ -65,7 +65,7 @@ class BackendRouter:
         (None: of the least-loaded backend overall)."""
         candidates = self._backends if model is None else self.candidates(model)
         if not candidates:
-            raise UnknownModel(model, known=self.models())
+            raise UnknownModel(model if model is not None else "*", known=self.models())
         return min(b.load() for b in candidates)
 
     async def complete(self, request: GenerationRequest) -> Completion:

@@ -26,7 +26,7 @@ import json
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -288,7 +288,7 @@ class FakeLLM:
 
     async def _decode(
         self, generated: Generated, number: int, drop: bool
-    ) -> AsyncIterator[list[str]]:
+    ) -> AsyncGenerator[list[str], None]:
         """Queue for a slot, then yield the tokens due at each step of the cost model."""
         if not self._slots.free:
             self.stats.max_queued = max(self.stats.max_queued, self._slots.queued + 1)

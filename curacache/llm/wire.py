@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from typing import Any
 
 from curacache.llm.errors import (
@@ -141,7 +141,7 @@ class StreamAssembler:
         return Completion("".join(self._parts), self._finish_reason, usage, self._model)
 
 
-async def iter_sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
+async def iter_sse_data(lines: AsyncIterable[str]) -> AsyncGenerator[str, None]:
     """The `data` of each server-sent event; comments, `event:`/`id:` fields are skipped."""
     data: list[str] = []
     async for line in lines:

@@ -275,14 +275,14 @@ class Collection:
         if self.spec.metric == "l2":
             rows = [[(rid, float(np.sqrt(max(s, 0.0)))) for rid, s in row] for row in rows]
         if not with_payload:
-            return [[Hit(rid, score) for rid, score in row] for row in rows]  # type: ignore[arg-type]
-        found = self._store.get_records(self.spec.name, {rid for row in rows for rid, _ in row})  # type: ignore[misc]
+            return [[Hit(rid, score) for rid, score in row] for row in rows]
+        found = self._store.get_records(self.spec.name, {rid for row in rows for rid, _ in row})
         # A record deleted or revoked after the index answered is dropped, never leaked.
         return [
             [
-                Hit(rid, score, rec.payload, rec.metadata)  # type: ignore[arg-type]
+                Hit(rid, score, rec.payload, rec.metadata)
                 for rid, score in row
-                if (rec := found.get(rid)) is not None and tenant in rec.tenants  # type: ignore[arg-type]
+                if (rec := found.get(rid)) is not None and tenant in rec.tenants
             ]
             for row in rows
         ]

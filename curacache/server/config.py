@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, cast, get_type_hints
 
 from curacache.llm.config import BackendConfig
 
@@ -175,7 +175,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         name = prefix + f.name
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
-            kwargs[f.name] = _build(hint, values, name + ".")
+            kwargs[f.name] = _build(cast(type, hint), values, name + ".")
         elif name in values:
             kwargs[f.name] = _convert(name, hint, values.pop(name))
     if not prefix and values:

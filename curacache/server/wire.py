@@ -10,7 +10,7 @@ from curacache.errors import InvalidArgument
 from curacache.server.collection import CollectionStats, Hit
 from storage.types import CollectionSpec, StoredRecord
 
-_METRIC_NAMES = {
+_METRIC_NAMES: dict[int, str] = {
     cpb.METRIC_UNSPECIFIED: "cosine",
     cpb.METRIC_COSINE: "cosine",
     cpb.METRIC_L2: "l2",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -137,7 +137,7 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         self,
         context: grpc.aio.ServicerContext,
         request: pb.SearchRequest | pb.SearchBatchRequest,
-        blobs: list[bytes],
+        blobs: Sequence[bytes],
         field: str,
     ) -> list[list]:
         self._gate.tenant(context, request.tenant)
