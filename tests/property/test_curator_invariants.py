@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curator import CuratorIndex
-from tests.unit.test_curator_helpers import (
+from tests.helpers import (
     Model,
     assert_exact,
     check_structure,

@@ -17,7 +17,7 @@ from curacache.index import Index, SearchResult
 from curacache.index.curator import CURATOR, CuratorAdapter
 from curacache.index.rwlock import RWLock
 from curator import CuratorIndex
-from tests.unit.test_curator_helpers import (
+from tests.helpers import (
     Model,
     assert_exact,
     check_arenas,
@@ -51,7 +51,7 @@ def recall_at_10(
 ) -> float:
     hits = total = 0
     for tenant, q in queries:
-        want = set(model.scores(tenant, q)[0][:10].tolist())
+        want = set(model.ranked(tenant, q)[0][:10].tolist())
         got = set(index.search(tenant, q[None], 10, **gammas)[0][0].tolist())
         hits += len(want & got)
         total += len(want)
@@ -398,3 +398,27 @@ def test_inner_product_index_keeps_no_norms_and_l2_scores_use_them() -> None:
         again = CuratorIndex(dim=8, metric=index.metric)
         again.restore(index.snapshot())
         assert np.array_equal(again.search("t", q, 3)[0], index.search("t", q, 3)[0])
+
+
+def test_quantized_centroids_stay_within_half_a_step_and_norms_match_the_codes() -> None:
+    from curator.tree import Tree, quantize
+
+    rng = np.random.default_rng(1)
+    c = rng.normal(size=(50, 16)).astype(np.float32)
+    c[:, 3] = 0.25  # a constant dimension
+    codes, lo, step = quantize(c)
+    deq = lo + step * codes.astype(np.float32)
+    assert codes.dtype == np.uint8 and np.all(np.abs(deq - c) <= step / 2 + 1e-6)
+    assert np.allclose(deq[:, 3], 0.25)
+    tree = Tree.from_centroids(
+        c,
+        np.r_[1, np.zeros(49)],
+        np.r_[49, np.zeros(49)],
+        np.r_[-1, np.zeros(49)],
+        np.r_[0, np.ones(49)],
+    )
+    np.testing.assert_allclose(tree.cnorm, (tree.centroids**2).sum(1), rtol=1e-5)
+    # routing scores the dequantized centroids: the leaf is the nearest of them
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    near = ((x[:, None, :] - tree.centroids[None, 1:]) ** 2).sum(-1).argmin(1) + 1
+    assert np.array_equal(tree.route_leaves(x, beam=1), near)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from curacache.errors import InvalidArgument
 from curacache.index import Index, resolve_params
 from curacache.index.hnsw import HNSW, HnswIndex
-from tests.unit.test_index_flat import Model, assert_matches_oracle
+from tests.helpers import Model, assert_matches_oracle
 
 DIM = 16
 METRICS = ("ip", "l2")
