@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ FAST = SimConfig(ttft_ms=5, tokens_per_s=5000, max_concurrency=8)
 
 @asynccontextmanager
 async def backend(
-    sim_config: SimConfig = FAST, sleeps: list[float] | None = None, **client_options: object
+    sim_config: SimConfig = FAST, sleeps: list[float] | None = None, **client_options: Any
 ) -> AsyncIterator[tuple[FakeLLM, BackendClient]]:
     """A simulator and a client for it; `sleeps` records the client's backoff waits."""
 
@@ -44,9 +45,8 @@ async def backend(
         await asyncio.sleep(seconds)
 
     async with FakeLLM(config=sim_config) as sim:
-        config = BackendConfig(
-            name="sim", base_url=sim.base_url, **{"backoff_s": 0.01, **client_options}
-        )  # type: ignore[arg-type]
+        options: dict[str, Any] = {"backoff_s": 0.01, **client_options}
+        config = BackendConfig(name="sim", base_url=sim.base_url, **options)
         async with BackendClient(config=config, sleep=sleep) as client:
             yield sim, client
 

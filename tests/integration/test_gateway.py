@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -263,7 +264,7 @@ def test_models_healthz_metrics_and_feedback(oai: OpenAI, gateway: ThreadGateway
     ],
 )
 def test_errors_in_openai_shape(
-    gateway: ThreadGateway, body: dict, headers: dict, status: int, param: str
+    gateway: ThreadGateway, body: dict[str, Any], headers: dict[str, str], status: int, param: str
 ) -> None:
     r = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers)
     assert r.status_code == status, r.text
@@ -343,7 +344,7 @@ def test_concurrent_equivalent_misses_make_one_backend_call(
     prompt = user("Explain the difference between TCP and UDP in two sentences")
     served_before = sim.sim.stats.requests_received
 
-    async def burst() -> list[str]:
+    async def burst() -> list[str | None]:
         async with openai.AsyncOpenAI(
             base_url=gateway.base_url, api_key="x", max_retries=0
         ) as client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -299,7 +300,9 @@ op_st = st.one_of(
 @pytest.mark.parametrize("metric", METRICS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op_st, max_size=40), qseed=st.integers(0, 2**32 - 1))
-def test_random_op_sequences_match_oracle(metric: str, ops: list[tuple], qseed: int) -> None:
+def test_random_op_sequences_match_oracle(
+    metric: str, ops: list[tuple[Any, ...]], qseed: int
+) -> None:
     ix, model = make(metric)
     for op in ops:
         if op[0] == "add":
@@ -379,7 +382,7 @@ def test_resolve_params_defaults_and_overrides() -> None:
         ({"ratio": -0.1}, "search_params.ratio", "must be in"),
     ],
 )
-def test_resolve_params_rejects(given: dict, field: str, words: str) -> None:
+def test_resolve_params_rejects(given: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(InvalidArgument) as e:
         resolve_params(SPECS, given, field="search_params")
     assert e.value.field == field and words in str(e.value)
