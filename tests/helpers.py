@@ -133,7 +133,9 @@ def assert_matches_oracle(
             assert abs(truth[label] - boundary) < tol, f"label {label} differs beyond a tie"
 
 
-def lists_of(view: TenantView) -> dict[int, np.ndarray]:
+def lists_of(view: TenantView | None) -> dict[int, np.ndarray]:
+    """A tenant's shortlists by node (`tenant_view` answers None for an unknown tenant)."""
+    assert view is not None, "the tenant has no structure"
     return view.lists
 
 

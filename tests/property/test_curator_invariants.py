@@ -101,7 +101,7 @@ def test_random_sequences_keep_every_invariant(metric: str, train_size: int, ops
             for tenant in model.tenants():
                 ids = np.asarray(model.visible(tenant), dtype=np.int32)
                 built = lists_of(index.canonical_view(ids))
-                have = lists_of(index.tenant_view(tenant))  # type: ignore[arg-type]
+                have = lists_of(index.tenant_view(tenant))
                 assert {n: sorted(v.tolist()) for n, v in built.items()} == {
                     n: sorted(v.tolist()) for n, v in have.items()
                 }

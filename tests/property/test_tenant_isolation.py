@@ -22,7 +22,7 @@ IDS = tuple(f"r{i}" for i in range(12))
 DIM = 4
 # Records of a tenant that none of TENANTS can see, upserted first: every search and get
 # must skip them. On `curator` they also reach `train_size`, so the sequence runs on a trained
-# clustering tree (branching 4 over 128 points: two levels), and with τ (`max_sl_size`) below
+# clustering tree (branching 4 over 128 points), and with τ (`max_sl_size`) below
 # len(IDS) a tenant's list splits and merges back as records come and go.
 OUTSIDER = "zed"
 OUTSIDER_RECORDS = 128

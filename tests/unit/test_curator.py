@@ -99,11 +99,11 @@ def test_add_errors_apply_nothing_and_searches_pad() -> None:
 def test_grant_revoke_remove_skip_no_ops() -> None:
     rng = np.random.default_rng(2)
     index, model, _ = small_trained(rng, n=200)
-    before = lists_of(index.tenant_view("anchor"))  # type: ignore[arg-type]
+    before = lists_of(index.tenant_view("anchor"))
     index.grant(np.array([0, 0, 5, 999, 10**6]), "anchor")  # already seen / absent
     index.revoke(np.array([1, 999]), "nobody")
     index.remove(np.array([999, 10**6]))
-    after = lists_of(index.tenant_view("anchor"))  # type: ignore[arg-type]
+    after = lists_of(index.tenant_view("anchor"))
     assert {n: v.tolist() for n, v in before.items()} == {n: v.tolist() for n, v in after.items()}
     index.grant(np.array([3, 3, 4]), "b")
     index.grant(np.array([3]), "b")
@@ -137,7 +137,7 @@ def test_revokes_merge_a_split_subtree_back_into_one_list() -> None:
     index.revoke(np.array(ids[4:]), "t")
     model.revoke(ids[4:], "t")
     check_structure(index, model)
-    lists = lists_of(index.tenant_view("t"))  # type: ignore[arg-type]
+    lists = lists_of(index.tenant_view("t"))
     assert sorted(lists[child].tolist()) == sorted(ids[:4])
     assert all(tree.parent[n] != child for n in lists)
     assert all(tree.depth[n] == 2 for n in lists if n != child)  # `other` (5 > τ) stays split
@@ -146,7 +146,7 @@ def test_revokes_merge_a_split_subtree_back_into_one_list() -> None:
     index.revoke(np.array(others[1:]), "t")
     model.revoke(others[1:], "t")
     check_structure(index, model)
-    assert set(lists_of(index.tenant_view("t"))) == {child, other}  # type: ignore[arg-type]
+    assert set(lists_of(index.tenant_view("t"))) == {child, other}
     index.revoke(np.array(ids[3:4]), "t")
     model.revoke(ids[3:4], "t")
     check_structure(index, model)

@@ -71,8 +71,8 @@ class Backend:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
 
-    def client(self, **options: object) -> BackendClient:
-        config = BackendConfig(name="b", base_url="http://gpu:8000", **options)  # type: ignore[arg-type]
+    def client(self, **options: Any) -> BackendClient:
+        config = BackendConfig(name="b", base_url="http://gpu:8000", **options)
         return BackendClient(
             config=config,
             transport=httpx.MockTransport(self.handler),
