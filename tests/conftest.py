@@ -45,7 +45,8 @@ def redis_url(redis_server: RedisProcess) -> str:
 
 @pytest.fixture(params=["sqlite", "redis"])
 def storage(request: pytest.FixtureRequest) -> str:
-    return request.param
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Run a real Curacache server on port 0: in a background thread, or as a child process."""
+"""Run a real Curacache server on port 0, in a background thread or as a child process; and the
+`fake-llm` backend simulator in a background thread."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from curacache.llm.simulator import FakeLLM, SimConfig
 from curacache.server.app import CuracacheServer, create_server
 from curacache.server.config import ServerConfig, load_config
 
@@ -62,6 +64,27 @@ class ThreadServer:
         if self._loop.is_closed():
             return
         self._run(self.server.stop(grace=1.0))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+MODEL = "fake-llm"  # the model name the simulator serves
+
+
+class ThreadFakeLLM:
+    """The simulator on its own event loop in a thread (the servers under test run elsewhere)."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.sim = FakeLLM(config=config)
+        asyncio.run_coroutine_threadsafe(self.sim.start(), self._loop).result(30)
+        self.base_url = f"http://127.0.0.1:{self.sim.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.sim.close(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

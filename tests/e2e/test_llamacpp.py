@@ -14,6 +14,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from openai import OpenAI
+from openai.types.chat import (
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+    ChatCompletionUserMessageParam,
+)
 
 from tests.gateway_harness import ThreadGateway
 from tests.server_harness import ThreadServer, make_config
@@ -21,6 +26,10 @@ from tests.server_harness import ThreadServer, make_config
 pytestmark = pytest.mark.e2e_llamacpp
 LLAMA_PYTHON = os.environ.get("LLAMA_CPP_PYTHON")
 MODEL = "gemma-3-270m"
+
+
+def user(text: str) -> list[ChatCompletionMessageParam]:
+    return [ChatCompletionUserMessageParam(role="user", content=text)]
 
 
 def _free_port() -> int:
@@ -106,7 +115,7 @@ def test_models_come_from_the_real_backend(oai: OpenAI) -> None:
 
 
 def test_chat_miss_then_paraphrase_hit(oai: OpenAI) -> None:
-    ask = [{"role": "user", "content": "What is the capital of France?"}]
+    ask = user("What is the capital of France?")
     miss = oai.chat.completions.with_raw_response.create(
         model=MODEL, messages=ask, temperature=0, max_tokens=24
     )
@@ -118,7 +127,7 @@ def test_chat_miss_then_paraphrase_hit(oai: OpenAI) -> None:
     # usage is always present; llama-cpp-python sends none in streams (it ignores
     # stream_options.include_usage), and the service always streams from the backend: zeros
     assert answer.usage is not None
-    again = [{"role": "user", "content": "What's the capital city of France?"}]
+    again = user("What's the capital city of France?")
     hit = oai.chat.completions.with_raw_response.create(
         model=MODEL, messages=again, temperature=0, max_tokens=24
     )
@@ -130,7 +139,7 @@ def test_chat_miss_then_paraphrase_hit(oai: OpenAI) -> None:
 
 
 def test_streamed_miss_and_hit(oai: OpenAI) -> None:
-    ask = [{"role": "user", "content": "Say hello in Spanish."}]
+    ask = user("Say hello in Spanish.")
     chunks = list(
         oai.chat.completions.create(
             model=MODEL,
@@ -161,7 +170,7 @@ def test_completions_and_a_tools_bypass(oai: OpenAI) -> None:
         model=MODEL, prompt="The sky is", max_tokens=8, temperature=0
     )
     assert first.headers["x-cache"] == "MISS" and first.parse().choices[0].text is not None
-    tools = [
+    tools: list[ChatCompletionToolParam] = [
         {
             "type": "function",
             "function": {"name": "now", "parameters": {"type": "object", "properties": {}}},
@@ -169,7 +178,7 @@ def test_completions_and_a_tools_bypass(oai: OpenAI) -> None:
     ]
     r = oai.chat.completions.with_raw_response.create(
         model=MODEL,
-        messages=[{"role": "user", "content": "What time is it?"}],
+        messages=user("What time is it?"),
         tools=tools,
         max_tokens=16,
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 from curacache.client import Client, PermissionDeniedError, UnauthenticatedError
+from tests.server_harness import ThreadServer
 
 KEYS = [
     {"key": "k-alice", "tenants": ["alice"]},
@@ -15,11 +18,11 @@ KEYS = [
 
 
 @pytest.fixture
-def auth_server(start_server):
+def auth_server(start_server: Callable[..., ThreadServer]) -> ThreadServer:
     return start_server(**{"auth.keys": KEYS})
 
 
-def test_keys_bound_to_tenants(auth_server) -> None:
+def test_keys_bound_to_tenants(auth_server: ThreadServer) -> None:
     with Client(auth_server.target, api_key="k-admin") as admin:
         admin.create_collection("c", 4, index="flat")
     with (
@@ -42,7 +45,7 @@ def test_keys_bound_to_tenants(auth_server) -> None:
         assert admin.delete("c", ["a"], "bob") == 1  # ... and on records it does not own
 
 
-def test_missing_or_unknown_key_is_unauthenticated(auth_server) -> None:
+def test_missing_or_unknown_key_is_unauthenticated(auth_server: ThreadServer) -> None:
     for key in (None, "wrong"):
         with (
             Client(auth_server.target, api_key=key) as c,

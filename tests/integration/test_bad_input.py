@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import grpc
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from curacache.api.v1 import collections_pb2 as cpb
 from curacache.api.v1 import collections_pb2_grpc, vectors_pb2_grpc
 from curacache.api.v1 import vectors_pb2 as vpb
 from curacache.client import Client
+from tests.server_harness import ThreadServer
 
 DIM = 8
 LIMITS = {"limits.max_batch": 50, "limits.max_k": 100, "limits.max_payload_bytes": 1024}
@@ -17,7 +21,9 @@ INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 
 
 @pytest.fixture
-def stubs(start_server):
+def stubs(
+    start_server: Callable[..., ThreadServer],
+) -> Iterator[tuple[collections_pb2_grpc.CollectionsStub, vectors_pb2_grpc.VectorsStub]]:
     server = start_server(**LIMITS)
     with Client(server.target) as c:
         c.create_collection("c", DIM, index="flat")
@@ -33,16 +39,18 @@ def vec(*values: float, dim: int = DIM) -> bytes:
     return out.tobytes()
 
 
-def rec(rid: str = "x", vector: bytes | None = None, **kw) -> vpb.Record:
+def rec(rid: str = "x", vector: bytes | None = None, **kw: Any) -> vpb.Record:
     return vpb.Record(id=rid, vector=vec() if vector is None else vector, **kw)
 
 
-def upsert(records, collection: str = "c", tenant: str = "alice") -> vpb.UpsertRequest:
+def upsert(
+    records: list[vpb.Record], collection: str = "c", tenant: str = "alice"
+) -> vpb.UpsertRequest:
     return vpb.UpsertRequest(collection=collection, tenant=tenant, records=records)
 
 
-def search(**kw) -> vpb.SearchRequest:
-    base = dict(collection="c", tenant="alice", vector=vec(), k=5)
+def search(**kw: Any) -> vpb.SearchRequest:
+    base: dict[str, Any] = dict(collection="c", tenant="alice", vector=vec(), k=5)
     base.update(kw)
     return vpb.SearchRequest(**base)
 
@@ -51,7 +59,13 @@ CASES = [
     # (service, method, request, code, field named in the message)
     ("c", "Create", cpb.CreateCollectionRequest(name="bad name!", dim=4), INVALID, "name"),
     ("c", "Create", cpb.CreateCollectionRequest(name="z", dim=0), INVALID, "dim"),
-    ("c", "Create", cpb.CreateCollectionRequest(name="z", dim=4, metric=9), INVALID, "metric"),
+    (
+        "c",
+        "Create",
+        cpb.CreateCollectionRequest(name="z", dim=4, metric=9),  # type: ignore[arg-type]  # not a Metric, on purpose
+        INVALID,
+        "metric",
+    ),
     (
         "c",
         "Create",
@@ -170,13 +184,21 @@ CASES = [
 @pytest.mark.parametrize(
     "service,method,request_,code,field", CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)]
 )
-def test_bad_input_gets_status_naming_field(stubs, service, method, request_, code, field) -> None:
+def test_bad_input_gets_status_naming_field(
+    stubs: tuple[collections_pb2_grpc.CollectionsStub, vectors_pb2_grpc.VectorsStub],
+    service: str,
+    method: str,
+    request_: Any,
+    code: grpc.StatusCode,
+    field: str,
+) -> None:
     collections, vectors = stubs
     stub = collections if service == "c" else vectors
     with pytest.raises(grpc.RpcError) as info:
         getattr(stub, method)(request_, timeout=30)
-    assert info.value.code() == code, info.value.details()
-    assert field in info.value.details()
+    details = info.value.details()
+    assert info.value.code() == code, details
+    assert details is not None and field in details
     # The server keeps serving, and nothing was written by the refused call.
     response = vectors.Search(search(), timeout=30)
     assert sorted(h.id for h in response.hits) == ["a", "b"]

@@ -20,28 +20,8 @@ from curacache.client.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from curacache.llm.simulator import FakeLLM, SimConfig
-from tests.server_harness import ThreadServer
-
-MODEL = "fake-llm"
-
-
-class ThreadFakeLLM:
-    """The simulator on its own event loop in a thread (the servers under test run elsewhere)."""
-
-    def __init__(self, config: SimConfig) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self.sim = FakeLLM(config=config)
-        asyncio.run_coroutine_threadsafe(self.sim.start(), self._loop).result(30)
-        self.base_url = f"http://127.0.0.1:{self.sim.port}"
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.sim.close(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+from curacache.llm.simulator import SimConfig
+from tests.server_harness import MODEL, ThreadFakeLLM, ThreadServer
 
 
 @pytest.fixture

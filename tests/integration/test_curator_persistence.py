@@ -3,10 +3,15 @@ gives identical results, and a snapshot older than the data is caught up from th
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
 
-from curacache.client import Client
+import numpy as np
+import pytest
+
+from curacache.client import Client, Hit
+from curacache.index.curator import CuratorAdapter
 from tests.oracle import exact_top_k
+from tests.server_harness import ThreadServer
 
 DIM = 16
 PARAMS = {"train_size": 300, "max_sl_size": 16, "branching": 8}
@@ -19,11 +24,13 @@ def _clustered(n: int, seed: int) -> np.ndarray:
     return (centers[rng.integers(0, 12, n)] + rng.standard_normal((n, DIM))).astype(np.float32)
 
 
-def _searches(c: Client, queries: np.ndarray) -> dict[str, list]:
+def _searches(c: Client, queries: np.ndarray) -> dict[str, list[list[Hit]]]:
     return {t: c.search_batch("c", queries, t, k=10) for t in ("a", "b", "s")}
 
 
-def test_curator_snapshot_restart_and_catch_up(start_server) -> None:
+def test_curator_snapshot_restart_and_catch_up(
+    start_server: Callable[..., ThreadServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     vectors = _clustered(900, 0)
     ids = [f"v{i}" for i in range(900)]
     queries = _clustered(8, 1)
@@ -47,7 +54,7 @@ def test_curator_snapshot_restart_and_catch_up(start_server) -> None:
         c.revoke("c", ids[:100], "s", "a")
         c.grant("c", ids[450:460], "a", "b")
         c.delete("c", ids[600:650], "b")
-    second.server.db.save_snapshots = lambda: 0  # stop without a fresh snapshot
+    monkeypatch.setattr(second.server.db, "save_snapshots", lambda: 0)  # stop without one
     second.stop()
 
     third = start_server(snapshot_interval_s=0)
@@ -70,7 +77,9 @@ def test_curator_snapshot_restart_and_catch_up(start_server) -> None:
         assert c.stats("c").record_count == 850
 
 
-def test_growth_retrains_the_tree_in_the_background(start_server) -> None:
+def test_growth_retrains_the_tree_in_the_background(
+    start_server: Callable[..., ThreadServer],
+) -> None:
     vectors = _clustered(1300, 2)
     ids = [f"v{i}" for i in range(1300)]
     running = start_server(snapshot_interval_s=0)
@@ -81,7 +90,8 @@ def test_growth_retrains_the_tree_in_the_background(start_server) -> None:
         )  # reaches train_size: trained in the background
         collection = running.server.db.get("c")
         assert collection.wait_for_background(timeout=120)
-        core = collection.index.core  # type: ignore[attr-defined]
+        assert isinstance(collection.index, CuratorAdapter)
+        core = collection.index.core
         first_tree = core.tree
         assert core.trained and not core.retrain_due()
         c.upsert("c", ids[300:1100], vectors[300:1100], owner="a")

@@ -6,8 +6,9 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ FAST = SimConfig(ttft_ms=5, tokens_per_s=5000, max_concurrency=8)
 
 @asynccontextmanager
 async def backend(
-    sim_config: SimConfig = FAST, sleeps: list[float] | None = None, **client_options: object
+    sim_config: SimConfig = FAST, sleeps: list[float] | None = None, **client_options: Any
 ) -> AsyncIterator[tuple[FakeLLM, BackendClient]]:
     """A simulator and a client for it; `sleeps` records the client's backoff waits."""
 
@@ -44,9 +45,8 @@ async def backend(
         await asyncio.sleep(seconds)
 
     async with FakeLLM(config=sim_config) as sim:
-        config = BackendConfig(
-            name="sim", base_url=sim.base_url, **{"backoff_s": 0.01, **client_options}
-        )  # type: ignore[arg-type]
+        options: dict[str, Any] = {"backoff_s": 0.01, **client_options}
+        config = BackendConfig(name="sim", base_url=sim.base_url, **options)
         async with BackendClient(config=config, sleep=sleep) as client:
             yield sim, client
 
@@ -268,7 +268,8 @@ async def test_leaving_a_stream_early_frees_the_slot() -> None:
         stream = client.stream(prompt("a long story"))
         async for _item in stream:
             break
-        await stream.aclose()  # type: ignore[attr-defined]
+        assert isinstance(stream, AsyncGenerator)
+        await stream.aclose()
         assert client.in_flight == 0
         assert (
             await asyncio.wait_for(client.complete(prompt("next")), 5)
@@ -299,7 +300,8 @@ def test_cli_starts_on_port_0_says_what_it_is_and_stops_on_sigterm() -> None:
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:
         try:
-            banner, listening = proc.stdout.readline(), proc.stdout.readline()  # type: ignore[union-attr]
+            assert proc.stdout is not None
+            banner, listening = proc.stdout.readline(), proc.stdout.readline()
             assert "SIMULATOR" in banner and "test" in banner
             base_url = listening.split("listening on ")[1].split()[0]
             with httpx.Client(trust_env=False) as http:

@@ -8,20 +8,26 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+    ChatCompletionUserMessageParam,
+)
 
 from curacache.llm.simulator import SimConfig
 from tests.gateway_harness import ThreadGateway
-from tests.integration.test_cache_api import MODEL, ThreadFakeLLM
-from tests.server_harness import ThreadServer, make_config
+from tests.server_harness import MODEL, ThreadFakeLLM, ThreadServer, make_config
 
 QUESTION = "How do I reverse a list in Python?"
 PARAPHRASE = "How can I reverse a Python list?"
-TOOLS = [
+TOOLS: list[ChatCompletionToolParam] = [
     {
         "type": "function",
         "function": {
@@ -33,8 +39,8 @@ TOOLS = [
 ]
 
 
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
+def user(text: str) -> list[ChatCompletionMessageParam]:
+    return [ChatCompletionUserMessageParam(role="user", content=text)]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +87,8 @@ def test_chat_miss_then_paraphrase_hit_with_cache_headers(oai: OpenAI) -> None:
     assert miss.headers["x-cache"] == "MISS"
     first = miss.parse()
     assert first.object == "chat.completion" and first.choices[0].message.role == "assistant"
-    assert first.choices[0].finish_reason == "stop" and first.usage.completion_tokens > 0
+    assert first.usage is not None and first.usage.completion_tokens > 0
+    assert first.choices[0].finish_reason == "stop"
     hit = oai.chat.completions.with_raw_response.create(
         model=MODEL, messages=user(PARAPHRASE), temperature=0
     )
@@ -103,7 +110,8 @@ def test_chat_stream_with_usage_then_streamed_hit(oai: OpenAI) -> None:
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text and chunks[-2].choices[0].finish_reason == "stop"
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None and usage.completion_tokens > 0
     assert all(c.usage is None for c in chunks[:-1])
     with oai.chat.completions.with_streaming_response.create(
         model=MODEL, messages=messages, stream=True
@@ -196,8 +204,10 @@ def test_sampled_request_in_a_category_that_does_not_cache_it_bypasses(oai: Open
 
 
 def test_long_conversation_bypasses(oai: OpenAI, gateway: ThreadGateway) -> None:
-    turns = [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"}
+    turns: list[ChatCompletionMessageParam] = [
+        ChatCompletionUserMessageParam(role="user", content=f"turn {i}")
+        if i % 2 == 0
+        else ChatCompletionAssistantMessageParam(role="assistant", content=f"turn {i}")
         for i in range(gateway.config.max_turns + 1)
     ]
     r = oai.chat.completions.with_raw_response.create(model=MODEL, messages=turns)
@@ -254,7 +264,7 @@ def test_models_healthz_metrics_and_feedback(oai: OpenAI, gateway: ThreadGateway
     ],
 )
 def test_errors_in_openai_shape(
-    gateway: ThreadGateway, body: dict, headers: dict, status: int, param: str
+    gateway: ThreadGateway, body: dict[str, Any], headers: dict[str, str], status: int, param: str
 ) -> None:
     r = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers)
     assert r.status_code == status, r.text
@@ -334,7 +344,7 @@ def test_concurrent_equivalent_misses_make_one_backend_call(
     prompt = user("Explain the difference between TCP and UDP in two sentences")
     served_before = sim.sim.stats.requests_received
 
-    async def burst() -> list[str]:
+    async def burst() -> list[str | None]:
         async with openai.AsyncOpenAI(
             base_url=gateway.base_url, api_key="x", max_retries=0
         ) as client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -11,10 +12,13 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from curacache.client import AsyncClient, Client, ResourceExhaustedError, UnavailableError
+from tests.redis_server import RedisProcess
 from tests.server_harness import ThreadServer, make_config
 
 
-def test_tenant_over_its_rate_gets_resource_exhausted_with_retry_after(start_server) -> None:
+def test_tenant_over_its_rate_gets_resource_exhausted_with_retry_after(
+    start_server: Callable[..., ThreadServer],
+) -> None:
     server = start_server(**{"limits.tenant_rate": 0.5, "limits.tenant_burst": 3})
     with Client(server.target) as c:
         c.create_collection("c", 4, index="flat")
@@ -83,7 +87,7 @@ async def test_tls(tmp_path: Path, storage: str) -> None:
 
 @pytest.mark.parametrize("storage", ["redis"])
 def test_store_outage_is_unavailable_and_loses_nothing(
-    start_server, redis_server, storage: str
+    start_server: Callable[..., ThreadServer], redis_server: RedisProcess, storage: str
 ) -> None:
     server = start_server()
     with Client(server.target, timeout=30) as c:

@@ -23,7 +23,8 @@ def _section(title: str) -> str:
 
 
 def _block(section: str, lang: str) -> str:
-    (block,) = re.findall(rf"```{lang}\n(.*?)```", section, re.S)
+    blocks: list[str] = re.findall(rf"```{lang}\n(.*?)```", section, re.S)
+    (block,) = blocks
     return block
 
 

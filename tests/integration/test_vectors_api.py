@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
-from curacache.client import Client, NotFoundError, PermissionDeniedError
+from curacache.client import Client, Hit, NotFoundError, PermissionDeniedError
 from tests.oracle import exact_top_k
+from tests.server_harness import ThreadServer
 
 DIM = 16
 
@@ -16,7 +19,7 @@ def _data(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
     return [f"doc-{i}" for i in range(n)], rng.standard_normal((n, DIM)).astype(np.float32)
 
 
-def _assert_matches(hits, expected, metric: str) -> None:
+def _assert_matches(hits: list[Hit], expected: list[tuple[str, float]], metric: str) -> None:
     assert [h.id for h in hits] == [i for i, _ in expected]
     np.testing.assert_allclose(
         [h.score for h in hits], [s for _, s in expected], rtol=1e-4, atol=1e-4
@@ -30,9 +33,12 @@ def test_search_matches_brute_force_per_tenant(client: Client, metric: str) -> N
     client.upsert("docs", ids[:150], vectors[:150], owner="alice")
     client.upsert("docs", ids[150:], vectors[150:], owner="bob", tenants=["carol"])
     queries = np.random.default_rng(1).standard_normal((5, DIM)).astype(np.float32)
-    visible = {"alice": range(0, 150), "bob": range(150, 300), "carol": range(150, 300)}
+    visible = {
+        "alice": list(range(0, 150)),
+        "bob": list(range(150, 300)),
+        "carol": list(range(150, 300)),
+    }
     for tenant, rows in visible.items():
-        rows = list(rows)
         for q in queries:
             expected = exact_top_k(vectors[rows], [ids[i] for i in rows], q, 10, metric)
             _assert_matches(client.search("docs", q, tenant, k=10), expected, metric)
@@ -131,7 +137,9 @@ def test_collections_lifecycle(client: Client) -> None:
     assert client.health() == "SERVING"
 
 
-def test_restart_restores_everything(start_server, storage: str) -> None:
+def test_restart_restores_everything(
+    start_server: Callable[..., ThreadServer], storage: str
+) -> None:
     ids, vectors = _data(400, seed=3)
     first = start_server()
     with Client(first.target) as c:

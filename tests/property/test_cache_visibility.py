@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cache import CachedResponse, LookupRequest
+from cache import CachedResponse, FinalResult, LookupRequest, StoreReason
 from cache.testing import FakePorts, InMemoryRepository
 
 TENANTS = ("ann", "ben", "cat")
@@ -21,7 +21,7 @@ TABLE = {p: np.eye(4, dtype=np.float32)[i % 4] + 0.2 * i for i, p in enumerate(P
 class LeakyRepository(InMemoryRepository):
     """A repository bug: search ignores the tenant."""
 
-    async def search(self, vector, tenant, k):
+    async def search(self, vector: np.ndarray, tenant: str, k: int) -> list[tuple[str, float]]:
         return await super().search(vector, "*", k) + [
             (i, float(np.dot(v, vector)))
             for i, (_, v, access) in self._docs.items()
@@ -41,13 +41,16 @@ ops = st.lists(
 )
 
 
+Op = tuple[str, str, str, bool]  # (operation, tenant, prompt, shared)
+
+
 @settings(max_examples=60, deadline=None)
 @given(sequence=ops, leaky=st.booleans())
-def test_no_private_entry_reaches_another_tenant(sequence, leaky: bool) -> None:
+def test_no_private_entry_reaches_another_tenant(sequence: list[Op], leaky: bool) -> None:
     asyncio.run(_run(sequence, leaky))
 
 
-async def _run(sequence, leaky: bool) -> None:
+async def _run(sequence: list[Op], leaky: bool) -> None:
     p = FakePorts(table=TABLE)
     if leaky:
         p.repo = LeakyRepository(clock=p.clock)
@@ -57,23 +60,25 @@ async def _run(sequence, leaky: bool) -> None:
         req = LookupRequest(tenant=tenant, prompt=prompt, category="default")
         if op == "store":
             text = f"{tenant}:{prompt}:{n}"
-            result = await cache.store(
+            stored = await cache.store(
                 req, CachedResponse(text=text, finish_reason="stop"), shared=shared
             )
-            assert result.stored
+            assert stored.stored
             owner[text] = (tenant, shared)
         elif op == "lookup":
-            result = await cache.lookup(req)
-            if result.hit:
-                _check(owner, result.response.text, tenant)
+            found = await cache.lookup(req)
+            if found.hit:
+                assert found.response is not None
+                _check(owner, found.response.text, tenant)
         else:
             p.backend.text = f"{tenant}:{prompt}:{n}"
             async for item in cache.generate(req):
-                text = getattr(item, "text", "")
-                if getattr(item, "cached", False):
-                    _check(owner, text, tenant)
-                elif hasattr(item, "cached") and item.store_reason == "stored":
-                    owner[text] = (tenant, False)
+                if not isinstance(item, FinalResult):
+                    continue
+                if item.cached:
+                    _check(owner, item.text, tenant)
+                elif item.store_reason is StoreReason.STORED:
+                    owner[item.text] = (tenant, False)
 
 
 def _check(owner: dict[str, tuple[str, bool]], text: str, tenant: str) -> None:

@@ -4,12 +4,14 @@ cannot see is ever returned, and exhaustive γ equals the exact oracle."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curator import CuratorIndex
-from tests.unit.test_curator_helpers import (
+from tests.helpers import (
     Model,
     assert_exact,
     check_structure,
@@ -35,7 +37,10 @@ op_st = st.one_of(
 )
 
 
-def apply(index: CuratorIndex, model: Model, op: tuple) -> None:
+Op = tuple[str, Any, Any]  # (operation, labels, its argument)
+
+
+def apply(index: CuratorIndex, model: Model, op: Op) -> None:
     kind, labels, arg = op
     if kind == "add":
         new = [label for label in labels if label not in model.vecs]
@@ -76,7 +81,7 @@ def check_search(index: CuratorIndex, model: Model, rng: np.random.Generator) ->
     train_size=st.sampled_from([24, 100, 170]),
     ops=st.lists(op_st, min_size=1, max_size=16),
 )
-def test_random_sequences_keep_every_invariant(metric: str, train_size: int, ops: list) -> None:
+def test_random_sequences_keep_every_invariant(metric: str, train_size: int, ops: list[Op]) -> None:
     index = CuratorIndex(
         dim=DIM, metric=metric, max_sl_size=4, branching=4, max_depth=3, train_size=train_size
     )
@@ -96,7 +101,7 @@ def test_random_sequences_keep_every_invariant(metric: str, train_size: int, ops
             for tenant in model.tenants():
                 ids = np.asarray(model.visible(tenant), dtype=np.int32)
                 built = lists_of(index.canonical_view(ids))
-                have = lists_of(index.tenant_view(tenant))  # type: ignore[arg-type]
+                have = lists_of(index.tenant_view(tenant))
                 assert {n: sorted(v.tolist()) for n, v in built.items()} == {
                     n: sorted(v.tolist()) for n, v in have.items()
                 }

@@ -36,7 +36,7 @@ def test_admin_key_acts_for_anyone() -> None:
         [("authorization", "Basic k1")],
     ],
 )
-def test_missing_or_wrong_key(metadata) -> None:
+def test_missing_or_wrong_key(metadata: list[tuple[str, str]]) -> None:
     with pytest.raises(Unauthenticated, match="authorization"):
         Authenticator(AUTH).resolve(metadata)
 

@@ -4,6 +4,8 @@ equivalent concurrent misses share one backend call, errors are never cached."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -15,20 +17,26 @@ from cache import (
     LookupRequest,
     LookupResult,
     Reason,
+    SemanticCache,
     StoreReason,
 )
+from cache.fingerprint import Prepared
 from cache.singleflight import FlightAbandoned, SingleFlight
 from cache.testing import FakePorts
 
 
-def req(prompt: str = "Explain single-flight", tenant: str = "ann", **kw) -> LookupRequest:
+def req(prompt: str = "Explain single-flight", tenant: str = "ann", **kw: Any) -> LookupRequest:
     return LookupRequest(
         tenant=tenant, prompt=prompt, category="default", params={"temperature": 0}, **kw
     )
 
 
-async def collect(stream) -> tuple[str, FinalResult]:
-    text, final, started = [], None, False
+async def collect(
+    stream: AsyncIterator[LookupResult | Chunk | FinalResult],
+) -> tuple[str, FinalResult]:
+    text: list[str] = []
+    final: FinalResult | None = None
+    started = False
     async for item in stream:
         if isinstance(item, LookupResult):
             assert not started and not text and final is None, (
@@ -159,7 +167,7 @@ async def test_abandoned_leader_hands_over_to_a_follower() -> None:
     assert isinstance(
         await leader.__anext__(), LookupResult
     )  # the miss is known before the backend call
-    first = asyncio.create_task(leader.__anext__())
+    first = asyncio.ensure_future(anext(leader))
     await asyncio.sleep(0.01)
     follower = asyncio.create_task(collect(cache.generate(req())))
     await asyncio.sleep(0.01)
@@ -205,7 +213,7 @@ async def test_a_miss_whose_equivalent_leader_finished_meanwhile_is_served_from_
     lookup = cache._generator._lookup
     gate, calls = asyncio.Event(), []
 
-    async def late_lookup(request: LookupRequest):
+    async def late_lookup(request: LookupRequest) -> tuple[LookupResult, Prepared]:
         out = await lookup(request)
         calls.append(request)
         if len(calls) == 1:
@@ -223,10 +231,14 @@ async def test_a_miss_whose_equivalent_leader_finished_meanwhile_is_served_from_
 
 
 NEAR = "a near paraphrase"  # cos 0.876 with BASE: just below default's 0.88, inside the 0.03 band
-LABEL_TABLE = {"base prompt": [1, 0, 0, 0], NEAR: [1, 0.55, 0, 0], "the paraphrase": [1, 0.3, 0, 0]}
+LABEL_TABLE: dict[str, list[float]] = {
+    "base prompt": [1, 0, 0, 0],
+    NEAR: [1, 0.55, 0, 0],
+    "the paraphrase": [1, 0.3, 0, 0],
+}
 
 
-async def _generate_misses(cache, n: int) -> None:
+async def _generate_misses(cache: SemanticCache, n: int) -> None:
     for _ in range(n):
         _, final = await collect(
             cache.generate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,7 +111,7 @@ def test_normalisation_and_params_fingerprint() -> None:
 
 
 def test_lookup_request_validation_names_fields() -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         (dict(tenant="", prompt="x"), "tenant"),
         (dict(tenant="t"), "prompt"),
         (dict(tenant="t", prompt="x", messages=[("user", "y")]), "prompt"),

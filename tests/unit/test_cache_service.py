@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from cache import (
     CategoryPolicy,
     Chunk,
     EntryNotFound,
+    Eviction,
     FinalResult,
     InvalidRequest,
     LookupRequest,
@@ -24,7 +27,7 @@ from cache.testing import FakeClassifier, FakePorts, reference_policies
 BASE = "How do I reverse a list in Python?"
 PARAPHRASE = "how can i reverse a python list"  # cos 0.958 with BASE
 NEAR_MISS = "how do I sort a list in python"  # cos 0.857 with BASE
-TABLE = {
+TABLE: dict[str, list[float]] = {
     BASE: [1, 0, 0, 0],
     PARAPHRASE: [1, 0.3, 0, 0],
     NEAR_MISS: [1, 0.6, 0, 0],
@@ -37,12 +40,12 @@ OK = CachedResponse(
 )
 
 
-def ports(**kw) -> FakePorts:
+def ports(**kw: Any) -> FakePorts:
     return FakePorts(table=TABLE, **kw)
 
 
 def req(
-    prompt: str = BASE, tenant: str = "ann", category: str | None = "default", **kw
+    prompt: str = BASE, tenant: str = "ann", category: str | None = "default", **kw: Any
 ) -> LookupRequest:
     return LookupRequest(tenant=tenant, prompt=prompt, category=category, **kw)
 
@@ -220,11 +223,11 @@ async def test_calibration_raises_threshold_after_incorrect_hit_feedback() -> No
     before = cache.stats()["default"].effective_threshold
     for _ in range(4):
         hit = await cache.lookup(req(PARAPHRASE))
-        assert hit.hit
+        assert hit.hit and hit.entry_id is not None
         cache.feedback(hit.entry_id, False, "ann")
     after = cache.stats()["default"]
     assert after.calibrated and after.effective_threshold > before
-    assert after.effective_threshold > hit.similarity
+    assert hit.similarity is not None and after.effective_threshold > hit.similarity
     assert after.counters.false_hits == 4
     assert not (await cache.lookup(req(PARAPHRASE))).hit
     cache.set_policy("health", threshold=0.96)  # strict categories are never calibrated
@@ -234,6 +237,7 @@ async def test_calibration_raises_threshold_after_incorrect_hit_feedback() -> No
 async def test_feedback_checks_visibility() -> None:
     cache = ports().cache()
     stored = await cache.store(req(), OK)
+    assert stored.entry_id is not None
     with pytest.raises(NotPermitted):
         cache.feedback(stored.entry_id, True, "ben")
     with pytest.raises(EntryNotFound):
@@ -270,6 +274,7 @@ async def test_invalidate_by_ids_category_and_tenant() -> None:
     a = await cache.store(req(tenant="ann"), OK)
     await cache.store(req(PARAPHRASE, tenant="ann", category="code"), OK)
     b = await cache.store(req(tenant="ben"), OK)
+    assert a.entry_id is not None and b.entry_id is not None
     with pytest.raises(NotPermitted):
         await cache.invalidate(entry_ids=[b.entry_id], tenant="ann")
     assert await cache.invalidate(entry_ids=[a.entry_id], tenant="ann") == 1
@@ -357,7 +362,7 @@ async def test_store_over_quota_evicts_by_policy(eviction: str, evicted: str) ->
     p = ports()
     policies = reference_policies()
     policies["default"] = CategoryPolicy(
-        threshold=0.88, ttl_s=1000, quota_per_tenant=2, quota_total=3, eviction=eviction
+        threshold=0.88, ttl_s=1000, quota_per_tenant=2, quota_total=3, eviction=Eviction(eviction)
     )
     cache = p.cache(policies=policies)
     await cache.store(req("q0"), OK, ttl=100)  # expires soonest
@@ -419,7 +424,7 @@ async def test_a_long_prompt_is_prepared_off_the_event_loop(
     threads = []
     original = fingerprint.normalise_prompt
 
-    def spy(text: str, **kw: object) -> str:
+    def spy(text: str, **kw: Any) -> str:
         threads.append(threading.current_thread() is threading.main_thread())
         return original(text, **kw)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_api_keys_from_file_and_env(tmp_path: Path) -> None:
         ({"auth.keys": [{"tenants": ["a"]}]}, "auth.keys[0]"),
     ],
 )
-def test_bad_settings_name_the_setting(overrides, field) -> None:
+def test_bad_settings_name_the_setting(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace(".", r"\.").replace("[", r"\[")):
         load_config(env={}, overrides=overrides)
 

@@ -17,7 +17,7 @@ from curacache.index import Index, SearchResult
 from curacache.index.curator import CURATOR, CuratorAdapter
 from curacache.index.rwlock import RWLock
 from curator import CuratorIndex
-from tests.unit.test_curator_helpers import (
+from tests.helpers import (
     Model,
     assert_exact,
     check_arenas,
@@ -51,7 +51,7 @@ def recall_at_10(
 ) -> float:
     hits = total = 0
     for tenant, q in queries:
-        want = set(model.scores(tenant, q)[0][:10].tolist())
+        want = set(model.ranked(tenant, q)[0][:10].tolist())
         got = set(index.search(tenant, q[None], 10, **gammas)[0][0].tolist())
         hits += len(want & got)
         total += len(want)
@@ -99,11 +99,11 @@ def test_add_errors_apply_nothing_and_searches_pad() -> None:
 def test_grant_revoke_remove_skip_no_ops() -> None:
     rng = np.random.default_rng(2)
     index, model, _ = small_trained(rng, n=200)
-    before = lists_of(index.tenant_view("anchor"))  # type: ignore[arg-type]
+    before = lists_of(index.tenant_view("anchor"))
     index.grant(np.array([0, 0, 5, 999, 10**6]), "anchor")  # already seen / absent
     index.revoke(np.array([1, 999]), "nobody")
     index.remove(np.array([999, 10**6]))
-    after = lists_of(index.tenant_view("anchor"))  # type: ignore[arg-type]
+    after = lists_of(index.tenant_view("anchor"))
     assert {n: v.tolist() for n, v in before.items()} == {n: v.tolist() for n, v in after.items()}
     index.grant(np.array([3, 3, 4]), "b")
     index.grant(np.array([3]), "b")
@@ -137,7 +137,7 @@ def test_revokes_merge_a_split_subtree_back_into_one_list() -> None:
     index.revoke(np.array(ids[4:]), "t")
     model.revoke(ids[4:], "t")
     check_structure(index, model)
-    lists = lists_of(index.tenant_view("t"))  # type: ignore[arg-type]
+    lists = lists_of(index.tenant_view("t"))
     assert sorted(lists[child].tolist()) == sorted(ids[:4])
     assert all(tree.parent[n] != child for n in lists)
     assert all(tree.depth[n] == 2 for n in lists if n != child)  # `other` (5 > τ) stays split
@@ -146,7 +146,7 @@ def test_revokes_merge_a_split_subtree_back_into_one_list() -> None:
     index.revoke(np.array(others[1:]), "t")
     model.revoke(others[1:], "t")
     check_structure(index, model)
-    assert set(lists_of(index.tenant_view("t"))) == {child, other}  # type: ignore[arg-type]
+    assert set(lists_of(index.tenant_view("t"))) == {child, other}
     index.revoke(np.array(ids[3:4]), "t")
     model.revoke(ids[3:4], "t")
     check_structure(index, model)
@@ -398,3 +398,27 @@ def test_inner_product_index_keeps_no_norms_and_l2_scores_use_them() -> None:
         again = CuratorIndex(dim=8, metric=index.metric)
         again.restore(index.snapshot())
         assert np.array_equal(again.search("t", q, 3)[0], index.search("t", q, 3)[0])
+
+
+def test_quantized_centroids_stay_within_half_a_step_and_norms_match_the_codes() -> None:
+    from curator.tree import Tree, quantize
+
+    rng = np.random.default_rng(1)
+    c = rng.normal(size=(50, 16)).astype(np.float32)
+    c[:, 3] = 0.25  # a constant dimension
+    codes, lo, step = quantize(c)
+    deq = lo + step * codes.astype(np.float32)
+    assert codes.dtype == np.uint8 and np.all(np.abs(deq - c) <= step / 2 + 1e-6)
+    assert np.allclose(deq[:, 3], 0.25)
+    tree = Tree.from_centroids(
+        c,
+        np.r_[1, np.zeros(49)],
+        np.r_[49, np.zeros(49)],
+        np.r_[-1, np.zeros(49)],
+        np.r_[0, np.ones(49)],
+    )
+    np.testing.assert_allclose(tree.cnorm, (tree.centroids**2).sum(1), rtol=1e-5)
+    # routing scores the dequantized centroids: the leaf is the nearest of them
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    near = ((x[:, None, :] - tree.centroids[None, 1:]) ** 2).sum(-1).argmin(1) + 1
+    assert np.array_equal(tree.route_leaves(x, beam=1), near)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from curator import CuratorIndex
-from tests.unit.test_curator_helpers import check_arenas, clustered
+from tests.helpers import check_arenas, clustered
 
 
 def test_tree_ancestors_are_the_parent_chains_and_route_agrees() -> None:

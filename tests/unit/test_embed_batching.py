@@ -119,4 +119,4 @@ async def test_empty_request_and_validation() -> None:
     with pytest.raises(ValueError):
         BatchingEmbedder(inner=CountingEmbedder(), max_batch=0)
     with pytest.raises(TypeError):
-        BatchingEmbedder(CountingEmbedder())  # type: ignore[misc]  # keyword-only
+        BatchingEmbedder(CountingEmbedder())  # type: ignore[call-arg]  # keyword-only

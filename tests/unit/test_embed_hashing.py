@@ -47,7 +47,7 @@ def test_satisfies_the_protocol_and_validates() -> None:
 
 async def test_rejects_a_bare_string_and_non_strings() -> None:
     with pytest.raises(TypeError):
-        await HashingEmbedder().embed("abc")  # type: ignore[arg-type]
+        await HashingEmbedder().embed("abc")  # a str is a Sequence[str]: refused at run time
     with pytest.raises(TypeError, match=r"texts\[1\]"):
         await HashingEmbedder().embed(["ok", 3])  # type: ignore[list-item]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,7 +20,7 @@ CHAT = {
 }
 
 
-def plan(body: dict, chat: bool = True, max_turns: int = 8) -> wire.Plan:
+def plan(body: dict[str, Any], chat: bool = True, max_turns: int = 8) -> wire.Plan:
     return wire.plan(body, chat=chat, max_turns=max_turns)
 
 
@@ -83,7 +85,7 @@ def test_text_content_parts_are_joined() -> None:
         ({"messages": [{"role": "user", "content": "x"}] * 9}, "max-turns"),
     ],
 )
-def test_what_bypasses_the_cache(extra: dict, reason: str) -> None:
+def test_what_bypasses_the_cache(extra: dict[str, Any], reason: str) -> None:
     assert plan({**CHAT, **extra}).bypass == reason
 
 
@@ -106,7 +108,7 @@ def test_completion_prompts() -> None:
         ({**CHAT, "stop": [1]}, "stop"),
     ],
 )
-def test_bad_requests_name_the_field(body: dict, param: str) -> None:
+def test_bad_requests_name_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(wire.BadRequest) as err:
         plan(body)
     assert err.value.param == param
@@ -195,7 +197,7 @@ def test_error_source_key_matches_the_server() -> None:
     assert client_key == server_key
 
 
-def test_config_rejects_bad_settings_by_name(tmp_path) -> None:
+def test_config_rejects_bad_settings_by_name(tmp_path: Path) -> None:
     path = tmp_path / "gw.toml"
     path.write_text('listen = "127.0.0.1:8081"\nmax_turns = 0\n')
     with pytest.raises(GatewayConfigError, match="max_turns"):

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import gen_proto  # noqa: E402
+
+def _load_gen_proto() -> ModuleType:
+    """scripts/ is not a package: load the generator from its file."""
+    spec = importlib.util.spec_from_file_location("gen_proto", ROOT / "scripts" / "gen_proto.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gen_proto = _load_gen_proto()
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,100 +16,14 @@ from curacache.index import (
     INDEX_KINDS,
     Index,
     Param,
-    SearchResult,
     get_kind,
     resolve_params,
 )
 from curacache.index.flat import FLAT, FlatIndex, FlatKind
+from tests.helpers import Model, assert_matches_oracle
 
 DIM = 16
 METRICS = ("ip", "l2")
-
-
-# -- oracle ------------------------------------------------------------------------------------
-
-
-class Model:
-    """The reference: label -> vector and label -> tenants, searched by numpy brute force."""
-
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
-        self.vecs: dict[int, np.ndarray] = {}
-        self.access: dict[int, set[str]] = {}
-
-    def add(self, labels: list[int], vecs: np.ndarray, access: list[list[str]]) -> None:
-        for label, v, a in zip(labels, vecs, access):
-            assert label not in self.vecs
-            self.vecs[label] = v.copy()
-            self.access[label] = set(a)
-
-    def grant(self, labels: list[int], tenant: str) -> None:
-        for label in labels:
-            if label in self.access:
-                self.access[label].add(tenant)
-
-    def revoke(self, labels: list[int], tenant: str) -> None:
-        for label in labels:
-            if label in self.access:
-                self.access[label].discard(tenant)
-
-    def remove(self, labels: list[int]) -> None:
-        for label in labels:
-            self.vecs.pop(label, None)
-            self.access.pop(label, None)
-
-    def visible(self, tenant: str) -> list[int]:
-        return sorted(label for label, a in self.access.items() if tenant in a)
-
-    def scores(self, tenant: str, q: np.ndarray) -> dict[int, float]:
-        labels = self.visible(tenant)
-        if not labels:
-            return {}
-        X = np.stack([self.vecs[label] for label in labels]).astype(np.float64)
-        qd = q.astype(np.float64)
-        s = X @ qd if self.metric == "ip" else ((X - qd) ** 2).sum(axis=1)
-        return dict(zip(labels, s.tolist()))
-
-    def topk(self, tenant: str, q: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Best first; ties broken by smaller label (stable sort over sorted labels)."""
-        items = sorted(self.scores(tenant, q).items())
-        sign = -1.0 if self.metric == "ip" else 1.0
-        items.sort(key=lambda kv: sign * kv[1])
-        return items[:k]
-
-
-def assert_matches_oracle(
-    model: Model, res: SearchResult, tenant: str, queries: np.ndarray, k: int
-) -> None:
-    nq = len(queries)
-    assert res.labels.shape == (nq, k) and res.labels.dtype == np.int64
-    assert res.scores.shape == (nq, k) and res.scores.dtype == np.float32
-    pad = -np.inf if model.metric == "ip" else np.inf
-    for qi in range(nq):
-        truth = model.scores(tenant, queries[qi])
-        expected = model.topk(tenant, queries[qi], k)
-        m = len(expected)
-        labels, scores = res.labels[qi], res.scores[qi]
-        # padding
-        assert (labels[m:] == -1).all() and (scores[m:] == pad).all()
-        got = labels[:m].tolist()
-        assert -1 not in got and len(set(got)) == m
-        # never a label the tenant cannot see
-        assert set(got) <= set(truth), f"{tenant} got invisible labels {set(got) - set(truth)}"
-        if m == 0:
-            continue
-        scale = max(1.0, max(abs(s) for s in truth.values()))
-        tol = 1e-5 * scale
-        # reported scores are the true scores of the reported labels, best first
-        true_of_got = np.array([truth[label] for label in got])
-        np.testing.assert_allclose(scores[:m], true_of_got, rtol=0, atol=tol)
-        steps = np.diff(true_of_got) * (-1 if model.metric == "ip" else 1)
-        assert (steps >= -tol).all(), "results not ordered best first"
-        # same label set as the oracle, except labels tied with the boundary score
-        np.testing.assert_allclose(true_of_got, [s for _, s in expected], rtol=0, atol=tol)
-        boundary = expected[-1][1]
-        for label in set(got) ^ {label for label, _ in expected}:
-            assert abs(truth[label] - boundary) < tol, f"label {label} differs beyond a tie"
 
 
 def check_all(
@@ -385,7 +300,9 @@ op_st = st.one_of(
 @pytest.mark.parametrize("metric", METRICS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op_st, max_size=40), qseed=st.integers(0, 2**32 - 1))
-def test_random_op_sequences_match_oracle(metric: str, ops: list[tuple], qseed: int) -> None:
+def test_random_op_sequences_match_oracle(
+    metric: str, ops: list[tuple[Any, ...]], qseed: int
+) -> None:
     ix, model = make(metric)
     for op in ops:
         if op[0] == "add":
@@ -465,7 +382,7 @@ def test_resolve_params_defaults_and_overrides() -> None:
         ({"ratio": -0.1}, "search_params.ratio", "must be in"),
     ],
 )
-def test_resolve_params_rejects(given: dict, field: str, words: str) -> None:
+def test_resolve_params_rejects(given: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(InvalidArgument) as e:
         resolve_params(SPECS, given, field="search_params")
     assert e.value.field == field and words in str(e.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from curacache.errors import InvalidArgument
 from curacache.index import Index, resolve_params
 from curacache.index.hnsw import HNSW, HnswIndex
-from tests.unit.test_index_flat import Model, assert_matches_oracle
+from tests.helpers import Model, assert_matches_oracle
 
 DIM = 16
 METRICS = ("ip", "l2")
@@ -267,14 +268,15 @@ def test_growth_many_deletes_and_rebuild(metric: str) -> None:
 class _Failing:
     """Wraps an hnswlib index so knn_query always raises, as with an unreachable live set."""
 
-    def __init__(self, idx: object) -> None:
-        self._idx, self.efs = idx, []
+    def __init__(self, idx: Any) -> None:  # an hnswlib.Index (hnswlib ships no types)
+        self._idx = idx
+        self.efs: list[int] = []
 
     def knn_query(self, q: np.ndarray, k: int, num_threads: int) -> None:
         self.efs.append(self._idx.ef)
         raise RuntimeError("Cannot return the results in a contiguous 2D array")
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._idx, name)
 
 
@@ -395,7 +397,9 @@ op_st = st.one_of(
 @pytest.mark.parametrize("metric", METRICS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op_st, max_size=40), qseed=st.integers(0, 2**32 - 1))
-def test_random_op_sequences_match_oracle(metric: str, ops: list[tuple], qseed: int) -> None:
+def test_random_op_sequences_match_oracle(
+    metric: str, ops: list[tuple[Any, ...]], qseed: int
+) -> None:
     ix, model = make(metric)
     for op in ops:
         if op[0] == "add":
@@ -456,7 +460,7 @@ def test_kind_creates_index_with_params() -> None:
         ({"ef": 10}, "index_params.ef"),  # a search param is not a build param
     ],
 )
-def test_build_params_rejected(params: dict, field: str) -> None:
+def test_build_params_rejected(params: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidArgument) as e:
         HNSW.create(dim=4, metric="ip", params=params)
     assert e.value.field == field

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -37,7 +38,7 @@ def sse(*events: object, done: bool = True) -> bytes:
     return out + (b"data: [DONE]\n\n" if done else b"")
 
 
-def text_event(text: str, finish: str | None = None) -> dict:
+def text_event(text: str, finish: str | None = None) -> dict[str, Any]:
     return {"model": "m", "choices": [{"index": 0, "text": text, "finish_reason": finish}]}
 
 
@@ -51,7 +52,9 @@ USAGE = {
 class Backend:
     """A scripted backend: each call pops the next reply (a Response, an exception, or a factory)."""
 
-    def __init__(self, *replies: object) -> None:
+    def __init__(
+        self, *replies: httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
+    ) -> None:
         self.replies = list(replies)
         self.requests: list[httpx.Request] = []
         self.sleeps: list[float] = []
@@ -63,13 +66,13 @@ class Backend:
             raise reply
         if callable(reply):
             return reply(request)
-        return reply  # type: ignore[return-value]
+        return reply
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
 
-    def client(self, **options: object) -> BackendClient:
-        config = BackendConfig(name="b", base_url="http://gpu:8000", **options)  # type: ignore[arg-type]
+    def client(self, **options: Any) -> BackendClient:
+        config = BackendConfig(name="b", base_url="http://gpu:8000", **options)
         return BackendClient(
             config=config,
             transport=httpx.MockTransport(self.handler),
@@ -137,7 +140,9 @@ async def test_connect_errors_are_retried() -> None:
         (httpx.Response(200, text="<html>"), BackendUnavailable),
     ],
 )
-async def test_failures_that_are_not_retried(reply: object, kind: type) -> None:
+async def test_failures_that_are_not_retried(
+    reply: httpx.Response | Exception, kind: type[Exception]
+) -> None:
     backend = Backend(reply)
     async with backend.client(max_retries=3) as client:
         with pytest.raises(kind):
@@ -201,7 +206,7 @@ async def test_stream_that_ends_without_done() -> None:
             await collect(client.stream(REQUEST))
     finished = Backend(httpx.Response(200, content=sse(text_event("all", "stop"), done=False)))
     async with finished.client() as client:  # a finish_reason without [DONE] is accepted
-        assert (await collect(client.stream(REQUEST)))[-1].text == "all"  # type: ignore[union-attr]
+        assert (await collect(client.stream(REQUEST)))[-1].text == "all"
 
 
 async def test_stream_error_event() -> None:

@@ -162,6 +162,10 @@ def test_error_for_status(status: int, body: str, kind: type) -> None:
     error = error_for_status(status, body, {"retry-after": "7"}, backend="b", model="x")
     assert type(error) is kind
     if kind is BackendOverloaded:
-        assert error.retry_after == 7.0 and "slow down" in str(error)
+        assert (
+            isinstance(error, BackendOverloaded)
+            and error.retry_after == 7.0
+            and "slow down" in str(error)
+        )
     if kind is BackendRejected:
         assert "context length" in str(error) or "bad field" in str(error)

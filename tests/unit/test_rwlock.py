@@ -5,6 +5,7 @@ Events order the threads; timeouts only bound a failing test, they never assert 
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 
@@ -41,7 +42,7 @@ def test_readers_hold_the_lock_together() -> None:
             inside[i].set()
             release.wait(WAIT)
 
-    threads = [_spawn(lambda i=i: reader(i)) for i in range(3)]
+    threads = [_spawn(functools.partial(reader, i)) for i in range(3)]
     # All three are inside at once: with an exclusive lock the 2nd would never get in.
     assert all(ev.wait(WAIT) for ev in inside)
     release.set()

@@ -80,17 +80,19 @@ def vec(*xs: float) -> bytes:
     return struct.pack(f"<{DIM}f", *(list(xs) + [0.0] * DIM)[:DIM])
 
 
-def rec(rid: str, owner: str = "alice", payload: bytes = b"p", **kw: object) -> StoredRecord:
+def rec(rid: str, **kw: object) -> StoredRecord:
+    """A valid record, or with `kw` any field replaced (also by a wrongly typed value)."""
+    owner = kw.get("owner", "alice")
     fields: dict[str, object] = dict(
         id=rid,
         vector=vec(float(len(rid)), 1.5),
         owner=owner,
         tenants=(owner,),
-        payload=payload,
+        payload=b"p",
         metadata={"k": rid},
     )
     fields.update(kw)
-    return StoredRecord(**fields)  # type: ignore[arg-type]
+    return StoredRecord(**fields)  # type: ignore[arg-type]  # deliberately any field value
 
 
 @pytest.fixture
@@ -431,7 +433,7 @@ def test_unreachable_backend_is_store_unavailable(backend: str, tmp_path: Path) 
 
 
 # -- property: arbitrary text and bytes round-trip ---------------------------------------
-_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 _records = st.lists(
     st.builds(
         StoredRecord,

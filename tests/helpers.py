@@ -1,4 +1,5 @@
-"""Shared oracle and structure checks for the Curator tests (no tests of its own).
+"""What several test modules share (no tests of its own): the label-level reference `Model`
+with its exact-search checks for the index kinds, and Curator's structure checks.
 
 `check_structure` re-derives, independently of curator's code paths, everything the design
 promises about a tenant's sub-tree: each accessible (id, tenant) in exactly one shortlist of
@@ -12,12 +13,14 @@ import itertools
 
 import numpy as np
 
+from curacache.index import SearchResult
 from curator import CuratorIndex, TenantView
 from curator.layout import ENTRIES, FIRST, IDS_GARBAGE, IDS_USED, ROOM, ROWS_GARBAGE, ROWS_USED
 
 
 class Model:
-    """Reference state: label -> vector and label -> tenants; exact search by numpy."""
+    """Reference state: label -> vector and label -> tenants, searched exactly by numpy
+    (float64)."""
 
     def __init__(self, metric: str) -> None:
         self.metric = metric
@@ -26,7 +29,8 @@ class Model:
 
     def add(self, labels: list[int], vecs: np.ndarray, access: list[list[str]]) -> None:
         for label, v, a in zip(labels, vecs, access):
-            self.vecs[label] = np.asarray(v, dtype=np.float32)
+            assert label not in self.vecs, f"test bug: label {label} added twice"
+            self.vecs[label] = np.array(v, dtype=np.float32)
             self.access[label] = set(a)
 
     def grant(self, labels: list[int], tenant: str) -> None:
@@ -50,8 +54,8 @@ class Model:
     def tenants(self) -> set[str]:
         return {t for a in self.access.values() for t in a}
 
-    def scores(self, tenant: str, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, raw scores) of everything `tenant` sees, best first (float64 oracle)."""
+    def ranked(self, tenant: str, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, raw scores) of everything `tenant` sees, best first; ties by smaller label."""
         labels = np.asarray(self.visible(tenant), dtype=np.int64)
         if labels.size == 0:
             return labels, np.empty(0)
@@ -65,12 +69,22 @@ class Model:
             order = np.argsort(s, kind="stable")
         return labels[order], s[order]
 
+    def scores(self, tenant: str, q: np.ndarray) -> dict[int, float]:
+        """label -> raw score of everything `tenant` sees."""
+        labels, s = self.ranked(tenant, q)
+        return dict(zip(labels.tolist(), s.tolist()))
+
+    def topk(self, tenant: str, q: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The best k (label, score), best first; ties broken by smaller label."""
+        labels, s = self.ranked(tenant, q)
+        return list(zip(labels[:k].tolist(), s[:k].tolist()))
+
 
 def assert_exact(
     model: Model, tenant: str, q: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
 ) -> None:
     """`labels`/`scores` (one row) are the exact top-k up to float32 rounding near ties."""
-    want_l, want_s = model.scores(tenant, q)
+    want_l, want_s = model.ranked(tenant, q)
     n = min(k, len(want_l))
     assert np.all(labels[n:] == -1)
     assert np.all(np.isinf(scores[n:]))
@@ -85,7 +99,43 @@ def assert_exact(
         assert set(got.tolist()) == set(want_l.tolist())
 
 
-def lists_of(view: TenantView) -> dict[int, np.ndarray]:
+def assert_matches_oracle(
+    model: Model, res: SearchResult, tenant: str, queries: np.ndarray, k: int
+) -> None:
+    nq = len(queries)
+    assert res.labels.shape == (nq, k) and res.labels.dtype == np.int64
+    assert res.scores.shape == (nq, k) and res.scores.dtype == np.float32
+    pad = -np.inf if model.metric == "ip" else np.inf
+    for qi in range(nq):
+        truth = model.scores(tenant, queries[qi])
+        expected = model.topk(tenant, queries[qi], k)
+        m = len(expected)
+        labels, scores = res.labels[qi], res.scores[qi]
+        # padding
+        assert (labels[m:] == -1).all() and (scores[m:] == pad).all()
+        got = labels[:m].tolist()
+        assert -1 not in got and len(set(got)) == m
+        # never a label the tenant cannot see
+        assert set(got) <= set(truth), f"{tenant} got invisible labels {set(got) - set(truth)}"
+        if m == 0:
+            continue
+        scale = max(1.0, max(abs(s) for s in truth.values()))
+        tol = 1e-5 * scale
+        # reported scores are the true scores of the reported labels, best first
+        true_of_got = np.array([truth[label] for label in got])
+        np.testing.assert_allclose(scores[:m], true_of_got, rtol=0, atol=tol)
+        steps = np.diff(true_of_got) * (-1 if model.metric == "ip" else 1)
+        assert (steps >= -tol).all(), "results not ordered best first"
+        # same label set as the oracle, except labels tied with the boundary score
+        np.testing.assert_allclose(true_of_got, [s for _, s in expected], rtol=0, atol=tol)
+        boundary = expected[-1][1]
+        for label in set(got) ^ {label for label, _ in expected}:
+            assert abs(truth[label] - boundary) < tol, f"label {label} differs beyond a tie"
+
+
+def lists_of(view: TenantView | None) -> dict[int, np.ndarray]:
+    """A tenant's shortlists by node (`tenant_view` answers None for an unknown tenant)."""
+    assert view is not None, "the tenant has no structure"
     return view.lists
 
 
@@ -168,27 +218,3 @@ def clustered(
     return (
         centers[rng.integers(0, n_clusters, n)] + spread * rng.standard_normal((n, dim))
     ).astype(np.float32)
-
-
-def test_quantized_centroids_stay_within_half_a_step_and_norms_match_the_codes() -> None:
-    from curator.tree import Tree, quantize
-
-    rng = np.random.default_rng(1)
-    c = rng.normal(size=(50, 16)).astype(np.float32)
-    c[:, 3] = 0.25  # a constant dimension
-    codes, lo, step = quantize(c)
-    deq = lo + step * codes.astype(np.float32)
-    assert codes.dtype == np.uint8 and np.all(np.abs(deq - c) <= step / 2 + 1e-6)
-    assert np.allclose(deq[:, 3], 0.25)
-    tree = Tree.from_centroids(
-        c,
-        np.r_[1, np.zeros(49)],
-        np.r_[49, np.zeros(49)],
-        np.r_[-1, np.zeros(49)],
-        np.r_[0, np.ones(49)],
-    )
-    np.testing.assert_allclose(tree.cnorm, (tree.centroids**2).sum(1), rtol=1e-5)
-    # routing scores the dequantized centroids: the leaf is the nearest of them
-    x = rng.normal(size=(200, 16)).astype(np.float32)
-    near = ((x[:, None, :] - tree.centroids[None, 1:]) ** 2).sum(-1).argmin(1) + 1
-    assert np.array_equal(tree.route_leaves(x, beam=1), near)

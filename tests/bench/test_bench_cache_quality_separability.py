@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.cache_quality.data import DATA_DIR, PAIRS, Qqp
+from bench.cache_quality.data import PAIRS, Qqp
+from bench.cache_quality.labelled_prompts import DATA_DIR
 from bench.cache_quality.separability import component_halves, main, reachable
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.cache_quality import data
+from bench.cache_quality.data import PAIRS
+from bench.cache_quality.labelled_prompts import DATA_DIR
 from bench.cache_quality.selfcal import main
 
 pytestmark = pytest.mark.skipif(
-    not (data.DATA_DIR / data.PAIRS).exists(), reason="../shared/data not present"
+    not (DATA_DIR / PAIRS).exists(), reason="../shared/data not present"
 )
 
 
