@@ -15,10 +15,12 @@ every client that computes a placement gets the same answer:
 - `BoundedLoadPlacer`: consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam,
   "Consistent Hashing with Bounded Loads", SODA 2018) on a ring with virtual nodes, capacity
   ceil(c · total bytes / groups) with c = 1 + ε. A collection walks clockwise from its hash to
-  the first group where it fits (else, for a giant, the first that is not full), so every group
-  ends with load ≤ capacity - 1 + largest collection. `largest_first=True` is our size-aware variant:
-  collections are placed in decreasing size, so the giants land first and the small ones fill
-  the gaps; `pinned` keeps chosen collections (the few giants) where an earlier map put them.
+  the first group where it fits (else, for a giant, the first that is not full), so every
+  group ends with load ≤ capacity - 1 + largest collection. `largest_first=True` is our
+  size-aware variant: collections are placed in decreasing size, so the giants land first and
+  the small ones fill the gaps; `pinned` keeps chosen collections where an earlier map put them.
+  `rebalance` updates a stored map for a join or a leave instead of recomputing it, moving
+  only the excess above the new capacity (the scheme bench/placement recommends).
 
 `PlacementMap` is what the store holds and the SDK routes by: a version, the groups, and an
 explicit collection → group table; a collection not in the table (created since the map was
@@ -38,8 +40,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
-
-_MASK64 = (1 << 64) - 1
 
 
 def stable_hash64(key: str) -> int:
@@ -75,7 +75,7 @@ def _check_sizes(sizes: Mapping[str, int]) -> None:
             raise ValueError(f"sizes[{name!r}]: a size in bytes must be >= 0, got {size}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Placement:
     """The result of placing collections: who goes where, and the bytes each group carries."""
 
@@ -89,7 +89,7 @@ class Placement:
         return max(self.loads.values()) * len(self.loads) / total if total else 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BoundedPlacement(Placement):
     """A bounded-load placement, with the capacity (bytes) every group was held to."""
 
@@ -419,6 +419,14 @@ class PlacementMap:
         """The group that serves `collection`."""
         group = self.assignment.get(collection)
         return group if group is not None else RendezvousPlacer().group_of(collection, self.groups)
+
+    def loads(self, sizes: Mapping[str, int]) -> dict[str, int]:
+        """Bytes per group under this map, for the collections in `sizes`."""
+        unlisted = [c for c in sizes if c not in self.assignment]
+        routed = RendezvousPlacer().groups_of(unlisted, self.groups)
+        routed_map = dict(zip(unlisted, routed, strict=True))
+        listed = {c: self.assignment[c] for c in sizes if c in self.assignment}
+        return _loads({**listed, **routed_map}, sizes, self.groups)
 
     def pins(self) -> dict[str, str]:
         """The pinned collections with their groups, as `BoundedLoadPlacer.place` takes them."""

@@ -119,9 +119,7 @@ def zipf_sizes(*, n: int, exponent: float, seed: int, min_bytes: int) -> dict[st
 
 
 def _balance(m: PlacementMap, sizes: Mapping[str, int]) -> float:
-    loads = dict.fromkeys(m.groups, 0)
-    for c, g in m.assignment.items():
-        loads[g] += sizes[c]
+    loads = m.loads(sizes)
     return max(loads.values()) * len(loads) / sum(loads.values())
 
 

@@ -271,3 +271,11 @@ def test_an_unlisted_collection_routes_by_rendezvous() -> None:
 def test_a_malformed_map_is_rejected_naming_the_field(doc: str, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         PlacementMap.from_json(doc)
+
+
+def test_map_loads_count_listed_and_unlisted_collections() -> None:
+    m = PlacementMap(version=1, groups=("a", "b"), assignment={"x": "a"})
+    sizes = {"x": 5, "y": 7}
+    expected = {"a": 5, "b": 0}
+    expected[m.group_of("y")] += 7
+    assert m.loads(sizes) == expected
