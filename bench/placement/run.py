@@ -6,12 +6,13 @@ change the collection names, hence every hash), we measure
 
 - balance: max / mean bytes per group, with 16 groups, after a join (17) and after a leave (15);
 - moved: the fraction of all bytes whose group changes when one group joins (16 → 17) and when
-  one leaves (16 → 15; every one of the 16 groups in turn, mean and worst reported).
+  one leaves (16 → 15; every one of the 16 groups in turn, mean and worst reported);
+- the new group's load after a join, as a multiple of the mean: a join that moves little may
+  simply leave the new group underused, which the two figures above would not show.
 
 A collection is never split, so no placement can beat the floor max(1, groups · largest /
 total) on balance; the report prints it next to the issue's target (max/mean ≤ 1.10 with
-≤ 1/16 of the data moved per join). A join cannot move less than what the new group must hold
-(1/17 of the data at perfect balance).
+≤ 1/16 of the data moved per join). Filling the new group to the mean takes 1/17 of the data.
 
     python -m bench.placement [--collections 10000] [--groups 16] [--seeds 5] [--exponents 0.8 1.0 1.2]
 
@@ -136,6 +137,8 @@ def simulate(
     return {
         "balance": _balance(base, sizes),
         "balance_join": _balance(joined, sizes),
+        # A join that moves little may just leave the new group nearly empty: show its share.
+        "new_group_share": joined.loads(sizes)[joiner] * (len(groups) + 1) / total,
         "balance_leave_worst": max(_balance(m, sizes) for _, m in leaves),
         "moved_join": moved_bytes(base.assignment, joined.assignment, sizes) / total,
         "moved_leave_mean": statistics.fmean(f for f, _ in leaves),
@@ -186,6 +189,7 @@ def _summarise(
     floor_join = max(1.0, (n + 1) * max(sizes.values()) / total)
     worst = {k: max(r[k] for r in runs) for k in runs[0]}
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    worst["new_group_share"] = min(r["new_group_share"] for r in runs)  # emptier is worse
     meets = all(
         r["balance"] <= TARGET_BALANCE
         and r["balance_join"] <= TARGET_BALANCE
@@ -214,8 +218,9 @@ def markdown(result: dict) -> str:
         f"{TARGET_BALANCE:.2f} with ≤ 1/16 = {TARGET_MOVED_PER_JOIN:.4f} of the data moved per join.",
         "",
         "| s | scheme | max/mean (floor) | max/mean after join | worst after a leave "
-        "| moved per join | moved per leave (mean / worst) | meets target |",
-        "|---|---|---|---|---|---|---|---|",
+        "| moved per join | new group's load / mean | moved per leave (mean / worst) "
+        "| meets target |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         med, worst = row["median"], row["worst"]
@@ -225,6 +230,7 @@ def markdown(result: dict) -> str:
             f"| {med['balance_join']:.3f} ({worst['balance_join']:.3f}) ≥ {row['balance_floor_join']:.3f} "
             f"| {med['balance_leave_worst']:.3f} ({worst['balance_leave_worst']:.3f}) "
             f"| {med['moved_join']:.4f} ({worst['moved_join']:.4f}) "
+            f"| {med['new_group_share']:.2f} ({worst['new_group_share']:.2f}) "
             f"| {med['moved_leave_mean']:.4f} / {med['moved_leave_worst']:.4f} "
             f"({worst['moved_leave_worst']:.4f}) "
             f"| {'yes' if row['meets_target'] else 'no'} |"
