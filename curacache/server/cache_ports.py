@@ -99,9 +99,10 @@ class CollectionRepository:
         if not entry_ids:
             return 0
         collection = self.collection()
-        return await asyncio.to_thread(
+        written = await asyncio.to_thread(
             collection.delete, SHARED_TENANT, list(entry_ids), admin=True
         )
+        return written.records
 
     async def search(self, vector: np.ndarray, tenant: str, k: int) -> list[tuple[str, float]]:
         collection = self.collection()

@@ -115,6 +115,11 @@ class ServerConfig:
     snapshot_interval_s: float = (
         300.0  # index snapshots of changed collections; 0 = only at shutdown
     )
+    # Scale-out (README "Running more than one"): processes sharing the port (SO_REUSEPORT),
+    # how often each replica polls the store's change log, and how long the log is kept.
+    workers: int = 1
+    replica_poll_interval_s: float = 0.005
+    log_retention_s: float = 3600.0
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)

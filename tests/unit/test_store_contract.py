@@ -175,9 +175,9 @@ def test_replace_by_id(store: DocumentStore, coll: str) -> None:
 
 def test_delete_records_counts_existing_only(store: DocumentStore, coll: str) -> None:
     store.put_records(coll, [rec(f"r{i}") for i in range(5)])
-    assert store.delete_records(coll, ["r0", "missing", "r3", "r0"]) == 2
-    assert store.delete_records(coll, ["r0", "missing"]) == 0
-    assert store.delete_records(coll, []) == 0
+    assert store.delete_records(coll, ["r0", "missing", "r3", "r0"]).deleted == 2
+    assert store.delete_records(coll, ["r0", "missing"]).deleted == 0
+    assert store.delete_records(coll, []).deleted == 0
     assert store.count(coll) == 3
     assert set(store.get_records(coll, [f"r{i}" for i in range(5)])) == {"r1", "r2", "r4"}
 
@@ -282,8 +282,8 @@ def test_collections_are_isolated(store: DocumentStore) -> None:
     store.put_blob("one2", "k", b"b2")
     assert store.get_records("one", ["x"])["x"].payload == b"1"
     assert store.get_records("one2", ["x", "y"]) == {"x": rec("x", payload=b"2")}
-    assert store.delete_records("one2", ["y"]) == 0
-    assert store.delete_records("one2", ["x"]) == 1
+    assert store.delete_records("one2", ["y"]).deleted == 0
+    assert store.delete_records("one2", ["x"]).deleted == 1
     assert store.count("one") == 2 and store.get_blob("one2", "k") == b"b2"
     assert store.delete_collection("one") is True
     assert store.get_blob("one2", "k") == b"b2" and store.count("one2") == 0
@@ -362,7 +362,7 @@ def test_concurrent_writers_and_readers(store: DocumentStore, coll: str) -> None
     ids = [r.id for b in store.iter_records(coll, batch_size=333) for r in b]
     assert len(ids) == len(set(ids)) == expected == store.count(coll)
     # the byte counter stayed consistent under contention: deleting everything zeroes it
-    assert store.delete_records(coll, ids) == expected
+    assert store.delete_records(coll, ids).deleted == expected
     assert store.size_bytes(coll) == 0
 
 
@@ -459,6 +459,6 @@ def test_property_round_trip(store: DocumentStore, records: list[StoredRecord]) 
     assert store.get_records(name, [r.id for r in records]) == {r.id: r for r in records}
     seen = [r for b in store.iter_records(name, batch_size=5) for r in b]
     assert seen == sorted(records, key=lambda r: r.id.encode("utf-8"))
-    assert store.delete_records(name, [r.id for r in records]) == len(records)
+    assert store.delete_records(name, [r.id for r in records]).deleted == len(records)
     assert store.size_bytes(name) == 0
     store.delete_collection(name)

@@ -1,0 +1,137 @@
+"""Every server process is a replica: it tails the store's change log and applies it.
+
+Start-up (`Replica.begin`, before the indexes load): note where each log stream ends. The
+load then reads the store's state, which includes everything before those positions, and
+the tail starts there: a change both loaded and tailed is applied twice, which is harmless
+because applying a change re-reads its ids from the store (`Collection.apply_change`).
+
+The tail (`run`) polls `DocumentStore.read_changes` (SQLite: one indexed range query; Redis:
+one pipelined XRANGE per stream, since one XREAD cannot span Cluster slots), applies each
+change in a worker thread, then advances the stream's cursor and wakes the reads waiting
+for that position (read-your-writes, `wait_for`). Polling rather than blocking reads keeps
+one implementation for both stores; the interval bounds the added lag (DESIGN §6).
+
+Tokens: a client sees a log position as `position@stream` (e.g. `1732000000000-3@docs`,
+or `42-0@` for SQLite's one stream), so a read names the stream its write went to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from curacache.errors import InvalidArgument
+from curacache.server.vectordb import VectorDB
+from storage.types import Change, position_key
+
+log = logging.getLogger("curacache.replica")
+
+ChangeListener = Callable[[Sequence[str]], Awaitable[None]]
+
+
+def make_token(stream: str, position: str) -> str:
+    """The client-facing form of a log position ("" stays "": nothing to wait for)."""
+    return f"{position}@{stream}" if position else ""
+
+
+def parse_token(token: str, field: str) -> tuple[str, str]:
+    """(stream, position) of a client's token; InvalidArgument naming `field` if malformed."""
+    position, sep, stream = token.partition("@")
+    try:
+        if not sep:
+            raise ValueError(token)
+        position_key(position)
+    except ValueError:
+        raise InvalidArgument(field, f"not a log position: {token[:80]!r}") from None
+    return stream, position
+
+
+class Replica:
+    """Keeps one process's collections in step with the store's change log."""
+
+    def __init__(self, db: VectorDB, *, poll_interval_s: float = 0.005, batch: int = 1024) -> None:
+        self._db = db
+        self._store = db.store
+        self._poll_interval = poll_interval_s
+        self._batch = batch
+        self._cursors: dict[str, str] = {}
+        self._listeners: dict[str, ChangeListener] = {}
+        self._advanced = asyncio.Condition()
+        self.applied = 0  # changes applied since start (diagnostics)
+
+    def begin(self) -> None:
+        """Note where every stream ends; call before loading the collections (blocking)."""
+        registry = self._store.log_heads([""])
+        streams = {self._store.stream_of(s.name) for s in self._store.list_collections()}
+        self._cursors = {**registry, **self._store.log_heads(sorted(streams - {""}))}
+
+    def listen(self, collection: str, listener: ChangeListener) -> None:
+        """Call `listener(ids)` on the event loop after a change to `collection` is applied."""
+        self._listeners[collection] = listener
+
+    def applied_position(self, stream: str) -> str:
+        return self._cursors.get(stream, "")
+
+    async def wait_for(self, token: str, timeout: float, field: str = "min_log_position") -> bool:
+        """Wait until the change at `token` is applied here; False if `timeout` ran out first.
+        An empty token is always reached."""
+        if not token:
+            return True
+        stream, position = parse_token(token, field)
+        wanted = position_key(position)
+
+        def reached() -> bool:
+            return position_key(self._cursors.get(stream, "")) >= wanted
+
+        async with self._advanced:
+            try:
+                await asyncio.wait_for(self._advanced.wait_for(reached), max(timeout, 0.0))
+            except TimeoutError:
+                return reached()
+        return True
+
+    async def run(self) -> None:
+        """Tail the log until cancelled; a failing poll is logged and retried."""
+        while True:
+            try:
+                applied = await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # store briefly unavailable: keep the cursors, try again
+                log.exception("change-log tail failed; retrying")
+                await asyncio.sleep(max(self._poll_interval, 0.5))
+                continue
+            if not applied:
+                await asyncio.sleep(self._poll_interval)
+
+    async def poll_once(self) -> int:
+        """Read and apply one batch of changes; returns how many there were."""
+        cursors = dict(self._cursors)
+        changes = await asyncio.to_thread(self._store.read_changes, cursors, self._batch)
+        for change in changes:
+            await asyncio.to_thread(self._apply, change)
+            listener = self._listeners.get(change.collection)
+            if listener is not None and change.ids:
+                await listener(change.ids)
+            async with self._advanced:
+                self._cursors[change.stream] = change.position
+                self._advanced.notify_all()
+        self.applied += len(changes)
+        return len(changes)
+
+    def _apply(self, change: Change) -> None:
+        if change.op == "create":
+            self._db.open_existing(change.collection)
+            stream = self._store.stream_of(change.collection)
+            if stream:  # a new collection's own log: read it from its start
+                self._cursors.setdefault(stream, "0-0")
+        elif change.op == "drop":
+            self._db.forget(change.collection)
+            stream = self._store.stream_of(change.collection)
+            if stream:
+                self._cursors.pop(stream, None)
+        else:
+            collection = self._db.find(change.collection)
+            if collection is not None:
+                collection.apply_change(change.ids)
