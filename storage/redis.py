@@ -430,7 +430,7 @@ class RedisStore:
             pipe.xrevrange(self._stream_key(name), count=1)
         with _mapped():
             tails = pipe.execute()
-        return {n: _text(t[0][0]) if t else "0-0" for n, t in zip(names, tails)}
+        return {n: _text(t[0][0]) if t else "0-0" for n, t in zip(names, tails, strict=True)}
 
     def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
         """One pipelined XRANGE per stream: a single XREAD cannot span Cluster slots."""
@@ -441,7 +441,7 @@ class RedisStore:
         with _mapped():
             replies = pipe.execute()
         changes = []
-        for name, entries in zip(names, replies):
+        for name, entries in zip(names, replies, strict=True):
             for entry_id, fields in entries:
                 op = _text(fields[b"op"])
                 if name == "":

@@ -423,7 +423,7 @@ class SqliteStore:
     def log_heads(self, streams: Iterable[str]) -> dict[str, str]:
         with self._reader() as conn:
             row = conn.execute("SELECT max(seq) FROM changes").fetchone()
-        return {s: f"{row[0] or 0}-0" for s in streams}
+        return dict.fromkeys(streams, f"{row[0] or 0}-0")
 
     def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
         if "" not in cursors:

@@ -73,8 +73,8 @@ class Replica:
     def applied_position(self, stream: str) -> str:
         return self._cursors.get(stream, "")
 
-    async def wait_for(self, token: str, timeout: float, field: str = "min_log_position") -> bool:
-        """Wait until the change at `token` is applied here; False if `timeout` ran out first.
+    async def wait_for(self, token: str, wait_s: float, field: str = "min_log_position") -> bool:
+        """Wait until the change at `token` is applied here; False if `wait_s` ran out first.
         An empty token is always reached."""
         if not token:
             return True
@@ -86,7 +86,7 @@ class Replica:
 
         async with self._advanced:
             try:
-                await asyncio.wait_for(self._advanced.wait_for(reached), max(timeout, 0.0))
+                await asyncio.wait_for(self._advanced.wait_for(reached), max(wait_s, 0.0))
             except TimeoutError:
                 return reached()
         return True

@@ -21,7 +21,6 @@ from curacache.server.status import rpc
 from curacache.server.vectordb import VectorDB
 from storage.types import StoredRecord
 
-
 # Without a client deadline, how long a read-your-writes read waits for its position.
 READ_YOUR_WRITES_WAIT_S = 10.0
 
