@@ -71,8 +71,8 @@ class CollectionRepository:
                         index_kind=self._index_kind,
                         params=self._index_params,
                     )
-                except AlreadyExists:
-                    pass
+                except AlreadyExists:  # another replica created it first: load it now
+                    self._db.open_existing(self._name)
                 self._collection = self._db.get(self._name)
         return self._collection
 
