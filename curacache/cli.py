@@ -105,8 +105,6 @@ def _serve(args: argparse.Namespace) -> int:
     )  # it narrates CPU-feature probing at INFO
     try:
         config = _serve_config(args)
-        if config.workers < 1:
-            raise ConfigError(f"workers: must be >= 1, got {config.workers}")
         if config.workers > 1 and not args.worker:
             from curacache.server.app import describe_store
             from curacache.server.workers import run_workers

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import redis
@@ -185,6 +185,10 @@ _TRANSIENT_REPLIES = (
 )
 
 
+# Replies that mean "this slot is served elsewhere now" (after a failover or resharding).
+_REROUTE_REPLIES = ("MOVED", "ASK", "READONLY", "CLUSTERDOWN", "TRYAGAIN")
+
+
 @contextmanager
 def _mapped() -> Iterator[None]:
     """Translate redis-py failures that mean 'Redis is unavailable' to StoreUnavailable."""
@@ -225,6 +229,8 @@ class RedisStore:
         prefix: str = "cc",
         client: redis.Redis | RedisCluster | None = None,
         socket_timeout: float = 30.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         """Connect lazily to `url` (see `storage.redis_connect.connect`: standalone, a
         comma-separated or cluster-enabled node list, or Sentinel); ping() checks reachability.
@@ -232,7 +238,17 @@ class RedisStore:
         `client` replaces the URL (any redis.Redis or RedisCluster); it must use
         decode_responses=False and is not closed by close(). `socket_timeout` bounds a single
         command, sized for large batches and delete_collection on big collections.
+
+        `wait_replicas` > 0: every write is followed, on the same connection to the same
+        master, by `WAIT wait_replicas wait_timeout_ms`, and acknowledged only if that many
+        replicas have it (else StoreUnavailable: the write may or may not survive a
+        failover). Redis replicates asynchronously, so this is what makes "acknowledged
+        means kept" hold when a master dies and its replica is promoted.
         """
+        if wait_replicas < 0 or wait_timeout_ms < 0:
+            raise ValueError("wait_replicas and wait_timeout_ms must be >= 0")
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._url = url
         self._prefix = _check_tag_safe(prefix, "prefix")
         self._registry = f"{prefix}:collections".encode()
@@ -266,16 +282,47 @@ class RedisStore:
             raise StoreUnavailable("redis: store is closed")
         return self._r
 
+    def _write(self, key: bytes, enqueue: Callable[[Any], Any]) -> Any:
+        """Run one write (`enqueue(client)`), then WAIT for replicas when configured.
+
+        WAIT counts the replicas that have this connection's writes, so it must follow the
+        write on the same connection: a pipeline on the master that owns `key`."""
+        client = self._client()
+        if not self._wait_replicas:
+            with _mapped():
+                return enqueue(client)
+        node = client.get_node_from_key(key).redis_connection if self.is_cluster else client
+        pipe = node.pipeline(transaction=False)
+        enqueue(pipe)
+        pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        try:
+            with _mapped():
+                result, acked = pipe.execute()
+        except (StoreUnavailable, rexc.ResponseError) as exc:
+            # This pipeline went around the cluster client's routing, so a failover (dead
+            # master, MOVED, READONLY) must refresh its slot map by hand before a retry.
+            if self.is_cluster:
+                with suppress(rexc.RedisError):
+                    client.nodes_manager.initialize()
+            if isinstance(exc, StoreUnavailable) or str(exc).startswith(_REROUTE_REPLIES):
+                raise StoreUnavailable(f"redis: {exc}") from exc
+            raise
+        if int(acked) < self._wait_replicas:
+            raise StoreUnavailable(
+                f"redis: write reached {acked} of {self._wait_replicas} replicas within "
+                f"{self._wait_timeout_ms} ms; it may not survive a failover"
+            )
+        return result
+
     def _script(
         self, script: Any, collection: str, ids: Sequence[str], args: list[Any]
     ) -> tuple[int, str]:
         base = self._base(collection)
-        client = self._client()
+        keys = [base + b"spec", base + b"log"]
         logged = _dumps_ids(ids)
-        with _mapped():
-            result = script(
-                keys=[base + b"spec", base + b"log"], args=[base, logged, *args], client=client
-            )
+        result = self._write(
+            keys[0], lambda c: script(keys=keys, args=[base, logged, *args], client=c)
+        )
         if result == _MISSING:
             raise CollectionMissing(collection)
         count, position = result
@@ -302,16 +349,15 @@ class RedisStore:
     def create_collection(self, spec: CollectionSpec) -> str:
         text = encode_spec(spec)
         base = self._base(spec.name)
-        client = self._client()
-        with _mapped():
-            position = self._register(
-                keys=[self._registry, self._registry_log], args=[spec.name, text], client=client
-            )
-            if position == _MISSING:
-                raise CollectionExists(spec.name)
-            # A crash right here leaves the name registered without `spec`: writes to it
-            # fail with CollectionMissing, and delete_collection clears it.
-            client.set(base + b"spec", text)
+        keys = [self._registry, self._registry_log]
+        position = self._write(
+            keys[0], lambda c: self._register(keys=keys, args=[spec.name, text], client=c)
+        )
+        if position == _MISSING:
+            raise CollectionExists(spec.name)
+        # A crash right here leaves the name registered without `spec`: writes to it fail
+        # with CollectionMissing, and delete_collection clears it.
+        self._write(base + b"spec", lambda c: c.set(base + b"spec", text))
         return _text(position)
 
     def get_collection(self, name: str) -> CollectionSpec | None:
@@ -328,14 +374,14 @@ class RedisStore:
         """Two atomic steps (data, then registry); the first blocks the collection's Redis
         node for roughly 1 µs per record while it runs."""
         base = self._base(name)
-        client = self._client()
-        with _mapped():
-            self._drop(keys=[base + b"spec", base + b"log"], args=[base], client=client)
-            return bool(
-                self._unregister(
-                    keys=[self._registry, self._registry_log], args=[name], client=client
-                )
+        keys = [base + b"spec", base + b"log"]
+        self._write(keys[0], lambda c: self._drop(keys=keys, args=[base], client=c))
+        registry = [self._registry, self._registry_log]
+        return bool(
+            self._write(
+                registry[0], lambda c: self._unregister(keys=registry, args=[name], client=c)
             )
+        )
 
     # -- records -------------------------------------------------------------------------
     def put_records(self, collection: str, records: Sequence[StoredRecord]) -> str:

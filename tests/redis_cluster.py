@@ -63,13 +63,21 @@ class RedisCluster:
                 node.start()
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
             subprocess.run(
-                [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1"]
-                + ["--cluster-yes"],
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *addresses,
+                    "--cluster-replicas",
+                    "1",
+                    "--cluster-yes",
+                ],
                 check=True,
                 capture_output=True,
                 timeout=60,
             )
             self.wait_ok()
+            self._wait_replicas_online()
         except BaseException:
             self.stop()
             raise
@@ -98,6 +106,28 @@ class RedisCluster:
                 return
             if time.monotonic() > deadline:
                 raise RedisUnavailableError(f"cluster not ok within {_READY_TIMEOUT_S}s: {states}")
+            time.sleep(0.1)
+
+    def _wait_replicas_online(self) -> None:
+        """Until every master has its replica connected and synced (WAIT counts only those)."""
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while True:
+            online = 0
+            for node in self.nodes:
+                client = redis.Redis(port=node.port, socket_timeout=1.0)
+                try:
+                    info = client.info("replication")
+                except redis.exceptions.RedisError:
+                    continue
+                finally:
+                    client.close()
+                if info.get("role") == "master":
+                    slave = info.get("slave0")
+                    online += isinstance(slave, dict) and slave.get("state") == "online"
+            if online == len(self.nodes) // 2:
+                return
+            if time.monotonic() > deadline:
+                raise RedisUnavailableError("cluster replicas did not come online")
             time.sleep(0.1)
 
     def flush(self) -> None:

@@ -36,7 +36,12 @@ log = logging.getLogger("curacache.server")
 
 STORES: Mapping[str, Callable[[StorageConfig], DocumentStore]] = {
     "sqlite": lambda c: SqliteStore(c.data_dir / "curacache.sqlite3"),
-    "redis": lambda c: RedisStore(c.redis_url, prefix=c.redis_prefix),
+    "redis": lambda c: RedisStore(
+        c.redis_url,
+        prefix=c.redis_prefix,
+        wait_replicas=c.redis_wait_replicas,
+        wait_timeout_ms=c.redis_wait_timeout_ms,
+    ),
 }
 
 SERVICE_NAMES = (

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from curacache.client import Client
+from storage.errors import StoreUnavailable
 from storage.redis import RedisStore
 from storage.types import CollectionSpec, StoredRecord
+from tests.redis_cluster import RedisCluster
 from tests.server_harness import ThreadServer, make_config
 
 pytestmark = pytest.mark.redis
@@ -78,3 +80,49 @@ def test_two_servers_replicate_through_the_cluster(cluster_servers: list[ThreadS
             assert time.monotonic() < deadline, "cache entry not replicated"
             time.sleep(0.02)
         assert stored.stored
+
+
+def test_master_failover_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    """With WAIT for one replica, every acknowledged write survives killing its master: writes
+    fail (StoreUnavailable) while the replica is promoted and until the promoted master has a
+    replica again (here: the killed node, restarted, rejoins as one), then resume by
+    themselves."""
+    cluster = RedisCluster(tmp_path / "cluster")
+    store = RedisStore(cluster.url, wait_replicas=1, wait_timeout_ms=500, socket_timeout=2.0)
+    try:
+        store.create_collection(CollectionSpec("docs", DIM, "l2", "flat"))
+        master = next(n for n in cluster.nodes if n.port == _owner_port(store, "docs"))
+        acked: list[str] = []
+        failed = 0
+        killed_at = None
+        recovered_at = None
+        deadline = time.monotonic() + 60
+        i = 0
+        while recovered_at is None or len(acked) < 400:
+            assert time.monotonic() < deadline, f"writes did not resume ({failed} failed)"
+            if i == 200:
+                master.kill()
+                killed_at = time.monotonic()
+            try:
+                store.put_records("docs", [record(f"r{i}")])
+                acked.append(f"r{i}")
+                if killed_at is not None and recovered_at is None:
+                    recovered_at = time.monotonic()
+            except StoreUnavailable:
+                failed += 1
+                if failed == 20:  # an operator (or supervisor) restarts the dead node
+                    master.start()
+                time.sleep(0.05)
+            i += 1
+        found = store.get_records("docs", acked)
+        assert len(found) == len(acked), f"lost {len(acked) - len(found)} acknowledged writes"
+        assert failed > 0  # the failover was seen
+        assert killed_at is not None and recovered_at is not None
+    finally:
+        store.close()
+        cluster.stop()
+
+
+def _owner_port(store: RedisStore, collection: str) -> int:
+    node = store._client().get_node_from_key(f"cc:{{{collection}}}:spec")
+    return int(node.port)
