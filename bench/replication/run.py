@@ -69,12 +69,14 @@ async def drive(a: str, b: str, rate: float, seconds: float, probe_every: int) -
 
         async def one(i: int) -> None:
             nonlocal missing
+            step = "upsert on A"
             try:
                 await ca.upsert("lag", [f"r{i}"], vectors[i : i + 1], owner="t")
                 acked = time.perf_counter()
                 token = ca.log_position("lag")
                 if i % probe_every:
                     return
+                step = "search on B"
                 hits = await cb.search("lag", vectors[i], "t", k=1, min_log_position=token)
                 seen = time.perf_counter()
                 if [h.id for h in hits] == [f"r{i}"]:
@@ -82,7 +84,7 @@ async def drive(a: str, b: str, rate: float, seconds: float, probe_every: int) -
                 else:
                     missing += 1
             except Exception as exc:  # counted by kind and reported, never hidden
-                errors[f"{type(exc).__name__}: {str(exc)[:60]}"] += 1
+                errors[f"{step}: {type(exc).__name__}: {str(exc)[:60]}"] += 1
 
         tasks = []
         start = time.perf_counter()
