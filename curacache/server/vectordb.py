@@ -27,7 +27,7 @@ class VectorDB:
         self.default_index_kind = default_index_kind or DEFAULT_INDEX_KIND
         get_kind(self.default_index_kind, field="default_index_kind")
         self._collections: dict[str, Collection] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: delete() -> get() -> open_existing()
 
     def load(self) -> None:
         """Rebuild every collection's index from the store."""
@@ -109,10 +109,15 @@ class VectorDB:
         return spec, position
 
     def get(self, name: str) -> Collection:
-        try:
-            return self._collections[name]
-        except KeyError:
-            raise NotFound(f"collection {name!r} does not exist") from None
+        """The collection; one this replica has not loaded yet is looked up in the store (the
+        source of truth), so a collection another replica has just created is usable here
+        before its log entry arrives."""
+        collection = self._collections.get(name)
+        if collection is None and self.open_existing(name):
+            collection = self._collections.get(name)
+        if collection is None:
+            raise NotFound(f"collection {name!r} does not exist")
+        return collection
 
     def list(self, *, internal: bool = False) -> list[CollectionSpec]:
         """The public collections by name; with `internal`, only the internal ones (the cache's

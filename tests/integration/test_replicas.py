@@ -147,3 +147,16 @@ def test_cache_store_on_a_hits_on_b(pair: tuple[ThreadServer, ThreadServer]) -> 
             lambda: not ca.lookup("what is the capital of france?", "t1", model="m").hit,
             "cache invalidate",
         )
+
+
+def test_a_collection_just_created_elsewhere_is_found_in_the_store(
+    pair: tuple[ThreadServer, ThreadServer],
+) -> None:
+    """B has not applied A's create yet: the collection is looked up in the store, not missed."""
+    a, b = pair
+    with Client(a.target) as ca, Client(b.target) as cb:
+        for i in range(5):
+            ca.create_collection(f"c{i}", DIM, index="flat")
+            assert cb.upsert(f"c{i}", ["x"], vectors(1), owner="alice") == 1
+        with pytest.raises(NotFoundError):
+            cb.upsert("never-created", ["x"], vectors(1), owner="alice")
