@@ -23,8 +23,10 @@ roll back, so records are fully validated in Python before the script is sent.
 
 Creating and dropping a collection touch two slots (the registry's and the collection's) and
 so are two atomic steps, ordered so that a failure between them never leaves records that a
-later collection of the same name would inherit: create claims the name in the registry
-(and logs it) before writing `spec`; drop deletes `spec` and the data before the registry entry.
+later collection of the same name would inherit, and so that a replica that reads the
+registry's log finds the collection writable: create writes `spec` (SET NX: the name's claim)
+before the registry entry and its log; drop deletes `spec` and the data before the registry
+entry.
 
 Missing collections: like SqliteStore, every method naming a collection raises
 CollectionMissing when it does not exist; get_collection/delete_collection return None/False.
@@ -348,16 +350,19 @@ class RedisStore:
     # -- collections ---------------------------------------------------------------------
     def create_collection(self, spec: CollectionSpec) -> str:
         text = encode_spec(spec)
-        base = self._base(spec.name)
+        spec_key = self._base(spec.name) + b"spec"
+        # `spec` first: once the registry (and its log, which replicas tail) names the
+        # collection, it is already writable. A crash between the two steps leaves `spec`
+        # alone: the name then reads as missing but is refused by create (CollectionExists)
+        # until delete_collection clears it.
+        if not self._write(spec_key, lambda c: c.set(spec_key, text, nx=True)):
+            raise CollectionExists(spec.name)
         keys = [self._registry, self._registry_log]
         position = self._write(
             keys[0], lambda c: self._register(keys=keys, args=[spec.name, text], client=c)
         )
         if position == _MISSING:
             raise CollectionExists(spec.name)
-        # A crash right here leaves the name registered without `spec`: writes to it fail
-        # with CollectionMissing, and delete_collection clears it.
-        self._write(base + b"spec", lambda c: c.set(base + b"spec", text))
         return _text(position)
 
     def get_collection(self, name: str) -> CollectionSpec | None:

@@ -113,7 +113,8 @@ class VectorDB:
         source of truth), so a collection another replica has just created is usable here
         before its log entry arrives."""
         collection = self._collections.get(name)
-        if collection is None and self.open_existing(name):
+        if collection is None:
+            self.open_existing(name)  # False too when the log's tail loaded it meanwhile
             collection = self._collections.get(name)
         if collection is None:
             raise NotFound(f"collection {name!r} does not exist")
