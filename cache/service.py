@@ -136,6 +136,16 @@ class SemanticCache:
             count += 1
         return count
 
+    def observe(self, present: Iterable[CacheEntry], gone: Iterable[str]) -> None:
+        """Another server (a replica of the same store) stored or removed these entries: keep
+        the bookkeeping as `restore` would have it. Hit counts since a put stay per replica."""
+        for entry in present:
+            self._remember(entry.category, self._ledger(entry.category), entry)
+        for entry_id in gone:
+            category = self._where.get(entry_id)
+            if category is not None:
+                self._forget(category, self._ledger(category).remove([entry_id]))
+
     async def sweep_expired(self) -> int:
         """Delete expired entries from index and store (run periodically by the server).
         Expired entries are never served even before the sweep: every read checks expiry."""

@@ -13,6 +13,10 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from curacache.server.config import ServerConfig
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,18 +27,23 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, help="SQLite data directory (default ./data)")
     p.add_argument("--storage", choices=("sqlite", "redis"), help="document store (default sqlite)")
     p.add_argument("--redis-url", help="Redis URL when --storage redis")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port, each a replica of the store (default 1)",
+    )
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers
     p.set_defaults(run=_serve)
 
 
-async def _serve_async(args: argparse.Namespace) -> None:
-    from curacache.server.app import create_server, describe_store
+def _serve_config(args: argparse.Namespace) -> ServerConfig:
     from curacache.server.config import load_config
 
     config_file = args.config or (
         Path(os.environ["CURACACHE_CONFIG"]) if os.environ.get("CURACACHE_CONFIG") else None
     )
-    config = load_config(
+    return load_config(
         file=config_file,
         overrides={
             "host": args.host,
@@ -42,8 +51,31 @@ async def _serve_async(args: argparse.Namespace) -> None:
             "storage.data_dir": args.data_dir,
             "storage.kind": args.storage,
             "storage.redis_url": args.redis_url,
+            "workers": args.workers,
         },
     )
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The flags a worker needs to load the same configuration (the port is added after)."""
+    argv = []
+    for flag, value in (
+        ("--config", args.config),
+        ("--host", args.host),
+        ("--data-dir", args.data_dir),
+        ("--storage", args.storage),
+        ("--redis-url", args.redis_url),
+        ("--workers", args.workers),
+        ("--log-level", args.log_level),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+async def _serve_async(config: ServerConfig) -> None:
+    from curacache.server.app import create_server, describe_store
+
     server, port = await create_server(config)
     await server.start()
     auth = "on" if config.auth.enabled else "OFF (loopback only)"
@@ -72,7 +104,19 @@ def _serve(args: argparse.Namespace) -> int:
         logging.WARNING
     )  # it narrates CPU-feature probing at INFO
     try:
-        asyncio.run(_serve_async(args))
+        config = _serve_config(args)
+        if config.workers > 1 and not args.worker:
+            from curacache.server.app import describe_store
+            from curacache.server.workers import run_workers
+
+            return run_workers(
+                _worker_argv(args),
+                workers=config.workers,
+                host=config.host,
+                port=config.port,
+                banner=f"store: {describe_store(config.storage)}",
+            )
+        asyncio.run(_serve_async(config))
     except ConfigError as exc:
         print(f"curacache: configuration error: {exc}", file=sys.stderr)
         return 2

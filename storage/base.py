@@ -4,6 +4,12 @@ Every method is blocking and thread-safe; the server calls them from worker thre
 method that writes returns only once the write is durable (SQLite: committed with
 synchronous=FULL; Redis: acknowledged by the server, which fsyncs per its AOF policy).
 Batch writes are atomic: all records of a call land or none do.
+
+Change log: every write of collections, records or access lists appends a `Change` to the
+store's log in the same atomic step as the data, and returns its log position. The log is one
+or more streams (SQLite: one; Redis: one per collection, in the collection's hash slot, plus
+one for the registry) so that the append never spans Redis Cluster slots. Replicas tail it
+with `read_changes`. Blobs (index snapshots) are per-replica optimisations and are not logged.
 """
 
 from __future__ import annotations
@@ -11,14 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from storage.types import CollectionSpec, StoredRecord
+from storage.types import Change, CollectionSpec, Deleted, StoredRecord
 
 
 @runtime_checkable
 class DocumentStore(Protocol):
     # -- collections -------------------------------------------------------------------
-    def create_collection(self, spec: CollectionSpec) -> None:
-        """Persist a new collection; CollectionExists if the name is taken."""
+    def create_collection(self, spec: CollectionSpec) -> str:
+        """Persist a new collection; CollectionExists if the name is taken. Returns the log
+        position of the "create" change."""
 
     def get_collection(self, name: str) -> CollectionSpec | None: ...
 
@@ -29,17 +36,19 @@ class DocumentStore(Protocol):
         """Drop the collection with every record and blob; False if it did not exist."""
 
     # -- records -----------------------------------------------------------------------
-    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> None:
-        """Insert or replace records by id, atomically. CollectionMissing if absent."""
+    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> str:
+        """Insert or replace records by id, atomically. CollectionMissing if absent.
+        Returns the log position ("" when `records` is empty: nothing was written)."""
 
     def get_records(self, collection: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
         """The records that exist among `ids`, keyed by id (missing ids are left out)."""
 
-    def delete_records(self, collection: str, ids: Iterable[str]) -> int:
-        """Delete atomically; returns how many existed."""
+    def delete_records(self, collection: str, ids: Iterable[str]) -> Deleted:
+        """Delete atomically; returns how many existed and the log position ("" if none)."""
 
-    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> None:
-        """Replace the access lists of existing records, atomically (grant/revoke)."""
+    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
+        """Replace the access lists of existing records, atomically (grant/revoke); returns
+        the log position ("" when there was nothing to change)."""
 
     def iter_records(self, collection: str, batch_size: int = 1024) -> Iterator[list[StoredRecord]]:
         """Every record of the collection, in batches (index rebuild at start-up)."""
@@ -53,6 +62,21 @@ class DocumentStore(Protocol):
     def put_blob(self, collection: str, key: str, data: bytes) -> None: ...
 
     def get_blob(self, collection: str, key: str) -> bytes | None: ...
+
+    # -- change log ----------------------------------------------------------------------
+    def stream_of(self, collection: str) -> str:
+        """The log stream that carries `collection`'s record changes ("" is the registry's,
+        which carries create/drop; SQLite has only that one)."""
+
+    def log_heads(self, streams: Iterable[str]) -> dict[str, str]:
+        """The newest position of each stream ("0-0" when empty): where a replica that has
+        just loaded the store's state starts tailing."""
+
+    def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
+        """Changes after each stream's cursor position, oldest first within a stream."""
+
+    def trim_log(self, older_than_s: float) -> int:
+        """Drop log entries older than `older_than_s` seconds; returns how many went."""
 
     # -- lifecycle -----------------------------------------------------------------------
     def ping(self) -> None:

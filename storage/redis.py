@@ -1,8 +1,12 @@
-"""RedisStore: the production DocumentStore on a standalone Redis (redis-py, sync client).
+"""RedisStore: the production DocumentStore on Redis, standalone or Cluster (redis-py, sync).
 
 Key layout (every key of a collection shares the hash tag `{name}`, so one slot holds it):
 
-    {prefix}:collections            hash   name -> CollectionSpec JSON (the registry)
+    {prefix}:collections            hash   name -> CollectionSpec JSON (the registry, for listing)
+    {prefix}:{{prefix}:collections}:registry-log
+                                    stream create/drop changes (same slot as the registry)
+    {prefix}:{name}:spec            string CollectionSpec JSON: the collection exists
+    {prefix}:{name}:log             stream the collection's change log
     {prefix}:{name}:r:{id}          hash   v vector, o owner, t tenants JSON, p payload,
                                            m metadata JSON, n stored bytes of the record
     {prefix}:{name}:ids             zset   every id at score 0 (lexicographic paging, ZCARD)
@@ -10,10 +14,19 @@ Key layout (every key of a collection shares the hash tag `{name}`, so one slot 
     {prefix}:{name}:b:{key}         string blob
     {prefix}:{name}:blobs           set    blob keys (so delete_collection finds them)
 
-Writes are small Lua scripts: each one checks the registry, writes and updates the byte
-counter in one atomic step, so a batch lands whole and never lands in a deleted collection.
-Lua cannot roll back, so records are fully validated in Python before the script is sent.
-The registry lives outside the collection's slot, hence standalone (or Sentinel) Redis only.
+Writes are small Lua scripts: each one checks the collection's `spec` key, writes, updates
+the byte counter and appends to the collection's log stream (XADD) in one atomic step, so a
+batch lands whole, never lands in a deleted collection, and is logged if and only if it
+landed. Every key a script touches shares one hash slot, so the same scripts run on Redis
+Cluster (the client routes them by KEYS[1]; MOVED/ASK are followed by redis-py). Lua cannot
+roll back, so records are fully validated in Python before the script is sent.
+
+Creating and dropping a collection touch two slots (the registry's and the collection's) and
+so are two atomic steps, ordered so that a failure between them never leaves records that a
+later collection of the same name would inherit, and so that a replica that reads the
+registry's log finds the collection writable: create writes `spec` (SET NX: the name's claim)
+before the registry entry and its log; drop deletes `spec` and the data before the registry
+entry.
 
 Missing collections: like SqliteStore, every method naming a collection raises
 CollectionMissing when it does not exist; get_collection/delete_collection return None/False.
@@ -21,12 +34,15 @@ CollectionMissing when it does not exist; get_collection/delete_collection retur
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any, cast
 
 import redis
 from redis import exceptions as rexc
+from redis.cluster import RedisCluster
 
 from storage._codec import (
     check_name,
@@ -38,16 +54,21 @@ from storage._codec import (
     unique_ids,
 )
 from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
-from storage.types import CollectionSpec, StoredRecord
+from storage.redis_connect import connect
+from storage.types import Change, CollectionSpec, Deleted, StoredRecord
 
 __all__ = ["RedisStore"]
 
 _MISSING = -1  # what a script returns when the collection is not in the registry
 
-# KEYS[1] registry; ARGV[1] name, ARGV[2] key base, then per record: id v o t p m n
+# Every record script: KEYS[1] spec, KEYS[2] log; ARGV[1] key base, ARGV[2] ids JSON for the
+# log entry, then its own arguments. It returns -1 for a missing collection, else
+# {count, log position} ("" when nothing changed, and then nothing is logged).
+
+# per record: id v o t p m n
 _PUT = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
-local base = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local base = ARGV[1]
 local ids = base .. 'ids'
 local delta = 0
 for i = 3, #ARGV, 7 do
@@ -60,13 +81,14 @@ for i = 3, #ARGV, 7 do
   delta = delta + tonumber(ARGV[i+6])
 end
 if delta ~= 0 then redis.call('INCRBY', base .. 'bytes', delta) end
-return 0
+if #ARGV < 3 then return {0, ''} end
+return {(#ARGV - 2) / 7, redis.call('XADD', KEYS[2], '*', 'op', 'put', 'ids', ARGV[2])}
 """
 
-# KEYS[1] registry; ARGV[1] name, ARGV[2] key base, then ids
+# then ids
 _DELETE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
-local base = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local base = ARGV[1]
 local ids = base .. 'ids'
 local freed, n = 0, 0
 for i = 3, #ARGV do
@@ -80,13 +102,15 @@ for i = 3, #ARGV do
   end
 end
 if freed ~= 0 then redis.call('DECRBY', base .. 'bytes', freed) end
-return n
+if n == 0 then return {0, ''} end
+return {n, redis.call('XADD', KEYS[2], '*', 'op', 'delete', 'ids', ARGV[2])}
 """
 
-# KEYS[1] registry; ARGV[1] name, ARGV[2] key base, then pairs: id tenants-JSON
+# then pairs: id tenants-JSON
 _SET_TENANTS = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
-local base = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local base = ARGV[1]
+local changed = 0
 local delta = 0
 for i = 3, #ARGV, 2 do
   local key = base .. 'r:' .. ARGV[i]
@@ -96,24 +120,26 @@ for i = 3, #ARGV, 2 do
     local n = tonumber(redis.call('HGET', key, 'n')) + d
     redis.call('HSET', key, 't', ARGV[i+1], 'n', string.format('%d', n))
     delta = delta + d
+    changed = changed + 1
   end
 end
 if delta ~= 0 then redis.call('INCRBY', base .. 'bytes', delta) end
-return 0
+if changed == 0 then return {0, ''} end
+return {changed, redis.call('XADD', KEYS[2], '*', 'op', 'access', 'ids', ARGV[2])}
 """
 
-# KEYS[1] registry; ARGV[1] name, ARGV[2] key base, ARGV[3] blob key, ARGV[4] data
+# then the blob key and data (blobs are not logged)
 _PUT_BLOB = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
-redis.call('SET', ARGV[2] .. 'b:' .. ARGV[3], ARGV[4])
-redis.call('SADD', ARGV[2] .. 'blobs', ARGV[3])
-return 0
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('SET', ARGV[1] .. 'b:' .. ARGV[3], ARGV[4])
+redis.call('SADD', ARGV[1] .. 'blobs', ARGV[3])
+return {0, ''}
 """
 
-# KEYS[1] registry; ARGV[1] name, ARGV[2] key base. Pages through ids to bound memory.
+# KEYS[1] spec, KEYS[2] log; ARGV[1] key base. Pages through ids to bound memory.
 _DROP = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-local base = ARGV[2]
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+local base = ARGV[1]
 local ids = base .. 'ids'
 while true do
   local page = redis.call('ZRANGE', ids, 0, 999)
@@ -130,7 +156,20 @@ for j = 1, #names, 1000 do
   for k = j, math.min(j + 999, #names) do keys[#keys + 1] = base .. 'b:' .. names[k] end
   redis.call('UNLINK', unpack(keys))
 end
-redis.call('UNLINK', ids, blobs, base .. 'bytes')
+redis.call('UNLINK', ids, blobs, base .. 'bytes', KEYS[2])
+return 1
+"""
+
+# KEYS[1] registry, KEYS[2] registry log; ARGV[1] name, ARGV[2] spec JSON
+_REGISTER = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
+return redis.call('XADD', KEYS[2], '*', 'op', 'create', 'collection', ARGV[1])
+"""
+
+# KEYS[1] registry, KEYS[2] registry log; ARGV[1] name
+_UNREGISTER = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 'op', 'drop', 'collection', ARGV[1])
 return 1
 """
 
@@ -148,6 +187,10 @@ _TRANSIENT_REPLIES = (
 )
 
 
+# Replies that mean "this slot is served elsewhere now" (after a failover or resharding).
+_REROUTE_REPLIES = ("MOVED", "ASK", "READONLY", "CLUSTERDOWN", "TRYAGAIN")
+
+
 @contextmanager
 def _mapped() -> Iterator[None]:
     """Translate redis-py failures that mean 'Redis is unavailable' to StoreUnavailable."""
@@ -155,10 +198,20 @@ def _mapped() -> Iterator[None]:
         yield
     except (rexc.ConnectionError, rexc.TimeoutError) as exc:  # incl. BusyLoadingError
         raise StoreUnavailable(f"redis: {exc}") from exc
+    except (rexc.ClusterError, rexc.SlotNotCoveredError) as exc:  # failover in progress
+        raise StoreUnavailable(f"redis: {exc}") from exc
     except rexc.ResponseError as exc:
         if str(exc).startswith(_TRANSIENT_REPLIES):
             raise StoreUnavailable(f"redis: {exc}") from exc
         raise
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _dumps_ids(ids: Sequence[str]) -> str:
+    return json.dumps(list(ids), ensure_ascii=False, separators=(",", ":"))
 
 
 def _check_tag_safe(text: str, what: str) -> str:
@@ -169,86 +222,148 @@ def _check_tag_safe(text: str, what: str) -> str:
 
 
 class RedisStore:
-    """DocumentStore on Redis; thread-safe (redis-py's connection pool is)."""
+    """DocumentStore on Redis or Redis Cluster; thread-safe (redis-py's connection pool is)."""
 
     def __init__(
         self,
         url: str,
         *,
         prefix: str = "cc",
-        client: redis.Redis | None = None,
+        client: redis.Redis | RedisCluster | None = None,
         socket_timeout: float = 30.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
-        """Connect lazily to `url` (redis://, rediss://, unix://); ping() checks reachability.
+        """Connect lazily to `url` (see `storage.redis_connect.connect`: standalone, a
+        comma-separated or cluster-enabled node list, or Sentinel); ping() checks reachability.
 
-        `client` replaces the URL (e.g. a Sentinel master); it must use decode_responses=False
-        and is not closed by close(). `socket_timeout` bounds a single command, sized for
-        large batches and delete_collection on big collections.
+        `client` replaces the URL (any redis.Redis or RedisCluster); it must use
+        decode_responses=False and is not closed by close(). `socket_timeout` bounds a single
+        command, sized for large batches and delete_collection on big collections.
+
+        `wait_replicas` > 0: every write is followed, on the same connection to the same
+        master, by `WAIT wait_replicas wait_timeout_ms`, and acknowledged only if that many
+        replicas have it (else StoreUnavailable: the write may or may not survive a
+        failover). Redis replicates asynchronously, so this is what makes "acknowledged
+        means kept" hold when a master dies and its replica is promoted.
         """
+        if wait_replicas < 0 or wait_timeout_ms < 0:
+            raise ValueError("wait_replicas and wait_timeout_ms must be >= 0")
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._url = url
         self._prefix = _check_tag_safe(prefix, "prefix")
         self._registry = f"{prefix}:collections".encode()
+        self._registry_log = f"{prefix}:{{{prefix}:collections}}:registry-log".encode()
         self._owns_client = client is None
         if client is None:
-            client = redis.Redis.from_url(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=min(socket_timeout, 5.0)
-            )
+            client = connect(url, socket_timeout=socket_timeout)
         if client.get_encoder().decode_responses:
             raise ValueError("RedisStore needs a client with decode_responses=False")
-        self._r: redis.Redis = client
+        self._r: Any = client
         self._closed = False
         self._put = client.register_script(_PUT)
         self._delete = client.register_script(_DELETE)
         self._set_tenants = client.register_script(_SET_TENANTS)
         self._put_blob = client.register_script(_PUT_BLOB)
         self._drop = client.register_script(_DROP)
+        self._register = client.register_script(_REGISTER)
+        self._unregister = client.register_script(_UNREGISTER)
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self._r, RedisCluster)
 
     # -- helpers -------------------------------------------------------------------------
     def _base(self, collection: str) -> bytes:
         _check_tag_safe(collection, "collection name")
         return f"{self._prefix}:{{{collection}}}:".encode()
 
-    def _client(self) -> redis.Redis:
+    def _client(self) -> Any:
         if self._closed:
             raise StoreUnavailable("redis: store is closed")
         return self._r
 
-    def _script(self, script: Any, collection: str, args: list[Any]) -> int:
-        base = self._base(collection)
+    def _write(self, key: bytes, enqueue: Callable[[Any], Any]) -> Any:
+        """Run one write (`enqueue(client)`), then WAIT for replicas when configured.
+
+        WAIT counts the replicas that have this connection's writes, so it must follow the
+        write on the same connection: a pipeline on the master that owns `key`."""
         client = self._client()
-        with _mapped():
-            result = int(
-                script(keys=[self._registry], args=[collection, base, *args], client=client)
+        if not self._wait_replicas:
+            with _mapped():
+                return enqueue(client)
+        node = client.get_node_from_key(key).redis_connection if self.is_cluster else client
+        pipe = node.pipeline(transaction=False)
+        enqueue(pipe)
+        pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        try:
+            with _mapped():
+                result, acked = pipe.execute()
+        except (StoreUnavailable, rexc.ResponseError) as exc:
+            # This pipeline went around the cluster client's routing, so a failover (dead
+            # master, MOVED, READONLY) must refresh its slot map by hand before a retry.
+            if self.is_cluster:
+                with suppress(rexc.RedisError):
+                    client.nodes_manager.initialize()
+            if isinstance(exc, StoreUnavailable) or str(exc).startswith(_REROUTE_REPLIES):
+                raise StoreUnavailable(f"redis: {exc}") from exc
+            raise
+        if int(acked) < self._wait_replicas:
+            raise StoreUnavailable(
+                f"redis: write reached {acked} of {self._wait_replicas} replicas within "
+                f"{self._wait_timeout_ms} ms; it may not survive a failover"
             )
-        if result == _MISSING:
-            raise CollectionMissing(collection)
         return result
 
+    def _script(
+        self, script: Any, collection: str, ids: Sequence[str], args: list[Any]
+    ) -> tuple[int, str]:
+        base = self._base(collection)
+        keys = [base + b"spec", base + b"log"]
+        logged = _dumps_ids(ids)
+        result = self._write(
+            keys[0], lambda c: script(keys=keys, args=[base, logged, *args], client=c)
+        )
+        if result == _MISSING:
+            raise CollectionMissing(collection)
+        count, position = result
+        return int(count), _text(position)
+
     def _with_exists(self, collection: str, *commands: tuple[str, bytes]) -> list[Any]:
-        """Run HEXISTS(registry) plus read commands in one MULTI; CollectionMissing if absent."""
+        """Run EXISTS(spec) plus read commands in one MULTI; CollectionMissing if absent."""
         base = self._base(collection)
         pipe = self._client().pipeline(transaction=True)
-        pipe.hexists(self._registry, collection)
+        pipe.exists(base + b"spec")
         for cmd, suffix in commands:
             getattr(pipe, cmd)(base + suffix)
         with _mapped():
             exists, *rest = pipe.execute()
         if not exists:
             raise CollectionMissing(collection)
-        return rest
+        return cast(list[Any], rest)
 
     @staticmethod
     def _decode(rid: str, h: dict[bytes, bytes]) -> StoredRecord:
         return decode_record(rid, h[b"v"], h[b"o"].decode(), h[b"t"], h[b"p"], h[b"m"])
 
     # -- collections ---------------------------------------------------------------------
-    def create_collection(self, spec: CollectionSpec) -> None:
+    def create_collection(self, spec: CollectionSpec) -> str:
         text = encode_spec(spec)
-        self._base(spec.name)
-        with _mapped():
-            created = self._client().hsetnx(self._registry, spec.name, text)
-        if not created:
+        spec_key = self._base(spec.name) + b"spec"
+        # `spec` first: once the registry (and its log, which replicas tail) names the
+        # collection, it is already writable. A crash between the two steps leaves `spec`
+        # alone: the name then reads as missing but is refused by create (CollectionExists)
+        # until delete_collection clears it.
+        if not self._write(spec_key, lambda c: c.set(spec_key, text, nx=True)):
             raise CollectionExists(spec.name)
+        keys = [self._registry, self._registry_log]
+        position = self._write(
+            keys[0], lambda c: self._register(keys=keys, args=[spec.name, text], client=c)
+        )
+        if position == _MISSING:
+            raise CollectionExists(spec.name)
+        return _text(position)
 
     def get_collection(self, name: str) -> CollectionSpec | None:
         with _mapped():
@@ -261,35 +376,45 @@ class RedisStore:
         return [decode_spec(v) for _, v in sorted(raw.items())]
 
     def delete_collection(self, name: str) -> bool:
-        """Atomic (one script); blocks Redis for roughly 1 µs per record while it runs."""
+        """Two atomic steps (data, then registry); the first blocks the collection's Redis
+        node for roughly 1 µs per record while it runs."""
         base = self._base(name)
-        with _mapped():
-            return bool(self._drop(keys=[self._registry], args=[name, base], client=self._client()))
+        keys = [base + b"spec", base + b"log"]
+        self._write(keys[0], lambda c: self._drop(keys=keys, args=[base], client=c))
+        registry = [self._registry, self._registry_log]
+        return bool(
+            self._write(
+                registry[0], lambda c: self._unregister(keys=registry, args=[name], client=c)
+            )
+        )
 
     # -- records -------------------------------------------------------------------------
-    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> None:
+    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> str:
         args: list[Any] = []
+        ids: dict[str, None] = {}
         for r in records:  # validate everything before anything is sent
             e = encode_record(r)
             args += [e.id, e.vector, e.owner, e.tenants, e.payload, e.metadata, e.nbytes]
-        self._script(self._put, collection, args)
+            ids[e.id] = None
+        return self._script(self._put, collection, list(ids), args)[1]
 
     def get_records(self, collection: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
         wanted = unique_ids(ids)
         hashes = self._with_exists(collection, *(("hgetall", b"r:" + i.encode()) for i in wanted))
         return {i: self._decode(i, h) for i, h in zip(wanted, hashes) if h}
 
-    def delete_records(self, collection: str, ids: Iterable[str]) -> int:
-        return self._script(self._delete, collection, list(unique_ids(ids)))
+    def delete_records(self, collection: str, ids: Iterable[str]) -> Deleted:
+        wanted = list(unique_ids(ids))
+        return Deleted(*self._script(self._delete, collection, wanted, wanted))
 
-    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> None:
+    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
         """Replace access lists; ids that do not exist are ignored."""
         args: list[str] = []
         for rid, tenants in tenants_by_id.items():
             if not isinstance(rid, str):
                 raise TypeError(f"ids must be str, got {type(rid).__name__}")
             args += [rid, encode_tenants(tenants, f"record {rid!r}: tenants")]
-        self._script(self._set_tenants, collection, args)
+        return self._script(self._set_tenants, collection, list(tenants_by_id), args)[1]
 
     def iter_records(self, collection: str, batch_size: int = 1024) -> Iterator[list[StoredRecord]]:
         """Batches in ascending id order (UTF-8 byte order), paged by id so writes may go on.
@@ -339,11 +464,57 @@ class RedisStore:
         check_name(key, "blob key")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"blob data must be bytes, got {type(data).__name__}")
-        self._script(self._put_blob, collection, [key, bytes(data)])
+        self._script(self._put_blob, collection, [], [key, bytes(data)])
 
     def get_blob(self, collection: str, key: str) -> bytes | None:
         raw = self._with_exists(collection, ("get", b"b:" + key.encode()))[0]
         return None if raw is None else bytes(raw)
+
+    # -- change log ----------------------------------------------------------------------
+    def stream_of(self, collection: str) -> str:
+        self._base(collection)
+        return collection
+
+    def _stream_key(self, stream: str) -> bytes:
+        return self._registry_log if stream == "" else self._base(stream) + b"log"
+
+    def log_heads(self, streams: Iterable[str]) -> dict[str, str]:
+        names = list(streams)
+        pipe = self._client().pipeline(transaction=False)
+        for name in names:
+            pipe.xrevrange(self._stream_key(name), count=1)
+        with _mapped():
+            tails = pipe.execute()
+        return {n: _text(t[0][0]) if t else "0-0" for n, t in zip(names, tails, strict=True)}
+
+    def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
+        """One pipelined XRANGE per stream: a single XREAD cannot span Cluster slots."""
+        names = list(cursors)
+        pipe = self._client().pipeline(transaction=False)
+        for name in names:
+            pipe.xrange(self._stream_key(name), min=b"(" + cursors[name].encode(), count=limit)
+        with _mapped():
+            replies = pipe.execute()
+        changes = []
+        for name, entries in zip(names, replies, strict=True):
+            for entry_id, fields in entries:
+                op = _text(fields[b"op"])
+                if name == "":
+                    changes.append(Change("", _text(entry_id), _text(fields[b"collection"]), op))
+                else:
+                    ids = tuple(json.loads(fields[b"ids"]))
+                    changes.append(Change(name, _text(entry_id), name, op, ids))
+        return changes
+
+    def trim_log(self, older_than_s: float) -> int:
+        """XTRIM MINID on every stream: stream ids start with their append time in ms."""
+        cutoff = f"{int((time.time() - older_than_s) * 1000)}-0"
+        streams = ["", *(s.name for s in self.list_collections())]
+        pipe = self._client().pipeline(transaction=False)
+        for name in streams:
+            pipe.xtrim(self._stream_key(name), minid=cutoff)
+        with _mapped():
+            return sum(int(n) for n in pipe.execute())
 
     # -- lifecycle -----------------------------------------------------------------------
     def ping(self) -> None:

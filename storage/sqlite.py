@@ -5,6 +5,11 @@ guarded by a lock, so batches are atomic and durable before the call returns. Re
 small pool of separate connections; WAL lets them run while a write is in progress and they
 always see the last committed state.
 
+Change log: a `changes` table (seq, collection, op, ids JSON, at) written by the same
+transaction as the data, so a change is logged if and only if it committed. Its one stream
+is "" and a position is "<seq>-0". Other processes on the same file see new rows as soon as
+they commit; replicas poll `read_changes` (an index range scan).
+
 Record count and byte size are kept per collection by triggers, so `count` and `size_bytes`
 are O(1) instead of a scan over megabytes of payloads.
 
@@ -16,9 +21,11 @@ count, size_bytes, put_blob, get_blob); only get_collection (None) and delete_co
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -34,7 +41,7 @@ from storage._codec import (
     unique_ids,
 )
 from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
-from storage.types import CollectionSpec, StoredRecord
+from storage.types import Change, CollectionSpec, Deleted, StoredRecord, position_key
 
 __all__ = ["SqliteStore"]
 
@@ -67,6 +74,13 @@ CREATE TABLE IF NOT EXISTS blobs (
     data       BLOB NOT NULL,
     UNIQUE (collection, key)
 );
+CREATE TABLE IF NOT EXISTS changes (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL,
+    op         TEXT NOT NULL,
+    ids        TEXT NOT NULL,
+    at         REAL NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS records_ai AFTER INSERT ON records BEGIN
     UPDATE collections SET nrecords = nrecords + 1, nbytes = nbytes + NEW.nbytes
     WHERE name = NEW.collection;
@@ -90,6 +104,15 @@ _UPSERT = (
 )
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
 _MAX_IDLE_READERS = 8
+
+
+def _log(conn: sqlite3.Connection, collection: str, op: str, ids: Sequence[str] = ()) -> str:
+    """Append a change inside the caller's transaction; returns its position."""
+    cur = conn.execute(
+        "INSERT INTO changes (collection, op, ids, at) VALUES (?, ?, ?, ?)",
+        (collection, op, json.dumps(list(ids), ensure_ascii=False), time.time()),
+    )
+    return f"{cur.lastrowid}-0"
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
@@ -208,18 +231,19 @@ class SqliteStore:
         return row[0], row[1]
 
     # -- collections ---------------------------------------------------------------------
-    def create_collection(self, spec: CollectionSpec) -> None:
+    def create_collection(self, spec: CollectionSpec) -> str:
         text = encode_spec(spec)
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> str:
             try:
                 conn.execute(
                     "INSERT INTO collections (name, spec) VALUES (?, ?)", (spec.name, text)
                 )
             except sqlite3.IntegrityError:
                 raise CollectionExists(spec.name) from None
+            return _log(conn, spec.name, "create")
 
-        self._write(op)
+        return self._write(op)
 
     def get_collection(self, name: str) -> CollectionSpec | None:
         with self._reader() as conn:
@@ -238,16 +262,19 @@ class SqliteStore:
                 return False
             conn.execute("DELETE FROM records WHERE collection = ?", (name,))
             conn.execute("DELETE FROM blobs WHERE collection = ?", (name,))
+            _log(conn, name, "drop")
             return True
 
         return self._write(op)
 
     # -- records -------------------------------------------------------------------------
-    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> None:
+    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> str:
         encoded = [encode_record(r) for r in records]  # validate everything before writing
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> str:
             self._require(conn, collection)
+            if not encoded:
+                return ""
             conn.executemany(
                 _UPSERT,
                 [
@@ -264,8 +291,9 @@ class SqliteStore:
                     for e in encoded
                 ],
             )
+            return _log(conn, collection, "put", list(dict.fromkeys(e.id for e in encoded)))
 
-        self._write(op)
+        return self._write(op)
 
     def get_records(self, collection: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
         wanted = unique_ids(ids)
@@ -282,10 +310,10 @@ class SqliteStore:
                     found[row[0]] = decode_record(*row)
         return {i: found[i] for i in wanted if i in found}
 
-    def delete_records(self, collection: str, ids: Iterable[str]) -> int:
+    def delete_records(self, collection: str, ids: Iterable[str]) -> Deleted:
         wanted = unique_ids(ids)
 
-        def op(conn: sqlite3.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> Deleted:
             self._require(conn, collection)
             deleted = 0
             for i in range(0, len(wanted), _CHUNK):
@@ -295,11 +323,11 @@ class SqliteStore:
                     f"DELETE FROM records WHERE collection = ? AND id IN ({marks})",
                     (collection, *chunk),
                 ).rowcount
-            return deleted
+            return Deleted(deleted, _log(conn, collection, "delete", wanted) if deleted else "")
 
         return self._write(op)
 
-    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> None:
+    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
         """Replace access lists; ids that do not exist are ignored."""
         rows: list[tuple[str, int, str, str]] = []
         for rid, tenants in tenants_by_id.items():
@@ -308,15 +336,18 @@ class SqliteStore:
             text = encode_tenants(tenants, f"record {rid!r}: tenants")
             rows.append((text, len(text.encode("utf-8")), collection, rid))
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> str:
             self._require(conn, collection)
+            if not rows:
+                return ""
             conn.executemany(
                 "UPDATE records SET tenants = ?, nbytes = nbytes - length(CAST(tenants AS BLOB)) + ?"
                 " WHERE collection = ? AND id = ?",
                 rows,
             )
+            return _log(conn, collection, "access", [r[3] for r in rows])
 
-        self._write(op)
+        return self._write(op)
 
     def iter_records(self, collection: str, batch_size: int = 1024) -> Iterator[list[StoredRecord]]:
         """Batches in ascending id order (UTF-8 byte order), paged by id so writes may go on.
@@ -383,6 +414,32 @@ class SqliteStore:
                 "SELECT data FROM blobs WHERE collection = ? AND key = ?", (collection, key)
             ).fetchone()
         return None if row is None else bytes(row[0])
+
+    # -- change log ----------------------------------------------------------------------
+    def stream_of(self, collection: str) -> str:
+        return ""
+
+    def log_heads(self, streams: Iterable[str]) -> dict[str, str]:
+        with self._reader() as conn:
+            row = conn.execute("SELECT max(seq) FROM changes").fetchone()
+        return dict.fromkeys(streams, f"{row[0] or 0}-0")
+
+    def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
+        if "" not in cursors:
+            return []
+        after = position_key(cursors[""])[0]
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT seq, collection, op, ids FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [Change("", f"{seq}-0", c, op, tuple(json.loads(ids))) for seq, c, op, ids in rows]
+
+    def trim_log(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        return self._write(
+            lambda conn: conn.execute("DELETE FROM changes WHERE at < ?", (cutoff,)).rowcount
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
     def ping(self) -> None:

@@ -7,6 +7,7 @@ round-trips bit-exactly and the store never needs numpy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +32,38 @@ class StoredRecord:
     tenants: tuple[str, ...]
     payload: bytes = b""
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of a store's change log: what changed, never the data itself.
+
+    A replica applies a change by re-reading `ids` from the store, so applying it twice, or
+    after a later write to the same ids, converges on the store's state (idempotent).
+    """
+
+    stream: (
+        str  # which log it came from: "" (SQLite's one log, Redis's registry log) or a collection
+    )
+    position: str  # "ms-seq" (a Redis stream id) or "seq-0" (SQLite); compare with position_key
+    collection: str
+    op: str  # "create" | "drop" | "put" | "delete" | "access"
+    ids: tuple[str, ...] = ()
+
+
+class Deleted(NamedTuple):
+    """What `delete_records` did: how many records existed, and the log position ("" if none)."""
+
+    deleted: int
+    position: str
+
+
+def position_key(position: str) -> tuple[int, int]:
+    """A log position as a comparable pair; "" (no position) sorts before every real one."""
+    if not position:
+        return (-1, -1)
+    major, _, minor = position.partition("-")
+    try:
+        return (int(major), int(minor or 0))
+    except ValueError:
+        raise ValueError(f"not a log position: {position!r}") from None

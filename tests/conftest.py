@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from curacache.client import Client
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisProcess, RedisUnavailableError, start_redis_server
 from tests.server_harness import ThreadServer, make_config
 
@@ -41,6 +42,27 @@ def redis_url(redis_server: RedisProcess) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A 3-master + 3-replica Redis Cluster on free loopback ports, stopped at session end."""
+    try:
+        cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    except RedisUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    """Seed URL of the session's cluster, emptied before each test."""
+    redis_cluster.wait_ok()
+    redis_cluster.flush()
+    return redis_cluster.url
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -30,10 +31,13 @@ def _free_port() -> int:
 class RedisProcess:
     """A running redis-server child process bound to 127.0.0.1:`port`, data under `data_dir`."""
 
-    def __init__(self, binary: str, data_dir: Path, port: int) -> None:
+    def __init__(
+        self, binary: str, data_dir: Path, port: int, extra_args: Sequence[str] = ()
+    ) -> None:
         self.binary = binary
         self.data_dir = data_dir
         self.port = port
+        self.extra_args = list(extra_args)
         self.log_path = data_dir / "redis.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -63,6 +67,7 @@ class RedisProcess:
             "no",
             "--protected-mode",
             "no",
+            *self.extra_args,
         ]
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self._proc = subprocess.Popen(

@@ -18,45 +18,110 @@ from curacache.client.types import CollectionInfo, CollectionStats, Hit, Record
 
 _METRICS = {"cosine": cpb.METRIC_COSINE, "l2": cpb.METRIC_L2, "ip": cpb.METRIC_IP}
 _METRIC_NAMES = {v: k for k, v in _METRICS.items()}
+CONSISTENCY = ("eventual", "read_your_writes")
+
+# Calls that change nothing: safe to send again to another replica after UNAVAILABLE.
+_IDEMPOTENT = frozenset(
+    {
+        ("collections", "Get"),
+        ("collections", "List"),
+        ("collections", "Stats"),
+        ("vectors", "Get"),
+        ("vectors", "Search"),
+        ("vectors", "SearchBatch"),
+        ("health", "Check"),
+        ("cache", "Lookup"),
+        ("cache", "Models"),
+        ("cache", "GetPolicies"),
+        ("cache", "Stats"),
+    }
+)
+
+
+class _Endpoint:
+    """One server (replica): its channel and a stub per service."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        # The generated service stubs carry no annotations (only the messages have .pyi files).
+        self.collections = collections_pb2_grpc.CollectionsStub(channel)  # type: ignore[no-untyped-call]
+        self.vectors = vectors_pb2_grpc.VectorsStub(channel)  # type: ignore[no-untyped-call]
+        self.health = health_pb2_grpc.HealthStub(channel)
+        self.cache = cache_pb2_grpc.CacheStub(channel)  # type: ignore[no-untyped-call]
 
 
 class AsyncClient(CacheCalls):
     """Async client for a Curacache server (vector collections here; cache calls in CacheCalls).
 
-    `target` is "host:port"; `api_key` is sent as `authorization: Bearer <key>`;
-    `timeout` is the per-call deadline in seconds (None: no deadline); `channel_options` are
-    extra gRPC channel arguments (e.g. `("grpc.max_reconnect_backoff_ms", 1000)`).
+    `target` is "host:port", or several of them (replicas of one store: calls go to each in
+    turn, and a read that gets UNAVAILABLE is sent to the next); one DNS name with several
+    addresses (`dns:///name:port`) is spread with gRPC's round_robin policy.
+    `api_key` is sent as `authorization: Bearer <key>`; `timeout` is the per-call deadline in
+    seconds (None: no deadline); `channel_options` are extra gRPC channel arguments (e.g.
+    `("grpc.max_reconnect_backoff_ms", 1000)`).
+    `consistency="read_your_writes"`: reads of a collection wait, on whichever replica serves
+    them, until that replica has applied this client's last write to it (README "Running
+    more than one"); "eventual" (default) reads whatever the replica has applied.
     """
 
     def __init__(
         self,
-        target: str = "127.0.0.1:50051",
+        target: str | Sequence[str] = "127.0.0.1:50051",
         *,
         api_key: str | None = None,
         timeout: float | None = 60.0,
         credentials: grpc.ChannelCredentials | None = None,
         max_message_bytes: int = 256 << 20,
         channel_options: Sequence[tuple[str, Any]] = (),
+        consistency: str = "eventual",
     ) -> None:
+        if consistency not in CONSISTENCY:
+            raise ValueError(f"consistency: must be one of {CONSISTENCY}, got {consistency!r}")
+        targets = [target] if isinstance(target, str) else list(target)
+        if not targets:
+            raise ValueError("target: at least one host:port is needed")
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.lb_policy_name", "round_robin"),
             *channel_options,
         ]
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials, options=options)
-            if credentials is not None
-            else grpc.aio.insecure_channel(target, options=options)
-        )
+        self._endpoints = [
+            _Endpoint(
+                grpc.aio.secure_channel(t, credentials, options=options)
+                if credentials is not None
+                else grpc.aio.insecure_channel(t, options=options)
+            )
+            for t in targets
+        ]
+        self._turn = 0
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._timeout = timeout
-        self._collections = collections_pb2_grpc.CollectionsStub(self._channel)  # type: ignore[no-untyped-call]
-        self._vectors = vectors_pb2_grpc.VectorsStub(self._channel)  # type: ignore[no-untyped-call]
-        self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._cache = cache_pb2_grpc.CacheStub(self._channel)  # type: ignore[no-untyped-call]
+        self._read_your_writes = consistency == "read_your_writes"
+        self._positions: dict[str, str] = {}
 
     async def close(self) -> None:
-        await self._channel.close()
+        for endpoint in self._endpoints:
+            await endpoint.channel.close()
+
+    def log_position(self, collection: str) -> str:
+        """The change-log position of this client's last write to `collection` ("" if none):
+        pass it as `min_log_position` to read it from any replica, from any client."""
+        return self._positions.get(collection, "")
+
+    def _wrote(self, collection: str, position: str) -> None:
+        if position:
+            self._positions[collection] = position
+
+    def _min_position(self, collection: str, given: str) -> str:
+        if given:
+            return given
+        return self._positions.get(collection, "") if self._read_your_writes else ""
+
+    def _next_endpoint(self) -> _Endpoint:
+        endpoint = self._endpoints[self._turn % len(self._endpoints)]
+        self._turn += 1
+        return endpoint
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -64,14 +129,24 @@ class AsyncClient(CacheCalls):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return await method(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+    async def _call(self, service: str, method: str, request: Any) -> Any:
+        """One unary call on the next replica; an idempotent one that gets UNAVAILABLE is
+        tried once on each other replica before the error is raised."""
+        tries = len(self._endpoints) if (service, method) in _IDEMPOTENT else 1
+        for attempt in range(tries):
+            stub = getattr(self._next_endpoint(), service)
+            try:
+                return await getattr(stub, method)(
+                    request, metadata=self._metadata, timeout=self._timeout
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == tries - 1:
+                    raise from_rpc_error(exc) from None
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
-    async def _stream(self, method: Any, request: Any) -> AsyncIterator[Any]:
-        call = method(request, metadata=self._metadata, timeout=self._timeout)
+    async def _stream(self, service: str, method: str, request: Any) -> AsyncIterator[Any]:
+        stub = getattr(self._next_endpoint(), service)
+        call = getattr(stub, method)(request, metadata=self._metadata, timeout=self._timeout)
         try:
             async for message in call:
                 yield message
@@ -93,22 +168,24 @@ class AsyncClient(CacheCalls):
             metric=_METRICS[metric],
             index=cpb.IndexSpec(kind=index or "", params=params),
         )
-        return _collection_info(await self._call(self._collections.Create, request))
+        info = await self._call("collections", "Create", request)
+        self._wrote(name, info.log_position)
+        return _collection_info(info)
 
     async def get_collection(self, name: str) -> CollectionInfo:
         return _collection_info(
-            await self._call(self._collections.Get, cpb.GetCollectionRequest(name=name))
+            await self._call("collections", "Get", cpb.GetCollectionRequest(name=name))
         )
 
     async def list_collections(self) -> list[CollectionInfo]:
-        response = await self._call(self._collections.List, cpb.ListCollectionsRequest())
+        response = await self._call("collections", "List", cpb.ListCollectionsRequest())
         return [_collection_info(c) for c in response.collections]
 
     async def delete_collection(self, name: str) -> None:
-        await self._call(self._collections.Delete, cpb.DeleteCollectionRequest(name=name))
+        await self._call("collections", "Delete", cpb.DeleteCollectionRequest(name=name))
 
     async def stats(self, collection: str) -> CollectionStats:
-        s = await self._call(self._collections.Stats, cpb.CollectionStatsRequest(name=collection))
+        s = await self._call("collections", "Stats", cpb.CollectionStatsRequest(name=collection))
         return CollectionStats(
             name=s.name,
             record_count=s.record_count,
@@ -154,16 +231,28 @@ class AsyncClient(CacheCalls):
             for i in range(n)
         ]
         request = vpb.UpsertRequest(collection=collection, tenant=owner, records=records)
-        return int((await self._call(self._vectors.Upsert, request)).upserted)
+        response = await self._call("vectors", "Upsert", request)
+        self._wrote(collection, response.log_position)
+        return int(response.upserted)
 
     async def get(
-        self, collection: str, ids: Sequence[str], tenant: str, *, with_vectors: bool = False
+        self,
+        collection: str,
+        ids: Sequence[str],
+        tenant: str,
+        *,
+        with_vectors: bool = False,
+        min_log_position: str = "",
     ) -> list[Record]:
         """Records `tenant` can see among `ids`, in request order; others are left out."""
         request = vpb.GetRequest(
-            collection=collection, tenant=tenant, ids=ids, with_vectors=with_vectors
+            collection=collection,
+            tenant=tenant,
+            ids=ids,
+            with_vectors=with_vectors,
+            min_log_position=self._min_position(collection, min_log_position),
         )
-        response = await self._call(self._vectors.Get, request)
+        response = await self._call("vectors", "Get", request)
         return [
             Record(
                 id=r.id,
@@ -179,14 +268,18 @@ class AsyncClient(CacheCalls):
     async def delete(self, collection: str, ids: Sequence[str], tenant: str) -> int:
         """Delete records `tenant` owns; returns how many were deleted."""
         request = vpb.DeleteRequest(collection=collection, tenant=tenant, ids=ids)
-        return int((await self._call(self._vectors.Delete, request)).deleted)
+        response = await self._call("vectors", "Delete", request)
+        self._wrote(collection, response.log_position)
+        return int(response.deleted)
 
     async def grant(self, collection: str, ids: Sequence[str], to_tenant: str, tenant: str) -> int:
         """Share records `tenant` owns with `to_tenant`; returns how many changed."""
         request = vpb.GrantRequest(
             collection=collection, tenant=tenant, ids=ids, to_tenant=to_tenant
         )
-        return int((await self._call(self._vectors.Grant, request)).changed)
+        response = await self._call("vectors", "Grant", request)
+        self._wrote(collection, response.log_position)
+        return int(response.changed)
 
     async def revoke(
         self, collection: str, ids: Sequence[str], from_tenant: str, tenant: str
@@ -195,7 +288,9 @@ class AsyncClient(CacheCalls):
         request = vpb.RevokeRequest(
             collection=collection, tenant=tenant, ids=ids, from_tenant=from_tenant
         )
-        return int((await self._call(self._vectors.Revoke, request)).changed)
+        response = await self._call("vectors", "Revoke", request)
+        self._wrote(collection, response.log_position)
+        return int(response.changed)
 
     async def search(
         self,
@@ -204,9 +299,12 @@ class AsyncClient(CacheCalls):
         tenant: str,
         k: int = 10,
         with_payload: bool = False,
+        min_log_position: str = "",
         **params: float,
     ) -> list[Hit]:
-        """Top-k records `tenant` can see; `params` are index search params (gamma2, ef, ...)."""
+        """Top-k records `tenant` can see; `params` are index search params (gamma2, ef, ...).
+        `min_log_position` (a `log_position` token): answer only once the serving replica
+        has applied the log that far."""
         row = _matrix(vector)
         if row.shape[0] != 1:
             raise ValueError(f"vector: expected one vector, got {row.shape[0]}; use search_batch")
@@ -217,8 +315,9 @@ class AsyncClient(CacheCalls):
             k=k,
             params=params,
             with_payload=with_payload,
+            min_log_position=self._min_position(collection, min_log_position),
         )
-        return _hits(await self._call(self._vectors.Search, request), with_payload)
+        return _hits(await self._call("vectors", "Search", request), with_payload)
 
     async def search_batch(
         self,
@@ -227,6 +326,7 @@ class AsyncClient(CacheCalls):
         tenant: str,
         k: int = 10,
         with_payload: bool = False,
+        min_log_position: str = "",
         **params: float,
     ) -> list[list[Hit]]:
         matrix = _matrix(vectors)
@@ -237,14 +337,15 @@ class AsyncClient(CacheCalls):
             k=k,
             params=params,
             with_payload=with_payload,
+            min_log_position=self._min_position(collection, min_log_position),
         )
-        response = await self._call(self._vectors.SearchBatch, request)
+        response = await self._call("vectors", "SearchBatch", request)
         return [_hits(r, with_payload) for r in response.results]
 
     async def health(self, service: str = "") -> str:
         """The server's health status name, e.g. "SERVING"."""
         response = await self._call(
-            self._health.Check, health_pb2.HealthCheckRequest(service=service)
+            "health", "Check", health_pb2.HealthCheckRequest(service=service)
         )
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 

@@ -37,9 +37,8 @@ _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(CategoryPolicy))
 
 
 class CacheCalls:
-    """Cache RPCs, mixed into AsyncClient, which provides `_cache`, `_call` and `_stream`."""
+    """Cache RPCs, mixed into AsyncClient, which provides `_call` and `_stream`."""
 
-    _cache: Any
     _call: Any
     _stream: Any
 
@@ -58,7 +57,7 @@ class CacheCalls:
         `min_similarity` may only make the lookup stricter than the category's threshold."""
         query = _query(prompt, tenant, category, model, params, embedding)
         query.min_similarity = min_similarity or 0.0
-        r = await self._call(self._cache.Lookup, pb.LookupRequest(query=query))
+        r = await self._call("cache", "Lookup", pb.LookupRequest(query=query))
         return LookupResult(
             hit=r.hit,
             response=_response(r.response) if r.hit else None,
@@ -90,7 +89,7 @@ class CacheCalls:
             ttl_s=ttl or 0.0,
             shared=shared,
         )
-        r = await self._call(self._cache.Store, request)
+        r = await self._call("cache", "Store", request)
         return StoreResult(r.entry_id, r.category, r.stored, r.reason)
 
     async def generate(
@@ -151,7 +150,7 @@ class CacheCalls:
         )
         query.min_similarity = min_similarity or 0.0
         request = pb.GenerateRequest(query=query, shared=shared, max_ttl_s=max_ttl or 0.0)
-        async for chunk in self._stream(self._cache.Generate, request):
+        async for chunk in self._stream("cache", "Generate", request):
             kind = chunk.WhichOneof("kind")
             if kind == "text":
                 yield chunk.text
@@ -180,7 +179,7 @@ class CacheCalls:
 
     async def models(self) -> list[Model]:
         """The models the service's LLM backends serve."""
-        r = await self._call(self._cache.Models, pb.ModelsRequest())
+        r = await self._call("cache", "Models", pb.ModelsRequest())
         return [Model(m.id, m.owned_by) for m in r.models]
 
     async def forward(
@@ -189,7 +188,7 @@ class CacheCalls:
         """Send an OpenAI request body untouched to the backend serving its model (no caching):
         yields the backend's ForwardHead, then its response body as it arrives."""
         request = pb.ForwardRequest(tenant=tenant, path=path, body=body)
-        async for chunk in self._stream(self._cache.Forward, request):
+        async for chunk in self._stream("cache", "Forward", request):
             if chunk.WhichOneof("kind") == "head":
                 h = chunk.head
                 yield ForwardHead(h.status, h.content_type, h.retry_after or None)
@@ -207,7 +206,7 @@ class CacheCalls:
         request = pb.InvalidateRequest(
             tenant=tenant, entry_ids=entry_ids or [], category=category or "", all=all
         )
-        return int((await self._call(self._cache.Invalidate, request)).invalidated)
+        return int((await self._call("cache", "Invalidate", request)).invalidated)
 
     async def feedback(
         self, entry_id: str, correct: bool, tenant: str, similarity: float | None = None
@@ -216,10 +215,10 @@ class CacheCalls:
         request = pb.FeedbackRequest(
             tenant=tenant, entry_id=entry_id, correct=correct, similarity=similarity or 0.0
         )
-        return float((await self._call(self._cache.Feedback, request)).threshold)
+        return float((await self._call("cache", "Feedback", request)).threshold)
 
     async def get_policies(self) -> list[CategoryPolicy]:
-        r = await self._call(self._cache.GetPolicies, pb.GetPoliciesRequest())
+        r = await self._call("cache", "GetPolicies", pb.GetPoliciesRequest())
         return [_policy(p) for p in r.policies]
 
     async def set_policy(
@@ -237,12 +236,12 @@ class CacheCalls:
             update_mask=field_mask_pb2.FieldMask(paths=sorted(changes)),
             create=create,
         )
-        return _policy((await self._call(self._cache.SetPolicy, request)).policy)
+        return _policy((await self._call("cache", "SetPolicy", request)).policy)
 
     async def cache_stats(self, tenant: str | None = None) -> list[CategoryStats]:
         """Per-category counters: every tenant's with an admin key, else the key's own tenants'
         (`tenant` narrows to one of them)."""
-        r = await self._call(self._cache.Stats, pb.CacheStatsRequest(tenant=tenant or ""))
+        r = await self._call("cache", "Stats", pb.CacheStatsRequest(tenant=tenant or ""))
         names = [f.name for f in dataclasses.fields(CategoryStats)]
         return [CategoryStats(**{n: getattr(s, n) for n in names}) for s in r.categories]
 

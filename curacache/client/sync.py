@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from curacache.client.aio import AsyncClient
@@ -50,7 +50,11 @@ class Client:
     """Blocking client; same methods and arguments as AsyncClient. Use as a context manager."""
 
     def __init__(
-        self, target: str = "127.0.0.1:50051", *, api_key: str | None = None, **options: Any
+        self,
+        target: str | Sequence[str] = "127.0.0.1:50051",
+        *,
+        api_key: str | None = None,
+        **options: Any,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -73,6 +77,10 @@ class Client:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+    def log_position(self, collection: str) -> str:
+        """See AsyncClient.log_position."""
+        return self._async.log_position(collection)
 
     def __enter__(self) -> Client:
         return self

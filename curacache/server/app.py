@@ -23,6 +23,7 @@ from curacache.server.cache_wiring import CacheParts, build_cache
 from curacache.server.config import ServerConfig, StorageConfig
 from curacache.server.gate import Gate
 from curacache.server.ratelimit import TenantRateLimiter
+from curacache.server.replica import Replica
 from curacache.server.servicers.cache import CacheServicer
 from curacache.server.servicers.collections import CollectionsServicer
 from curacache.server.servicers.vectors import VectorsServicer
@@ -35,7 +36,12 @@ log = logging.getLogger("curacache.server")
 
 STORES: Mapping[str, Callable[[StorageConfig], DocumentStore]] = {
     "sqlite": lambda c: SqliteStore(c.data_dir / "curacache.sqlite3"),
-    "redis": lambda c: RedisStore(c.redis_url, prefix=c.redis_prefix),
+    "redis": lambda c: RedisStore(
+        c.redis_url,
+        prefix=c.redis_prefix,
+        wait_replicas=c.redis_wait_replicas,
+        wait_timeout_ms=c.redis_wait_timeout_ms,
+    ),
 }
 
 SERVICE_NAMES = (
@@ -61,9 +67,11 @@ class CuracacheServer:
         health_servicer: health.aio.HealthServicer,
         config: ServerConfig,
         cache: CacheParts | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self.grpc_server = server
         self.db = db
+        self.replica = replica
         self.store = db.store
         self.cache = cache
         self._health = health_servicer
@@ -75,6 +83,8 @@ class CuracacheServer:
         names = (*SERVICE_NAMES, CACHE_SERVICE_NAME) if self.cache is not None else SERVICE_NAMES
         for name in ("", *names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.replica is not None:
+            self._tasks.append(asyncio.create_task(self.replica.run()))
         if self._config.snapshot_interval_s > 0:
             self._tasks.append(
                 asyncio.create_task(self._snapshot_loop(self._config.snapshot_interval_s))
@@ -88,6 +98,10 @@ class CuracacheServer:
         while True:
             await asyncio.sleep(interval)
             await asyncio.to_thread(self.db.save_snapshots)
+            try:
+                await asyncio.to_thread(self.store.trim_log, self._config.log_retention_s)
+            except Exception:  # the log only grows until the next try; nothing is lost
+                log.exception("trimming the change log failed")
 
     async def _sweep_loop(self, interval: float) -> None:
         assert self.cache is not None
@@ -129,6 +143,8 @@ async def create_server(
     try:
         await asyncio.to_thread(store.ping)
         db = VectorDB(store, default_index_kind=config.default_index_kind)
+        replica = Replica(db, poll_interval_s=config.replica_poll_interval_s)
+        await asyncio.to_thread(replica.begin)  # before loading: the tail starts where it ends
         await asyncio.to_thread(db.load)
         cache = None
         if config.cache.enabled:
@@ -137,6 +153,7 @@ async def create_server(
             log.info(
                 "semantic cache ready (%s embedder, %d entries)", config.cache.embedder, restored
             )
+            replica.listen(cache.repository.name, cache.replicate)
     except BaseException:
         store.close()
         raise
@@ -146,6 +163,8 @@ async def create_server(
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
+            # --workers N: N processes bind the one port and the kernel spreads connections.
+            ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
         ]
     )
     gate = Gate(
@@ -154,7 +173,9 @@ async def create_server(
     collections_pb2_grpc.add_CollectionsServicer_to_server(
         CollectionsServicer(db, gate, limits), server
     )
-    vectors_pb2_grpc.add_VectorsServicer_to_server(VectorsServicer(db, gate, limits), server)
+    vectors_pb2_grpc.add_VectorsServicer_to_server(
+        VectorsServicer(db, gate, limits, replica), server
+    )
     if cache is not None:
         cache_pb2_grpc.add_CacheServicer_to_server(
             CacheServicer(
@@ -191,4 +212,4 @@ async def create_server(
         log.warning(
             "authentication is OFF (allowed only because %s is a loopback address)", config.host
         )
-    return CuracacheServer(server, db, health_servicer, config, cache), port
+    return CuracacheServer(server, db, health_servicer, config, cache, replica), port

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import numpy as np
@@ -64,7 +63,7 @@ class CollectionRepository:
             try:
                 self._collection = self._db.get(self._name)
             except NotFound:  # first use of this category
-                with contextlib.suppress(AlreadyExists):
+                try:
                     self._db.create(
                         self._name,
                         dim=self._dim,
@@ -72,6 +71,8 @@ class CollectionRepository:
                         index_kind=self._index_kind,
                         params=self._index_params,
                     )
+                except AlreadyExists:  # another replica created it first: load it now
+                    self._db.open_existing(self._name)
                 self._collection = self._db.get(self._name)
         return self._collection
 
@@ -98,9 +99,10 @@ class CollectionRepository:
         if not entry_ids:
             return 0
         collection = self.collection()
-        return await asyncio.to_thread(
+        written = await asyncio.to_thread(
             collection.delete, SHARED_TENANT, list(entry_ids), admin=True
         )
+        return written.records
 
     async def search(self, vector: np.ndarray, tenant: str, k: int) -> list[tuple[str, float]]:
         collection = self.collection()

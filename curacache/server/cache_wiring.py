@@ -6,7 +6,7 @@ Part of the composition root: the only place where `cache` meets its port implem
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cache.classifier import LinearClassifier
@@ -50,6 +50,12 @@ class CacheParts:
     embedder: Embedder
     router: BackendRouter
     dim: int
+    repository: CollectionRepository
+
+    async def replicate(self, entry_ids: Sequence[str]) -> None:
+        """A change to the cache collection came through the log: update the bookkeeping."""
+        found = await self.repository.get(entry_ids)
+        self.cache.observe(found.values(), [i for i in entry_ids if i not in found])
 
     async def aclose(self) -> None:
         await self.router.aclose()
@@ -110,4 +116,4 @@ def build_cache(
             verify_hits=config.verify_hits,
         ),
     )
-    return CacheParts(cache, embedder, router, EMBED_DIM)
+    return CacheParts(cache, embedder, router, EMBED_DIM, repository)

@@ -3,7 +3,14 @@
 Writers are serialised by `_writer`; each write reaches the store first (durable) and is then
 applied to the index under the write side of `_rw`, so a search (read side) never sees a
 half-applied write and never maps a label to an id that was reassigned under it. `_rw` is
-the one lock a search takes: the index relies on it (see `curacache.index.base`). A
+the one lock a search takes: the index relies on it (see `curacache.index.base`).
+
+Replicas: other server processes write the same store; their changes reach this one through
+the store's change log (`curacache.server.replica`), applied by `apply_change`, which re-reads
+the changed ids from the store under `_writer`. Because a local write also holds `_writer`
+from its store write to its index update, and every change is re-read after it, the index
+converges on the store whatever the interleaving. Checks that must agree across replicas
+(ownership, visibility for delete and access changes) read the store, not the index. A
 Retrainable index retrains in a background thread, taking `_rw` only to read its sample and
 to install the result. The paths through here: docs/architecture.md.
 """
@@ -13,9 +20,10 @@ from __future__ import annotations
 import logging
 import threading
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,6 +43,13 @@ class _Entry:
     owner: str
     tenants: tuple[str, ...]
     crc: int  # crc32 of the vector bytes, for snapshot catch-up
+
+
+class Written(NamedTuple):
+    """What a write did: how many records it changed and its change-log position."""
+
+    records: int
+    position: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +144,7 @@ class Collection:
     def _catch_up(self, records: Sequence[StoredRecord], seen: set[str]) -> list[StoredRecord]:
         """Bring restored entries in line with the store; returns the records to (re-)add."""
         to_add = []
+        access: dict[str, tuple[str, ...]] = {}
         for rec in records:
             seen.add(rec.id)
             entry = self._entries.get(rec.id)
@@ -138,17 +154,26 @@ class Collection:
                 self._apply_remove([rec.id])
                 to_add.append(rec)
             elif entry.tenants != rec.tenants:
-                label = np.array([entry.label], dtype=np.int64)
-                for tenant in set(rec.tenants) - set(entry.tenants):
-                    self._index.grant(label, tenant)
-                for tenant in set(entry.tenants) - set(rec.tenants):
-                    self._index.revoke(label, tenant)
-                self._tenant_records.update(rec.tenants)
-                self._tenant_records.subtract(entry.tenants)
-                entry.tenants = rec.tenants
-                self._writes_since_snapshot += 1
-        self._tenant_records += Counter()  # drop tenants whose count fell to zero
+                access[rec.id] = rec.tenants
+        self._apply_access(access)
         return to_add
+
+    def apply_change(self, ids: Sequence[str]) -> None:
+        """Apply a change another replica (or this one) logged: re-read `ids` from the store
+        and bring the index in line (idempotent)."""
+        with self._writer:
+            if self._dropped:
+                return
+            found = self._store.get_records(self.spec.name, ids)
+            with self._rw.write():
+                self._apply_remove([r for r in ids if r not in found and r in self._entries])
+                self._apply_add(self._catch_up(list(found.values()), set()))
+            self._maybe_retrain()
+
+    def forget(self) -> None:
+        """Another replica dropped the collection: refuse further use, leave the store alone."""
+        with self._writer:
+            self._dropped = True
 
     def drop(self) -> None:
         """Delete from the store, then refuse further use (a failed store delete changes nothing)."""
@@ -158,56 +183,61 @@ class Collection:
             self._dropped = True
 
     # -- writes --------------------------------------------------------------------------
-    def upsert(self, tenant: str, records: Sequence[StoredRecord], *, admin: bool) -> int:
+    def upsert(self, tenant: str, records: Sequence[StoredRecord], *, admin: bool) -> Written:
         """Insert, or replace records `tenant` owns (any, for an admin); owner = tenant."""
         with self._writer:
             self._check_live()
-            for i, rec in enumerate(records):
-                old = self._entries.get(rec.id)
-                if old is not None and old.owner != tenant and not admin:
-                    raise PermissionDenied(
-                        f"records[{i}].id: {rec.id!r} is owned by another tenant"
-                    )
-            self._store.put_records(self.spec.name, records)
+            if not admin:  # ownership as the store has it (another replica may have written)
+                existing = self._store.get_records(self.spec.name, [r.id for r in records])
+                for i, rec in enumerate(records):
+                    old = existing.get(rec.id)
+                    if old is not None and old.owner != tenant:
+                        raise PermissionDenied(
+                            f"records[{i}].id: {rec.id!r} is owned by another tenant"
+                        )
+            position = self._store.put_records(self.spec.name, records)
+            latest = list({r.id: r for r in records}.values())  # the last of repeated ids wins
             with self._rw.write():
-                self._apply_remove([r.id for r in records if r.id in self._entries])
-                self._apply_add(records)
+                self._apply_remove([r.id for r in latest if r.id in self._entries])
+                self._apply_add(latest)
             self._maybe_retrain()
-        return len(records)
+        return Written(len(records), position)
 
-    def delete(self, tenant: str, ids: Sequence[str], *, admin: bool) -> int:
+    def delete(self, tenant: str, ids: Sequence[str], *, admin: bool) -> Written:
         """Delete what `tenant` owns; ids it cannot see (or that do not exist) are ignored."""
         with self._writer:
             self._check_live()
             targets = []
+            found = self._store.get_records(self.spec.name, ids)
             for i, rid in enumerate(ids):
-                entry = self._entries.get(rid)
-                if entry is None or not (admin or tenant in entry.tenants):
+                rec = found.get(rid)
+                if rec is None or not (admin or tenant in rec.tenants):
                     continue
-                if entry.owner != tenant and not admin:
+                if rec.owner != tenant and not admin:
                     raise PermissionDenied(f"ids[{i}]: only the owner may delete {rid!r}")
                 targets.append(rid)
             if not targets:
-                return 0
+                return Written(0, "")
             deleted = self._store.delete_records(self.spec.name, targets)
             with self._rw.write():
-                self._apply_remove(targets)
-            return deleted
+                self._apply_remove([r for r in dict.fromkeys(targets) if r in self._entries])
+            return Written(deleted.deleted, deleted.position)
 
-    def grant(self, tenant: str, ids: Sequence[str], to_tenant: str, *, admin: bool) -> int:
+    def grant(self, tenant: str, ids: Sequence[str], to_tenant: str, *, admin: bool) -> Written:
         return self._change_access(tenant, ids, to_tenant, grant=True, admin=admin)
 
-    def revoke(self, tenant: str, ids: Sequence[str], from_tenant: str, *, admin: bool) -> int:
+    def revoke(self, tenant: str, ids: Sequence[str], from_tenant: str, *, admin: bool) -> Written:
         return self._change_access(tenant, ids, from_tenant, grant=False, admin=admin)
 
     def _change_access(
         self, tenant: str, ids: Sequence[str], other: str, *, grant: bool, admin: bool
-    ) -> int:
+    ) -> Written:
         with self._writer:
             self._check_live()
             changes: dict[str, tuple[str, ...]] = {}
+            found = self._store.get_records(self.spec.name, ids)
             for i, rid in enumerate(ids):
-                entry = self._entries.get(rid)
+                entry = found.get(rid)
                 if entry is None or not (admin or tenant in entry.tenants):
                     raise NotFound(f"ids[{i}]: record {rid!r} not found")
                 if entry.owner != tenant and not admin:
@@ -221,18 +251,11 @@ class Collection:
                 elif not grant and other in entry.tenants:
                     changes[rid] = tuple(t for t in entry.tenants if t != other)
             if not changes:
-                return 0
-            self._store.set_tenants(self.spec.name, changes)
-            labels = np.fromiter((self._entries[r].label for r in changes), np.int64, len(changes))
+                return Written(0, "")
+            position = self._store.set_tenants(self.spec.name, changes)
             with self._rw.write():
-                (self._index.grant if grant else self._index.revoke)(labels, other)
-                for rid, tenants in changes.items():
-                    self._entries[rid].tenants = tenants
-                self._writes_since_snapshot += len(changes)
-                self._tenant_records[other] += len(changes) if grant else -len(changes)
-                if self._tenant_records[other] <= 0:
-                    del self._tenant_records[other]
-            return len(changes)
+                self._apply_access(changes)
+            return Written(len(changes), position)
 
     # -- reads ---------------------------------------------------------------------------
     def get(
@@ -366,6 +389,29 @@ class Collection:
         for rec, label in zip(records, labels.tolist()):
             self._entries[rec.id] = _Entry(label, rec.owner, rec.tenants, zlib.crc32(rec.vector))
             self._tenant_records.update(rec.tenants)
+
+    def _apply_access(self, tenants_by_id: Mapping[str, tuple[str, ...]]) -> None:
+        """Set the access lists of the entries present (others arrive by the log), batching
+        the index's grants and revokes per tenant."""
+        grants: defaultdict[str, list[int]] = defaultdict(list)
+        revokes: defaultdict[str, list[int]] = defaultdict(list)
+        for rid, tenants in tenants_by_id.items():
+            entry = self._entries.get(rid)
+            if entry is None or entry.tenants == tenants:
+                continue
+            for tenant in set(tenants) - set(entry.tenants):
+                grants[tenant].append(entry.label)
+            for tenant in set(entry.tenants) - set(tenants):
+                revokes[tenant].append(entry.label)
+            self._tenant_records.update(tenants)
+            self._tenant_records.subtract(entry.tenants)
+            entry.tenants = tenants
+            self._writes_since_snapshot += 1
+        for tenant, labels in grants.items():
+            self._index.grant(np.array(labels, dtype=np.int64), tenant)
+        for tenant, labels in revokes.items():
+            self._index.revoke(np.array(labels, dtype=np.int64), tenant)
+        self._tenant_records += Counter()  # drop tenants whose count fell to zero
 
     def _apply_remove(self, ids: Sequence[str]) -> None:
         if not ids:

@@ -32,6 +32,10 @@ class StorageConfig:
     data_dir: Path = Path("data")
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "cc"
+    # Durability across a Redis failover: acknowledge a write only once this many replicas
+    # have it (WAIT); 0 = as soon as the master has it (README "Running more than one").
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,11 @@ class ServerConfig:
     snapshot_interval_s: float = (
         300.0  # index snapshots of changed collections; 0 = only at shutdown
     )
+    # Scale-out (README "Running more than one"): processes sharing the port (SO_REUSEPORT),
+    # how often each replica polls the store's change log, and how long the log is kept.
+    workers: int = 1
+    replica_poll_interval_s: float = 0.005
+    log_retention_s: float = 3600.0
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -260,6 +269,12 @@ def _check(config: ServerConfig) -> None:
         raise ConfigError(f"storage.kind: must be 'sqlite' or 'redis', got {config.storage.kind!r}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"port: must be in [0, 65535], got {config.port}")
+    if config.workers < 1:
+        raise ConfigError(f"workers: must be >= 1, got {config.workers}")
+    if config.replica_poll_interval_s <= 0 or config.log_retention_s <= 0:
+        raise ConfigError("replica_poll_interval_s and log_retention_s: must be positive")
+    if config.storage.redis_wait_replicas < 0 or config.storage.redis_wait_timeout_ms < 0:
+        raise ConfigError("storage.redis_wait_replicas and redis_wait_timeout_ms: must be >= 0")
     if not config.auth.enabled and not config.loopback:
         raise ConfigError(
             f"auth.keys: serving on {config.host} without API keys is refused; "

@@ -27,32 +27,56 @@ class VectorDB:
         self.default_index_kind = default_index_kind or DEFAULT_INDEX_KIND
         get_kind(self.default_index_kind, field="default_index_kind")
         self._collections: dict[str, Collection] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: delete() -> get() -> open_existing()
 
     def load(self) -> None:
         """Rebuild every collection's index from the store."""
         for spec in self.store.list_collections():
-            started = time.perf_counter()
+            self._load(spec)
+
+    def _load(self, spec: CollectionSpec) -> Collection:
+        started = time.perf_counter()
+        collection = self._open(spec)
+        try:
+            restored = collection.load()
+        except (
+            Exception
+        ):  # an unusable snapshot must not keep the service down: the store is the truth
+            log.exception("collection %s: snapshot unusable, rebuilding from the store", spec.name)
             collection = self._open(spec)
-            try:
-                restored = collection.load()
-            except (
-                Exception
-            ):  # an unusable snapshot must not keep the service down: the store is the truth
-                log.exception(
-                    "collection %s: snapshot unusable, rebuilding from the store", spec.name
-                )
-                collection = self._open(spec)
-                restored = collection.load(use_snapshot=False)
-            self._collections[spec.name] = collection
-            log.info(
-                "loaded collection %s (%s, %d records, %s) in %.2fs",
-                spec.name,
-                spec.index_kind,
-                collection.stats().record_count,
-                "snapshot + store catch-up" if restored else "rebuilt from the store",
-                time.perf_counter() - started,
-            )
+            restored = collection.load(use_snapshot=False)
+        self._collections[spec.name] = collection
+        log.info(
+            "loaded collection %s (%s, %d records, %s) in %.2fs",
+            spec.name,
+            spec.index_kind,
+            collection.stats().record_count,
+            "snapshot + store catch-up" if restored else "rebuilt from the store",
+            time.perf_counter() - started,
+        )
+        return collection
+
+    def open_existing(self, name: str) -> bool:
+        """Another replica created `name`: load it from the store (False if already known,
+        or already gone again)."""
+        with self._lock:
+            if name in self._collections:
+                return False
+            spec = self.store.get_collection(name)
+            if spec is None:
+                return False
+            self._load(spec)
+            return True
+
+    def forget(self, name: str) -> None:
+        """Another replica dropped `name`: stop serving it (the store has already lost it)."""
+        with self._lock:
+            collection = self._collections.pop(name, None)
+        if collection is not None:
+            collection.forget()
+
+    def find(self, name: str) -> Collection | None:
+        return self._collections.get(name)
 
     def save_snapshots(self) -> int:
         """Snapshot every collection changed since its last snapshot; returns how many."""
@@ -68,7 +92,8 @@ class VectorDB:
 
     def create(
         self, name: str, *, dim: int, metric: str, index_kind: str, params: Mapping[str, float]
-    ) -> CollectionSpec:
+    ) -> tuple[CollectionSpec, str]:
+        """Create and persist a collection; returns its spec and the change-log position."""
         kind = get_kind(index_kind or self.default_index_kind, field="index.kind")
         resolved = resolve_params(kind.build_params, params, field="index.params")
         spec = CollectionSpec(name, dim, metric, kind.name, resolved, created_at=time.time())
@@ -77,17 +102,23 @@ class VectorDB:
                 raise AlreadyExists(f"collection {name!r} already exists")
             collection = self._open(spec)
             try:
-                self.store.create_collection(spec)
+                position = self.store.create_collection(spec)
             except CollectionExists as exc:
                 raise AlreadyExists(str(exc)) from exc
             self._collections[name] = collection
-        return spec
+        return spec, position
 
     def get(self, name: str) -> Collection:
-        try:
-            return self._collections[name]
-        except KeyError:
-            raise NotFound(f"collection {name!r} does not exist") from None
+        """The collection; one this replica has not loaded yet is looked up in the store (the
+        source of truth), so a collection another replica has just created is usable here
+        before its log entry arrives."""
+        collection = self._collections.get(name)
+        if collection is None:
+            self.open_existing(name)  # False too when the log's tail loaded it meanwhile
+            collection = self._collections.get(name)
+        if collection is None:
+            raise NotFound(f"collection {name!r} does not exist")
+        return collection
 
     def list(self, *, internal: bool = False) -> list[CollectionSpec]:
         """The public collections by name; with `internal`, only the internal ones (the cache's

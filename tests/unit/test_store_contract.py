@@ -23,6 +23,7 @@ from storage import (
 )
 from storage.redis import RedisStore
 from storage.sqlite import SqliteStore
+from storage.types import Change, position_key
 
 Opener = Callable[[], DocumentStore]
 DIM = 4
@@ -177,9 +178,9 @@ def test_replace_by_id(store: DocumentStore, coll: str) -> None:
 
 def test_delete_records_counts_existing_only(store: DocumentStore, coll: str) -> None:
     store.put_records(coll, [rec(f"r{i}") for i in range(5)])
-    assert store.delete_records(coll, ["r0", "missing", "r3", "r0"]) == 2
-    assert store.delete_records(coll, ["r0", "missing"]) == 0
-    assert store.delete_records(coll, []) == 0
+    assert store.delete_records(coll, ["r0", "missing", "r3", "r0"]).deleted == 2
+    assert store.delete_records(coll, ["r0", "missing"]).deleted == 0
+    assert store.delete_records(coll, []).deleted == 0
     assert store.count(coll) == 3
     assert set(store.get_records(coll, [f"r{i}" for i in range(5)])) == {"r1", "r2", "r4"}
 
@@ -284,8 +285,8 @@ def test_collections_are_isolated(store: DocumentStore) -> None:
     store.put_blob("one2", "k", b"b2")
     assert store.get_records("one", ["x"])["x"].payload == b"1"
     assert store.get_records("one2", ["x", "y"]) == {"x": rec("x", payload=b"2")}
-    assert store.delete_records("one2", ["y"]) == 0
-    assert store.delete_records("one2", ["x"]) == 1
+    assert store.delete_records("one2", ["y"]).deleted == 0
+    assert store.delete_records("one2", ["x"]).deleted == 1
     assert store.count("one") == 2 and store.get_blob("one2", "k") == b"b2"
     assert store.delete_collection("one") is True
     assert store.get_blob("one2", "k") == b"b2" and store.count("one2") == 0
@@ -364,7 +365,7 @@ def test_concurrent_writers_and_readers(store: DocumentStore, coll: str) -> None
     ids = [r.id for b in store.iter_records(coll, batch_size=333) for r in b]
     assert len(ids) == len(set(ids)) == expected == store.count(coll)
     # the byte counter stayed consistent under contention: deleting everything zeroes it
-    assert store.delete_records(coll, ids) == expected
+    assert store.delete_records(coll, ids).deleted == expected
     assert store.size_bytes(coll) == 0
 
 
@@ -461,6 +462,94 @@ def test_property_round_trip(store: DocumentStore, records: list[StoredRecord]) 
     assert store.get_records(name, [r.id for r in records]) == {r.id: r for r in records}
     seen = [r for b in store.iter_records(name, batch_size=5) for r in b]
     assert seen == sorted(records, key=lambda r: r.id.encode("utf-8"))
-    assert store.delete_records(name, [r.id for r in records]) == len(records)
+    assert store.delete_records(name, [r.id for r in records]).deleted == len(records)
     assert store.size_bytes(name) == 0
     store.delete_collection(name)
+
+
+# -- change log: one entry per write, in the write's atomic step ----------------------------
+def _all_changes(store: DocumentStore, cursors: dict[str, str]) -> list[Change]:
+    out = []
+    while batch := store.read_changes(cursors, limit=7):
+        for change in batch:
+            cursors[change.stream] = change.position
+        out += batch
+    return out
+
+
+def test_every_write_is_logged_with_its_position(store: DocumentStore) -> None:
+    start = store.log_heads(["", store.stream_of("docs")])
+    created = store.create_collection(spec("docs"))
+    put = store.put_records("docs", [rec("a"), rec("b"), rec("a", payload=b"2")])
+    access = store.set_tenants("docs", {"a": ("alice", "bob"), "ghost": ("alice",)})
+    deleted = store.delete_records("docs", ["b", "nope"])
+    assert deleted.deleted == 1
+    cursors = dict(start)
+    changes = _all_changes(store, cursors)
+    got = [(c.collection, c.op, c.ids) for c in changes]
+    assert got == [
+        ("docs", "create", ()),
+        ("docs", "put", ("a", "b")),
+        ("docs", "access", ("a", "ghost")),
+        ("docs", "delete", ("b", "nope")),
+    ]
+    assert store.delete_collection("docs")
+    assert [(c.collection, c.op) for c in _all_changes(store, cursors)] == [("docs", "drop")]
+    positions = {c.position for c in changes}
+    assert {created, put, access, deleted.position} <= positions
+    # positions grow within a stream
+    for stream in {c.stream for c in changes}:
+        keys = [position_key(c.position) for c in changes if c.stream == stream]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_writes_that_change_nothing_log_nothing(store: DocumentStore) -> None:
+    store.create_collection(spec("docs"))
+    heads = store.log_heads([store.stream_of("docs")])
+    assert store.put_records("docs", []) == ""
+    assert store.delete_records("docs", ["nope"]) == (0, "")
+    store.put_blob("docs", "snap", b"x")  # blobs are not logged
+    assert store.read_changes(heads) == []
+
+
+def test_a_second_handle_sees_the_first_ones_changes(opener: Opener) -> None:
+    a, b = opener(), opener()
+    a.create_collection(spec("docs"))
+    stream = b.stream_of("docs")
+    cursors = b.log_heads([stream])
+    position = a.put_records("docs", [rec("x")])
+    changes = b.read_changes(cursors)
+    assert [(c.position, c.ids) for c in changes] == [(position, ("x",))]
+
+
+def test_concurrent_writers_get_distinct_ordered_positions(store: DocumentStore) -> None:
+    store.create_collection(spec("docs"))
+    stream = store.stream_of("docs")
+    start = store.log_heads([stream])
+    positions: list[str] = []
+    lock = threading.Lock()
+
+    def write(t: int) -> None:
+        for n in range(20):
+            p = store.put_records("docs", [rec(f"t{t}-{n}")])
+            with lock:
+                positions.append(p)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    logged = [c.position for c in _all_changes(store, dict(start)) if c.op == "put"]
+    assert sorted(positions, key=position_key) == logged
+
+
+def test_trim_log_drops_old_entries_only(store: DocumentStore) -> None:
+    start = store.log_heads(["", store.stream_of("docs")])
+    store.create_collection(spec("docs"))
+    store.put_records("docs", [rec("a")])
+    assert store.trim_log(3600.0) == 0
+    assert len(_all_changes(store, dict(start))) >= 2
+    assert store.trim_log(-60.0) >= 2  # a cutoff in the future: everything is old
+    assert _all_changes(store, dict(start)) == []
+    assert store.get_records("docs", ["a"])  # the data stays

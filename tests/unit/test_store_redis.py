@@ -55,6 +55,8 @@ def test_key_layout_shares_one_slot(store: RedisStore, raw: redis.Redis) -> None
         b"cc:{docs}:bytes",
         b"cc:{docs}:b:centroids",
         b"cc:{docs}:blobs",
+        b"cc:{docs}:spec",
+        b"cc:{docs}:log",
     }
     assert len({key_slot(k) for k in keys}) == 1
     assert set(raw.hkeys("cc:{docs}:r:a")) == {b"v", b"o", b"t", b"p", b"m", b"n"}

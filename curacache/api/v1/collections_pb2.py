@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63uracache/v1/collections.proto\x12\x0c\x63uracache.v1\"}\n\tIndexSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x33\n\x06params\x18\x02 \x03(\x0b\x32#.curacache.v1.IndexSpec.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8d\x01\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12$\n\x06metric\x18\x03 \x01(\x0e\x32\x14.curacache.v1.Metric\x12&\n\x05index\x18\x04 \x01(\x0b\x32\x17.curacache.v1.IndexSpec\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\"\x82\x01\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12$\n\x06metric\x18\x03 \x01(\x0e\x32\x14.curacache.v1.Metric\x12&\n\x05index\x18\x04 \x01(\x0b\x32\x17.curacache.v1.IndexSpec\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListCollectionsRequest\"L\n\x17ListCollectionsResponse\x12\x31\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1c.curacache.v1.CollectionInfo\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteCollectionResponse\"&\n\x16\x43ollectionStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xa0\x02\n\x0f\x43ollectionStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0crecord_count\x18\x02 \x01(\x04\x12\x14\n\x0ctenant_count\x18\x03 \x01(\x04\x12O\n\x12index_memory_bytes\x18\x04 \x03(\x0b\x32\x33.curacache.v1.CollectionStats.IndexMemoryBytesEntry\x12 \n\x18index_memory_total_bytes\x18\x05 \x01(\x04\x12\x13\n\x0bstore_bytes\x18\x06 \x01(\x04\x12\x12\n\nindex_kind\x18\x07 \x01(\t\x1a\x37\n\x15IndexMemoryBytesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*Q\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n\rMETRIC_COSINE\x10\x01\x12\r\n\tMETRIC_L2\x10\x02\x12\r\n\tMETRIC_IP\x10\x03\x32\xa1\x03\n\x0b\x43ollections\x12M\n\x06\x43reate\x12%.curacache.v1.CreateCollectionRequest\x1a\x1c.curacache.v1.CollectionInfo\x12G\n\x03Get\x12\".curacache.v1.GetCollectionRequest\x1a\x1c.curacache.v1.CollectionInfo\x12S\n\x04List\x12$.curacache.v1.ListCollectionsRequest\x1a%.curacache.v1.ListCollectionsResponse\x12W\n\x06\x44\x65lete\x12%.curacache.v1.DeleteCollectionRequest\x1a&.curacache.v1.DeleteCollectionResponse\x12L\n\x05Stats\x12$.curacache.v1.CollectionStatsRequest\x1a\x1d.curacache.v1.CollectionStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63uracache/v1/collections.proto\x12\x0c\x63uracache.v1\"}\n\tIndexSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x33\n\x06params\x18\x02 \x03(\x0b\x32#.curacache.v1.IndexSpec.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa3\x01\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12$\n\x06metric\x18\x03 \x01(\x0e\x32\x14.curacache.v1.Metric\x12&\n\x05index\x18\x04 \x01(\x0b\x32\x17.curacache.v1.IndexSpec\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x14\n\x0clog_position\x18\x06 \x01(\t\"\x82\x01\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12$\n\x06metric\x18\x03 \x01(\x0e\x32\x14.curacache.v1.Metric\x12&\n\x05index\x18\x04 \x01(\x0b\x32\x17.curacache.v1.IndexSpec\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListCollectionsRequest\"L\n\x17ListCollectionsResponse\x12\x31\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1c.curacache.v1.CollectionInfo\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteCollectionResponse\"&\n\x16\x43ollectionStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xa0\x02\n\x0f\x43ollectionStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0crecord_count\x18\x02 \x01(\x04\x12\x14\n\x0ctenant_count\x18\x03 \x01(\x04\x12O\n\x12index_memory_bytes\x18\x04 \x03(\x0b\x32\x33.curacache.v1.CollectionStats.IndexMemoryBytesEntry\x12 \n\x18index_memory_total_bytes\x18\x05 \x01(\x04\x12\x13\n\x0bstore_bytes\x18\x06 \x01(\x04\x12\x12\n\nindex_kind\x18\x07 \x01(\t\x1a\x37\n\x15IndexMemoryBytesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*Q\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n\rMETRIC_COSINE\x10\x01\x12\r\n\tMETRIC_L2\x10\x02\x12\r\n\tMETRIC_IP\x10\x03\x32\xa1\x03\n\x0b\x43ollections\x12M\n\x06\x43reate\x12%.curacache.v1.CreateCollectionRequest\x1a\x1c.curacache.v1.CollectionInfo\x12G\n\x03Get\x12\".curacache.v1.GetCollectionRequest\x1a\x1c.curacache.v1.CollectionInfo\x12S\n\x04List\x12$.curacache.v1.ListCollectionsRequest\x1a%.curacache.v1.ListCollectionsResponse\x12W\n\x06\x44\x65lete\x12%.curacache.v1.DeleteCollectionRequest\x1a&.curacache.v1.DeleteCollectionResponse\x12L\n\x05Stats\x12$.curacache.v1.CollectionStatsRequest\x1a\x1d.curacache.v1.CollectionStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,32 +36,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INDEXSPEC_PARAMSENTRY']._serialized_options = b'8\001'
   _globals['_COLLECTIONSTATS_INDEXMEMORYBYTESENTRY']._loaded_options = None
   _globals['_COLLECTIONSTATS_INDEXMEMORYBYTESENTRY']._serialized_options = b'8\001'
-  _globals['_METRIC']._serialized_start=994
-  _globals['_METRIC']._serialized_end=1075
+  _globals['_METRIC']._serialized_start=1016
+  _globals['_METRIC']._serialized_end=1097
   _globals['_INDEXSPEC']._serialized_start=48
   _globals['_INDEXSPEC']._serialized_end=173
   _globals['_INDEXSPEC_PARAMSENTRY']._serialized_start=128
   _globals['_INDEXSPEC_PARAMSENTRY']._serialized_end=173
   _globals['_COLLECTIONINFO']._serialized_start=176
-  _globals['_COLLECTIONINFO']._serialized_end=317
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=320
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=450
-  _globals['_GETCOLLECTIONREQUEST']._serialized_start=452
-  _globals['_GETCOLLECTIONREQUEST']._serialized_end=488
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=490
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=514
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=516
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=592
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=594
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=633
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=635
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=661
-  _globals['_COLLECTIONSTATSREQUEST']._serialized_start=663
-  _globals['_COLLECTIONSTATSREQUEST']._serialized_end=701
-  _globals['_COLLECTIONSTATS']._serialized_start=704
-  _globals['_COLLECTIONSTATS']._serialized_end=992
-  _globals['_COLLECTIONSTATS_INDEXMEMORYBYTESENTRY']._serialized_start=937
-  _globals['_COLLECTIONSTATS_INDEXMEMORYBYTESENTRY']._serialized_end=992
-  _globals['_COLLECTIONS']._serialized_start=1078
-  _globals['_COLLECTIONS']._serialized_end=1495
+  _globals['_COLLECTIONINFO']._serialized_end=339
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=342
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=472
+  _globals['_GETCOLLECTIONREQUEST']._serialized_start=474
+  _globals['_GETCOLLECTIONREQUEST']._serialized_end=510
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=512
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=536
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=538
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=614
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=616
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=655
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=657
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=683
+  _globals['_COLLECTIONSTATSREQUEST']._serialized_start=685
+  _globals['_COLLECTIONSTATSREQUEST']._serialized_end=723
+  _globals['_COLLECTIONSTATS']._serialized_start=726
+  _globals['_COLLECTIONSTATS']._serialized_end=1014
+  _globals['_COLLECTIONSTATS_INDEXMEMORYBYTESENTRY']._serialized_start=959
+  _globals['_COLLECTIONSTATS_INDEXMEMORYBYTESENTRY']._serialized_end=1014
+  _globals['_COLLECTIONS']._serialized_start=1100
+  _globals['_COLLECTIONS']._serialized_end=1517
 # @@protoc_insertion_point(module_scope)

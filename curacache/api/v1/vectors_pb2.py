@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63uracache/v1/vectors.proto\x12\x0c\x63uracache.v1\"\xbc\x01\n\x06Record\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0f\n\x07tenants\x18\x04 \x03(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x34\n\x08metadata\x18\x06 \x03(\x0b\x32\".curacache.v1.Record.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12%\n\x07records\x18\x03 \x03(\x0b\x32\x14.curacache.v1.Record\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\r\"S\n\nGetRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x14\n\x0cwith_vectors\x18\x04 \x01(\x08\"I\n\x0bGetResponse\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.curacache.v1.Record\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"@\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"R\n\x0cGrantRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x11\n\tto_tenant\x18\x04 \x01(\t\"U\n\rRevokeRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x13\n\x0b\x66rom_tenant\x18\x04 \x01(\t\"!\n\x0e\x41\x63\x63\x65ssResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\r\"\xcc\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06vector\x18\x03 \x01(\x0c\x12\t\n\x01k\x18\x04 \x01(\r\x12\x37\n\x06params\x18\x05 \x03(\x0b\x32\'.curacache.v1.SearchRequest.ParamsEntry\x12\x14\n\x0cwith_payload\x18\x06 \x01(\x08\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x95\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x31\n\x08metadata\x18\x04 \x03(\x0b\x32\x1f.curacache.v1.Hit.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.curacache.v1.Hit\"\xd7\x01\n\x12SearchBatchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0f\n\x07vectors\x18\x03 \x03(\x0c\x12\t\n\x01k\x18\x04 \x01(\r\x12<\n\x06params\x18\x05 \x03(\x0b\x32,.curacache.v1.SearchBatchRequest.ParamsEntry\x12\x14\n\x0cwith_payload\x18\x06 \x01(\x08\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"D\n\x13SearchBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.curacache.v1.SearchResponse2\xf0\x03\n\x07Vectors\x12\x43\n\x06Upsert\x12\x1b.curacache.v1.UpsertRequest\x1a\x1c.curacache.v1.UpsertResponse\x12:\n\x03Get\x12\x18.curacache.v1.GetRequest\x1a\x19.curacache.v1.GetResponse\x12\x43\n\x06\x44\x65lete\x12\x1b.curacache.v1.DeleteRequest\x1a\x1c.curacache.v1.DeleteResponse\x12\x41\n\x05Grant\x12\x1a.curacache.v1.GrantRequest\x1a\x1c.curacache.v1.AccessResponse\x12\x43\n\x06Revoke\x12\x1b.curacache.v1.RevokeRequest\x1a\x1c.curacache.v1.AccessResponse\x12\x43\n\x06Search\x12\x1b.curacache.v1.SearchRequest\x1a\x1c.curacache.v1.SearchResponse\x12R\n\x0bSearchBatch\x12 .curacache.v1.SearchBatchRequest\x1a!.curacache.v1.SearchBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63uracache/v1/vectors.proto\x12\x0c\x63uracache.v1\"\xbc\x01\n\x06Record\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0f\n\x07tenants\x18\x04 \x03(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x34\n\x08metadata\x18\x06 \x03(\x0b\x32\".curacache.v1.Record.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12%\n\x07records\x18\x03 \x03(\x0b\x32\x14.curacache.v1.Record\"8\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\r\x12\x14\n\x0clog_position\x18\x02 \x01(\t\"m\n\nGetRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x14\n\x0cwith_vectors\x18\x04 \x01(\x08\x12\x18\n\x10min_log_position\x18\x05 \x01(\t\"I\n\x0bGetResponse\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.curacache.v1.Record\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"@\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\"7\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x14\n\x0clog_position\x18\x02 \x01(\t\"R\n\x0cGrantRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x11\n\tto_tenant\x18\x04 \x01(\t\"U\n\rRevokeRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x13\n\x0b\x66rom_tenant\x18\x04 \x01(\t\"7\n\x0e\x41\x63\x63\x65ssResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\r\x12\x14\n\x0clog_position\x18\x02 \x01(\t\"\xe6\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06vector\x18\x03 \x01(\x0c\x12\t\n\x01k\x18\x04 \x01(\r\x12\x37\n\x06params\x18\x05 \x03(\x0b\x32\'.curacache.v1.SearchRequest.ParamsEntry\x12\x14\n\x0cwith_payload\x18\x06 \x01(\x08\x12\x18\n\x10min_log_position\x18\x07 \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x95\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x31\n\x08metadata\x18\x04 \x03(\x0b\x32\x1f.curacache.v1.Hit.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.curacache.v1.Hit\"\xf1\x01\n\x12SearchBatchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0f\n\x07vectors\x18\x03 \x03(\x0c\x12\t\n\x01k\x18\x04 \x01(\r\x12<\n\x06params\x18\x05 \x03(\x0b\x32,.curacache.v1.SearchBatchRequest.ParamsEntry\x12\x14\n\x0cwith_payload\x18\x06 \x01(\x08\x12\x18\n\x10min_log_position\x18\x07 \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"D\n\x13SearchBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.curacache.v1.SearchResponse2\xf0\x03\n\x07Vectors\x12\x43\n\x06Upsert\x12\x1b.curacache.v1.UpsertRequest\x1a\x1c.curacache.v1.UpsertResponse\x12:\n\x03Get\x12\x18.curacache.v1.GetRequest\x1a\x19.curacache.v1.GetResponse\x12\x43\n\x06\x44\x65lete\x12\x1b.curacache.v1.DeleteRequest\x1a\x1c.curacache.v1.DeleteResponse\x12\x41\n\x05Grant\x12\x1a.curacache.v1.GrantRequest\x1a\x1c.curacache.v1.AccessResponse\x12\x43\n\x06Revoke\x12\x1b.curacache.v1.RevokeRequest\x1a\x1c.curacache.v1.AccessResponse\x12\x43\n\x06Search\x12\x1b.curacache.v1.SearchRequest\x1a\x1c.curacache.v1.SearchResponse\x12R\n\x0bSearchBatch\x12 .curacache.v1.SearchBatchRequest\x1a!.curacache.v1.SearchBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,37 +47,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTREQUEST']._serialized_start=235
   _globals['_UPSERTREQUEST']._serialized_end=325
   _globals['_UPSERTRESPONSE']._serialized_start=327
-  _globals['_UPSERTRESPONSE']._serialized_end=361
-  _globals['_GETREQUEST']._serialized_start=363
-  _globals['_GETREQUEST']._serialized_end=446
-  _globals['_GETRESPONSE']._serialized_start=448
-  _globals['_GETRESPONSE']._serialized_end=521
-  _globals['_DELETEREQUEST']._serialized_start=523
-  _globals['_DELETEREQUEST']._serialized_end=587
-  _globals['_DELETERESPONSE']._serialized_start=589
-  _globals['_DELETERESPONSE']._serialized_end=622
-  _globals['_GRANTREQUEST']._serialized_start=624
-  _globals['_GRANTREQUEST']._serialized_end=706
-  _globals['_REVOKEREQUEST']._serialized_start=708
-  _globals['_REVOKEREQUEST']._serialized_end=793
-  _globals['_ACCESSRESPONSE']._serialized_start=795
-  _globals['_ACCESSRESPONSE']._serialized_end=828
-  _globals['_SEARCHREQUEST']._serialized_start=831
-  _globals['_SEARCHREQUEST']._serialized_end=1035
-  _globals['_SEARCHREQUEST_PARAMSENTRY']._serialized_start=990
-  _globals['_SEARCHREQUEST_PARAMSENTRY']._serialized_end=1035
-  _globals['_HIT']._serialized_start=1038
-  _globals['_HIT']._serialized_end=1187
+  _globals['_UPSERTRESPONSE']._serialized_end=383
+  _globals['_GETREQUEST']._serialized_start=385
+  _globals['_GETREQUEST']._serialized_end=494
+  _globals['_GETRESPONSE']._serialized_start=496
+  _globals['_GETRESPONSE']._serialized_end=569
+  _globals['_DELETEREQUEST']._serialized_start=571
+  _globals['_DELETEREQUEST']._serialized_end=635
+  _globals['_DELETERESPONSE']._serialized_start=637
+  _globals['_DELETERESPONSE']._serialized_end=692
+  _globals['_GRANTREQUEST']._serialized_start=694
+  _globals['_GRANTREQUEST']._serialized_end=776
+  _globals['_REVOKEREQUEST']._serialized_start=778
+  _globals['_REVOKEREQUEST']._serialized_end=863
+  _globals['_ACCESSRESPONSE']._serialized_start=865
+  _globals['_ACCESSRESPONSE']._serialized_end=920
+  _globals['_SEARCHREQUEST']._serialized_start=923
+  _globals['_SEARCHREQUEST']._serialized_end=1153
+  _globals['_SEARCHREQUEST_PARAMSENTRY']._serialized_start=1108
+  _globals['_SEARCHREQUEST_PARAMSENTRY']._serialized_end=1153
+  _globals['_HIT']._serialized_start=1156
+  _globals['_HIT']._serialized_end=1305
   _globals['_HIT_METADATAENTRY']._serialized_start=186
   _globals['_HIT_METADATAENTRY']._serialized_end=233
-  _globals['_SEARCHRESPONSE']._serialized_start=1189
-  _globals['_SEARCHRESPONSE']._serialized_end=1238
-  _globals['_SEARCHBATCHREQUEST']._serialized_start=1241
-  _globals['_SEARCHBATCHREQUEST']._serialized_end=1456
-  _globals['_SEARCHBATCHREQUEST_PARAMSENTRY']._serialized_start=990
-  _globals['_SEARCHBATCHREQUEST_PARAMSENTRY']._serialized_end=1035
-  _globals['_SEARCHBATCHRESPONSE']._serialized_start=1458
-  _globals['_SEARCHBATCHRESPONSE']._serialized_end=1526
-  _globals['_VECTORS']._serialized_start=1529
-  _globals['_VECTORS']._serialized_end=2025
+  _globals['_SEARCHRESPONSE']._serialized_start=1307
+  _globals['_SEARCHRESPONSE']._serialized_end=1356
+  _globals['_SEARCHBATCHREQUEST']._serialized_start=1359
+  _globals['_SEARCHBATCHREQUEST']._serialized_end=1600
+  _globals['_SEARCHBATCHREQUEST_PARAMSENTRY']._serialized_start=1108
+  _globals['_SEARCHBATCHREQUEST_PARAMSENTRY']._serialized_end=1153
+  _globals['_SEARCHBATCHRESPONSE']._serialized_start=1602
+  _globals['_SEARCHBATCHRESPONSE']._serialized_end=1670
+  _globals['_VECTORS']._serialized_start=1673
+  _globals['_VECTORS']._serialized_end=2169
 # @@protoc_insertion_point(module_scope)

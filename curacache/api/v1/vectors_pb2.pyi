@@ -41,22 +41,26 @@ class UpsertRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
-    __slots__ = ("upserted",)
+    __slots__ = ("upserted", "log_position")
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     upserted: int
-    def __init__(self, upserted: _Optional[int] = ...) -> None: ...
+    log_position: str
+    def __init__(self, upserted: _Optional[int] = ..., log_position: _Optional[str] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("collection", "tenant", "ids", "with_vectors")
+    __slots__ = ("collection", "tenant", "ids", "with_vectors", "min_log_position")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MIN_LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     collection: str
     tenant: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     with_vectors: bool
-    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+    min_log_position: str
+    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: _Optional[bool] = ..., min_log_position: _Optional[str] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("records", "missing_ids")
@@ -77,10 +81,12 @@ class DeleteRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ("deleted",)
+    __slots__ = ("deleted", "log_position")
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     deleted: int
-    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+    log_position: str
+    def __init__(self, deleted: _Optional[int] = ..., log_position: _Optional[str] = ...) -> None: ...
 
 class GrantRequest(_message.Message):
     __slots__ = ("collection", "tenant", "ids", "to_tenant")
@@ -107,13 +113,15 @@ class RevokeRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., from_tenant: _Optional[str] = ...) -> None: ...
 
 class AccessResponse(_message.Message):
-    __slots__ = ("changed",)
+    __slots__ = ("changed", "log_position")
     CHANGED_FIELD_NUMBER: _ClassVar[int]
+    LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     changed: int
-    def __init__(self, changed: _Optional[int] = ...) -> None: ...
+    log_position: str
+    def __init__(self, changed: _Optional[int] = ..., log_position: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "tenant", "vector", "k", "params", "with_payload")
+    __slots__ = ("collection", "tenant", "vector", "k", "params", "with_payload", "min_log_position")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -127,13 +135,15 @@ class SearchRequest(_message.Message):
     K_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    MIN_LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     collection: str
     tenant: str
     vector: bytes
     k: int
     params: _containers.ScalarMap[str, float]
     with_payload: bool
-    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., vector: _Optional[bytes] = ..., k: _Optional[int] = ..., params: _Optional[_Mapping[str, float]] = ..., with_payload: _Optional[bool] = ...) -> None: ...
+    min_log_position: str
+    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., vector: _Optional[bytes] = ..., k: _Optional[int] = ..., params: _Optional[_Mapping[str, float]] = ..., with_payload: _Optional[bool] = ..., min_log_position: _Optional[str] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "score", "payload", "metadata")
@@ -161,7 +171,7 @@ class SearchResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
 
 class SearchBatchRequest(_message.Message):
-    __slots__ = ("collection", "tenant", "vectors", "k", "params", "with_payload")
+    __slots__ = ("collection", "tenant", "vectors", "k", "params", "with_payload", "min_log_position")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -175,13 +185,15 @@ class SearchBatchRequest(_message.Message):
     K_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    MIN_LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     collection: str
     tenant: str
     vectors: _containers.RepeatedScalarFieldContainer[bytes]
     k: int
     params: _containers.ScalarMap[str, float]
     with_payload: bool
-    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., vectors: _Optional[_Iterable[bytes]] = ..., k: _Optional[int] = ..., params: _Optional[_Mapping[str, float]] = ..., with_payload: _Optional[bool] = ...) -> None: ...
+    min_log_position: str
+    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., vectors: _Optional[_Iterable[bytes]] = ..., k: _Optional[int] = ..., params: _Optional[_Mapping[str, float]] = ..., with_payload: _Optional[bool] = ..., min_log_position: _Optional[str] = ...) -> None: ...
 
 class SearchBatchResponse(_message.Message):
     __slots__ = ("results",)

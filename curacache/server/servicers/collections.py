@@ -11,6 +11,7 @@ from curacache.api.v1 import collections_pb2_grpc
 from curacache.server import validate, wire
 from curacache.server.config import LimitsConfig
 from curacache.server.gate import Gate
+from curacache.server.replica import make_token
 from curacache.server.status import rpc
 from curacache.server.vectordb import VectorDB
 
@@ -26,7 +27,7 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionInfo:
         self._gate.principal(context).require_manage()
-        spec = await asyncio.to_thread(
+        spec, position = await asyncio.to_thread(
             self._db.create,
             validate.collection_name(request.name, "name"),
             dim=validate.dim(request.dim, self._limits),
@@ -34,7 +35,9 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
             index_kind=request.index.kind,
             params=dict(request.index.params),
         )
-        return wire.collection_info(spec)
+        info = wire.collection_info(spec)
+        info.log_position = make_token("", position)  # the registry stream
+        return info
 
     @rpc
     async def Get(

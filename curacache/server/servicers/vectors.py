@@ -9,26 +9,46 @@ import grpc
 
 from curacache.api.v1 import vectors_pb2 as pb
 from curacache.api.v1 import vectors_pb2_grpc
-from curacache.errors import InvalidArgument
+from curacache.errors import InvalidArgument, Unavailable
 from curacache.index.params import resolve_params
 from curacache.index.registry import get_kind
 from curacache.server import validate, wire
-from curacache.server.collection import Collection
+from curacache.server.collection import Collection, Written
 from curacache.server.config import LimitsConfig
 from curacache.server.gate import Gate
+from curacache.server.replica import Replica, make_token
 from curacache.server.status import rpc
 from curacache.server.vectordb import VectorDB
 from storage.types import StoredRecord
 
+# Without a client deadline, how long a read-your-writes read waits for its position.
+READ_YOUR_WRITES_WAIT_S = 10.0
+
 
 class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
-    def __init__(self, db: VectorDB, gate: Gate, limits: LimitsConfig) -> None:
+    def __init__(
+        self, db: VectorDB, gate: Gate, limits: LimitsConfig, replica: Replica | None = None
+    ) -> None:
         self._db = db
         self._gate = gate
         self._limits = limits
+        self._replica = replica
 
     def _collection(self, name: str) -> Collection:
         return self._db.get(validate.collection_name(name))
+
+    def _token(self, collection: Collection, position: str) -> str:
+        return make_token(self._db.store.stream_of(collection.spec.name), position)
+
+    async def _caught_up(self, token: str, context: grpc.aio.ServicerContext) -> None:
+        """Read-your-writes: wait (within the deadline) until this replica has applied the
+        log up to `token`; UNAVAILABLE if it has not, so the client may try another."""
+        if not token or self._replica is None:
+            return
+        remaining = context.time_remaining()
+        timeout = READ_YOUR_WRITES_WAIT_S if remaining is None else max(remaining - 0.05, 0.0)
+        if not await self._replica.wait_for(token, timeout):
+            raise Unavailable(f"this replica has not yet applied log position {token}")
 
     @rpc
     async def Upsert(
@@ -56,16 +76,17 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
             )
             for i, r in enumerate(records)
         ]
-        n = await asyncio.to_thread(
+        n, position = await asyncio.to_thread(
             collection.upsert, request.tenant, stored, admin=principal.admin
         )
-        return pb.UpsertResponse(upserted=n)
+        return pb.UpsertResponse(upserted=n, log_position=self._token(collection, position))
 
     @rpc
     async def Get(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
         self._gate.tenant(context, request.tenant)
+        await self._caught_up(request.min_log_position, context)
         collection = self._collection(request.collection)
         ids = validate.ids(request.ids, self._limits)
         found, missing = await asyncio.to_thread(
@@ -80,8 +101,10 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         principal = self._gate.tenant(context, request.tenant)
         collection = self._collection(request.collection)
         ids = validate.ids(request.ids, self._limits)
-        n = await asyncio.to_thread(collection.delete, request.tenant, ids, admin=principal.admin)
-        return pb.DeleteResponse(deleted=n)
+        n, position = await asyncio.to_thread(
+            collection.delete, request.tenant, ids, admin=principal.admin
+        )
+        return pb.DeleteResponse(deleted=n, log_position=self._token(collection, position))
 
     @rpc
     async def Grant(
@@ -103,7 +126,7 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         self,
         context: grpc.aio.ServicerContext,
         request: pb.GrantRequest | pb.RevokeRequest,
-        change: Callable[..., int],
+        change: Callable[..., Written],
         other: str,
         field: str,
     ) -> pb.AccessResponse:
@@ -111,10 +134,10 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         collection = self._collection(request.collection)
         ids = validate.ids(request.ids, self._limits)
         other = validate.tenant(other, field)
-        n = await asyncio.to_thread(
+        n, position = await asyncio.to_thread(
             change, collection, request.tenant, ids, other, admin=principal.admin
         )
-        return pb.AccessResponse(changed=n)
+        return pb.AccessResponse(changed=n, log_position=self._token(collection, position))
 
     @rpc
     async def Search(
@@ -141,6 +164,7 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         field: str,
     ) -> list[list]:
         self._gate.tenant(context, request.tenant)
+        await self._caught_up(request.min_log_position, context)
         collection = self._collection(request.collection)
         spec = collection.spec
         queries = validate.vectors(blobs, spec.dim, field)

@@ -1,0 +1,160 @@
+"""Every server process is a replica: it tails the store's change log and applies it.
+
+Start-up (`Replica.begin`, before the indexes load): note where each log stream ends. The
+load then reads the store's state, which includes everything before those positions, and
+the tail starts there: a change both loaded and tailed is applied twice, which is harmless
+because applying a change re-reads its ids from the store (`Collection.apply_change`).
+
+The tail (`run`) polls `DocumentStore.read_changes` (SQLite: one indexed range query; Redis:
+one pipelined XRANGE per stream, since one XREAD cannot span Cluster slots), applies each
+change in a worker thread, then advances the stream's cursor and wakes the reads waiting
+for that position (read-your-writes, `wait_for`). Polling rather than blocking reads keeps
+one implementation for both stores; the interval bounds the added lag (DESIGN §6).
+
+Tokens: a client sees a log position as `position@stream` (e.g. `1732000000000-3@docs`,
+or `42-0@` for SQLite's one stream), so a read names the stream its write went to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from curacache.errors import InvalidArgument
+from curacache.server.vectordb import VectorDB
+from storage.types import Change, position_key
+
+log = logging.getLogger("curacache.replica")
+
+ChangeListener = Callable[[Sequence[str]], Awaitable[None]]
+
+
+def make_token(stream: str, position: str) -> str:
+    """The client-facing form of a log position ("" stays "": nothing to wait for)."""
+    return f"{position}@{stream}" if position else ""
+
+
+def parse_token(token: str, field: str) -> tuple[str, str]:
+    """(stream, position) of a client's token; InvalidArgument naming `field` if malformed."""
+    position, sep, stream = token.partition("@")
+    try:
+        if not sep:
+            raise ValueError(token)
+        position_key(position)
+    except ValueError:
+        raise InvalidArgument(field, f"not a log position: {token[:80]!r}") from None
+    return stream, position
+
+
+class Replica:
+    """Keeps one process's collections in step with the store's change log."""
+
+    def __init__(self, db: VectorDB, *, poll_interval_s: float = 0.005, batch: int = 1024) -> None:
+        self._db = db
+        self._store = db.store
+        self._poll_interval = poll_interval_s
+        self._batch = batch
+        self._cursors: dict[str, str] = {}
+        self._listeners: dict[str, ChangeListener] = {}
+        self._advanced = asyncio.Condition()
+        self.applied = 0  # changes applied since start (diagnostics)
+
+    def begin(self) -> None:
+        """Note where every stream ends; call before loading the collections (blocking)."""
+        registry = self._store.log_heads([""])
+        streams = {self._store.stream_of(s.name) for s in self._store.list_collections()}
+        self._cursors = {**registry, **self._store.log_heads(sorted(streams - {""}))}
+
+    def listen(self, collection: str, listener: ChangeListener) -> None:
+        """Call `listener(ids)` on the event loop after a change to `collection` is applied."""
+        self._listeners[collection] = listener
+
+    def applied_position(self, stream: str) -> str:
+        return self._cursors.get(stream, "")
+
+    async def wait_for(self, token: str, wait_s: float, field: str = "min_log_position") -> bool:
+        """Wait until the change at `token` is applied here; False if `wait_s` ran out first.
+        An empty token is always reached."""
+        if not token:
+            return True
+        stream, position = parse_token(token, field)
+        wanted = position_key(position)
+
+        def reached() -> bool:
+            return position_key(self._cursors.get(stream, "")) >= wanted
+
+        async with self._advanced:
+            try:
+                await asyncio.wait_for(self._advanced.wait_for(reached), max(wait_s, 0.0))
+            except TimeoutError:
+                return reached()
+        return True
+
+    async def run(self) -> None:
+        """Tail the log until cancelled; a failing poll is logged and retried."""
+        while True:
+            try:
+                applied = await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # store briefly unavailable: keep the cursors, try again
+                log.exception("change-log tail failed; retrying")
+                await asyncio.sleep(max(self._poll_interval, 0.5))
+                continue
+            if not applied:
+                await asyncio.sleep(self._poll_interval)
+
+    async def poll_once(self) -> int:
+        """Read and apply one batch of changes; returns how many there were.
+
+        The batch is applied in one worker-thread call, with consecutive record changes of a
+        collection merged into one re-read of their ids (the same result, since applying a
+        change re-reads the store): under a steady write rate a poll finds several changes,
+        and one store read for all of them is what keeps a replica's cost per write low."""
+        cursors = dict(self._cursors)
+        changes = await asyncio.to_thread(self._store.read_changes, cursors, self._batch)
+        if not changes:
+            return 0
+        touched = await asyncio.to_thread(self._apply_batch, changes)
+        for collection, ids in touched:
+            listener = self._listeners.get(collection)
+            if listener is not None:
+                await listener(ids)
+        async with self._advanced:
+            for change in changes:
+                self._cursors[change.stream] = change.position
+            self._advanced.notify_all()
+        self.applied += len(changes)
+        return len(changes)
+
+    def _apply_batch(self, changes: Sequence[Change]) -> list[tuple[str, tuple[str, ...]]]:
+        """Apply `changes` in order; returns the (collection, ids) record changes applied."""
+        applied: list[tuple[str, tuple[str, ...]]] = []
+        pending: dict[str, dict[str, None]] = {}  # collection -> ids, in first-seen order
+
+        def flush(collection: str | None = None) -> None:
+            for name in [collection] if collection is not None else list(pending):
+                ids = tuple(pending.pop(name, {}))
+                target = self._db.find(name)
+                if ids and target is not None:
+                    target.apply_change(ids)
+                    applied.append((name, ids))
+
+        for change in changes:
+            if change.op == "create":
+                flush(change.collection)
+                self._db.open_existing(change.collection)
+                stream = self._store.stream_of(change.collection)
+                if stream:  # a new collection's own log: read it from its start
+                    self._cursors.setdefault(stream, "0-0")
+            elif change.op == "drop":
+                pending.pop(change.collection, None)  # gone with the collection
+                self._db.forget(change.collection)
+                stream = self._store.stream_of(change.collection)
+                if stream:
+                    self._cursors.pop(stream, None)
+            else:
+                pending.setdefault(change.collection, {}).update(dict.fromkeys(change.ids))
+        flush()
+        return applied

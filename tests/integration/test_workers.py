@@ -1,0 +1,87 @@
+"""`curacache serve --workers 2`: two processes on one port, replicas of one store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curacache.client import Client
+from tests.server_harness import ProcessServer
+
+DIM = 8
+WAIT_S = 120.0
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc: Linux, like SO_REUSEPORT itself)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def workers_server(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[ProcessServer, list[str]]]:
+    if request.param == "sqlite":
+        args = ["--workers", "2", "--data-dir", str(tmp_path / "data")]
+    else:
+        url = request.getfixturevalue("redis_url")
+        args = ["--workers", "2", "--storage", "redis", "--redis-url", url]
+    server = ProcessServer(args, env={"CURACACHE_CACHE__EMBEDDER": "hashing"})
+    yield server, args
+    if server.proc.poll() is None:
+        assert server.terminate() == 0
+
+
+def test_two_workers_serve_one_store(workers_server: tuple[ProcessServer, list[str]]) -> None:
+    server, _ = workers_server
+    workers = children(server.proc.pid)
+    assert len(workers) == 2
+    data = np.random.default_rng(0).standard_normal((20, DIM)).astype(np.float32)
+    with Client(server.target) as writer:
+        writer.create_collection("docs", DIM, index="flat")
+        writer.upsert("docs", [f"r{i}" for i in range(20)], data, owner="alice")
+        token = writer.log_position("docs")
+    # Fresh connections land on either worker; each must see the writes (read-your-writes).
+    for i in range(8):
+        with Client(server.target) as reader:
+            hits = reader.search("docs", data[i], "alice", k=1, min_log_position=token)
+            assert [h.id for h in hits] == [f"r{i}"]
+
+    # kill -9 one worker: the other keeps serving, and the parent starts a new one that
+    # catches up from the store.
+    os.kill(workers[0], signal.SIGKILL)
+    with Client(server.target) as writer:
+        deadline = time.monotonic() + WAIT_S
+        while True:  # a connection may still reach the dead worker's closed socket once
+            try:
+                writer.upsert("docs", ["after"], -data[:1], owner="alice")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        token = writer.log_position("docs")
+    deadline = time.monotonic() + WAIT_S
+    while len(set(children(server.proc.pid)) - {workers[0]}) < 2:
+        assert time.monotonic() < deadline, "the killed worker was not restarted"
+        time.sleep(0.2)
+    time.sleep(0)  # the new worker announces itself once it has loaded the store
+    for _ in range(8):
+        with Client(server.target, timeout=60) as reader:
+            hits = reader.search("docs", -data[0], "alice", k=1, min_log_position=token)
+            assert [h.id for h in hits] == ["after"]
