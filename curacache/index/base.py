@@ -8,8 +8,8 @@ or "l2" (squared euclidean distance, smaller is better).
 Thread-safety contract: any number of `search` calls may run concurrently with each other;
 a write must not overlap a search or another write. The owner (the collection) holds one
 readers-writer lock over the index and its label map, so a search takes one lock
-(docs/architecture.md). `curator` relies on that alone; `flat` and `hnsw` also guard
-themselves, so they can serve standalone (e.g. as the benchmark's oracle).
+(docs/architecture.md); no index kind locks again inside. Standalone users (the benchmarks,
+the tests) either stay on one thread or hold such a lock themselves.
 """
 
 from __future__ import annotations

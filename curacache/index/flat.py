@@ -11,9 +11,9 @@ Layout (why: exactness with one dense BLAS call per search, no per-vector access
 Memory: a vector shared with T tenants is held T + 1 times (store + one row per tenant) —
 this is the per-tenant baseline Curator is measured against; see `memory_bytes()`.
 
-Concurrency: searches take the read side of an RWLock and run FAISS (which releases the GIL)
-in parallel; add/grant/revoke/remove take the write side, so no search sees a half-applied
-write. GPU FAISS is used when present (`faiss.get_num_gpus() > 0`), CPU FAISS otherwise.
+Concurrency: as the Index port says, the owner's readers-writer lock is the only one: searches
+run FAISS (which releases the GIL) in parallel under its read side; add/grant/revoke/remove
+run under its write side, so no search sees a half-applied write. GPU FAISS is used when present (`faiss.get_num_gpus() > 0`), CPU FAISS otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import numpy as np
 
 from curacache.index.base import RAW_METRICS, SearchResult
 from curacache.index.params import Param, resolve_params
-from curacache.index.rwlock import RWLock
 
 _MIN_CAP = 8
 # Below this many tenant rows a GPU round trip (host->device copy of the rows) loses to CPU.
@@ -164,7 +163,6 @@ class FlatIndex:
         self.metric = metric
         self._faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
         self._pad = np.float32(-np.inf if metric == "ip" else np.inf)
-        self._lock = RWLock()
         self._store = _Store(dim)
         self._access: dict[int, set[str]] = {}  # label -> tenants that see it
         self._tenants: dict[str, _Rows] = {}
@@ -178,7 +176,7 @@ class FlatIndex:
     def uses_gpu(self) -> bool:
         return self._gpu_res is not None
 
-    # -- writes (the collection layer serialises writers; the lock keeps readers out) --------
+    # -- writes (under the owner's write lock) -----------------------------------------------
 
     def add(self, labels: np.ndarray, vectors: np.ndarray, access: Sequence[Sequence[str]]) -> None:
         """Insert new labels; an already-present (or repeated) label raises ValueError."""
@@ -187,74 +185,70 @@ class FlatIndex:
         if n == 0:
             return
         keys = labels.tolist()
-        with self._lock.write():
-            if len(set(keys)) != n:
-                raise ValueError("add: duplicate labels in one batch")
-            present = [label for label in keys if label in self._access]
-            if present:
-                raise ValueError(f"add: labels already present: {present[:10]}")
-            self._store.put(keys, vectors)
-            by_tenant: dict[str, list[int]] = {}
-            for i, (label, tenants) in enumerate(zip(keys, access)):
-                seen = set(tenants)
-                self._access[label] = seen
-                for tenant in seen:
-                    by_tenant.setdefault(tenant, []).append(i)
-            for tenant, idx in by_tenant.items():
-                rows = self._tenants.get(tenant)
-                if rows is None:
-                    rows = self._tenants[tenant] = _Rows(self.dim)
-                rows.append(labels[idx], vectors[idx])
+        if len(set(keys)) != n:
+            raise ValueError("add: duplicate labels in one batch")
+        present = [label for label in keys if label in self._access]
+        if present:
+            raise ValueError(f"add: labels already present: {present[:10]}")
+        self._store.put(keys, vectors)
+        by_tenant: dict[str, list[int]] = {}
+        for i, (label, tenants) in enumerate(zip(keys, access)):
+            seen = set(tenants)
+            self._access[label] = seen
+            for tenant in seen:
+                by_tenant.setdefault(tenant, []).append(i)
+        for tenant, idx in by_tenant.items():
+            rows = self._tenants.get(tenant)
+            if rows is None:
+                rows = self._tenants[tenant] = _Rows(self.dim)
+            rows.append(labels[idx], vectors[idx])
 
     def grant(self, labels: np.ndarray, tenant: str) -> None:
         """Copy present labels' vectors into `tenant`'s matrix; absent/already-seen skipped."""
         assert labels.ndim == 1
-        with self._lock.write():
-            new: list[int] = []
-            for label in dict.fromkeys(labels.tolist()):  # dedupe, keep order
-                seen = self._access.get(label)
-                if seen is not None and tenant not in seen:
-                    seen.add(tenant)
-                    new.append(label)
-            if not new:
-                return
-            rows = self._tenants.get(tenant)
-            if rows is None:
-                rows = self._tenants[tenant] = _Rows(self.dim)
-            rows.append(np.asarray(new, dtype=np.int64), self._store.get(new))
+        new: list[int] = []
+        for label in dict.fromkeys(labels.tolist()):  # dedupe, keep order
+            seen = self._access.get(label)
+            if seen is not None and tenant not in seen:
+                seen.add(tenant)
+                new.append(label)
+        if not new:
+            return
+        rows = self._tenants.get(tenant)
+        if rows is None:
+            rows = self._tenants[tenant] = _Rows(self.dim)
+        rows.append(np.asarray(new, dtype=np.int64), self._store.get(new))
 
     def revoke(self, labels: np.ndarray, tenant: str) -> None:
         """Drop labels from `tenant`'s matrix; the vector stays in the store (re-grantable)."""
         assert labels.ndim == 1
-        with self._lock.write():
-            rows = self._tenants.get(tenant)
-            if rows is None:
-                return
-            for label in labels.tolist():
-                seen = self._access.get(label)
-                if seen is not None and tenant in seen:
-                    seen.discard(tenant)
-                    rows.discard(label)
-            if rows.n == 0:
-                del self._tenants[tenant]
+        rows = self._tenants.get(tenant)
+        if rows is None:
+            return
+        for label in labels.tolist():
+            seen = self._access.get(label)
+            if seen is not None and tenant in seen:
+                seen.discard(tenant)
+                rows.discard(label)
+        if rows.n == 0:
+            del self._tenants[tenant]
 
     def remove(self, labels: np.ndarray) -> None:
         """Forget labels everywhere (store slot goes to the free list); absent ones skipped."""
         assert labels.ndim == 1
-        with self._lock.write():
-            for label in labels.tolist():
-                seen = self._access.pop(label, None)
-                if seen is None:
-                    continue
-                for tenant in seen:
-                    rows = self._tenants[tenant]
-                    rows.discard(label)
-                    if rows.n == 0:
-                        del self._tenants[tenant]
-                self._store.drop(label)
-            if not self._access:
-                self._access = {}  # release the emptied dict's table
-                self._tenants = {}
+        for label in labels.tolist():
+            seen = self._access.pop(label, None)
+            if seen is None:
+                continue
+            for tenant in seen:
+                rows = self._tenants[tenant]
+                rows.discard(label)
+                if rows.n == 0:
+                    del self._tenants[tenant]
+            self._store.drop(label)
+        if not self._access:
+            self._access = {}  # release the emptied dict's table
+            self._tenants = {}
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -268,15 +262,14 @@ class FlatIndex:
         out_scores = np.full((nq, k), self._pad, dtype=np.float32)
         if nq == 0:
             return SearchResult(out_labels, out_scores)
-        with self._lock.read():
-            rows = self._tenants.get(tenant)
-            if rows is None or rows.n == 0:
-                return SearchResult(out_labels, out_scores)
-            n = rows.n
-            k_eff = min(k, n)
-            scores, rows_found = self._knn(queries, rows.mat[:n], k_eff)
-            hit = rows_found >= 0  # always true for finite inputs and k_eff <= n; kept for safety
-            out_labels[:, :k_eff] = np.where(hit, rows.labels[np.where(hit, rows_found, 0)], -1)
+        rows = self._tenants.get(tenant)
+        if rows is None or rows.n == 0:
+            return SearchResult(out_labels, out_scores)
+        n = rows.n
+        k_eff = min(k, n)
+        scores, rows_found = self._knn(queries, rows.mat[:n], k_eff)
+        hit = rows_found >= 0  # always true for finite inputs and k_eff <= n; kept for safety
+        out_labels[:, :k_eff] = np.where(hit, rows.labels[np.where(hit, rows_found, 0)], -1)
         out_scores[:, :k_eff] = np.where(hit, scores, self._pad)
         return SearchResult(out_labels, out_scores)
 
@@ -299,29 +292,28 @@ class FlatIndex:
 
     def memory_bytes(self) -> dict[str, int]:
         """Allocated bytes: store matrix, per-tenant matrices and labels, and a rough map cost."""
-        with self._lock.read():
-            tenant_vectors = tenant_labels = 0
-            row_entries = 0
-            for rows in self._tenants.values():
-                v, lab = rows.nbytes()
-                tenant_vectors += v
-                tenant_labels += lab
-                row_entries += len(rows.row_of)
-            store = self._store
-            maps = (
-                sys.getsizeof(self._access)
-                + sys.getsizeof(self._tenants)
-                + sys.getsizeof(store.slot_of)
-                + sys.getsizeof(store.free)
-                + len(self._access) * (_SET_BYTES + _DICT_ENTRY_BYTES)
-                + (len(store.slot_of) + row_entries) * _DICT_ENTRY_BYTES
-            )
-            return {
-                "vectors": store.mat.nbytes,
-                "tenant_vectors": tenant_vectors,
-                "labels": tenant_labels,
-                "maps": maps,
-            }
+        tenant_vectors = tenant_labels = 0
+        row_entries = 0
+        for rows in self._tenants.values():
+            v, lab = rows.nbytes()
+            tenant_vectors += v
+            tenant_labels += lab
+            row_entries += len(rows.row_of)
+        store = self._store
+        maps = (
+            sys.getsizeof(self._access)
+            + sys.getsizeof(self._tenants)
+            + sys.getsizeof(store.slot_of)
+            + sys.getsizeof(store.free)
+            + len(self._access) * (_SET_BYTES + _DICT_ENTRY_BYTES)
+            + (len(store.slot_of) + row_entries) * _DICT_ENTRY_BYTES
+        )
+        return {
+            "vectors": store.mat.nbytes,
+            "tenant_vectors": tenant_vectors,
+            "labels": tenant_labels,
+            "maps": maps,
+        }
 
     def snapshot(self) -> bytes | None:
         """None: rebuilding from the store is a copy per vector, cheaper than a serialisation."""

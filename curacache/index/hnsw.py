@@ -23,9 +23,10 @@ vectors exactly. A graph holds only the tenant's vectors and hnswlib skips delet
 no result is invisible to the tenant. Scores are raw: hnswlib "ip" returns 1 - ip (converted
 back), "l2" the squared distance.
 
-Concurrency: searches hold the read side of an RWLock and call `knn_query` (GIL released,
-num_threads=1: the server parallelises across requests); writes hold the write side, since
-hnswlib is not safe for concurrent insert + query. hnswlib keeps ef in the index, so two
+Concurrency: as the Index port says, the owner's readers-writer lock is the only one: searches
+call `knn_query` (GIL released, num_threads=1: the server parallelises across requests) under
+its read side; writes run under its write side, since hnswlib is not safe for concurrent
+insert + query. hnswlib keeps ef in the index, so two
 concurrent searches of one tenant with different ef may run with each other's ef (a recall
 difference only, never a visibility one).
 
@@ -46,11 +47,12 @@ import numpy as np
 
 from curacache.index.base import RAW_METRICS, SearchResult
 from curacache.index.params import Param, resolve_params
-from curacache.index.rwlock import RWLock
 
 _MIN_CAP = 16
 _SEED = 100  # fixed graph-level seed: reproducible graphs
-_BULK = 512  # inserts at least this large use several hnswlib threads (we hold the write lock)
+_BULK = (
+    512  # inserts at least this large use several hnswlib threads (the owner holds the write lock)
+)
 _BULK_THREADS = 4
 _REBUILD_MIN = 1024  # graphs smaller than this are never rebuilt to drop deleted slots
 _EF_DEFAULT = 64
@@ -148,12 +150,11 @@ class HnswIndex:
         self.m, self.ef_construction = m, ef_construction
         self._faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
         self._pad = np.float32(-np.inf if metric == "ip" else np.inf)
-        self._lock = RWLock()
         self._mat = np.empty((0, dim), dtype=np.float32)  # row = label
         self._access: dict[int, set[str]] = {}  # label -> tenants that see it
         self._graphs: dict[str, _Graph] = {}
 
-    # -- writes (the collection layer serialises writers; the lock keeps readers out) --------
+    # -- writes (under the owner's write lock) -----------------------------------------------
 
     def add(self, labels: np.ndarray, vectors: np.ndarray, access: Sequence[Sequence[str]]) -> None:
         """Insert new labels; an already-present (or repeated) label raises ValueError."""
@@ -162,69 +163,65 @@ class HnswIndex:
         if n == 0:
             return
         keys = labels.tolist()
-        with self._lock.write():
-            if len(set(keys)) != n:
-                raise ValueError("add: duplicate labels in one batch")
-            present = [label for label in keys if label in self._access]
-            if present:
-                raise ValueError(f"add: labels already present: {present[:10]}")
-            if min(keys) < 0:
-                raise ValueError("add: labels must be non-negative")
-            top = max(keys) + 1
-            if top > len(self._mat):
-                mat = np.empty((_grown(len(self._mat), top), self.dim), dtype=np.float32)
-                mat[: len(self._mat)] = self._mat
-                self._mat = mat
-            self._mat[keys] = vectors
-            by_tenant: dict[str, list[int]] = {}
-            for label, tenants in zip(keys, access):
-                seen = self._access[label] = set(tenants)
-                for tenant in seen:
-                    by_tenant.setdefault(tenant, []).append(label)
-            for tenant, new in by_tenant.items():
-                self._graph(tenant, len(new)).insert(new, self._mat[new])
+        if len(set(keys)) != n:
+            raise ValueError("add: duplicate labels in one batch")
+        present = [label for label in keys if label in self._access]
+        if present:
+            raise ValueError(f"add: labels already present: {present[:10]}")
+        if min(keys) < 0:
+            raise ValueError("add: labels must be non-negative")
+        top = max(keys) + 1
+        if top > len(self._mat):
+            mat = np.empty((_grown(len(self._mat), top), self.dim), dtype=np.float32)
+            mat[: len(self._mat)] = self._mat
+            self._mat = mat
+        self._mat[keys] = vectors
+        by_tenant: dict[str, list[int]] = {}
+        for label, tenants in zip(keys, access):
+            seen = self._access[label] = set(tenants)
+            for tenant in seen:
+                by_tenant.setdefault(tenant, []).append(label)
+        for tenant, new in by_tenant.items():
+            self._graph(tenant, len(new)).insert(new, self._mat[new])
 
     def grant(self, labels: np.ndarray, tenant: str) -> None:
         """Copy present labels' vectors into `tenant`'s graph; absent/already-seen skipped."""
         assert labels.ndim == 1
-        with self._lock.write():
-            new: list[int] = []
-            for label in dict.fromkeys(labels.tolist()):  # dedupe, keep order
-                seen = self._access.get(label)
-                if seen is not None and tenant not in seen:
-                    seen.add(tenant)
-                    new.append(label)
-            if new:
-                self._graph(tenant, len(new)).insert(new, self._mat[new])
+        new: list[int] = []
+        for label in dict.fromkeys(labels.tolist()):  # dedupe, keep order
+            seen = self._access.get(label)
+            if seen is not None and tenant not in seen:
+                seen.add(tenant)
+                new.append(label)
+        if new:
+            self._graph(tenant, len(new)).insert(new, self._mat[new])
 
     def revoke(self, labels: np.ndarray, tenant: str) -> None:
         """Mark labels deleted in `tenant`'s graph; the vector stays (re-grantable)."""
         assert labels.ndim == 1
-        with self._lock.write():
-            if tenant not in self._graphs:
-                return
-            for label in labels.tolist():
-                seen = self._access.get(label)
-                if seen is not None and tenant in seen:
-                    seen.discard(tenant)
-                    self._graphs[tenant].delete(label)
-            self._tidy(tenant)
+        if tenant not in self._graphs:
+            return
+        for label in labels.tolist():
+            seen = self._access.get(label)
+            if seen is not None and tenant in seen:
+                seen.discard(tenant)
+                self._graphs[tenant].delete(label)
+        self._tidy(tenant)
 
     def remove(self, labels: np.ndarray) -> None:
         """Forget labels in every graph; absent ones skipped."""
         assert labels.ndim == 1
-        with self._lock.write():
-            touched: set[str] = set()
-            for label in labels.tolist():
-                seen = self._access.pop(label, None)
-                for tenant in seen or ():
-                    self._graphs[tenant].delete(label)
-                    touched.add(tenant)
-            for tenant in touched:
-                self._tidy(tenant)
-            if not self._access:  # release the emptied containers
-                self._access, self._graphs = {}, {}
-                self._mat = np.empty((0, self.dim), dtype=np.float32)
+        touched: set[str] = set()
+        for label in labels.tolist():
+            seen = self._access.pop(label, None)
+            for tenant in seen or ():
+                self._graphs[tenant].delete(label)
+                touched.add(tenant)
+        for tenant in touched:
+            self._tidy(tenant)
+        if not self._access:  # release the emptied containers
+            self._access, self._graphs = {}, {}
+            self._mat = np.empty((0, self.dim), dtype=np.float32)
 
     def _graph(self, tenant: str, adding: int) -> _Graph:
         g = self._graphs.get(tenant)
@@ -258,12 +255,11 @@ class HnswIndex:
             return SearchResult(out_labels, out_scores)
         q = np.ascontiguousarray(queries, dtype=np.float32)
         ef = int(params.get("ef", _EF_DEFAULT))
-        with self._lock.read():
-            g = self._graphs.get(tenant)
-            if g is None or not g.live:
-                return SearchResult(out_labels, out_scores)
-            k_eff = min(k, len(g.live))
-            labels, scores = self._knn(g, q, k_eff, max(ef, k_eff))
+        g = self._graphs.get(tenant)
+        if g is None or not g.live:
+            return SearchResult(out_labels, out_scores)
+        k_eff = min(k, len(g.live))
+        labels, scores = self._knn(g, q, k_eff, max(ef, k_eff))
         out_labels[:, :k_eff] = labels
         out_scores[:, :k_eff] = scores
         return SearchResult(out_labels, out_scores)
@@ -316,25 +312,24 @@ class HnswIndex:
 
     def memory_bytes(self) -> dict[str, int]:
         """Global matrix, per-tenant vector copies, graph structure (estimate), Python maps."""
-        with self._lock.read():
-            tenant_vectors = graph = entries = 0
-            for g in self._graphs.values():
-                v, rest = self._graph_bytes(g)
-                tenant_vectors += v
-                graph += rest
-                entries += len(g.live) + len(g.dead)
-            maps = (
-                sys.getsizeof(self._access)
-                + sys.getsizeof(self._graphs)
-                + len(self._access) * (_SET_BYTES + _DICT_ENTRY_BYTES)
-                + entries * _DICT_ENTRY_BYTES
-            )
-            return {
-                "vectors": self._mat.nbytes,
-                "tenant_vectors": tenant_vectors,
-                "graph": graph,
-                "maps": maps,
-            }
+        tenant_vectors = graph = entries = 0
+        for g in self._graphs.values():
+            v, rest = self._graph_bytes(g)
+            tenant_vectors += v
+            graph += rest
+            entries += len(g.live) + len(g.dead)
+        maps = (
+            sys.getsizeof(self._access)
+            + sys.getsizeof(self._graphs)
+            + len(self._access) * (_SET_BYTES + _DICT_ENTRY_BYTES)
+            + entries * _DICT_ENTRY_BYTES
+        )
+        return {
+            "vectors": self._mat.nbytes,
+            "tenant_vectors": tenant_vectors,
+            "graph": graph,
+            "maps": maps,
+        }
 
     def snapshot(self) -> bytes | None:
         """None: rebuild from the store (one insert per (vector, tenant)); see module doc."""

@@ -20,6 +20,7 @@ from curacache.index import (
     resolve_params,
 )
 from curacache.index.flat import FLAT, FlatIndex, FlatKind
+from curacache.index.rwlock import RWLock
 from tests.helpers import Model, assert_matches_oracle
 
 DIM = 16
@@ -229,6 +230,8 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
     ix.add(lab(*range(200)), X, [[tenants[i % 3]] for i in range(200)])
     model.add(list(range(200)), X, [[tenants[i % 3]] for i in range(200)])
     ever = set(range(200))
+    # As in the server: the owner's readers-writer lock is the only one (the index has none).
+    lock = RWLock()
     errors: list[BaseException] = []
     started = threading.Barrier(5)
     done = threading.Event()
@@ -241,7 +244,8 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
             for _ in range(20_000):
                 if done.is_set():
                     break
-                res = ix.search(tenant, queries, 20, {})
+                with lock.read():
+                    res = ix.search(tenant, queries, 20, {})
                 for row in res.labels:
                     hits = row[row >= 0].tolist()
                     assert len(set(hits)) == len(hits) and set(hits) <= ever
@@ -257,15 +261,19 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
                 v = vecs(wrng, 1)
                 acc = [wrng.choice(tenants, 2, replace=False).tolist()]
                 ever.add(new)
-                ix.add(lab(new), v, acc)
+                with lock.write():
+                    ix.add(lab(new), v, acc)
                 model.add([new], v, acc)
                 some = wrng.integers(0, 1000 + step, 5).tolist()
                 t = str(wrng.choice(tenants))
-                ix.grant(lab(*some), t)
+                with lock.write():
+                    ix.grant(lab(*some), t)
                 model.grant(some, t)
-                ix.revoke(lab(*some[:2]), "a")
+                with lock.write():
+                    ix.revoke(lab(*some[:2]), "a")
                 model.revoke(some[:2], "a")
-                ix.remove(lab(some[4]))
+                with lock.write():
+                    ix.remove(lab(some[4]))
                 model.remove([some[4]])
         except BaseException as e:
             errors.append(e)

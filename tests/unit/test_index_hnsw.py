@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from curacache.errors import InvalidArgument
 from curacache.index import Index, resolve_params
 from curacache.index.hnsw import HNSW, HnswIndex
+from curacache.index.rwlock import RWLock
 from tests.helpers import Model, assert_matches_oracle
 
 DIM = 16
@@ -329,6 +330,8 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
     X = vecs(rng, 200)
     ix.add(lab(*range(200)), X, [[tenants[i % 3]] for i in range(200)])
     model.add(list(range(200)), X, [[tenants[i % 3]] for i in range(200)])
+    # As in the server: the owner's readers-writer lock is the only one (the index has none).
+    lock = RWLock()
     errors: list[BaseException] = []
     done = threading.Event()
     started = threading.Barrier(4)
@@ -340,7 +343,8 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
             for _ in range(5_000):
                 if done.is_set():
                     break
-                res = ix.search(tenant, queries, 20, {"ef": 32})
+                with lock.read():
+                    res = ix.search(tenant, queries, 20, {"ef": 32})
                 for row in res.labels:
                     hits = row[row >= 0].tolist()
                     assert len(set(hits)) == len(hits)
@@ -354,15 +358,19 @@ def test_concurrent_searches_with_a_writer(metric: str) -> None:
             for step in range(100):
                 new = 1000 + step
                 v, acc = vecs(wrng, 1), [wrng.choice(tenants, 2, replace=False).tolist()]
-                ix.add(lab(new), v, acc)
+                with lock.write():
+                    ix.add(lab(new), v, acc)
                 model.add([new], v, acc)
                 some = wrng.integers(0, 1000 + step, 5).tolist()
                 t = str(wrng.choice(tenants))
-                ix.grant(lab(*some), t)
+                with lock.write():
+                    ix.grant(lab(*some), t)
                 model.grant(some, t)
-                ix.revoke(lab(*some[:2]), "a")
+                with lock.write():
+                    ix.revoke(lab(*some[:2]), "a")
                 model.revoke(some[:2], "a")
-                ix.remove(lab(some[4]))
+                with lock.write():
+                    ix.remove(lab(some[4]))
                 model.remove([some[4]])
         except BaseException as e:
             errors.append(e)
