@@ -69,11 +69,18 @@ class VectorDB:
             return True
 
     def forget(self, name: str) -> None:
-        """Another replica dropped `name`: stop serving it (the store has already lost it)."""
+        """A logged drop of `name`: stop serving it — unless what this process serves is the
+        collection created again after that drop (the log is applied after the fact, so the
+        drop may come after this process, or another, made `name` anew)."""
+        current = self.store.get_collection(name)
         with self._lock:
-            collection = self._collections.pop(name, None)
-        if collection is not None:
-            collection.forget()
+            collection = self._collections.get(name)
+            if collection is None:
+                return
+            if current is not None and current.created_at == collection.spec.created_at:
+                return
+            del self._collections[name]
+        collection.forget()
 
     def find(self, name: str) -> Collection | None:
         return self._collections.get(name)
