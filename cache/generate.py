@@ -6,7 +6,9 @@ Users complain that semantic caches do not cache streamed responses and replay e
 successes; here the streamed text is accumulated and stored only after the backend's final
 result passes admission, and a backend exception propagates with nothing stored. Equivalent
 concurrent misses share one backend call (single-flight): the leader streams, followers get
-the leader's final result replayed as chunks.
+the leader's final result replayed as chunks. Across processes (replicas of one store) the
+leader of each process also takes the miss's lease (`cache.ports.Leases`): while another
+process holds it, this one waits for that leader's entry instead of calling the backend.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cache.fingerprint import Prepared
-from cache.ports import Backend, Clock
-from cache.singleflight import Flight, FlightAbandoned, SingleFlight
+from cache.ports import Backend, Clock, Leases
+from cache.singleflight import Flight, FlightAbandoned, ProcessLeases, SingleFlight
 from cache.types import (
     CachedResponse,
     Chunk,
@@ -67,6 +69,8 @@ class Generator:
         chunk_chars: int,
         label: LabelFn,
         verify: VerifyFn,
+        leases: Leases | None = None,
+        lease_poll_s: float = 0.02,
     ) -> None:
         self._lookup = lookup
         self._recheck = recheck
@@ -78,6 +82,8 @@ class Generator:
         self._chunk_chars = chunk_chars
         self._label = label
         self._verify = verify
+        self._leases: Leases = leases if leases is not None else ProcessLeases()
+        self._lease_poll_s = lease_poll_s
         self._flights: SingleFlight[FinalResult] = SingleFlight()
 
     @property
@@ -105,16 +111,22 @@ class Generator:
         while True:
             flight = self._flights.join(key)
             if flight.leader:
-                # An equivalent leader may have stored its answer and left between our lookup
-                # and this join: look again (exact path, a get by id) before calling the backend.
-                fresh = await self._recheck(prep)
-                if fresh is not None and fresh.hit and fresh.response is not None:
+                try:
+                    fresh, token = await self._claim(prep, key)
+                except BaseException:  # cancelled while waiting: a follower here takes over
+                    flight.fail(FlightAbandoned(key))
+                    raise
+                if token is None:
+                    assert fresh is not None
                     flight.fail(FlightAbandoned(key))  # our followers retry, and find it too
                     for item in self._replay(fresh):
                         yield item
                     return
-                async for item in self._lead(prep, result, flight, shared):
-                    yield item
+                try:
+                    async for item in self._lead(prep, result, flight, shared):
+                        yield item
+                finally:
+                    await self._leases.release(key, token)
                 return
             try:
                 final = await flight.wait()
@@ -133,6 +145,25 @@ class Generator:
                 store_reason=final.store_reason,
             )
             return
+
+    async def _claim(self, prep: Prepared, key: str) -> tuple[LookupResult | None, str | None]:
+        """(a hit, None) when an equivalent leader stored its answer meanwhile, else (None, the
+        lease token): this process calls the backend.
+
+        The exact path is looked at again (a get by id) after taking the lease, since a leader
+        here or on another replica may have stored its answer and left between our lookup and
+        now. While another process holds the lease, poll for its entry; a leader that fails or
+        dies frees the lease (its release, or the lease's lapse), and one waiter takes over."""
+        while True:
+            token = await self._leases.acquire(key)
+            fresh = await self._recheck(prep)
+            if fresh is not None and fresh.hit and fresh.response is not None:
+                if token is not None:
+                    await self._leases.release(key, token)
+                return fresh, None
+            if token is not None:
+                return None, token
+            await asyncio.sleep(self._lease_poll_s)
 
     def _replay(self, hit: LookupResult) -> list[Chunk | FinalResult]:
         """A hit as stream items: its text in chunks, then the FinalResult."""

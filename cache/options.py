@@ -33,6 +33,8 @@ class CacheOptions:
     # them the same way. Each costs a backend call, so it is off by default.
     verify_hits: float = 0.0
     seed: int | None = None  # of the exploration draws (tests, benchmarks)
+    # How often a miss waiting on another replica's leader looks for its entry (a get by id).
+    lease_poll_s: float = 0.02
     max_prompt_bytes: int = 1 << 20
     max_response_bytes: int = 1 << 20
 

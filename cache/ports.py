@@ -85,6 +85,20 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class Leases(Protocol):
+    """Who leads a miss across processes (DESIGN §6): replicas of one store share the leases,
+    so equivalent concurrent misses on different replicas still make one backend call.
+    Within a process `cache.singleflight` already joins them; this is the step beyond it."""
+
+    async def acquire(self, key: str) -> str | None:
+        """A holder token if this process now leads `key`, None while another one does.
+        A lease lapses by itself after a bounded time (a leader that died frees it)."""
+
+    async def release(self, key: str, token: str) -> None:
+        """Give the lease back (a no-op once it has lapsed or passed to another holder)."""
+
+
+@runtime_checkable
 class Classifier(Protocol):
     """Prompt embedding -> (category, confidence in [0, 1]). Cheap and synchronous
     (a linear model over the embedding); the service falls back to `default` under its floor."""

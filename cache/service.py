@@ -41,7 +41,7 @@ from cache.ledger import EntryMeta, Ledger, select
 from cache.matching import below_threshold, why_not
 from cache.options import CacheOptions, CategoryStats
 from cache.policy import CategoryPolicy, effective
-from cache.ports import Backend, Classifier, Clock, Embedder, EntryRepository
+from cache.ports import Backend, Classifier, Clock, Embedder, EntryRepository, Leases
 from cache.stats import CacheStats
 from cache.types import (
     SHARED_TENANT,
@@ -73,7 +73,10 @@ class SemanticCache:
         policies: Mapping[str, CategoryPolicy],
         confidence_floor: float = 0.5,
         options: CacheOptions = CacheOptions(),
+        leases: Leases | None = None,
     ) -> None:
+        """`leases`: shared by the replicas of one store so that equivalent misses on
+        different replicas make one backend call (None: this process alone)."""
         if DEFAULT_CATEGORY not in policies:
             raise InvalidPolicy("policies", f"must include {DEFAULT_CATEGORY!r}")
         for name, policy in policies.items():
@@ -122,6 +125,8 @@ class SemanticCache:
             backend=backend,
             clock=clock,
             chunk_chars=options.replay_chunk_chars,
+            leases=leases,
+            lease_poll_s=options.lease_poll_s,
         )
 
     # ---------------------------------------------------------------- start-up and sweeping

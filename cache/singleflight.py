@@ -46,6 +46,17 @@ class Flight(Generic[T]):
             self._future.exception()  # retrieved: no "never retrieved" warning without followers
 
 
+class ProcessLeases:
+    """`cache.ports.Leases` for a cache no other process shares: every lease is granted (the
+    process's own SingleFlight already makes one leader per key)."""
+
+    async def acquire(self, key: str) -> str | None:
+        return key
+
+    async def release(self, key: str, token: str) -> None:
+        return None
+
+
 class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._flights: dict[str, asyncio.Future[T]] = {}

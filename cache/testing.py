@@ -16,6 +16,7 @@ import numpy as np
 
 from cache.options import CacheOptions
 from cache.policy import CategoryPolicy, default_policies
+from cache.ports import Leases
 from cache.service import SemanticCache
 from cache.types import SHARED_TENANT, CacheEntry, Chunk, FinalResult, LookupRequest
 
@@ -229,6 +230,7 @@ class FakePorts:
         policies: Mapping[str, CategoryPolicy] | None = None,
         options: CacheOptions | None = None,
         confidence_floor: float = 0.5,
+        leases: Leases | None = None,
     ) -> SemanticCache:
         return SemanticCache(
             repository=self.repo,
@@ -239,4 +241,5 @@ class FakePorts:
             policies=policies or reference_policies(),
             confidence_floor=confidence_floor,
             options=options or CacheOptions(),
+            leases=leases,
         )

@@ -78,6 +78,15 @@ class DocumentStore(Protocol):
     def trim_log(self, older_than_s: float) -> int:
         """Drop log entries older than `older_than_s` seconds; returns how many went."""
 
+    # -- leases (one holder at a time across processes: the cache's cross-replica
+    # single-flight, DESIGN §6) -------------------------------------------------------------
+    def try_lease(self, key: str, holder: str, ttl_s: float) -> bool:
+        """Take `key` for `holder` for `ttl_s` seconds if nobody holds it (or its holder's
+        time ran out); False while another holder has it."""
+
+    def release_lease(self, key: str, holder: str) -> None:
+        """Give `key` back, only if `holder` still holds it (never another's lease)."""
+
     # -- lifecycle -----------------------------------------------------------------------
     def ping(self) -> None:
         """Raise StoreUnavailable if the backing database cannot be reached."""

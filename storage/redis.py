@@ -128,6 +128,14 @@ if changed == 0 then return {0, ''} end
 return {changed, redis.call('XADD', KEYS[2], '*', 'op', 'access', 'ids', ARGV[2])}
 """
 
+# A lease is freed only by its holder (a late release after expiry must not free another's).
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 # then the blob key and data (blobs are not logged)
 _PUT_BLOB = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -266,6 +274,7 @@ class RedisStore:
         self._delete = client.register_script(_DELETE)
         self._set_tenants = client.register_script(_SET_TENANTS)
         self._put_blob = client.register_script(_PUT_BLOB)
+        self._release_lease = client.register_script(_RELEASE_LEASE)
         self._drop = client.register_script(_DROP)
         self._register = client.register_script(_REGISTER)
         self._unregister = client.register_script(_UNREGISTER)
@@ -517,6 +526,23 @@ class RedisStore:
             return sum(int(n) for n in pipe.execute())
 
     # -- lifecycle -----------------------------------------------------------------------
+    # -- leases ----------------------------------------------------------------------------
+    # Not WAITed for: a lease lost in a failover costs at most one duplicate backend call.
+    def try_lease(self, key: str, holder: str, ttl_s: float) -> bool:
+        with _mapped():
+            taken = self._client().set(
+                self._lease_key(key), holder.encode(), nx=True, px=max(1, int(ttl_s * 1000))
+            )
+        return bool(taken)
+
+    def release_lease(self, key: str, holder: str) -> None:
+        self._client()
+        with _mapped():
+            self._release_lease(keys=[self._lease_key(key)], args=[holder.encode()])
+
+    def _lease_key(self, key: str) -> bytes:
+        return f"{self._prefix}:lease:".encode() + key.encode()
+
     def ping(self) -> None:
         with _mapped():
             self._client().ping()

@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS blobs (
     data       BLOB NOT NULL,
     UNIQUE (collection, key)
 );
+CREATE TABLE IF NOT EXISTS leases (
+    key     TEXT PRIMARY KEY,
+    holder  TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     collection TEXT NOT NULL,
@@ -442,6 +447,29 @@ class SqliteStore:
         )
 
     # -- lifecycle -----------------------------------------------------------------------
+    # -- leases ----------------------------------------------------------------------------
+    def try_lease(self, key: str, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+
+        def op(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "INSERT INTO leases (key, holder, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, "
+                "expires = excluded.expires WHERE leases.expires <= ?",
+                (key, holder, now + ttl_s, now),
+            )
+            row = conn.execute("SELECT holder FROM leases WHERE key = ?", (key,)).fetchone()
+            return bool(row is not None and row[0] == holder)
+
+        return self._write(op)
+
+    def release_lease(self, key: str, holder: str) -> None:
+        self._write(
+            lambda conn: conn.execute(
+                "DELETE FROM leases WHERE key = ? AND holder = ?", (key, holder)
+            )
+        )
+
     def ping(self) -> None:
         with self._reader() as conn:
             conn.execute("SELECT count(*) FROM collections").fetchone()

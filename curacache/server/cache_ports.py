@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ from curacache.llm.types import Chunk as LlmChunk
 from curacache.llm.types import GenerationRequest, Message
 from curacache.server.collection import Collection
 from curacache.server.vectordb import VectorDB
+from storage.base import DocumentStore
 from storage.types import StoredRecord
 
 COLLECTION_PREFIX = "cache:"
@@ -145,6 +147,22 @@ def adopt_legacy_collections(db: VectorDB, repository: CollectionRepository) -> 
             moved += len(batch)
         db.delete(spec.name)
     return moved
+
+
+class StoreLeases:
+    """`cache.ports.Leases` in the document store: shared by every replica of that store."""
+
+    def __init__(self, store: DocumentStore, *, ttl_s: float) -> None:
+        self._store = store
+        self._ttl_s = ttl_s
+
+    async def acquire(self, key: str) -> str | None:
+        token = uuid.uuid4().hex
+        taken = await asyncio.to_thread(self._store.try_lease, key, token, self._ttl_s)
+        return token if taken else None
+
+    async def release(self, key: str, token: str) -> None:
+        await asyncio.to_thread(self._store.release_lease, key, token)
 
 
 class RouterBackend:

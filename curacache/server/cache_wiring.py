@@ -23,6 +23,7 @@ from curacache.llm.router import BackendRouter
 from curacache.server.cache_ports import (
     CollectionRepository,
     RouterBackend,
+    StoreLeases,
     adopt_legacy_collections,
 )
 from curacache.server.config import CacheConfig, ConfigError, LimitsConfig
@@ -86,6 +87,8 @@ def build_cache(
         raise ConfigError(
             "cache.embedder_url and cache.embedder_model: required for the remote embedder"
         )
+    if not config.miss_lease_s > 0:
+        raise ConfigError(f"cache.miss_lease_s: must be positive, got {config.miss_lease_s}")
     for name in ("label_band", "verify_hits"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ConfigError(f"cache.{name}: must be in [0, 1], got {getattr(config, name)}")
@@ -115,5 +118,6 @@ def build_cache(
             label_band=config.label_band,
             verify_hits=config.verify_hits,
         ),
+        leases=StoreLeases(db.store, ttl_s=config.miss_lease_s),
     )
     return CacheParts(cache, embedder, router, EMBED_DIM, repository)

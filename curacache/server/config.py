@@ -108,6 +108,9 @@ class CacheConfig:
     # share of semantic hits also sent to the backend to check them (each costs a backend call).
     label_band: float = 0.03
     verify_hits: float = 0.0
+    # Replicas of one store share a lease per miss, so equivalent misses on different replicas
+    # make one backend call; a leader that dies holds it at most this long.
+    miss_lease_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

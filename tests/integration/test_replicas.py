@@ -4,6 +4,7 @@ of the parametrised store; the same checks across processes: test_workers.py."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,9 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from curacache.client import Client
+from curacache.client import AsyncClient, Client, GenerateResult
 from curacache.client.errors import NotFoundError, PermissionDeniedError, UnavailableError
-from tests.server_harness import ThreadServer
+from curacache.llm.simulator import SimConfig
+from tests.server_harness import MODEL, ThreadFakeLLM, ThreadServer
 
 DIM = 8
 WAIT_S = 20.0  # generous bound for "eventually", on a loaded 2-core machine
@@ -160,3 +162,42 @@ def test_a_collection_just_created_elsewhere_is_found_in_the_store(
             assert cb.upsert(f"c{i}", ["x"], vectors(1), owner="alice") == 1
         with pytest.raises(NotFoundError):
             cb.upsert("never-created", ["x"], vectors(1), owner="alice")
+
+
+def test_equivalent_misses_on_two_replicas_make_one_backend_call(
+    start_server: Callable[..., ThreadServer],
+) -> None:
+    """20 concurrent equivalent Generate misses, spread over two replicas: one backend call.
+    The backend answers slowly (its first token after 1 s), so every request arrives while the
+    first is in flight; each replica's own single-flight joins its half, and the store's lease
+    makes the other replica's leader wait for the entry instead of calling the backend."""
+    sim = ThreadFakeLLM(SimConfig(ttft_ms=1000, tokens_per_s=2000, max_concurrency=8))
+    try:
+        settings = {
+            "cache.embedder": "hashing",
+            "cache.backends": f"sim={sim.base_url}",
+            "cache.default_model": MODEL,
+        }
+        servers = [start_server(**settings), start_server(**settings)]
+
+        async def ask(target: str) -> str:
+            async with AsyncClient(target, timeout=60) as c:
+                parts, final = [], None
+                async for item in c.generate(
+                    "What is the tallest mountain on Earth?", "acme", params={"temperature": 0}
+                ):
+                    if isinstance(item, GenerateResult):
+                        final = item
+                    else:
+                        parts.append(item)
+                assert final is not None
+                return "".join(parts)
+
+        async def main() -> list[str]:
+            return await asyncio.gather(*(ask(servers[i % 2].target) for i in range(20)))
+
+        texts = asyncio.run(main())
+        assert sim.sim.stats.requests_received == 1
+        assert len(set(texts)) == 1 and texts[0]  # everyone got the one answer
+    finally:
+        sim.stop()

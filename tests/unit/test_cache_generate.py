@@ -300,3 +300,64 @@ async def test_exploration_verifies_hits_against_the_backend_when_switched_on() 
             LookupRequest(tenant="ann", prompt="the paraphrase", category="default")
         )
         assert again.hit is (verify == 0.0)
+
+
+class SharedLeases:
+    """The store's leases as two replicas see them: one holder per key."""
+
+    def __init__(self) -> None:
+        self.holders: dict[str, str] = {}
+        self.denied = 0
+
+    async def acquire(self, key: str) -> str | None:
+        if key in self.holders:
+            self.denied += 1
+            return None
+        token = f"t{len(self.holders)}-{self.denied}"
+        self.holders[key] = token
+        return token
+
+    async def release(self, key: str, token: str) -> None:
+        if self.holders.get(key) == token:
+            del self.holders[key]
+
+
+async def test_a_replica_waits_for_the_other_replicas_leader_instead_of_calling_the_backend() -> (
+    None
+):
+    p = FakePorts()  # one repository: the store both replicas share
+    leases = SharedLeases()
+    options = CacheOptions(lease_poll_s=0.001)
+    a, b = p.cache(leases=leases, options=options), p.cache(leases=leases, options=options)
+    p.backend.gate = asyncio.Event()
+    lead = asyncio.create_task(collect(a.generate(req())))
+    while not leases.holders:  # A's leader holds the lease, its backend call is in flight
+        await asyncio.sleep(0)
+    wait = asyncio.create_task(collect(b.generate(req())))
+    while leases.denied == 0:  # B's leader found the lease taken: it polls for the entry
+        await asyncio.sleep(0)
+    p.backend.gate.set()
+    (text_a, final_a), (text_b, final_b) = await asyncio.gather(lead, wait)
+    assert p.backend.calls == 1 and text_a == text_b
+    assert not final_a.cached and final_b.cached and final_b.entry_id == final_a.entry_id
+    assert not leases.holders  # A gave its lease back
+
+
+async def test_a_waiting_replica_takes_over_when_the_other_leader_stops() -> None:
+    p = FakePorts()
+    leases = SharedLeases()
+    options = CacheOptions(lease_poll_s=0.001)
+    a, b = p.cache(leases=leases, options=options), p.cache(leases=leases, options=options)
+    p.backend.gate = asyncio.Event()
+    lead = asyncio.create_task(collect(a.generate(req())))
+    while not leases.holders:
+        await asyncio.sleep(0)
+    wait = asyncio.create_task(collect(b.generate(req())))
+    while leases.denied == 0:
+        await asyncio.sleep(0)
+    lead.cancel()  # A's client went away mid-call: its lease is given back
+    with pytest.raises(asyncio.CancelledError):
+        await lead
+    p.backend.gate.set()
+    text, final = await wait
+    assert p.backend.calls == 2 and not final.cached and text

@@ -6,6 +6,7 @@ import itertools
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -553,3 +554,21 @@ def test_trim_log_drops_old_entries_only(store: DocumentStore) -> None:
     assert store.trim_log(-60.0) >= 2  # a cutoff in the future: everything is old
     assert _all_changes(store, dict(start)) == []
     assert store.get_records("docs", ["a"])  # the data stays
+
+
+def test_a_lease_has_one_holder_across_handles_until_released_or_lapsed(opener: Opener) -> None:
+    a, b = opener(), opener()
+    assert a.try_lease("miss:k", "one", 30.0)
+    assert not b.try_lease("miss:k", "two", 30.0)  # held: the other replica waits
+    assert not a.try_lease("miss:k", "one-again", 30.0)
+    b.release_lease("miss:k", "two")  # not its lease: nothing happens
+    assert not b.try_lease("miss:k", "two", 30.0)
+    a.release_lease("miss:k", "one")
+    assert b.try_lease("miss:k", "two", 0.05)  # free again
+    assert b.try_lease("other", "x", 30.0)  # keys are independent
+    deadline = time.monotonic() + 10.0
+    while not a.try_lease("miss:k", "three", 30.0):  # "two"'s 50 ms lapse
+        assert time.monotonic() < deadline, "a lapsed lease was never given up"
+        time.sleep(0.02)
+    b.release_lease("miss:k", "two")  # a late release must not free "three"'s lease
+    assert not b.try_lease("miss:k", "four", 30.0)
