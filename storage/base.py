@@ -59,7 +59,11 @@ class DocumentStore(Protocol):
         """Bytes of stored record data (ids, vectors, payloads, metadata, access lists)."""
 
     # -- opaque blobs (index snapshots: tree centroids etc.) -----------------------------
-    def put_blob(self, collection: str, key: str, data: bytes) -> None: ...
+    def put_blob(self, collection: str, key: str, data: bytes, *, announce: bool = False) -> str:
+        """Store an opaque value. `announce` also logs the write (op "blob", ids = [key]) and
+        returns its position, so replicas reload it (settings every replica must share, such
+        as the cache's policies); index snapshots are not announced (each replica makes its
+        own). Unannounced writes return ""."""
 
     def get_blob(self, collection: str, key: str) -> bytes | None: ...
 

@@ -136,12 +136,13 @@ end
 return 0
 """
 
-# then the blob key and data (blobs are not logged)
+# then the blob key, its data and "1" to announce it in the log
 _PUT_BLOB = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('SET', ARGV[1] .. 'b:' .. ARGV[3], ARGV[4])
 redis.call('SADD', ARGV[1] .. 'blobs', ARGV[3])
-return {0, ''}
+if ARGV[5] ~= '1' then return {0, ''} end
+return {0, redis.call('XADD', KEYS[2], '*', 'op', 'blob', 'ids', ARGV[2])}
 """
 
 # KEYS[1] spec, KEYS[2] log; ARGV[1] key base. Pages through ids to bound memory.
@@ -469,11 +470,14 @@ class RedisStore:
         return int(raw or 0)
 
     # -- blobs ---------------------------------------------------------------------------
-    def put_blob(self, collection: str, key: str, data: bytes) -> None:
+    def put_blob(self, collection: str, key: str, data: bytes, *, announce: bool = False) -> str:
         check_name(key, "blob key")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"blob data must be bytes, got {type(data).__name__}")
-        self._script(self._put_blob, collection, [], [key, bytes(data)])
+        _, position = self._script(
+            self._put_blob, collection, [key], [key, bytes(data), b"1" if announce else b"0"]
+        )
+        return position
 
     def get_blob(self, collection: str, key: str) -> bytes | None:
         raw = self._with_exists(collection, ("get", b"b:" + key.encode()))[0]
@@ -525,7 +529,6 @@ class RedisStore:
         with _mapped():
             return sum(int(n) for n in pipe.execute())
 
-    # -- lifecycle -----------------------------------------------------------------------
     # -- leases ----------------------------------------------------------------------------
     # Not WAITed for: a lease lost in a failover costs at most one duplicate backend call.
     def try_lease(self, key: str, holder: str, ttl_s: float) -> bool:
@@ -543,6 +546,7 @@ class RedisStore:
     def _lease_key(self, key: str) -> bytes:
         return f"{self._prefix}:lease:".encode() + key.encode()
 
+    # -- lifecycle -----------------------------------------------------------------------
     def ping(self) -> None:
         with _mapped():
             self._client().ping()

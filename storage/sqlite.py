@@ -396,21 +396,22 @@ class SqliteStore:
             return self._require(conn, collection)[1]
 
     # -- blobs ---------------------------------------------------------------------------
-    def put_blob(self, collection: str, key: str, data: bytes) -> None:
+    def put_blob(self, collection: str, key: str, data: bytes, *, announce: bool = False) -> str:
         check_name(key, "blob key")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"blob data must be bytes, got {type(data).__name__}")
         value = bytes(data)
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> str:
             self._require(conn, collection)
             conn.execute(
                 "INSERT INTO blobs (collection, key, data) VALUES (?, ?, ?) "
                 "ON CONFLICT (collection, key) DO UPDATE SET data = excluded.data",
                 (collection, key, value),
             )
+            return _log(conn, collection, "blob", [key]) if announce else ""
 
-        self._write(op)
+        return self._write(op)
 
     def get_blob(self, collection: str, key: str) -> bytes | None:
         with self._reader() as conn:
@@ -446,7 +447,6 @@ class SqliteStore:
             lambda conn: conn.execute("DELETE FROM changes WHERE at < ?", (cutoff,)).rowcount
         )
 
-    # -- lifecycle -----------------------------------------------------------------------
     # -- leases ----------------------------------------------------------------------------
     def try_lease(self, key: str, holder: str, ttl_s: float) -> bool:
         now = time.time()
@@ -470,6 +470,7 @@ class SqliteStore:
             )
         )
 
+    # -- lifecycle -----------------------------------------------------------------------
     def ping(self) -> None:
         with self._reader() as conn:
             conn.execute("SELECT count(*) FROM collections").fetchone()

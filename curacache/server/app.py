@@ -22,6 +22,7 @@ from curacache.server.auth import Authenticator
 from curacache.server.cache_wiring import CacheParts, build_cache
 from curacache.server.config import ServerConfig, StorageConfig
 from curacache.server.gate import Gate
+from curacache.server.policy_book import POLICIES_BLOB
 from curacache.server.ratelimit import TenantRateLimiter
 from curacache.server.replica import Replica
 from curacache.server.servicers.cache import CacheServicer
@@ -150,10 +151,15 @@ async def create_server(
         if config.cache.enabled:
             cache = await asyncio.to_thread(build_cache, config.cache, db, config.limits)
             restored = await cache.cache.restore()
+            changed = await cache.policies.load()
             log.info(
-                "semantic cache ready (%s embedder, %d entries)", config.cache.embedder, restored
+                "semantic cache ready (%s embedder, %d entries, %d policies changed at run time)",
+                config.cache.embedder,
+                restored,
+                changed,
             )
             replica.listen(cache.repository.name, cache.replicate)
+            replica.listen_blob(cache.repository.name, POLICIES_BLOB, cache.policies.reload)
     except BaseException:
         store.close()
         raise
@@ -181,6 +187,7 @@ async def create_server(
             CacheServicer(
                 cache.cache,
                 gate,
+                policies=cache.policies,
                 dim=cache.dim,
                 router=cache.router,
                 max_forward_bytes=limits.max_forward_bytes,

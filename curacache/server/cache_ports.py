@@ -56,6 +56,10 @@ class CollectionRepository:
         self._collection: Collection | None = None
 
     @property
+    def db(self) -> VectorDB:
+        return self._db
+
+    @property
     def name(self) -> str:
         return self._name
 

@@ -27,6 +27,7 @@ from curacache.server.cache_ports import (
     adopt_legacy_collections,
 )
 from curacache.server.config import CacheConfig, ConfigError, LimitsConfig
+from curacache.server.policy_book import PolicyBook
 from curacache.server.vectordb import VectorDB
 
 log = logging.getLogger("curacache.cache")
@@ -52,6 +53,7 @@ class CacheParts:
     router: BackendRouter
     dim: int
     repository: CollectionRepository
+    policies: PolicyBook
 
     async def replicate(self, entry_ids: Sequence[str]) -> None:
         """A change to the cache collection came through the log: update the bookkeeping."""
@@ -120,4 +122,4 @@ def build_cache(
         ),
         leases=StoreLeases(db.store, ttl_s=config.miss_lease_s),
     )
-    return CacheParts(cache, embedder, router, EMBED_DIM, repository)
+    return CacheParts(cache, embedder, router, EMBED_DIM, repository, PolicyBook(cache, repository))

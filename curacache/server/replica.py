@@ -28,6 +28,7 @@ from storage.types import Change, position_key
 log = logging.getLogger("curacache.replica")
 
 ChangeListener = Callable[[Sequence[str]], Awaitable[None]]
+BlobListener = Callable[[], Awaitable[object]]
 
 
 def make_token(stream: str, position: str) -> str:
@@ -57,6 +58,7 @@ class Replica:
         self._batch = batch
         self._cursors: dict[str, str] = {}
         self._listeners: dict[str, ChangeListener] = {}
+        self._blob_listeners: dict[tuple[str, str], BlobListener] = {}
         self._advanced = asyncio.Condition()
         self.applied = 0  # changes applied since start (diagnostics)
 
@@ -69,6 +71,10 @@ class Replica:
     def listen(self, collection: str, listener: ChangeListener) -> None:
         """Call `listener(ids)` on the event loop after a change to `collection` is applied."""
         self._listeners[collection] = listener
+
+    def listen_blob(self, collection: str, key: str, listener: BlobListener) -> None:
+        """Call `listener()` on the event loop after an announced write of that blob."""
+        self._blob_listeners[(collection, key)] = listener
 
     def applied_position(self, stream: str) -> str:
         return self._cursors.get(stream, "")
@@ -121,6 +127,14 @@ class Replica:
             listener = self._listeners.get(collection)
             if listener is not None:
                 await listener(ids)
+        blobs = {(c.collection, c.ids[0]) for c in changes if c.op == "blob" and c.ids}
+        for key in blobs:
+            blob_listener = self._blob_listeners.get(key)
+            if blob_listener is not None:
+                try:
+                    await blob_listener()
+                except Exception:  # a bad setting must not stall the tail: the store keeps it
+                    log.exception("reloading %s/%s after a change failed", *key)
         async with self._advanced:
             for change in changes:
                 self._cursors[change.stream] = change.position
@@ -148,6 +162,8 @@ class Replica:
                 stream = self._store.stream_of(change.collection)
                 if stream:  # a new collection's own log: read it from its start
                     self._cursors.setdefault(stream, "0-0")
+            elif change.op == "blob":
+                continue  # a setting: its listener reloads it (poll_once), no record changed
             elif change.op == "drop":
                 pending.pop(change.collection, None)  # gone with the collection
                 self._db.forget(change.collection)

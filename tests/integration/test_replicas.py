@@ -151,6 +151,31 @@ def test_cache_store_on_a_hits_on_b(pair: tuple[ThreadServer, ThreadServer]) -> 
         )
 
 
+def test_a_policy_set_on_a_applies_on_b_and_after_a_restart(
+    start_server: Callable[..., ThreadServer],
+) -> None:
+    a, b = start_server(), start_server()
+
+    def policy(c: Client, category: str) -> Any:
+        return {p.category: p for p in c.get_policies()}.get(category)
+
+    with Client(a.target) as ca, Client(b.target) as cb:
+        assert ca.set_policy("code", threshold=0.97, eviction="lfu").threshold == 0.97
+        ca.set_policy("recipes", create=True, threshold=0.9, ttl_s=60)
+        cb.set_policy("knowledge", quota_per_tenant=7)  # B's own change keeps A's
+        eventually(lambda: (p := policy(cb, "code")) and p.threshold == 0.97, "policy change")
+        eventually(lambda: policy(cb, "recipes"), "new category")
+        eventually(
+            lambda: (p := policy(ca, "knowledge")) and p.quota_per_tenant == 7, "B's change on A"
+        )
+        assert policy(cb, "code").eviction == "lfu"
+    a.stop()
+    b.stop()
+    with Client(start_server().target) as c:  # a restart keeps what SetPolicy changed
+        assert policy(c, "code").threshold == 0.97 and policy(c, "code").eviction == "lfu"
+        assert policy(c, "recipes").ttl_s == 60 and policy(c, "knowledge").quota_per_tenant == 7
+
+
 def test_a_collection_just_created_elsewhere_is_found_in_the_store(
     pair: tuple[ThreadServer, ThreadServer],
 ) -> None:

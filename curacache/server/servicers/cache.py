@@ -27,6 +27,7 @@ from curacache.llm.router import BackendRouter
 from curacache.llm.types import ForwardHead
 from curacache.server import validate
 from curacache.server.gate import Gate
+from curacache.server.policy_book import PolicyBook
 from curacache.server.status import rpc, rpc_stream
 
 _SCALAR_PARAMS = ("temperature", "top_p", "max_tokens", "seed")
@@ -56,11 +57,13 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         cache: SemanticCache,
         gate: Gate,
         *,
+        policies: PolicyBook,
         dim: int,
         router: BackendRouter,
         max_forward_bytes: int,
     ) -> None:
         self._cache = cache
+        self._policies = policies
         self._gate = gate
         self._dim = dim
         self._router = router
@@ -210,7 +213,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             if name != "category"
         }
         try:
-            policy = self._cache.set_policy(category, create=request.create, **changes)
+            policy = await self._policies.set(category, create=request.create, changes=changes)
         except InvalidRequest as exc:
             raise InvalidArgument(f"policy.{exc.field}", exc.message) from None
         return pb.SetPolicyResponse(policy=_policy_pb(category, policy))
