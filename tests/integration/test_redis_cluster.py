@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from curacache.client import Client
+from curacache.client.errors import UnavailableError
 from storage.errors import StoreUnavailable
 from storage.redis import RedisStore
 from storage.types import CollectionSpec, StoredRecord
@@ -120,6 +121,63 @@ def test_master_failover_loses_no_acknowledged_write(tmp_path: Path) -> None:
         assert killed_at is not None and recovered_at is not None
     finally:
         store.close()
+        cluster.stop()
+
+
+def test_the_service_rides_out_a_master_failover_without_losing_an_acknowledged_write(
+    tmp_path: Path,
+) -> None:
+    """The same through a server: upserts get UNAVAILABLE while the master of their collection
+    is failed over, then succeed again by themselves; every acknowledged one is still there,
+    and the servers' log tails recovered too (a second server still replicates). UNAVAILABLE
+    is not "not written" (a write whose WAIT timed out is kept): retrying an upsert is safe."""
+    cluster = RedisCluster(tmp_path / "cluster")
+    settings = {"storage.redis_wait_replicas": 1}
+    servers = [
+        ThreadServer(make_config("redis", tmp_path / str(i), cluster.url, **settings))
+        for i in range(2)
+    ]
+    try:
+        with Client(servers[0].target, timeout=10) as c, Client(servers[1].target) as other:
+            c.create_collection("docs", DIM, index="flat")
+            probe = RedisStore(cluster.url)
+            try:
+                master = next(n for n in cluster.nodes if n.port == _owner_port(probe, "docs"))
+            finally:
+                probe.close()
+            vector = np.ones((1, DIM), dtype=np.float32)
+            acked: list[str] = []
+            failed = 0
+            deadline = time.monotonic() + 90
+            i = 0
+            while failed == 0 or len(acked) < 300:
+                assert time.monotonic() < deadline, f"writes did not resume ({failed} failed)"
+                if i == 150:
+                    master.kill()
+                try:
+                    c.upsert("docs", [f"r{i}"], vector, owner="alice")
+                    acked.append(f"r{i}")
+                except UnavailableError:
+                    failed += 1
+                    if failed == 10:  # an operator (or supervisor) restarts the dead node
+                        master.start()
+                    time.sleep(0.1)
+                i += 1
+            assert failed > 0  # the failover was seen
+            found = {r.id for r in c.get("docs", acked, "alice")}
+            assert len(found) == len(acked), f"lost {len(acked) - len(found)} acknowledged writes"
+            # A write that got UNAVAILABLE may still have been applied (its WAIT timed out):
+            # the store holds at least the acknowledged ones, and both servers converge on it.
+            token = c.log_position("docs")
+            assert other.search("docs", vector[0], "alice", k=1, min_log_position=token)
+            deadline = time.monotonic() + 30
+            while other.stats("docs").record_count != c.stats("docs").record_count:
+                assert time.monotonic() < deadline, "the two servers did not converge"
+                time.sleep(0.05)
+            assert c.stats("docs").record_count >= len(acked)
+    finally:
+        for server in servers:
+            server.stop()
         cluster.stop()
 
 
