@@ -23,6 +23,15 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, help="SQLite data directory (default ./data)")
     p.add_argument("--storage", choices=("sqlite", "redis"), help="document store (default sqlite)")
     p.add_argument("--redis-url", help="Redis URL when --storage redis")
+    p.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on HOST:PORT/metrics (0: any)"
+    )
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log one line per RPC (method, tenant, status, ms) to logger curacache.access",
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(run=_serve)
 
@@ -42,6 +51,8 @@ async def _serve_async(args: argparse.Namespace) -> None:
             "storage.data_dir": args.data_dir,
             "storage.kind": args.storage,
             "storage.redis_url": args.redis_url,
+            "metrics_port": args.metrics_port,
+            "access_log": args.access_log,
         },
     )
     server, port = await create_server(config)
@@ -50,7 +61,12 @@ async def _serve_async(args: argparse.Namespace) -> None:
     tls = "TLS" if config.tls.enabled else "plaintext"
     print(
         f"curacache listening on {config.host}:{port} ({tls}, auth {auth}); "
-        f"store: {describe_store(config.storage)}",
+        f"store: {describe_store(config.storage)}"
+        + (
+            f"; metrics on http://{config.host}:{server.metrics_port}/metrics"
+            if server.metrics_port
+            else ""
+        ),
         flush=True,
     )
     stop = asyncio.Event()

@@ -115,6 +115,11 @@ class ServerConfig:
     snapshot_interval_s: float = (
         300.0  # index snapshots of changed collections; 0 = only at shutdown
     )
+    # Prometheus text at http://host:metrics_port/metrics; None = off, 0 = any free port.
+    metrics_port: int | None = None
+    access_log: bool = (
+        False  # one log line per RPC (logger curacache.access): method, tenant, status, ms
+    )
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -199,6 +204,8 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
             ):
                 raise ConfigError("cache.policies: expected tables [cache.policies.<category>]")
             return {str(k): dict(v) for k, v in value.items()}
+        if hint == int | None:
+            return None if value in (None, "") else int(value)
         if hint == float | None:
             return None if value in (None, "") else float(value)
         if hint is bool:
@@ -260,6 +267,8 @@ def _check(config: ServerConfig) -> None:
         raise ConfigError(f"storage.kind: must be 'sqlite' or 'redis', got {config.storage.kind!r}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"port: must be in [0, 65535], got {config.port}")
+    if config.metrics_port is not None and not 0 <= config.metrics_port <= 65535:
+        raise ConfigError(f"metrics_port: must be in [0, 65535], got {config.metrics_port}")
     if not config.auth.enabled and not config.loopback:
         raise ConfigError(
             f"auth.keys: serving on {config.host} without API keys is refused; "
