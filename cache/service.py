@@ -264,7 +264,16 @@ class SemanticCache:
     ) -> tuple[LookupResult | None, LookupResult | None]:
         """(hit, None) or (None, why the exact candidate failed, if there was one)."""
         tenant = prep.req.tenant
-        keys = [prep.exact_key(tenant, category), prep.exact_key(SHARED_TENANT, category)]
+        # Every entry this process holds is in `_where` (restored at start, kept by each store
+        # and removal), so a key it does not know is a miss without a store round trip: the
+        # commonest lookup (a new prompt) skips the store here.
+        keys = [
+            key
+            for key in (prep.exact_key(tenant, category), prep.exact_key(SHARED_TENANT, category))
+            if key in self._where
+        ]
+        if not keys:
+            return None, None
         found = await self._repo.get(keys)
         failure = None
         for key in keys:

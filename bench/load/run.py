@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="runs of every point; reports medians")
     p.add_argument("--no-baseline", action="store_true", help="skip Health.Check (no ratios)")
     p.add_argument("--embedder", default="minilm", help="local stack's embedder (minilm|hashing)")
+    p.add_argument(
+        "--server-metrics",
+        action="store_true",
+        help="local stack: serve with --metrics-port (measures with the RPC interceptor on)",
+    )
     p.add_argument("--small", action="store_true", help="tiny data sizes (smoke tests)")
     p.add_argument("--hit-ratio", type=float, default=0.8, help="generate: share of hits")
     p.add_argument("--upsert-batch", type=int, default=1, help="upsert: records per request")
@@ -234,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 embedder=args.embedder if any(n in NEEDS_EMBEDDER for n in names) else "hashing",
                 backend=any(n in NEEDS_BACKEND for n in names),
                 gateway=any(n in NEEDS_GATEWAY for n in names),
+                metrics=args.server_metrics,
             )
             conn = Connection(stack.target, gateway=stack.gateway, api_key=args.api_key)
             server_pid = stack.server_pid

@@ -45,7 +45,7 @@ class LocalStack:
         embedder: str = "minilm",
         backend: bool = True,
         gateway: bool = False,
-        metrics: bool = True,
+        metrics: bool = False,
         ttft_ms: float = 20.0,
         tokens_per_s: float = 2000.0,
         extra_env: dict[str, str] | None = None,

@@ -13,7 +13,7 @@ from curacache.errors import InvalidArgument
 from curacache.index.params import resolve_params
 from curacache.index.registry import get_kind
 from curacache.server import validate, wire
-from curacache.server.collection import Collection
+from curacache.server.collection import Collection, search_soon
 from curacache.server.config import LimitsConfig
 from curacache.server.gate import Gate
 from curacache.server.status import rpc
@@ -152,6 +152,6 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
             request.params,
             field="params",
         )
-        return await asyncio.to_thread(
-            collection.search, request.tenant, queries, k, params, with_payload=request.with_payload
+        return await search_soon(
+            collection, request.tenant, queries, k, params, with_payload=request.with_payload
         )
