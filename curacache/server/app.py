@@ -29,6 +29,7 @@ from curacache.server.servicers.cache import CacheServicer
 from curacache.server.servicers.collections import CollectionsServicer
 from curacache.server.servicers.vectors import VectorsServicer
 from curacache.server.vectordb import VectorDB
+from curator.warmup import warm_up
 from storage.base import DocumentStore
 from storage.redis import RedisStore
 from storage.sqlite import SqliteStore
@@ -145,6 +146,10 @@ async def create_server(
     if metrics is not None:
         store = TimedStore(store, metrics.observe_store)  # type: ignore[assignment]
     try:
+        # Before anything can search or write (and long before health says SERVING): no
+        # request pays numba's compilation or cache loading.
+        warm_s = await asyncio.to_thread(warm_up)
+        log.info("compiled kernels ready in %.2f s", warm_s)
         await asyncio.to_thread(store.ping)
         db = VectorDB(store, default_index_kind=config.default_index_kind)
         await asyncio.to_thread(db.load)
