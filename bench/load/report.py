@@ -54,7 +54,14 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["per_repeat_throughput"] = [round(r["throughput"], 1) for r in recs]
         row["per_repeat_p50_ms"] = [round(r["latency_ms"]["p50"], 3) for r in recs]
         if all("server" in r for r in recs):
-            for k in ("cpu_ms_per_request", "cpu_cores_busy", "rss_mb", "rss_max_mb", "fds"):
+            for k in (
+                "cpu_ms_per_request",
+                "cpu_cores_busy",
+                "rss_mb",
+                "rss_max_mb",
+                "rss_growth_pct",
+                "fds",
+            ):
                 row[f"server_{k}"] = _median([r["server"][k] for r in recs])
         rows.append(row)
     return rows
@@ -87,6 +94,23 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_f(r.get('server_cpu_ms_per_request'), '.3f')} | {_f(r.get('server_rss_mb'), '.0f')} "
             f"| {_f(r['loadavg_1m'], '.1f')} |"
         )
+    server_rows = [r for r in report["summary"] if "server_rss_growth_pct" in r]
+    if server_rows:
+        lines += [
+            "",
+            "Server over each measured window (medians): RSS growth from the window's start to "
+            "its peak, open file descriptors at its end, CPU cores busy.",
+            "",
+            "| scenario | load | RSS growth % | RSS peak MB | fds at end | cores busy |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in server_rows:
+            load = f"{r['load']:g}/s open" if r["mode"] == "open" else f"{r['load']:g} clients"
+            lines.append(
+                f"| {r['scenario']} | {load} | {r['server_rss_growth_pct']:.1f} "
+                f"| {r['server_rss_max_mb']:.0f} | {r['server_fds']:.0f} "
+                f"| {r['server_cpu_cores_busy']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,11 @@ def point_record(
             "cpu_ms_per_request": w["cpu_s"] * 1e3 / max(done, 1),
             "cpu_cores_busy": w["cpu_s"] / w["wall_s"],
             "rss_mb": w["rss_bytes"] / 2**20,
+            "rss_start_mb": w["rss_start_bytes"] / 2**20,
             "rss_max_mb": w["rss_max_bytes"] / 2**20,
+            # Over the measured window (after warm-up): what a soak run checks.
+            "rss_growth_pct": 100.0 * (w["rss_max_bytes"] / max(w["rss_start_bytes"], 1) - 1.0),
+            "fds_start": w["fds_start"],
             "fds": w["fds"],
         }
     return rec
@@ -246,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         if server_pid:
             sampler = ProcSampler(server_pid)
         tag = f"load{int(time.time())}"
-        workloads = asyncio.run(setup(args, conn, names, tag))
+        # Setup may meet a cold server (first requests after an install compile kernels).
+        workloads = asyncio.run(setup(args, replace(conn, timeout_s=600.0), names, tag))
         started = time.time()
         records = measure(args, conn, workloads, sampler)
         report = {

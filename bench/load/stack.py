@@ -210,8 +210,10 @@ class ProcSampler:
         return {
             "cpu_s": b.cpu_s - a.cpu_s,
             "wall_s": max(b.t - a.t, 1e-9),
+            "rss_start_bytes": a.rss_bytes,
             "rss_bytes": b.rss_bytes,
             "rss_max_bytes": max(inside),
+            "fds_start": a.fds,
             "fds": b.fds,
         }
 
