@@ -28,7 +28,7 @@ def free_port() -> int:
 def require_loopback(host: str) -> None:
     """The generator only loads this machine: refuse anything that is not loopback."""
     try:
-        addresses = {a[4][0] for a in socket.getaddrinfo(host, None)}
+        addresses = {str(a[4][0]) for a in socket.getaddrinfo(host, None)}
     except OSError as exc:
         raise SystemExit(f"--target: cannot resolve {host!r}: {exc}") from None
     if not addresses or not all(a.startswith("127.") or a == "::1" for a in addresses):
