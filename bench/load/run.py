@@ -128,9 +128,7 @@ def point_record(
             "mean": h.get_mean_value() / 1e3,
         },
         "max_send_lag_ms": result.max_send_lag_ms,
-        "over_1s": h.get_total_count() - h.get_count_at_value(1_000_000)
-        if h.get_total_count()
-        else 0,
+        "over_1s": over(h, 1_000_000),
     }
     if sampler is not None:
         w = sampler.window(result.started, result.ended)
@@ -147,6 +145,15 @@ def point_record(
             "fds": w["fds"],
         }
     return rec
+
+
+def over(histogram: Any, limit_us: int) -> int:
+    """How many recorded latencies exceed `limit_us` (to the histogram's 3-digit resolution)."""
+    return sum(
+        item.count_at_value_iterated_to
+        for item in histogram.get_recorded_iterator()
+        if histogram.get_lowest_equivalent_value(item.value_iterated_to) > limit_us
+    )
 
 
 def load_average() -> list[float]:

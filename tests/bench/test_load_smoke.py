@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.load.driver import Load, Window, run_point
-from bench.load.run import main
+from bench.load.driver import Load, Window, new_histogram, run_point
+from bench.load.run import main, over
 from bench.load.scenarios import DATA
 from bench.load.stack import require_loopback
 from bench.load.workloads import Call, Connection, Workload
@@ -145,3 +145,11 @@ def test_closed_loop_is_bounded_by_count() -> None:
         Window(0.0, 30.0, count=50),
     )
     assert 50 <= result.ok <= 52  # each worker stops at its next turn once 50 are in
+
+
+def test_requests_over_a_limit_are_counted_from_the_histogram() -> None:
+    h = new_histogram()
+    for us in (10, 500_000, 999_000, 1_001_000, 1_500_000, 2_000_000):
+        h.record_value(us)
+    assert over(h, 1_000_000) == 3
+    assert over(h, 10_000_000) == 0
