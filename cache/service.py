@@ -269,17 +269,35 @@ class SemanticCache:
         """The exact path again for a prepared request whose lookup missed (see Generator)."""
         if prep.category is None or prep.req.no_cache:
             return None
+        # Asks the store: an equivalent leader on another replica may have stored the answer
+        # before this process heard of it through the change log.
         hit, _ = await self._exact(
-            prep, prep.category, self._policy(prep.category), self._clock.now()
+            prep, prep.category, self._policy(prep.category), self._clock.now(), ask_store=True
         )
         return hit
 
     async def _exact(
-        self, prep: Prepared, category: str, policy: CategoryPolicy, now: float
+        self,
+        prep: Prepared,
+        category: str,
+        policy: CategoryPolicy,
+        now: float,
+        *,
+        ask_store: bool = False,
     ) -> tuple[LookupResult | None, LookupResult | None]:
         """(hit, None) or (None, why the exact candidate failed, if there was one)."""
         tenant = prep.req.tenant
-        keys = [prep.exact_key(tenant, category), prep.exact_key(SHARED_TENANT, category)]
+        # Every entry this process holds is in `_where` (restored at start, kept by each store
+        # and removal, and by the change log for other replicas' writes), so a key it does not
+        # know is a miss without a store round trip: the commonest lookup (a new prompt) skips
+        # the store here.
+        keys = [
+            key
+            for key in (prep.exact_key(tenant, category), prep.exact_key(SHARED_TENANT, category))
+            if ask_store or key in self._where
+        ]
+        if not keys:
+            return None, None
         found = await self._repo.get(keys)
         failure = None
         for key in keys:

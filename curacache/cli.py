@@ -32,6 +32,15 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="server processes sharing the port, each a replica of the store (default 1)",
     )
+    p.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on HOST:PORT/metrics (0: any)"
+    )
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log one line per RPC (method, tenant, status, ms) to logger curacache.access",
+    )
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers
     p.set_defaults(run=_serve)
@@ -52,6 +61,8 @@ def _serve_config(args: argparse.Namespace) -> ServerConfig:
             "storage.kind": args.storage,
             "storage.redis_url": args.redis_url,
             "workers": args.workers,
+            "metrics_port": args.metrics_port,
+            "access_log": args.access_log,
         },
     )
 
@@ -70,6 +81,8 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
     ):
         if value is not None:
             argv += [flag, str(value)]
+    if args.access_log:
+        argv.append("--access-log")
     return argv
 
 
@@ -82,7 +95,12 @@ async def _serve_async(config: ServerConfig) -> None:
     tls = "TLS" if config.tls.enabled else "plaintext"
     print(
         f"curacache listening on {config.host}:{port} ({tls}, auth {auth}); "
-        f"store: {describe_store(config.storage)}",
+        f"store: {describe_store(config.storage)}"
+        + (
+            f"; metrics on http://{config.host}:{server.metrics_port}/metrics"
+            if server.metrics_port
+            else ""
+        ),
         flush=True,
     )
     stop = asyncio.Event()
@@ -115,6 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
                 host=config.host,
                 port=config.port,
                 banner=f"store: {describe_store(config.storage)}",
+                metrics_port=config.metrics_port,
             )
         asyncio.run(_serve_async(config))
     except ConfigError as exc:

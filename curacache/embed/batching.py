@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from curacache.embed.base import Embedder, as_text_list, empty_rows
 from curacache.embed.errors import EmbeddingError
 
-_Pending = tuple[list[str], "asyncio.Future[np.ndarray]"]
+# (texts, the caller's future, loop time it was enqueued)
+_Pending = tuple[list[str], "asyncio.Future[np.ndarray]", float]
 
 
 class BatchingEmbedder:
@@ -41,6 +42,9 @@ class BatchingEmbedder:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.passes = 0  # forward passes issued, for metrics and tests
+        # Told (texts in the pass, longest queue wait in seconds) before each pass: the
+        # server's metrics hook (this module stays free of any metrics library).
+        self.on_batch: Callable[[int, float], None] | None = None
         self._pending: list[_Pending] = []
         self._pending_texts = 0
         self._wakeup: asyncio.Event | None = None
@@ -57,8 +61,9 @@ class BatchingEmbedder:
             return empty_rows(self.dim)
         self._ensure_worker()
         assert self._wakeup is not None and self._full is not None
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._pending.append((texts, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        self._pending.append((texts, future, loop.time()))
         self._pending_texts += len(texts)
         self._wakeup.set()
         if self._pending_texts >= self.max_batch:
@@ -95,34 +100,36 @@ class BatchingEmbedder:
         batch: list[_Pending] = []
         count = 0
         while self._pending:
-            texts, future = self._pending[0]
+            texts, future, _ = self._pending[0]
             if batch and count + len(texts) > self.max_batch:
                 break
-            self._pending.pop(0)
+            entry = self._pending.pop(0)
             self._pending_texts -= len(texts)
             if future.done():  # caller cancelled while waiting
                 continue
-            batch.append((texts, future))
+            batch.append(entry)
             count += len(texts)
         return batch
 
     async def _forward(self, batch: list[_Pending]) -> None:
-        merged = [t for texts, _ in batch for t in texts]
+        merged = [t for texts, _, _ in batch for t in texts]
         self.passes += 1
+        if self.on_batch is not None:
+            self.on_batch(len(merged), asyncio.get_running_loop().time() - batch[0][2])
         try:
             rows = await self.inner.embed(merged)
         except asyncio.CancelledError:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.cancel()
             raise
         except Exception as exc:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         start = 0
-        for texts, future in batch:
+        for texts, future, _ in batch:
             if not future.done():
                 future.set_result(rows[start : start + len(texts)])
             start += len(texts)
@@ -132,7 +139,7 @@ class BatchingEmbedder:
         if self._closed:
             return
         self._closed = True
-        for _, future in self._pending:
+        for _, future, _ in self._pending:
             if not future.done():
                 future.set_exception(EmbeddingError(f"embedder {self.name!r} closed"))
         self._pending, self._pending_texts = [], 0

@@ -177,6 +177,9 @@ class OnnxBertEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: on a CPU the event loop shares, spinning
+        # burned the cores that serve the other requests (bench/load/README.md has the figures).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # warnings about unused initializers are noise here
         model = build_bert_onnx(weights=weights, config=config)
         self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

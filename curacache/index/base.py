@@ -87,5 +87,8 @@ class IndexKind(Protocol):
     name: str
     build_params: Mapping[str, Param]  # accepted at create (see params.resolve_params)
     search_params: Mapping[str, Param]  # accepted per search
+    # One search's work is bounded whatever the collection's size (Curator, HNSW; not flat):
+    # the server may then run it on the event loop instead of hopping to a thread.
+    bounded_search: bool
 
     def create(self, *, dim: int, metric: str, params: Mapping[str, float]) -> Index: ...

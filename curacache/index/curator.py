@@ -113,6 +113,7 @@ class CuratorKind:
     """The `curator` IndexKind."""
 
     name = "curator"
+    bounded_search = True  # γ1·γ2·k candidates at most
     build_params: Mapping[str, Param] = BUILD_PARAMS
     search_params: Mapping[str, Param] = SEARCH_PARAMS
 

@@ -327,6 +327,7 @@ class FlatKind:
     """The `flat` IndexKind: no build or search parameters."""
 
     name = "flat"
+    bounded_search = False  # scans all the tenant's vectors
     build_params: Mapping[str, Param] = MappingProxyType({})
     search_params: Mapping[str, Param] = MappingProxyType({})
 

@@ -343,6 +343,7 @@ class HnswKind:
     """The `hnsw` IndexKind: build params M, ef_construction; search param ef."""
 
     name = "hnsw"
+    bounded_search = True  # ef-bounded graph walk
     build_params: Mapping[str, Param] = MappingProxyType(
         {
             "M": Param(16, 4, 128, integer=True, doc="graph degree (level 0 holds 2M links)"),

@@ -73,6 +73,18 @@ class RWLock:
                 self._sleep()
             self._readers += 1
 
+    def try_acquire_read(self) -> bool:
+        """Shared access if it is free now (no writer inside or waiting); never blocks."""
+        if not self._mutex.acquire(blocking=False):  # a writer is inside
+            return False
+        try:
+            if self._waiting:
+                return False
+            self._readers += 1
+            return True
+        finally:
+            self._mutex.release()
+
     def release_read(self) -> None:
         with self._mutex:
             if self._readers <= 0:

@@ -27,7 +27,7 @@ import httpx
 from curacache.llm import wire
 from curacache.llm.config import BackendConfig
 from curacache.llm.errors import BackendError, BackendTimeout, BackendUnavailable, UnknownModel
-from curacache.llm.load import LoadTracker
+from curacache.llm.load import LoadTotals, LoadTracker
 from curacache.llm.types import Chunk, Completion, ForwardHead, GenerationRequest
 
 
@@ -108,6 +108,10 @@ class BackendClient:
     @property
     def in_flight(self) -> int:
         return self._load.in_flight
+
+    def load_totals(self) -> LoadTotals:
+        """Attempts, failed attempts and time-to-first-token totals since start, for metrics."""
+        return self._load.totals
 
     # -- calls -------------------------------------------------------------------------------
 

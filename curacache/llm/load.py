@@ -22,8 +22,19 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 _MAX_SAMPLES = 4096  # per window; bounds memory under very high request rates
+
+
+@dataclass(frozen=True, slots=True)
+class LoadTotals:
+    """Cumulative counts since start (the window above forgets; metrics need totals)."""
+
+    attempts: int
+    failed_attempts: int  # 429, 5xx, dropped or timed out
+    ttft_count: int
+    ttft_sum_s: float
 
 
 class LoadTracker:
@@ -44,6 +55,7 @@ class LoadTracker:
         self._in_flight = 0
         self._latencies: deque[tuple[float, float]] = deque(maxlen=_MAX_SAMPLES)
         self._attempts: deque[tuple[float, bool]] = deque(maxlen=_MAX_SAMPLES)
+        self._totals = LoadTotals(0, 0, 0, 0.0)
 
     @property
     def in_flight(self) -> int:
@@ -57,10 +69,22 @@ class LoadTracker:
 
     def record_ttft(self, seconds: float) -> None:
         self._latencies.append((self._clock(), seconds))
+        t = self._totals
+        self._totals = LoadTotals(
+            t.attempts, t.failed_attempts, t.ttft_count + 1, t.ttft_sum_s + seconds
+        )
 
     def record_attempt(self, *, pressure: bool) -> None:
         """One HTTP attempt finished; `pressure` when it was a 429/5xx/drop/timeout."""
         self._attempts.append((self._clock(), pressure))
+        t = self._totals
+        self._totals = LoadTotals(
+            t.attempts + 1, t.failed_attempts + pressure, t.ttft_count, t.ttft_sum_s
+        )
+
+    @property
+    def totals(self) -> LoadTotals:
+        return self._totals
 
     def _prune(self) -> None:
         horizon = self._clock() - self._window

@@ -18,10 +18,12 @@ from curacache.api.v1 import (
     vectors_pb2,
     vectors_pb2_grpc,
 )
+from curacache.embed.batching import BatchingEmbedder
 from curacache.server.auth import Authenticator
 from curacache.server.cache_wiring import CacheParts, build_cache
 from curacache.server.config import ServerConfig, StorageConfig
 from curacache.server.gate import Gate
+from curacache.server.metrics import RpcObserver, ServiceMetrics, TimedStore
 from curacache.server.policy_book import POLICIES_BLOB
 from curacache.server.ratelimit import TenantRateLimiter
 from curacache.server.replica import Replica
@@ -29,6 +31,7 @@ from curacache.server.servicers.cache import CacheServicer
 from curacache.server.servicers.collections import CollectionsServicer
 from curacache.server.servicers.vectors import VectorsServicer
 from curacache.server.vectordb import VectorDB
+from curator.warmup import warm_up
 from storage.base import DocumentStore
 from storage.redis import RedisStore
 from storage.sqlite import SqliteStore
@@ -69,6 +72,7 @@ class CuracacheServer:
         config: ServerConfig,
         cache: CacheParts | None = None,
         replica: Replica | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.grpc_server = server
         self.db = db
@@ -78,9 +82,19 @@ class CuracacheServer:
         self._health = health_servicer
         self._config = config
         self._tasks: list[asyncio.Task[None]] = []
+        self.metrics = metrics
+        self.metrics_port = 0  # bound once started, when metrics are on
 
     async def start(self) -> None:
         await self.grpc_server.start()
+        if self.metrics is not None and self._config.metrics_port is not None:
+            self.metrics.watch(
+                asyncio.get_running_loop(),
+                self.db,
+                self.cache.cache if self.cache is not None else None,
+                self.cache.router if self.cache is not None else None,
+            )
+            self.metrics_port = self.metrics.serve(self._config.host, self._config.metrics_port)
         names = (*SERVICE_NAMES, CACHE_SERVICE_NAME) if self.cache is not None else SERVICE_NAMES
         for name in ("", *names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -122,6 +136,8 @@ class CuracacheServer:
         """Stop accepting, drain in-flight RPCs within `grace` seconds, snapshot, close the store."""
         await self._health.enter_graceful_shutdown()
         await self.grpc_server.stop(self._config.grace_seconds if grace is None else grace)
+        if self.metrics is not None:
+            self.metrics.close()
         for task in self._tasks:
             task.cancel()
         if self.cache is not None:
@@ -141,7 +157,14 @@ async def create_server(
     Returns the server and the bound port (useful with port 0 in tests).
     """
     store = store if store is not None else STORES[config.storage.kind](config.storage)
+    metrics = ServiceMetrics() if config.metrics_port is not None else None
+    if metrics is not None:
+        store = TimedStore(store, metrics.observe_store)
     try:
+        # Before anything can search or write (and long before health says SERVING): no
+        # request pays numba's compilation or cache loading.
+        warm_s = await asyncio.to_thread(warm_up)
+        log.info("compiled kernels ready in %.2f s", warm_s)
         await asyncio.to_thread(store.ping)
         db = VectorDB(store, default_index_kind=config.default_index_kind)
         replica = Replica(db, poll_interval_s=config.replica_poll_interval_s)
@@ -164,14 +187,22 @@ async def create_server(
         store.close()
         raise
 
+    if metrics is not None and cache is not None and isinstance(cache.embedder, BatchingEmbedder):
+        cache.embedder.on_batch = metrics.observe_embed_batch
+    if config.access_log:
+        logging.getLogger("curacache.access").setLevel(logging.INFO)
     limits = config.limits
     server = grpc.aio.server(
+        # Timing and the access log wrap every RPC: installed only when asked for.
+        interceptors=[RpcObserver(metrics, log_access=config.access_log)]
+        if metrics is not None or config.access_log
+        else [],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
             # --workers N: N processes bind the one port and the kernel spreads connections.
             ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
-        ]
+        ],
     )
     gate = Gate(
         Authenticator(config.auth), TenantRateLimiter(limits.tenant_rate, limits.tenant_burst)
@@ -219,4 +250,7 @@ async def create_server(
         log.warning(
             "authentication is OFF (allowed only because %s is a loopback address)", config.host
         )
-    return CuracacheServer(server, db, health_servicer, config, cache, replica), port
+    return (
+        CuracacheServer(server, db, health_servicer, config, cache, replica, metrics),
+        port,
+    )

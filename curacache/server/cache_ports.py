@@ -26,7 +26,7 @@ from curacache.llm.errors import UnknownModel
 from curacache.llm.router import BackendRouter
 from curacache.llm.types import Chunk as LlmChunk
 from curacache.llm.types import GenerationRequest, Message
-from curacache.server.collection import Collection
+from curacache.server.collection import Collection, search_soon
 from curacache.server.vectordb import VectorDB
 from storage.base import DocumentStore
 from storage.types import StoredRecord
@@ -113,18 +113,12 @@ class CollectionRepository:
     async def search(self, vector: np.ndarray, tenant: str, k: int) -> list[tuple[str, float]]:
         collection = self.collection()
         q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
-
-        def both() -> list[tuple[str, float]]:
-            scopes = (
-                (tenant, SHARED_TENANT) if collection.visible_count(SHARED_TENANT) else (tenant,)
-            )
-            best: dict[str, float] = {}
-            for who in scopes:
-                for hit in collection.search(who, q, k, {}, with_payload=False)[0]:
-                    best[hit.id] = max(hit.score, best.get(hit.id, -1.0))
-            return sorted(best.items(), key=lambda kv: -kv[1])[:k]
-
-        return await asyncio.to_thread(both)
+        scopes = (tenant, SHARED_TENANT) if collection.visible_count(SHARED_TENANT) else (tenant,)
+        best: dict[str, float] = {}
+        for who in scopes:
+            for hit in (await search_soon(collection, who, q, k, {}, with_payload=False))[0]:
+                best[hit.id] = max(hit.score, best.get(hit.id, -1.0))
+        return sorted(best.items(), key=lambda kv: -kv[1])[:k]
 
     async def scan(self) -> AsyncIterator[CacheEntry]:
         collection = self.collection()

@@ -127,6 +127,11 @@ class ServerConfig:
     workers: int = 1
     replica_poll_interval_s: float = 0.005
     log_retention_s: float = 3600.0
+    # Prometheus text at http://host:metrics_port/metrics; None = off, 0 = any free port.
+    metrics_port: int | None = None
+    access_log: bool = (
+        False  # one log line per RPC (logger curacache.access): method, tenant, status, ms
+    )
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -211,6 +216,8 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
             ):
                 raise ConfigError("cache.policies: expected tables [cache.policies.<category>]")
             return {str(k): dict(v) for k, v in value.items()}
+        if hint == int | None:
+            return None if value in (None, "") else int(value)
         if hint == float | None:
             return None if value in (None, "") else float(value)
         if hint is bool:
@@ -278,6 +285,8 @@ def _check(config: ServerConfig) -> None:
         raise ConfigError("replica_poll_interval_s and log_retention_s: must be positive")
     if config.storage.redis_wait_replicas < 0 or config.storage.redis_wait_timeout_ms < 0:
         raise ConfigError("storage.redis_wait_replicas and redis_wait_timeout_ms: must be >= 0")
+    if config.metrics_port is not None and not 0 <= config.metrics_port <= 65535:
+        raise ConfigError(f"metrics_port: must be in [0, 65535], got {config.metrics_port}")
     if not config.auth.enabled and not config.loopback:
         raise ConfigError(
             f"auth.keys: serving on {config.host} without API keys is refused; "

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 
 READY = re.compile(r"listening on \S+:(\d+)")
+METRICS = re.compile(r"metrics on (\S+)")
 START_TIMEOUT_S = 300.0  # a worker loads every index before it listens
 RESTART_PAUSE_S = 1.0
 
@@ -56,6 +57,9 @@ class _Worker:
         for line in proc.stdout:
             if READY.search(line):
                 self.ready.set()
+                metrics = METRICS.search(line)
+                if metrics:
+                    print(f"[worker {self.index}] metrics on {metrics.group(1)}", flush=True)
             else:
                 sys.stdout.write(f"[worker {self.index}] {line}")
                 sys.stdout.flush()
@@ -64,15 +68,31 @@ class _Worker:
         self.proc = self._spawn()
 
 
-def run_workers(argv: Sequence[str], *, workers: int, host: str, port: int, banner: str) -> int:
-    """Run `workers` copies of `curacache serve argv` on `host:port` until SIGTERM/SIGINT."""
+def run_workers(
+    argv: Sequence[str],
+    *,
+    workers: int,
+    host: str,
+    port: int,
+    banner: str,
+    metrics_port: int | None = None,
+) -> int:
+    """Run `workers` copies of `curacache serve argv` on `host:port` until SIGTERM/SIGINT.
+    Each worker is its own process with its own figures, so with `metrics_port` P worker i
+    serves its metrics on P + i (P = 0: each on a free port of its own)."""
     if port == 0:
         port = free_port(host)
     child_argv = [*argv, "--port", str(port), "--worker"]
+
+    def worker_argv(index: int) -> list[str]:
+        if metrics_port is None:
+            return child_argv
+        return [*child_argv, "--metrics-port", str(metrics_port + index if metrics_port else 0)]
+
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    pool = [_Worker(i, child_argv) for i in range(workers)]
+    pool = [_Worker(i, worker_argv(i)) for i in range(workers)]
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         for w in pool:

@@ -81,6 +81,19 @@ async def test_exact_path_hits_on_normalised_prompt_without_embedding() -> None:
     assert p.embedder.calls == calls  # routed by the remembered category, no embed/classify
 
 
+async def test_exact_step_asks_the_store_only_for_keys_this_process_holds() -> None:
+    p = ports()
+    cache = p.cache()
+    await cache.store(req(), OK)
+    gets = p.repo.gets
+    miss = await cache.lookup(req(NEAR_MISS))  # a new prompt: no exact key known, no fetch
+    assert not miss.hit and p.repo.gets == gets
+    assert (await cache.lookup(req())).reason is Reason.EXACT and p.repo.gets == gets + 1
+    restarted = p.cache()  # a new process: what it holds comes from the store
+    assert await restarted.restore() == 1
+    assert (await restarted.lookup(req())).reason is Reason.EXACT
+
+
 async def test_strict_category_refuses_near_paraphrase_that_a_loose_one_accepts() -> None:
     cache = ports().cache()
     for category in ("health", "conversation"):

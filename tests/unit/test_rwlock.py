@@ -171,3 +171,39 @@ def test_exception_inside_releases() -> None:
     t = _spawn(writer)
     assert got.wait(WAIT)
     t.join(WAIT)
+
+
+def test_try_acquire_read_never_waits_behind_a_writer() -> None:
+    lock = RWLock()
+    assert lock.try_acquire_read()  # free: shared access at once
+    writer_waiting = threading.Event()
+    writer_done = threading.Event()
+
+    def writer() -> None:
+        writer_waiting.set()
+        with lock.write():
+            pass
+        writer_done.set()
+
+    t = _spawn(writer)
+    writer_waiting.wait(WAIT)
+    _wait_until(lambda: lock.waiting_writers == 1)
+    assert not lock.try_acquire_read()  # a writer waits: no new reader jumps ahead of it
+    lock.release_read()
+    assert writer_done.wait(WAIT)
+    t.join(WAIT)
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with lock.write():
+            held.set()
+            release.wait(WAIT)
+
+    t = _spawn(holder)
+    assert held.wait(WAIT)
+    assert not lock.try_acquire_read()  # a writer inside
+    release.set()
+    t.join(WAIT)
+    assert lock.try_acquire_read()
+    lock.release_read()

@@ -13,7 +13,7 @@ from curacache.errors import InvalidArgument, Unavailable
 from curacache.index.params import resolve_params
 from curacache.index.registry import get_kind
 from curacache.server import validate, wire
-from curacache.server.collection import Collection, Written
+from curacache.server.collection import Collection, Written, search_soon
 from curacache.server.config import LimitsConfig
 from curacache.server.gate import Gate
 from curacache.server.replica import Replica, make_token
@@ -176,6 +176,6 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
             request.params,
             field="params",
         )
-        return await asyncio.to_thread(
-            collection.search, request.tenant, queries, k, params, with_payload=request.with_payload
+        return await search_soon(
+            collection, request.tenant, queries, k, params, with_payload=request.with_payload
         )

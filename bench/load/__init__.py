@@ -1,0 +1,1 @@
+"""Load generator: open/closed loop against a Curacache server, HDR histograms, reports."""
