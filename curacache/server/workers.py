@@ -56,10 +56,10 @@ class _Worker:
         assert proc.stdout is not None
         for line in proc.stdout:
             if READY.search(line):
-                self.ready.set()
                 metrics = METRICS.search(line)
-                if metrics:
+                if metrics:  # before `ready`: the parent's own banner comes after every worker's
                     print(f"[worker {self.index}] metrics on {metrics.group(1)}", flush=True)
+                self.ready.set()
             else:
                 sys.stdout.write(f"[worker {self.index}] {line}")
                 sys.stdout.flush()

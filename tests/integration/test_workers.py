@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from curacache.client import Client
 from tests.server_harness import ProcessServer
@@ -85,3 +88,19 @@ def test_two_workers_serve_one_store(workers_server: tuple[ProcessServer, list[s
         with Client(server.target, timeout=60) as reader:
             hits = reader.search("docs", -data[0], "alice", k=1, min_log_position=token)
             assert [h.id for h in hits] == ["after"]
+
+
+def test_each_worker_serves_its_own_metrics(tmp_path: Path) -> None:
+    args = ["--workers", "2", "--data-dir", str(tmp_path / "data"), "--metrics-port", "0"]
+    server = ProcessServer(args, env={"CURACACHE_CACHE__EMBEDDER": "hashing"})
+    try:
+        urls = re.findall(r"\[worker \d\] metrics on (\S+)", server.banner)
+        assert len(set(urls)) == 2, server.banner
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                families = {
+                    f.name for f in text_string_to_metric_families(response.read().decode())
+                }
+            assert "curacache_rpc_duration_seconds" in families
+    finally:
+        assert server.terminate() == 0
