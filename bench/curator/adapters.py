@@ -102,8 +102,10 @@ class KindContender(Contender):
         default = float(accepted[pname].default)
         if all(float(accepted[p].default) == v for p, v in fixed.items()):
             self.defaults = {**fixed, pname: default}
-            values = sorted({*values, default})  # the default is always one of the points
-        return [{**fixed, pname: float(v)} for v in values if lo <= v <= hi]
+            points = sorted({*map(float, values), default})  # the default is always a point
+        else:
+            points = sorted(map(float, values))
+        return [{**fixed, pname: v} for v in points if lo <= v <= hi]
 
     def search(self, tenant: str, q: np.ndarray, k: int, param: dict[str, float]) -> np.ndarray:
         return self.index.search(tenant, q, k, param).labels[0]

@@ -251,7 +251,7 @@ def targets(result: dict) -> list[dict]:
                 "mix": mix,
                 **_ratio_row(
                     "curator at default params: worst tenant's recall",
-                    d and d["recall_min_tenant"],
+                    d["recall_min_tenant"] if d else None,
                     1.0,
                     WORST_TARGET,
                     at_most=False,
@@ -264,7 +264,7 @@ def targets(result: dict) -> list[dict]:
                 "mix": mix,
                 **_ratio_row(
                     "curator at default params: lowest size-class mean recall",
-                    d and min(c["mean"] for c in d["classes"]),
+                    min(c["mean"] for c in d["classes"]) if d else None,
                     1.0,
                     RECALL_TARGET,
                     at_most=False,
@@ -425,10 +425,12 @@ def markdown(results: list[dict]) -> str:
                     op = r["mixes"].get(mix, {}).get(which)
                     if op is None or "classes" not in op:
                         continue
-                    cells = {c["class"]: f"{c['mean']:.3f} / {c['min']:.3f}" for c in op["classes"]}
+                    by_class = {
+                        c["class"]: f"{c['mean']:.3f} / {c['min']:.3f}" for c in op["classes"]
+                    }
                     lines.append(
                         f"| {r['label']} | {point} | {_param(op)} | "
-                        + " | ".join(cells.get(c["class"], "-") for c in _classes(result, mix))
+                        + " | ".join(by_class.get(c["class"], "-") for c in _classes(result, mix))
                         + " |"
                     )
             lines.append("")
