@@ -264,7 +264,7 @@ def targets(result: dict) -> list[dict]:
                 "mix": mix,
                 **_ratio_row(
                     "curator at default params: lowest size-class mean recall",
-                    min(c["mean"] for c in d["classes"]) if d else None,
+                    min(cl["mean"] for cl in d["classes"]) if d else None,
                     1.0,
                     RECALL_TARGET,
                     at_most=False,
@@ -416,7 +416,9 @@ def markdown(results: list[dict]) -> str:
                 "class's pairs / min over its tenants.",
                 "",
                 "| index | point | param | "
-                + " | ".join(c["class"] for c in _classes(result, mix))
+                + " | ".join(
+                    f"{c['class']} ({c['tenants']} tenants)" for c in _classes(result, mix)
+                )
                 + " |",
                 "|---|---|---|" + "---|" * len(_classes(result, mix)),
             ]
