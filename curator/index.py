@@ -16,7 +16,8 @@ path, so grant and revoke recognise no-ops without one, and remove() asks every 
 compiled call (O(tenants) work per removed label instead of O(tenants that see it)).
 
 Symbols: τ = `max_sl_size` (split threshold of a shortlist), b0 = `branching` (root fan-out of
-the GCT), γ1 = `gamma1` (expansion factor: stop the traversal at γ1·γ2·k collected ids),
+the GCT), γ1 = `gamma1` (expansion factor: stop the traversal at γ1·γ2·k collected ids in
+γ1·γ2 buckets),
 γ2 = `gamma2` (recall knob: score the nearest buckets up to γ2·k ids and at least γ2 buckets
 exactly; the bucket count is what keeps a large tenant's recall up, see `search`).
 

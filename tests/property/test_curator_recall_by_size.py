@@ -25,7 +25,8 @@ def recall(
 ) -> float:
     """Mean recall@K of `tenant`'s searches (default params) against exact search over `seen`."""
     found, _ = index.search(tenant, q, K)
-    d = ((q[:, None, :] - x[None, seen, :]) ** 2).sum(axis=2)
+    xs, qs = x[seen].astype(np.float64), q.astype(np.float64)
+    d = (xs * xs).sum(axis=1)[None, :] - 2 * qs @ xs.T  # ||x - q||² - ||q||²
     truth = seen[np.argsort(d, axis=1, kind="stable")[:, :K]]
     hits = [len(set(f) & set(t)) for f, t in zip(found.tolist(), truth.tolist(), strict=True)]
     return float(np.mean(hits)) / K
