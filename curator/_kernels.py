@@ -147,6 +147,7 @@ def traverse(
     entries: int,
     collect: int,
     keep: int,
+    min_buckets: int,
     out_rows: np.ndarray,
 ) -> int:
     """Best-first search of one tenant's sub-tree; writes the chosen buckets' table rows,
@@ -159,9 +160,17 @@ def traverse(
     node ids, so the tenant's rows for them are one run found by a binary search (nodes where
     the tenant has nothing have no row and are never pushed); a row with a list (CAP > 0; its
     length is COUNT) becomes a bucket and is not descended. Expansion stops once the buckets
-    hold `collect` (= γ1·γ2·k) ids. The buckets are then sorted by centroid distance and the
-    nearest are kept until they hold `keep` (= γ2·k) ids (the bucket that crosses `keep` is
-    kept whole). Returns how many rows were written to `out_rows`.
+    hold `collect` (= γ1·γ2·k) ids and number γ1·`min_buckets` (= γ1·γ2). The buckets are
+    then sorted by centroid distance and the nearest are kept until they hold `keep`
+    (= γ2·k) ids and number `min_buckets` (the bucket that crosses both is kept whole).
+    Returns how many rows were written to `out_rows`.
+
+    Why a bucket count besides the ids: a fixed number of ids is a shrinking share of a large
+    tenant, and its recall fell with its size; the number of a tenant's nearest buckets that
+    hold its true neighbours hardly grows with the tenant (its sub-tree splits where its ids
+    are dense, so its buckets stay local), so counting buckets keeps recall independent of
+    tenant size (figures in bench/curator/README.md). A small tenant has few buckets, and
+    the ids budget is the one that binds.
     """
     if entries <= 0 or table[0, NODE] != 0:
         return 0
@@ -174,10 +183,11 @@ def traverse(
     bucket_row = np.empty(entries, dtype=np.int32)
     heap_key[0] = 0.0
     heap_row[0] = 0
+    collect_buckets = min_buckets * collect / max(keep, 1)  # γ1·min_buckets
     hn = 1
     nb = 0
     collected = 0
-    while hn > 0 and collected < collect:
+    while hn > 0 and (collected < collect or nb < collect_buckets):
         key = heap_key[0]  # pop the minimum
         row = heap_row[0]
         hn -= 1
@@ -227,7 +237,7 @@ def traverse(
         out_rows[m] = row
         m += 1
         total += table[row, COUNT]
-        if total >= keep:
+        if total >= keep and m >= min_buckets:
             break
     return m
 
@@ -334,6 +344,7 @@ def search(
     norms: np.ndarray,
     collect: int,
     keep: int,
+    min_buckets: int,
     is_ip: bool,
     out_labels: np.ndarray,
     out_scores: np.ndarray,
@@ -351,7 +362,18 @@ def search(
         q = queries[qi]
         qlo = _scale_query(q, lo, step, qs)
         m = traverse(
-            qs, qlo, codes, cnorm, child_start, child_count, table, entries, collect, keep, buckets
+            qs,
+            qlo,
+            codes,
+            cnorm,
+            child_start,
+            child_count,
+            table,
+            entries,
+            collect,
+            keep,
+            min_buckets,
+            buckets,
         )
         total = 0
         for j in range(m):

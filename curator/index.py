@@ -16,8 +16,10 @@ path, so grant and revoke recognise no-ops without one, and remove() asks every 
 compiled call (O(tenants) work per removed label instead of O(tenants that see it)).
 
 Symbols: τ = `max_sl_size` (split threshold of a shortlist), b0 = `branching` (root fan-out of
-the GCT), γ1 = `gamma1` (expansion factor: stop the traversal at γ1·γ2·k collected ids),
-γ2 = `gamma2` (recall knob: score the nearest buckets up to γ2·k ids exactly).
+the GCT), γ1 = `gamma1` (expansion factor: stop the traversal at γ1·γ2·k collected ids in
+γ1·γ2 buckets),
+γ2 = `gamma2` (recall knob: score the nearest buckets up to γ2·k ids and at least γ2 buckets
+exactly; the bucket count is what keeps a large tenant's recall up, see `search`).
 
 Lazy training: until the index first holds `train_size` vectors the GCT is the root alone,
 so every tenant's ids sit in its root shortlist and search is exact. Then (`retrain_due()`)
@@ -292,8 +294,15 @@ class CuratorIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k labels (int64 (nq, k)) and raw scores (float32) among those `tenant` sees.
 
-        Best-first over the tenant's sub-tree until γ1·γ2·k ids are collected; the nearest
-        buckets up to γ2·k ids are scored exactly. Short rows are padded with -1 / ∓inf.
+        Best-first over the tenant's sub-tree until γ1·γ2·k ids in γ1·γ2 buckets are
+        collected; the nearest buckets up to γ2·k ids and γ2 buckets are scored exactly.
+        Short rows are padded with -1 / ∓inf.
+
+        γ2 is the recall/latency knob, in tenant-size terms: a tenant that sees up to ~γ2·k
+        ids is searched (nearly) exhaustively; a larger one gets its nearest γ2 buckets (its
+        lists of at most τ ids), which cover about the same share of its true neighbours
+        whatever its size, so its cost grows with its ids per bucket and its recall does not
+        fall with its size.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim or k < 1:
@@ -319,6 +328,7 @@ class CuratorIndex:
             self._norms,
             max(1, int(gamma1 * gamma2 * k)),
             max(1, int(gamma2 * k)),
+            max(1, int(gamma2)),
             self.metric == "ip",
             out_labels,
             out_scores,

@@ -51,6 +51,7 @@ class Contender:
     name: str
     label: str
     notes: list[str]
+    defaults: dict[str, float] | None = None  # the sweep point at the kind's default params
 
     def build(self, wl: Workload) -> dict[str, float]: ...
     def sweep(self) -> list[dict[str, float]]: ...
@@ -98,7 +99,13 @@ class KindContender(Contender):
             return [{}]
         lo, hi = accepted[pname].low, accepted[pname].high
         fixed = {p: float(v) for p, v in extras.items() if p in accepted}
-        return [{**fixed, pname: float(v)} for v in values if lo <= v <= hi]
+        default = float(accepted[pname].default)
+        if all(float(accepted[p].default) == v for p, v in fixed.items()):
+            self.defaults = {**fixed, pname: default}
+            points = sorted({*map(float, values), default})  # the default is always a point
+        else:
+            points = sorted(map(float, values))
+        return [{**fixed, pname: v} for v in points if lo <= v <= hi]
 
     def search(self, tenant: str, q: np.ndarray, k: int, param: dict[str, float]) -> np.ndarray:
         return self.index.search(tenant, q, k, param).labels[0]

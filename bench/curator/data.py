@@ -10,6 +10,10 @@
     its categories that is a tenant.
   * "subscribers": 300 tenants, each picking 1-3 categories uniformly among those with >= 10
     indexed papers and seeing every paper of them.
+  * "archives": the categories' tenants plus one per arXiv archive (the category's prefix
+    before the dot: cs, math, astro-ph, ...; >= 10 indexed papers) seeing every paper of its
+    categories, so tenants from ten papers to tens of thousands share one collection. An
+    archive without sub-categories (hep-th, gr-qc, ...) is its category's tenant already.
   Papers visible to no tenant are not indexed (they would only inflate the shared indexes).
 - Query mixes: "proportional" (each held-out paper issued as every tenant that can see it,
   seeded sample of `queries` pairs) and "uniform" (every tenant issues the same number of
@@ -33,6 +37,7 @@ DATA_DIR = ROOT.parent / "shared" / "data"
 PAPERS = "arxiv_papers.jsonl.gz"
 EMBEDDINGS = "arxiv_papers.minilm.f16.npy"
 MIN_TENANT_PAPERS = 10
+WORKLOADS = ("categories", "subscribers", "archives")
 
 
 @dataclass
@@ -108,6 +113,11 @@ def _eligible(categories: list[list[str]]) -> list[str]:
     return sorted(c for c, m in counts.items() if m >= MIN_TENANT_PAPERS)
 
 
+def archive_of(category: str) -> str:
+    """arXiv archive of a category: the prefix before the dot ("cs.CV" -> "cs")."""
+    return category.split(".", 1)[0]
+
+
 def tenant_rule(
     name: str, indexed_cats: list[list[str]], n_subscribers: int = 300, seed: int = 0
 ) -> tuple[list[str], dict[str, list[str]]]:
@@ -124,7 +134,18 @@ def tenant_rule(
             for c in rng.choice(len(eligible), min(m, len(eligible)), replace=False):
                 of_cat.setdefault(eligible[int(c)], []).append(t)
         return tenants, of_cat
-    raise ValueError(f"unknown workload {name!r} (categories, subscribers)")
+    if name == "archives":
+        archives = _eligible([sorted({archive_of(c) for c in cs}) for cs in indexed_cats])
+        of_cat = {c: [c] for c in eligible}
+        for cs in indexed_cats:
+            for c in cs:
+                a = archive_of(c)
+                if a != c and a in archives:
+                    of_cat.setdefault(c, [])
+                    if a not in of_cat[c]:
+                        of_cat[c].append(a)
+        return eligible + [a for a in archives if a not in eligible], of_cat
+    raise ValueError(f"unknown workload {name!r} ({', '.join(WORKLOADS)})")
 
 
 def _visible(cats: list[str], of_cat: dict[str, list[str]]) -> list[str]:

@@ -10,8 +10,8 @@ docs/architecture.md.
 Build parameters: τ = `max_sl_size` (shortlist split threshold), b0 = `branching` (root
 fan-out of the global clustering tree), `max_depth`, `train_size` (collection size at which
 the tree is first trained; below it search is exact). Search parameters: γ1 = `gamma1`
-(traversal stops at γ1·γ2·k collected ids), γ2 = `gamma2` (the recall knob: the nearest
-buckets up to γ2·k ids are scored exactly).
+(traversal stops at γ1·γ2·k collected ids in γ1·γ2 buckets), γ2 = `gamma2` (the recall
+knob: the nearest buckets up to γ2·k ids and at least γ2 buckets are scored exactly).
 """
 
 from __future__ import annotations
@@ -57,12 +57,18 @@ BUILD_PARAMS: Mapping[str, Param] = MappingProxyType(
 )
 SEARCH_PARAMS: Mapping[str, Param] = MappingProxyType(
     {
-        "gamma1": Param(GAMMA1, 1, 64, doc="γ1: stop the traversal after γ1·γ2·k candidate ids"),
+        "gamma1": Param(
+            GAMMA1, 1, 64, doc="γ1: stop the traversal after γ1·γ2·k candidate ids in γ1·γ2 buckets"
+        ),
         "gamma2": Param(
             GAMMA2,
             1,
             4096,
-            doc="γ2: score the nearest buckets up to γ2·k ids exactly (recall knob)",
+            doc="γ2, the recall/latency knob: score the nearest buckets up to γ2·k ids and at "
+            "least γ2 buckets exactly. A tenant seeing up to ~γ2·k ids is searched whole; a "
+            "larger one gets its nearest γ2 lists (≤ τ ids each), so its recall does not fall "
+            "with its size and its cost grows with its ids per list. Lower it for speed on "
+            "large tenants, raise it for recall",
         ),
     }
 )
