@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -47,7 +48,7 @@ LABELS = {
 }
 
 
-class Contender:
+class Contender(Protocol):
     name: str
     label: str
     notes: list[str]
@@ -77,11 +78,12 @@ class KindContender(Contender):
         labels = np.arange(n, dtype=np.int64)
         t0 = time.perf_counter()
         with tqdm(total=n, desc=f"build {self.label}", unit="vec", leave=False) as bar:
+            index = self.index
             for s in range(0, n, BUILD_BATCH):
                 e = min(n, s + BUILD_BATCH)
-                self.index.add(labels[s:e], wl.X[s:e], wl.access[s:e])
-                if isinstance(self.index, Retrainable) and self.index.retrain_due():
-                    self.index.retrain(RWLock())  # as the service's collection does, inline
+                index.add(labels[s:e], wl.X[s:e], wl.access[s:e])
+                if isinstance(index, Retrainable) and index.retrain_due():
+                    index.retrain(RWLock())  # as the service's collection does, inline
                 bar.update(e - s)
         return {"build_s": time.perf_counter() - t0}
 
@@ -187,10 +189,10 @@ class _MF(Contender):
     """Shared FAISS index + per-tenant selectors; subclasses build the index and params."""
 
     param_name = ""
-    values: ClassVar[list[int]] = []
 
     def __init__(self, name: str) -> None:
         self.name, self.label, self.notes = name, LABELS[name], []
+        self.values: list[int] = []
         self.index: Any = None
         self.acl: TenantSelectors | None = None
         self.access: list[set[str]] = []
@@ -268,10 +270,10 @@ class _MF(Contender):
 
 class MFHNSW(_MF):
     param_name = "efSearch"
-    values = MF_HNSW_EF
 
     def __init__(self) -> None:
         super().__init__("mf-hnsw")
+        self.values = list(MF_HNSW_EF)
 
     def _make_index(self, wl: Workload) -> tuple[Any, float]:
         index = faiss.IndexHNSWFlat(wl.X.shape[1], MF_HNSW_M, faiss.METRIC_INNER_PRODUCT)
@@ -346,8 +348,8 @@ def available(
         elif name == "mf-ivf":
             out[name] = MFIVF
         elif name in INDEX_KINDS:
-            out[name] = lambda name=name: KindContender(
-                name, INDEX_KINDS[name], build_params.get(name)
+            out[name] = functools.partial(
+                KindContender, name, INDEX_KINDS[name], build_params.get(name)
             )
         else:
             notes.append(

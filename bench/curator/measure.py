@@ -21,6 +21,7 @@ WORST_TARGET = 0.90  # operating point by the worst tenant's mean
 # Tenant-size classes (lower bounds, in ids the tenant sees) for per-class recall.
 SIZE_CLASSES = (0, 256, 1000, 5000, 20000)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_LIBC: ctypes.CDLL | None
 try:
     _LIBC = ctypes.CDLL("libc.so.6")
 except OSError:  # pragma: no cover - non-glibc

@@ -158,8 +158,7 @@ def targets(result: dict) -> list[dict]:
     cur = {m: reached("curator", m) for m in mixes}
     pt = {m: reached("hnsw", m) for m in mixes}
     if "uniform" in mixes:
-        shared = [(n, reached(n, "uniform")) for n in SHARED]
-        shared = [(n, op) for n, op in shared if op is not None]
+        shared = [(n, op) for n in SHARED if (op := reached(n, "uniform")) is not None]
         best_name, best = min(shared, key=lambda x: x[1]["avg_ms"]) if shared else (None, None)
         w = (
             why(("curator", "uniform"), *((n, "uniform") for n in SHARED))
@@ -172,8 +171,8 @@ def targets(result: dict) -> list[dict]:
                 "mix": "uniform",
                 **_ratio_row(
                     f"curator avg / best shared ({best_name or '-'}) avg",
-                    c and c["avg_ms"],
-                    best and best["avg_ms"],
+                    c["avg_ms"] if c else None,
+                    best["avg_ms"] if best else None,
                     0.5,
                     why=w,
                 ),
@@ -184,8 +183,8 @@ def targets(result: dict) -> list[dict]:
                 "mix": "uniform",
                 **_ratio_row(
                     f"curator p99 / best shared ({best_name or '-'}) p99",
-                    c and c["p99_ms"],
-                    best and best["p99_ms"],
+                    c["p99_ms"] if c else None,
+                    best["p99_ms"] if best else None,
                     0.2,
                     why=w,
                 ),
@@ -196,8 +195,8 @@ def targets(result: dict) -> list[dict]:
                 "mix": "uniform",
                 **_ratio_row(
                     "curator avg / PT-HNSW avg",
-                    c and c["avg_ms"],
-                    pt["uniform"] and pt["uniform"]["avg_ms"],
+                    c["avg_ms"] if c else None,
+                    pt["uniform"]["avg_ms"] if pt["uniform"] else None,
                     3.0,
                     why=why(("curator", "uniform"), ("hnsw", "uniform")),
                 ),
@@ -210,8 +209,8 @@ def targets(result: dict) -> list[dict]:
                 "mix": "proportional",
                 **_ratio_row(
                     "curator avg / MF-HNSW avg",
-                    c and c["avg_ms"],
-                    mf and mf["avg_ms"],
+                    c["avg_ms"] if c else None,
+                    mf["avg_ms"] if mf else None,
                     1.0,
                     why=why(("curator", "proportional"), ("mf-hnsw", "proportional")),
                 ),
@@ -223,8 +222,8 @@ def targets(result: dict) -> list[dict]:
                 "mix": "proportional",
                 **_ratio_row(
                     "curator avg / PT-HNSW avg",
-                    c and c["avg_ms"],
-                    p and p["avg_ms"],
+                    c["avg_ms"] if c else None,
+                    p["avg_ms"] if p else None,
                     3.0,
                     why=why(("curator", "proportional"), ("hnsw", "proportional")),
                 ),

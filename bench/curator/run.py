@@ -21,6 +21,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # `python bench/curator/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -132,6 +133,7 @@ def run_index(
         )
         op = measure.operating_point(points)
         op_worst = measure.operating_point(points, measure.WORST_TARGET, "recall_min_tenant")
+        assert op is not None and op_worst is not None  # a sweep always has points
         q = measure.qps(c, wl, m, op["param"], args.k, args.qps_threads, args.min_calls)
         print(
             f"    {c.label:8s} {mix:12s} QPS({args.qps_threads} threads) at "
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         plan = measure.plan_writes(wl, args.write_ops, seed=args.seed)
-        result = {
+        result: dict[str, Any] = {
             "workload": wname,
             "meta": {
                 "machine": machine(),

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curator import CuratorIndex
-from tests.unit.test_curator_helpers import clustered
+from tests.helpers import clustered
 
 N, DIM, CLUSTERS, SPREAD, K = 12_000, 32, 100, 4.0, 10
 SMALL = 300  # ids each small tenant sees (below γ2·k at the defaults)
