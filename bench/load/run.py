@@ -57,7 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scenario", default="lookup-embedding", help=f"comma list of {sorted(SCENARIOS)}"
     )
     p.add_argument("--target", help="HOST:PORT of a running server (loopback); default: start one")
-    p.add_argument("--server-pid", type=int, help="pid of the --target server (CPU, RSS, fds)")
+    p.add_argument(
+        "--server-pid",
+        type=lambda text: [int(pid) for pid in text.split(",")],
+        help="pid(s) of the --target server, comma-separated for `serve --workers N`'s "
+        "workers (CPU, RSS, fds: summed)",
+    )
     p.add_argument("--gateway", default="", help="http://HOST:PORT of a running gateway")
     p.add_argument("--api-key", help="sent as authorization: Bearer KEY")
     load = p.add_mutually_exclusive_group()
@@ -243,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.target:
             require_loopback(args.target.rsplit(":", 1)[0].strip("[]"))
             conn = Connection(args.target, gateway=args.gateway, api_key=args.api_key)
-            server_pid = args.server_pid
+            server_pids = args.server_pid or []
         else:
             print("  starting a local stack ...", file=sys.stderr, flush=True)
             stack = LocalStack(
@@ -254,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                 metrics=args.server_metrics,
             )
             conn = Connection(stack.target, gateway=stack.gateway, api_key=args.api_key)
-            server_pid = stack.server_pid
-        if server_pid:
-            sampler = ProcSampler(server_pid)
+            server_pids = [stack.server_pid]
+        if server_pids:
+            sampler = ProcSampler(server_pids)
         tag = f"load{int(time.time())}"
         # Setup may meet a cold server (first requests after an install compile kernels).
         workloads = asyncio.run(setup(args, replace(conn, timeout_s=600.0), names, tag))

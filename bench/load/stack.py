@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,13 +168,16 @@ class ProcSample:
     fds: int
 
 
-def read_proc(pid: int) -> ProcSample:
+def read_proc(pids: Sequence[int]) -> ProcSample:
+    """One sample of the server: summed over its processes (`serve --workers N`: each worker)."""
     t = time.time()
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    cpu, rss, fds = 0.0, 0, 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        fds += len(os.listdir(f"/proc/{pid}/fd"))
     return ProcSample(t, cpu, rss, fds)
 
 
@@ -181,9 +185,9 @@ class ProcSampler:
     """Samples a local process every `interval_s` in a thread; `at(t)` is the sample nearest
     after wall time t, so a measured window's CPU is `at(end).cpu_s - at(start).cpu_s`."""
 
-    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
-        self.pid = pid
-        self.samples: list[ProcSample] = [read_proc(pid)]
+    def __init__(self, pids: Sequence[int], interval_s: float = 0.1) -> None:
+        self.pids = list(pids)
+        self.samples: list[ProcSample] = [read_proc(self.pids)]
         self._stop = threading.Event()
         self._interval = interval_s
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -192,7 +196,7 @@ class ProcSampler:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self.samples.append(read_proc(self.pid))
+                self.samples.append(read_proc(self.pids))
             except OSError:  # the process ended
                 return
 
