@@ -95,6 +95,7 @@ class SemanticCache:
             if not 0.0 <= getattr(options, name) <= 1.0:
                 raise InvalidRequest(f"options.{name}", "must be in [0, 1]")
         self._repo = repository
+        self._replicated = leases is not None
         self._embedder = embedder
         self._classifier = classifier
         self._backend = backend
@@ -269,10 +270,14 @@ class SemanticCache:
         """The exact path again for a prepared request whose lookup missed (see Generator)."""
         if prep.category is None or prep.req.no_cache:
             return None
-        # Asks the store: an equivalent leader on another replica may have stored the answer
-        # before this process heard of it through the change log.
+        # With replicas (shared leases) ask the store: an equivalent leader on another replica
+        # may have stored the answer before this process heard of it through the change log.
         hit, _ = await self._exact(
-            prep, prep.category, self._policy(prep.category), self._clock.now(), ask_store=True
+            prep,
+            prep.category,
+            self._policy(prep.category),
+            self._clock.now(),
+            ask_store=self._replicated,
         )
         return hit
 
