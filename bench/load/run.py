@@ -47,6 +47,16 @@ from bench.load.workloads import Connection, HealthCheck, Workload
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
+def _pids(text: str) -> list[int]:
+    """--server-pid: one pid, or several comma-separated (the workers of `serve --workers N`)."""
+    try:
+        return [int(pid) for pid in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected pids like 123 or 123,124, got {text!r}"
+        ) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.load",
@@ -59,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", help="HOST:PORT of a running server (loopback); default: start one")
     p.add_argument(
         "--server-pid",
-        type=lambda text: [int(pid) for pid in text.split(",")],
+        type=_pids,
         help="pid(s) of the --target server, comma-separated for `serve --workers N`'s "
         "workers (CPU, RSS, fds: summed)",
     )

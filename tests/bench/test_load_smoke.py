@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.load.driver import Load, Window, new_histogram, run_point
-from bench.load.run import main, over
+from bench.load.run import main, over, parse_args
 from bench.load.scenarios import DATA
 from bench.load.stack import require_loopback
 from bench.load.workloads import Call, Connection, Workload
@@ -153,3 +153,9 @@ def test_requests_over_a_limit_are_counted_from_the_histogram() -> None:
         h.record_value(us)
     assert over(h, 1_000_000) == 3
     assert over(h, 10_000_000) == 0
+
+
+def test_server_pid_takes_the_workers_pids_and_names_a_bad_one() -> None:
+    assert parse_args(["--server-pid", "12,13"]).server_pid == [12, 13]
+    with pytest.raises(SystemExit):
+        parse_args(["--server-pid", "12,x"])
