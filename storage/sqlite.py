@@ -148,11 +148,25 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise _unavailable(exc) from exc
         try:
-            self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
-            self._writer.executescript(_SCHEMA)
+            self._prepare_file()
         except sqlite3.DatabaseError as exc:  # locked, unreadable, or not a database at all
             self._writer.close()
             raise _unavailable(exc) from exc
+
+    def _prepare_file(self) -> None:
+        """WAL mode and the schema. Several processes opening a new file at once (`serve
+        --workers N`) contend for it, and SQLite answers the switch to WAL with "database is
+        locked" at once rather than through the busy timeout: retry within `timeout`."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
+                self._writer.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- connections ---------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +99,22 @@ def test_abandoned_iterator_holds_no_lock(store: SqliteStore) -> None:
     next(it)  # left suspended between pages: must not block writers or checkpoints
     store.put_records("c", [rec("later")])
     assert store.count("c") == 11
+
+
+def _open_at_once(path: str, barrier: Any) -> None:
+    barrier.wait()
+    SqliteStore(path).close()
+
+
+def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """`serve --workers N` on a new data dir: N processes create the same file together."""
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(6):  # the race is narrow: several fresh files
+        path = str(tmp_path / f"new{attempt}" / "store.sqlite3")
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
