@@ -539,9 +539,9 @@ class RedisStore:
         return bool(taken)
 
     def release_lease(self, key: str, holder: str) -> None:
-        self._client()
+        client = self._client()
         with _mapped():
-            self._release_lease(keys=[self._lease_key(key)], args=[holder.encode()])
+            self._release_lease(keys=[self._lease_key(key)], args=[holder.encode()], client=client)
 
     def _lease_key(self, key: str) -> bytes:
         return f"{self._prefix}:lease:".encode() + key.encode()
