@@ -15,6 +15,7 @@ from curacache.client.cache_types import (
 )
 from curacache.client.errors import (
     AlreadyExistsError,
+    CancelledByServerError,
     CuracacheError,
     DeadlineExceededError,
     InvalidArgumentError,
@@ -31,6 +32,7 @@ __all__ = [
     "AlreadyExistsError",
     "AsyncClient",
     "CachedResponse",
+    "CancelledByServerError",
     "CategoryPolicy",
     "CategoryStats",
     "Client",

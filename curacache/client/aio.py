@@ -20,7 +20,8 @@ _METRICS = {"cosine": cpb.METRIC_COSINE, "l2": cpb.METRIC_L2, "ip": cpb.METRIC_I
 _METRIC_NAMES = {v: k for k, v in _METRICS.items()}
 CONSISTENCY = ("eventual", "read_your_writes")
 
-# Calls that change nothing: safe to send again to another replica after UNAVAILABLE.
+# Calls that change nothing: safe to send again to another replica after UNAVAILABLE (or a
+# server's CANCELLED: it dropped the call from its backlog, or was stopping).
 _IDEMPOTENT = frozenset(
     {
         ("collections", "Get"),
@@ -36,6 +37,7 @@ _IDEMPOTENT = frozenset(
         ("cache", "Stats"),
     }
 )
+_RETRY_ELSEWHERE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
 class _Endpoint:
@@ -130,17 +132,22 @@ class AsyncClient(CacheCalls):
         await self.close()
 
     async def _call(self, service: str, method: str, request: Any) -> Any:
-        """One unary call on the next replica; an idempotent one that gets UNAVAILABLE is
-        tried once on each other replica before the error is raised."""
+        """One unary call on the next replica; an idempotent one that gets UNAVAILABLE (or
+        the server's CANCELLED) is tried once on each other replica before the error is raised."""
         tries = len(self._endpoints) if (service, method) in _IDEMPOTENT else 1
+        first = self._turn
+        self._turn += 1
         for attempt in range(tries):
-            stub = getattr(self._next_endpoint(), service)
+            # From this call's own turn, not the shared counter, which concurrent calls move:
+            # each retry must land on a replica this call has not tried yet.
+            endpoint = self._endpoints[(first + attempt) % len(self._endpoints)]
+            stub = getattr(endpoint, service)
             try:
                 return await getattr(stub, method)(
                     request, metadata=self._metadata, timeout=self._timeout
                 )
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == tries - 1:
+                if exc.code() not in _RETRY_ELSEWHERE or attempt == tries - 1:
                     raise from_rpc_error(exc) from None
         raise AssertionError("unreachable")  # the last attempt returns or raises
 

@@ -38,6 +38,13 @@ class UnauthenticatedError(CuracacheError): ...
 class UnavailableError(CuracacheError): ...
 
 
+class CancelledByServerError(UnavailableError):
+    """The server cancelled the call (gRPC CANCELLED that this client did not ask for): gRPC
+    drops calls from the backlog of an overloaded server (`limits.max_pending_rpcs`) before
+    they run, and a stopping server cancels what outlives its grace period. Like UNAVAILABLE,
+    an idempotent read is sent once to each other replica first; retry after a pause."""
+
+
 class DeadlineExceededError(CuracacheError): ...
 
 
@@ -56,6 +63,9 @@ _BY_CODE: dict[grpc.StatusCode, type[CuracacheError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    # Only the server can end a call this way: a caller's own cancellation raises
+    # asyncio.CancelledError (or grpc.FutureCancelledError), never an RpcError.
+    grpc.StatusCode.CANCELLED: CancelledByServerError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
 }
 
@@ -67,4 +77,9 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> CuracacheError:
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry = trailers.get("retry-after")
         return ResourceExhaustedError(code, details, float(retry) if retry else None, source=source)
+    if code == grpc.StatusCode.CANCELLED:  # gRPC's own details say only "CANCELLED"
+        details = (
+            f"the server cancelled the call ({details or 'no details'}): it is overloaded "
+            "(its backlog of calls is over limits.max_pending_rpcs) or stopping; retry later"
+        )
     return _BY_CODE.get(code, CuracacheError)(code, details, source=source)

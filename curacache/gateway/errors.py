@@ -97,6 +97,14 @@ def _from_service(exc: CuracacheError) -> HttpError:
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return HttpError(504, message or "timed out", "server_error", code="timeout")
+    if code == grpc.StatusCode.CANCELLED:  # dropped from an overloaded service's backlog
+        return HttpError(
+            503,
+            f"cache service overloaded: {message}",
+            "server_error",
+            code="service_overloaded",
+            retry_after=_RETRY_AFTER_UNAVAILABLE_S,
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         if backend:
             return HttpError(502, message, "server_error", code="backend_error")

@@ -202,6 +202,9 @@ async def create_server(
             ("grpc.max_send_message_length", limits.max_message_bytes),
             # --workers N: N processes bind the one port and the kernel spreads connections.
             ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
+            # Overload: gRPC sheds the backlog of calls not yet taken up (LimitsConfig).
+            ("grpc.server.max_pending_requests", limits.max_pending_rpcs),
+            ("grpc.server.max_pending_requests_hard_limit", limits.max_pending_rpcs_hard),
         ],
     )
     gate = Gate(

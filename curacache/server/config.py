@@ -57,6 +57,11 @@ class LimitsConfig:
     max_response_bytes: int = 1 << 20
     tenant_rate: float = 0.0  # requests per second per tenant; 0 = unlimited
     tenant_burst: float = 100.0
+    # Calls received but not yet taken up by the server (it is busy): above the first, gRPC
+    # drops a growing random share of new ones with CANCELLED; at the second, every new one.
+    # (gRPC's own defaults; the SDK raises CancelledByServerError, the gateway answers 503.)
+    max_pending_rpcs: int = 1000
+    max_pending_rpcs_hard: int = 3000
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +308,12 @@ def _check(config: ServerConfig) -> None:
         "max_prompt_bytes",
         "max_response_bytes",
         "max_forward_bytes",
+        "max_pending_rpcs_hard",
     ):
         if getattr(config.limits, name) <= 0:
             raise ConfigError(f"limits.{name}: must be positive")
+    if not 0 <= config.limits.max_pending_rpcs <= config.limits.max_pending_rpcs_hard:
+        raise ConfigError(
+            "limits.max_pending_rpcs: must be in [0, limits.max_pending_rpcs_hard], got "
+            f"{config.limits.max_pending_rpcs} (hard limit {config.limits.max_pending_rpcs_hard})"
+        )

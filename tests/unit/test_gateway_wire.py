@@ -172,6 +172,7 @@ def test_whole_bodies() -> None:
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "backend", 503, "3"),
         (grpc.StatusCode.UNAVAILABLE, "backend", 502, None),
         (grpc.StatusCode.UNAVAILABLE, "", 503, "1"),
+        (grpc.StatusCode.CANCELLED, "", 503, "1"),  # dropped from the service's backlog
         (grpc.StatusCode.DEADLINE_EXCEEDED, "backend", 504, None),
         (grpc.StatusCode.INTERNAL, "", 500, None),
     ],
