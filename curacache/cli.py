@@ -88,7 +88,10 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
 
 async def _serve_async(config: ServerConfig) -> None:
     from curacache.server.app import create_server, describe_store
+    from curacache.server.memory import limit_malloc_arenas
 
+    if config.malloc_arenas:  # before the store, the indexes and the thread pools allocate
+        limit_malloc_arenas(config.malloc_arenas)
     server, port = await create_server(config)
     await server.start()
     auth = "on" if config.auth.enabled else "OFF (loopback only)"

@@ -130,6 +130,8 @@ class ServerConfig:
     # Scale-out (README "Running more than one"): processes sharing the port (SO_REUSEPORT),
     # how often each replica polls the store's change log, and how long the log is kept.
     workers: int = 1
+    # glibc malloc arenas per process (curacache.server.memory); 0 = glibc's default.
+    malloc_arenas: int = 2
     replica_poll_interval_s: float = 0.005
     log_retention_s: float = 3600.0
     # Prometheus text at http://host:metrics_port/metrics; None = off, 0 = any free port.
@@ -286,6 +288,8 @@ def _check(config: ServerConfig) -> None:
         raise ConfigError(f"port: must be in [0, 65535], got {config.port}")
     if config.workers < 1:
         raise ConfigError(f"workers: must be >= 1, got {config.workers}")
+    if config.malloc_arenas < 0:
+        raise ConfigError(f"malloc_arenas: must be >= 0, got {config.malloc_arenas}")
     if config.replica_poll_interval_s <= 0 or config.log_retention_s <= 0:
         raise ConfigError("replica_poll_interval_s and log_retention_s: must be positive")
     if config.storage.redis_wait_replicas < 0 or config.storage.redis_wait_timeout_ms < 0:
