@@ -80,6 +80,7 @@ class Collection:
         self._free: list[int] = []
         self._tenant_records: Counter[str] = Counter()
         self._writer = threading.Lock()
+        self._snapshot_lock = threading.Lock()
         self._rw = RWLock()
         self._dropped = False
         self._writes_since_snapshot = 0
@@ -109,21 +110,34 @@ class Collection:
             return restored
 
     def save_snapshot(self) -> bool:
-        """Persist the index (if its kind snapshots) so a restart need not retrain it."""
-        with self._writer:
-            if self._dropped or self._writes_since_snapshot == 0:
-                return False
-            with self._rw.read():  # a background retrain may be installing
-                index_bytes = self._index.snapshot()
-            if index_bytes is None:
-                return False
-            entries = {
-                rid: snapshot.SnapshotEntry(e.label, e.owner, e.tenants, e.crc)
-                for rid, e in self._entries.items()
-            }
+        """Persist the index (if its kind snapshots) so a restart need not retrain it.
+
+        The state is captured under the locks; encoding it and the store write (hundreds of
+        ms for a large collection, seconds on a busy machine) happen after they are released,
+        so writes never wait for them. Whatever is written meanwhile, a restore catches the
+        snapshot up with the store (`_catch_up`)."""
+        with self._snapshot_lock:  # one at a time: an older snapshot never lands last
+            with self._writer:
+                if self._dropped or self._writes_since_snapshot == 0:
+                    return False
+                with self._rw.read():  # a background retrain may be installing
+                    index_bytes = self._index.snapshot()
+                if index_bytes is None:
+                    return False
+                entries = {
+                    rid: snapshot.SnapshotEntry(e.label, e.owner, e.tenants, e.crc)
+                    for rid, e in self._entries.items()
+                }
+                self._writes_since_snapshot = 0
             blob = snapshot.encode(self.spec.index_kind, entries, index_bytes)
-            self._store.put_blob(self.spec.name, snapshot.SNAPSHOT_KEY, blob)
-            self._writes_since_snapshot = 0
+            try:
+                self._store.put_blob(self.spec.name, snapshot.SNAPSHOT_KEY, blob)
+            except Exception:
+                with self._writer:
+                    if self._dropped:  # deleted meanwhile: nothing left to snapshot
+                        return False
+                    self._writes_since_snapshot += 1  # not saved: the next round tries again
+                raise
             return True
 
     def _restore_snapshot(self) -> bool:

@@ -3,7 +3,10 @@ gives identical results, and a snapshot older than the data is caught up from th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,3 +109,49 @@ def test_growth_retrains_the_tree_in_the_background(
             ]
             everything = c.search("c", q, "s", k=300, **EXHAUSTIVE)
             assert sorted(h.id for h in everything) == sorted(ids[1100:])
+
+
+def test_writes_do_not_wait_for_a_snapshot_being_stored(
+    start_server: Callable[..., ThreadServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vectors = _clustered(500, 3)
+    ids = [f"v{i}" for i in range(500)]
+    running = start_server(snapshot_interval_s=0)
+    with Client(running.target) as c:
+        c.create_collection("c", DIM, **PARAMS)
+        c.upsert("c", ids[:400], vectors[:400], owner="a")
+        collection = running.server.db.get("c")
+        assert collection.wait_for_background(timeout=120)
+        store = running.server.db.store
+        storing, release = threading.Event(), threading.Event()
+        put_blob = store.put_blob
+
+        def slow_put_blob(*args: Any, **kwargs: Any) -> str:
+            storing.set()
+            assert release.wait(60)  # a large snapshot on a busy machine: seconds
+            return put_blob(*args, **kwargs)
+
+        monkeypatch.setattr(store, "put_blob", slow_put_blob)
+        saver = ThreadPoolExecutor(1).submit(collection.save_snapshot)
+        assert storing.wait(60)
+
+        def write() -> None:  # its own client, with a deadline: a blocked write fails, not hangs
+            with Client(running.target, timeout=20) as w:
+                w.upsert("c", ids[400:], vectors[400:], owner="a")
+
+        writer = ThreadPoolExecutor(1).submit(write)
+        try:
+            writer.result(timeout=40)  # before: DEADLINE_EXCEEDED behind the snapshot's write
+        finally:
+            release.set()
+        assert saver.result(timeout=60) is True
+    monkeypatch.setattr(running.server.db, "save_snapshots", lambda: 0)  # keep that snapshot
+    running.stop()
+
+    restarted = start_server(snapshot_interval_s=0)
+    assert restarted.server.db.get("c").loaded_from_snapshot
+    with Client(restarted.target) as c:  # caught up with the write the snapshot missed
+        assert c.stats("c").record_count == 500
+        q = vectors[450]
+        expected = exact_top_k(vectors, ids, q, 10, "cosine")
+        assert [h.id for h in c.search("c", q, "a", k=10, **EXHAUSTIVE)] == [i for i, _ in expected]
