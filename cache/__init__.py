@@ -28,6 +28,7 @@ from cache.types import (
     Reason,
     StoreReason,
     StoreResult,
+    ToolCall,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "SemanticCache",
     "StoreReason",
     "StoreResult",
+    "ToolCall",
     "default_policies",
     "effective",
 ]

@@ -11,6 +11,7 @@ from curacache.client.cache_types import (
     LookupResult,
     Model,
     StoreResult,
+    ToolCall,
     Usage,
 )
 from curacache.client.errors import (
@@ -50,6 +51,7 @@ __all__ = [
     "Record",
     "ResourceExhaustedError",
     "StoreResult",
+    "ToolCall",
     "UnauthenticatedError",
     "UnavailableError",
     "Usage",

@@ -13,11 +13,23 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for; `arguments` is JSON text as the model wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class CachedResponse:
+    """`tool_calls`: the functions the model called (then `finish_reason` is "tool_calls")."""
+
     text: str
     finish_reason: str = "stop"
     usage: Usage = Usage()
     model: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,13 +68,24 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call in a response (`tool_calls[]`); `arguments` is the backend's JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
-    """A whole response. From `stream()` it is the last item and `text` joins all chunks."""
+    """A whole response. From `stream()` it is the last item and `text` joins all chunks;
+    `tool_calls` are whole (a stream's argument deltas joined)."""
 
     text: str
     finish_reason: str | None
     usage: Usage
     model: str
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

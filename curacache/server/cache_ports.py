@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import numpy as np
 
-from cache.types import SHARED_TENANT, CacheEntry, Chunk, FinalResult, LookupRequest
+from cache.types import SHARED_TENANT, CacheEntry, Chunk, FinalResult, LookupRequest, ToolCall
 from curacache.errors import AlreadyExists, InvalidArgument, NotFound
 from curacache.llm.errors import UnknownModel
 from curacache.llm.router import BackendRouter
@@ -199,6 +199,7 @@ class RouterBackend:
                 yield FinalResult(
                     text=item.text,
                     finish_reason=item.finish_reason or "stop",
+                    tool_calls=tuple(ToolCall(c.id, c.name, c.arguments) for c in item.tool_calls),
                     usage={
                         "prompt_tokens": u.prompt_tokens,
                         "completion_tokens": u.completion_tokens,
