@@ -169,8 +169,8 @@ class Gateway:
         # answer, single-flights equivalent misses and learns from near misses (the lookup's
         # nearest entry is at hand there). A streamed request uses Generate, whose first
         # message is the lookup's outcome (for the X-Cache headers) and whose text chunks are
-        # written as they arrive; a whole one uses Complete, one unary message, which costs
-        # both processes about half the CPU of a stream (bench/gateway/README.md).
+        # written as they arrive; a whole one uses Complete, one unary message: a hit then
+        # costs the gateway about half the CPU of a streamed one (bench/gateway/README.md).
         query: dict[str, Any] = {
             "no_cache": controls.no_cache or controls.no_store,
             "no_store": controls.no_store,
