@@ -29,6 +29,7 @@ from cache.types import (
     StoreReason,
     StoreResult,
     ToolCall,
+    ToolCallDelta,
 )
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "StoreReason",
     "StoreResult",
     "ToolCall",
+    "ToolCallDelta",
     "default_policies",
     "effective",
 ]

@@ -288,11 +288,25 @@ class StoreResult:
     expires_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call as the backend streams it: the first piece of call `index`
+    carries its id and name, later ones append to its arguments."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Chunk:
-    """A piece of generated text; the concatenation of a stream's chunks is the response."""
+    """A piece of generated text; the concatenation of a stream's chunks is the response.
+    With `tool_call` set (and `text` "") it is a piece of a tool call a backend streams; the
+    whole calls are in the FinalResult (replays send only those)."""
 
     text: str
+    tool_call: ToolCallDelta | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

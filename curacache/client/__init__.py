@@ -12,6 +12,7 @@ from curacache.client.cache_types import (
     Model,
     StoreResult,
     ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from curacache.client.errors import (
@@ -52,6 +53,7 @@ __all__ = [
     "ResourceExhaustedError",
     "StoreResult",
     "ToolCall",
+    "ToolCallDelta",
     "UnauthenticatedError",
     "UnavailableError",
     "Usage",

@@ -29,6 +29,7 @@ from curacache.client.cache_types import (
     Model,
     StoreResult,
     ToolCall,
+    ToolCallDelta,
     Usage,
 )
 
@@ -127,8 +128,8 @@ class CacheCalls:
         )
         async with contextlib.aclosing(events):
             async for item in events:
-                if not isinstance(item, GenerateStart):
-                    yield item
+                if not isinstance(item, (GenerateStart, ToolCallDelta)):
+                    yield item  # tool calls come whole in the GenerateResult
 
     async def generate_events(
         self,
@@ -144,8 +145,10 @@ class CacheCalls:
         no_cache: bool = False,
         min_similarity: float | None = None,
         max_ttl: float | None = None,
-    ) -> AsyncGenerator[GenerateStart | str | GenerateResult, None]:
-        """`generate`, opening with a GenerateStart: hit or miss is known before any text."""
+    ) -> AsyncGenerator[GenerateStart | str | ToolCallDelta | GenerateResult, None]:
+        """`generate`, opening with a GenerateStart: hit or miss is known before any text. On a
+        miss whose backend streams tool calls their pieces come as ToolCallDelta as they arrive
+        (a replay sends none: the whole calls are in the GenerateResult)."""
         query = _query(
             prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache
         )
@@ -155,6 +158,9 @@ class CacheCalls:
             kind = chunk.WhichOneof("kind")
             if kind == "text":
                 yield chunk.text
+            elif kind == "tool_call":
+                d = chunk.tool_call
+                yield ToolCallDelta(d.index, d.id, d.name, d.arguments)
             elif kind == "start":
                 yield _start(chunk.start)
             else:

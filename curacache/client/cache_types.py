@@ -22,6 +22,17 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call on a streamed miss (`generate_events`): the first piece of call
+    `index` carries its id and name, later ones append to its arguments."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class CachedResponse:
     """`tool_calls`: the functions the model called (then `finish_reason` is "tool_calls")."""
 

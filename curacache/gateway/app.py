@@ -24,6 +24,7 @@ from curacache.client import (
     CuracacheError,
     GenerateResult,
     GenerateStart,
+    ToolCallDelta,
 )
 from curacache.gateway import wire
 from curacache.gateway.config import GatewayConfig
@@ -203,7 +204,7 @@ class Gateway:
         self,
         request: web.Request,
         plan: wire.Plan,
-        answer: AsyncIterator[str | CachedResponse],
+        answer: AsyncIterator[str | ToolCallDelta | CachedResponse],
         outcome: Outcome,
     ) -> web.StreamResponse:
         started = time.perf_counter()
@@ -221,12 +222,17 @@ class Gateway:
         )
         try:
             await response.write(writer.opening())
+            streamed_calls = False  # a miss streams its tool calls in pieces; a replay whole
             while not isinstance(item, CachedResponse):
-                await response.write(writer.text(item))
+                if isinstance(item, ToolCallDelta):
+                    await response.write(writer.tool_call_delta(item))
+                    streamed_calls = True
+                else:
+                    await response.write(writer.text(item))
                 item = await anext(answer, None)
                 if item is None:
                     raise _no_result()
-            if item.tool_calls:
+            if item.tool_calls and not streamed_calls:
                 await response.write(writer.tool_calls(item.tool_calls))
             u = item.usage
             await response.write(
@@ -348,8 +354,10 @@ def _error_response(error: HttpError) -> web.Response:
     return web.json_response(error.body(), status=error.status, headers=error.headers())
 
 
-async def _answer(events: AsyncIterator[Any]) -> AsyncGenerator[str | CachedResponse, None]:
-    """Generate's text chunks, then its whole CachedResponse."""
+async def _answer(
+    events: AsyncIterator[Any],
+) -> AsyncGenerator[str | ToolCallDelta | CachedResponse, None]:
+    """Generate's text chunks (and tool-call pieces), then its whole CachedResponse."""
     async for item in events:
         yield item.response if isinstance(item, GenerateResult) else item
 

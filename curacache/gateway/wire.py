@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from curacache.client.cache_types import ToolCall
+from curacache.client.cache_types import ToolCall, ToolCallDelta
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -291,9 +291,29 @@ class ChunkWriter:
     def text(self, text: str) -> bytes:
         return self._event([self._choice(text, None)])
 
+    def tool_call_delta(self, d: ToolCallDelta) -> bytes:
+        """A piece of a call as the backend streamed it: id, type and name on its first piece."""
+        call: dict[str, Any] = {"index": d.index}
+        if d.id:
+            call.update(id=d.id, type="function")
+        call["function"] = (
+            {"name": d.name, "arguments": d.arguments} if d.name else {"arguments": d.arguments}
+        )
+        return self._event(
+            [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [call]},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
+
     def tool_calls(self, calls: Sequence[ToolCall]) -> bytes:
-        """Each call as one delta (id, name and the whole arguments), as OpenAI's first delta of
-        a call carries id and name and later ones append arguments: clients join them by index."""
+        """A replay's calls, each as one delta (id, name and the whole arguments): OpenAI's first
+        delta of a call carries id and name and later ones append arguments, and clients join
+        them by index, so one delta per call is a valid stream."""
         return b"".join(
             self._event(
                 [

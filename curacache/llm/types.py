@@ -60,11 +60,24 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece of call `index` carries its id and
+    name, later ones only append to its arguments."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Chunk:
-    """A piece of generated text; `index` counts the text chunks of one response from 0."""
+    """A piece of the answer as it arrives: text, or (`tool_call` set, `text` "") a piece of a
+    tool call. `index` counts the chunks of one response from 0."""
 
     text: str
     index: int
+    tool_call: ToolCallDelta | None = None
 
 
 @dataclass(frozen=True, slots=True)

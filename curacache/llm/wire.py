@@ -20,7 +20,7 @@ from curacache.llm.errors import (
     BackendUnavailable,
     UnknownModel,
 )
-from curacache.llm.types import Completion, GenerationRequest, ToolCall, Usage
+from curacache.llm.types import Completion, GenerationRequest, ToolCall, ToolCallDelta, Usage
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
@@ -92,20 +92,30 @@ class ToolCallAssembler:
     def __init__(self) -> None:
         self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
 
-    def feed(self, entries: Any) -> None:
+    def feed(self, entries: Any) -> list[ToolCallDelta]:
+        """Join `entries` in; returns them as deltas (what a stream passes on)."""
+        deltas: list[ToolCallDelta] = []
         if not isinstance(entries, list):
-            return
+            return deltas
         for position, entry in enumerate(entries):
             if not isinstance(entry, Mapping):
                 continue
             index = entry.get("index", position)
-            call = self._calls.setdefault(
-                int(index) if isinstance(index, int) else position, ["", "", ""]
-            )
+            index = index if isinstance(index, int) else position
+            call = self._calls.setdefault(index, ["", "", ""])
             function = entry.get("function") or {}
             call[0] = str(entry.get("id") or call[0])
             call[1] = str(function.get("name") or call[1])
             call[2] += str(function.get("arguments") or "")
+            deltas.append(
+                ToolCallDelta(
+                    index,
+                    str(entry.get("id") or ""),
+                    str(function.get("name") or ""),
+                    str(function.get("arguments") or ""),
+                )
+            )
+        return deltas
 
     def calls(self) -> tuple[ToolCall, ...]:
         return tuple(ToolCall(*self._calls[i]) for i in sorted(self._calls) if self._calls[i][1])
@@ -134,10 +144,12 @@ class StreamAssembler:
         self._usage: Usage | None = None
         self._model = request.model
         self._tool_calls = ToolCallAssembler()
+        self.tool_deltas: list[ToolCallDelta] = []  # the tool-call pieces of the last event
         self.done = False
 
     def feed(self, payload: str) -> str:
         """Consume one event's data; return its text (maybe empty). Sets `done` on `[DONE]`."""
+        self.tool_deltas = []
         if payload.strip() == "[DONE]":
             self.done = True
             return ""
@@ -157,7 +169,7 @@ class StreamAssembler:
         if choice.get("finish_reason"):
             self._finish_reason = choice["finish_reason"]
         if self._request.is_chat:
-            self._tool_calls.feed((choice.get("delta") or {}).get("tool_calls"))
+            self.tool_deltas = self._tool_calls.feed((choice.get("delta") or {}).get("tool_calls"))
         text = _choice_text(choice, chat=self._request.is_chat)
         if text:
             self._parts.append(text)

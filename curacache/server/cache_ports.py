@@ -20,7 +20,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import numpy as np
 
-from cache.types import SHARED_TENANT, CacheEntry, Chunk, FinalResult, LookupRequest, ToolCall
+from cache.types import (
+    SHARED_TENANT,
+    CacheEntry,
+    Chunk,
+    FinalResult,
+    LookupRequest,
+    ToolCall,
+    ToolCallDelta,
+)
 from curacache.errors import AlreadyExists, InvalidArgument, NotFound
 from curacache.llm.errors import UnknownModel
 from curacache.llm.router import BackendRouter
@@ -193,7 +201,13 @@ class RouterBackend:
         )
         async for item in self._router.stream(generation):
             if isinstance(item, LlmChunk):
-                yield Chunk(text=item.text)
+                d = item.tool_call
+                yield Chunk(
+                    text=item.text,
+                    tool_call=None
+                    if d is None
+                    else ToolCallDelta(d.index, d.id, d.name, d.arguments),
+                )
             else:
                 u = item.usage
                 yield FinalResult(

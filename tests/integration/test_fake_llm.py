@@ -139,8 +139,17 @@ async def test_tool_calls_stream_as_deltas_and_join_to_the_whole_answers_calls()
         }
     )
     assert expected.tool_call is not None and len(expected.tokens) > 1  # arguments in pieces
-    assert chunks == [] and final.text == "" and final.finish_reason == "tool_calls"
-    assert final.tool_calls == (ToolCall(*expected.tool_call, expected.text),)
+    call_id, name = expected.tool_call
+    deltas = [c.tool_call for c in chunks]
+    assert len(deltas) == len(expected.tokens) and all(c.text == "" for c in chunks)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert [(d.index, d.id, d.name) for d in deltas if d is not None] == [
+        (0, call_id, name),
+        *[(0, "", "")] * (len(deltas) - 1),
+    ]  # id and name on the first piece only, as OpenAI streams them
+    assert "".join(d.arguments for d in deltas if d is not None) == expected.text
+    assert final.text == "" and final.finish_reason == "tool_calls"
+    assert final.tool_calls == (ToolCall(call_id, name, expected.text),)
     assert whole == final
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from curacache.client import CuracacheError, ResourceExhaustedError, ToolCall
+from curacache.client import CuracacheError, ResourceExhaustedError, ToolCall, ToolCallDelta
 from curacache.gateway import wire
 from curacache.gateway.config import GatewayConfigError, load_gateway_config
 from curacache.gateway.errors import http_error
@@ -271,3 +271,22 @@ def test_tool_calls_stream_as_one_delta_per_call_before_the_finish() -> None:
         None,
     ]
     assert [c["finish_reason"] for c in choices] == [None, None, None, "tool_calls"]
+
+
+def test_a_streamed_tool_call_piece_names_the_call_only_on_its_first_piece() -> None:
+    w = wire.ChunkWriter(chat=True, model="m", include_usage=False)
+    first = json.loads(w.tool_call_delta(ToolCallDelta(1, "call_9", "now", ""))[len(b"data: ") :])
+    later = json.loads(w.tool_call_delta(ToolCallDelta(1, "", "", '{"a"'))[len(b"data: ") :])
+    assert first["choices"][0]["delta"] == {
+        "tool_calls": [
+            {
+                "index": 1,
+                "id": "call_9",
+                "type": "function",
+                "function": {"name": "now", "arguments": ""},
+            }
+        ]
+    }
+    assert later["choices"][0]["delta"] == {
+        "tool_calls": [{"index": 1, "function": {"arguments": '{"a"'}}]
+    }

@@ -16,7 +16,7 @@ from curacache.llm import (
     Message,
     UnknownModel,
 )
-from curacache.llm.types import ToolCall
+from curacache.llm.types import ToolCall, ToolCallDelta
 from curacache.llm.wire import (
     StreamAssembler,
     error_for_status,
@@ -194,12 +194,21 @@ def test_tool_call_deltas_are_joined_by_index() -> None:
         },
         {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
     ]
-    texts = [asm.feed(_chunk(choices=[{"index": 0, "delta": d}])) for d in deltas]
+    texts, pieces = [], []
+    for d in deltas:
+        texts.append(asm.feed(_chunk(choices=[{"index": 0, "delta": d}])))
+        pieces += asm.tool_deltas
     asm.feed(_chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]))
     asm.feed("[DONE]")
     final = asm.completion()
     assert texts == [""] * 5 and final.text == "" and final.finish_reason == "tool_calls"
     assert final.tool_calls == (ToolCall("call_a", "f", '{"x": 1}'), ToolCall("call_b", "g", "{}"))
+    assert pieces == [
+        ToolCallDelta(0, "call_a", "f", ""),
+        ToolCallDelta(0, "", "", '{"x"'),
+        ToolCallDelta(1, "call_b", "g", "{}"),
+        ToolCallDelta(0, "", "", ": 1}"),
+    ]
 
 
 def test_parse_completion_with_tool_calls() -> None:

@@ -208,15 +208,29 @@ class CompleteResponse(_message.Message):
     done: GenerateDone
     def __init__(self, start: _Optional[_Union[GenerateStart, _Mapping]] = ..., done: _Optional[_Union[GenerateDone, _Mapping]] = ...) -> None: ...
 
+class ToolCallDelta(_message.Message):
+    __slots__ = ("index", "id", "name", "arguments")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    id: str
+    name: str
+    arguments: str
+    def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[str] = ...) -> None: ...
+
 class GenerateChunk(_message.Message):
-    __slots__ = ("text", "done", "start")
+    __slots__ = ("text", "done", "start", "tool_call")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     text: str
     done: GenerateDone
     start: GenerateStart
-    def __init__(self, text: _Optional[str] = ..., done: _Optional[_Union[GenerateDone, _Mapping]] = ..., start: _Optional[_Union[GenerateStart, _Mapping]] = ...) -> None: ...
+    tool_call: ToolCallDelta
+    def __init__(self, text: _Optional[str] = ..., done: _Optional[_Union[GenerateDone, _Mapping]] = ..., start: _Optional[_Union[GenerateStart, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallDelta, _Mapping]] = ...) -> None: ...
 
 class InvalidateRequest(_message.Message):
     __slots__ = ("tenant", "entry_ids", "category", "all")

@@ -169,6 +169,13 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             async for item in self._generation(request, context):
                 if isinstance(item, LookupResult):
                     yield pb.GenerateChunk(start=_start(item))
+                elif isinstance(item, Chunk) and item.tool_call is not None:
+                    d = item.tool_call
+                    yield pb.GenerateChunk(
+                        tool_call=pb.ToolCallDelta(
+                            index=d.index, id=d.id, name=d.name, arguments=d.arguments
+                        )
+                    )
                 elif isinstance(item, Chunk):
                     yield pb.GenerateChunk(text=item.text)
                 elif isinstance(
