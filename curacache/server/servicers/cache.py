@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +39,8 @@ from curacache.server import validate
 from curacache.server.gate import Gate
 from curacache.server.policy_book import PolicyBook
 from curacache.server.status import rpc, rpc_stream
+
+log = logging.getLogger("curacache.server")
 
 _SCALAR_PARAMS = ("temperature", "top_p", "max_tokens", "seed")
 _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(CategoryPolicy))
@@ -203,8 +206,11 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
 
     def _finish_later(self, items: AsyncIterator[object]) -> None:
         async def drain() -> None:
-            async for _ in items:
-                pass
+            try:
+                async for _ in items:
+                    pass
+            except Exception:  # the caller has its answer: nobody else would see this
+                log.warning("finishing a generation after its reply failed", exc_info=True)
 
         task = asyncio.create_task(drain())
         self._after_reply.add(task)  # held until done: the loop keeps only weak references
