@@ -422,3 +422,20 @@ def test_complete_verifies_a_hit_after_replying(
         while fake_llm.sim.stats.requests_served < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
     assert fake_llm.sim.stats.requests_served == 2
+
+
+def test_generate_ends_at_the_result_and_what_follows_survives_a_caller_leaving(
+    cache_server: Callable[..., ThreadServer], fake_llm: ThreadFakeLLM
+) -> None:
+    """The gateway cancels a Generate stream once it has the result; verifying a semantic hit
+    against the backend (for the calibration) runs on after the stream all the same."""
+    with Client(cache_server(**{"cache.verify_hits": 1.0}).target) as c:
+        _generate(c, "How do I reverse a list in Python?", "acme")
+        for item in c.generate_events("How can I reverse a Python list?", "acme", model=MODEL):
+            if isinstance(item, GenerateResult):
+                assert item.cached
+                break  # leave at once, as the gateway does
+        deadline = time.monotonic() + 10
+        while fake_llm.sim.stats.requests_served < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert fake_llm.sim.stats.requests_served == 2

@@ -168,8 +168,9 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateChunk]:
+        items = self._generation(request, context)
         with _api_fields():
-            async for item in self._generation(request, context):
+            async for item in items:
                 if isinstance(item, LookupResult):
                     yield pb.GenerateChunk(start=_start(item))
                 elif isinstance(item, Chunk) and item.tool_call is not None:
@@ -181,10 +182,14 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
                     )
                 elif isinstance(item, Chunk):
                     yield pb.GenerateChunk(text=item.text)
-                elif isinstance(
-                    item, FinalResult
-                ):  # carries the whole text (hit, lead or follower)
+                elif isinstance(item, FinalResult):  # the whole text (hit, lead or follower)
+                    # The stream ends with this message; what follows the result (labelling,
+                    # verifying a hit) runs on after it, so neither a caller that waits for
+                    # the end nor one that cancels once it has the result (the gateway, the
+                    # SDK's early exit) holds it up or cuts it short.
+                    self._finish_later(items)
                     yield pb.GenerateChunk(done=_done(item))
+                    return
 
     @rpc
     async def Complete(
