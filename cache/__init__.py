@@ -28,6 +28,8 @@ from cache.types import (
     Reason,
     StoreReason,
     StoreResult,
+    ToolCall,
+    ToolCallDelta,
 )
 
 __all__ = [
@@ -58,6 +60,8 @@ __all__ = [
     "SemanticCache",
     "StoreReason",
     "StoreResult",
+    "ToolCall",
+    "ToolCallDelta",
     "default_policies",
     "effective",
 ]

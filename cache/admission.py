@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from cache.policy import CategoryPolicy
 from cache.types import CachedResponse, StoreReason
 
-GOOD_FINISH = frozenset({"stop", "eos", "end_turn", "stop_sequence"})
+GOOD_FINISH = frozenset({"stop", "eos", "end_turn", "stop_sequence", "tool_calls"})
 """Finish reasons of a complete answer. Anything else (error, content_filter, cancelled,
 tool_calls with empty text, unknown values) is refused; `length` only if the policy allows."""
 
@@ -60,7 +60,7 @@ def admit(
         return Admission(
             admitted=False, reason=StoreReason.ERROR, detail=f"finish_reason={finish!r}"
         )
-    if not response.text.strip():
+    if not response.text.strip() and not response.tool_calls:
         return Admission(admitted=False, reason=StoreReason.EMPTY, detail="empty response text")
     if max_bytes is not None and (size := utf8_size(response.text)) > max_bytes:
         return Admission(

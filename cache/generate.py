@@ -138,6 +138,7 @@ class Generator:
                 text=final.text,
                 finish_reason=final.finish_reason,
                 usage=final.usage,
+                tool_calls=final.tool_calls,
                 cached=False,
                 category=final.category,
                 entry_id=final.entry_id,
@@ -175,6 +176,7 @@ class Generator:
                 text=response.text,
                 finish_reason=response.finish_reason,
                 usage=response.usage,
+                tool_calls=response.tool_calls,
                 cached=True,
                 similarity=hit.similarity,
                 category=hit.category,
@@ -204,7 +206,10 @@ class Generator:
                 yield Chunk(text=text)
             elapsed_ms = (self._clock.monotonic() - started) * 1000.0
             response = CachedResponse(
-                text=text, finish_reason=final.finish_reason, usage=final.usage
+                text=text,
+                finish_reason=final.finish_reason,
+                usage=final.usage,
+                tool_calls=final.tool_calls,
             )
             stored = await self._store_quietly(prep, response, shared)
             category = stored.category if stored is not None else prep.category
@@ -214,6 +219,7 @@ class Generator:
                 text=text,
                 finish_reason=final.finish_reason,
                 usage=final.usage,
+                tool_calls=final.tool_calls,
                 cached=False,
                 category=category,
                 entry_id=stored.entry_id if stored is not None and stored.stored else None,
@@ -251,7 +257,10 @@ class Generator:
                 if isinstance(item, FinalResult):
                     text = "".join(parts) or item.text
                     fresh = CachedResponse(
-                        text=text, finish_reason=item.finish_reason, usage=item.usage
+                        text=text,
+                        finish_reason=item.finish_reason,
+                        usage=item.usage,
+                        tool_calls=item.tool_calls,
                     )
                     await self._label(prep, result, fresh)
                     return

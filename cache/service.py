@@ -54,6 +54,7 @@ from cache.types import (
     Reason,
     StoreReason,
     StoreResult,
+    ToolCall,
 )
 
 DEFAULT_CATEGORY = "default"
@@ -491,6 +492,7 @@ class SemanticCache:
             response_text=response.text,
             finish_reason=response.finish_reason,
             usage=response.usage,
+            tool_calls=response.tool_calls,
             created_at=now,
             expires_at=now + float(ttl_s),
         )
@@ -708,7 +710,9 @@ class SemanticCache:
             or prep.category is None
         ):
             return  # gone, or a different model / conversation: its answer says nothing here
-        agree = await self._agree(entry.response_text, fresh.text, prep.deterministic)
+        agree = _same_calls(entry.tool_calls, fresh.tool_calls) and await self._agree(
+            entry.response_text, fresh.text, prep.deterministic
+        )
         load = self._load(prep.req.model)
         category = prep.category
         if entry.category in self._policies and self._threshold(
@@ -801,6 +805,11 @@ class SemanticCache:
 def _check_category_name(name: object) -> None:
     if not isinstance(name, str) or not _CATEGORY_NAME.match(name):
         raise InvalidRequest("category", "must match [a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _same_calls(a: Sequence[ToolCall], b: Sequence[ToolCall]) -> bool:
+    """The same functions with the same arguments (call ids are the backend's own)."""
+    return [(c.name, c.arguments) for c in a] == [(c.name, c.arguments) for c in b]
 
 
 def _clamp(similarity: float) -> float:

@@ -64,13 +64,25 @@ class StoreReason(StrEnum):
     TOO_LARGE = "too_large"  # a generated response above max_response_bytes (delivered, not stored)
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for instead of (or with) text; `arguments` is the JSON
+    text exactly as the backend produced it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CachedResponse:
-    """What a hit returns: the text exactly as the backend produced it, plus its metadata."""
+    """What a hit returns: the text exactly as the backend produced it, plus its metadata
+    (`tool_calls`: the functions the model called, when it did)."""
 
     text: str
     finish_reason: str
     usage: Mapping[str, int] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
@@ -78,6 +90,7 @@ class CachedResponse:
         if not isinstance(self.finish_reason, str):
             raise InvalidRequest("response.finish_reason", "must be a string")
         object.__setattr__(self, "usage", _usage(self.usage, "response.usage"))
+        object.__setattr__(self, "tool_calls", _tool_calls(self.tool_calls, "response.tool_calls"))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -101,6 +114,7 @@ class CacheEntry:
     response_text: str
     finish_reason: str
     usage: Mapping[str, int] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()
     created_at: float
     expires_at: float
     hits: int = 0
@@ -108,11 +122,15 @@ class CacheEntry:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "usage", _usage(self.usage, "usage"))
+        object.__setattr__(self, "tool_calls", _tool_calls(self.tool_calls, "tool_calls"))
 
     @property
     def response(self) -> CachedResponse:
         return CachedResponse(
-            text=self.response_text, finish_reason=self.finish_reason, usage=self.usage
+            text=self.response_text,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            tool_calls=self.tool_calls,
         )
 
     def visible_to(self, tenant: str) -> bool:
@@ -153,6 +171,7 @@ class CacheEntry:
             "response_text": self.response_text,
             "finish_reason": self.finish_reason,
             "usage": dict(self.usage),
+            "tool_calls": [[c.id, c.name, c.arguments] for c in self.tool_calls],
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "hits": self.hits,
@@ -269,11 +288,25 @@ class StoreResult:
     expires_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call as the backend streams it: the first piece of call `index`
+    carries its id and name, later ones append to its arguments."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Chunk:
-    """A piece of generated text; the concatenation of a stream's chunks is the response."""
+    """A piece of generated text; the concatenation of a stream's chunks is the response.
+    With `tool_call` set (and `text` "") it is a piece of a tool call a backend streams; the
+    whole calls are in the FinalResult (replays send only those)."""
 
     text: str
+    tool_call: ToolCallDelta | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -284,6 +317,7 @@ class FinalResult:
     text: str = ""
     finish_reason: str = "stop"
     usage: Mapping[str, int] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()
     cached: bool = False
     similarity: float | None = None
     category: str | None = None
@@ -293,6 +327,24 @@ class FinalResult:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "usage", _usage(self.usage, "usage"))
+
+
+def _tool_calls(calls: object, name: str) -> tuple[ToolCall, ...]:
+    """ToolCalls, or (from a stored entry's JSON) [id, name, arguments] triples."""
+    if not isinstance(calls, (tuple, list)):
+        raise InvalidRequest(name, "must be a list of tool calls")
+    out = []
+    for i, call in enumerate(calls):
+        if isinstance(call, (tuple, list)) and len(call) == 3:
+            call = ToolCall(*call)
+        if not isinstance(call, ToolCall) or not all(
+            isinstance(v, str) for v in (call.id, call.name, call.arguments)
+        ):
+            raise InvalidRequest(f"{name}[{i}]", "must be a ToolCall of strings")
+        if not call.name:
+            raise InvalidRequest(f"{name}[{i}].name", "must not be empty")
+        out.append(call)
+    return tuple(out)
 
 
 def _number_in(value: object, low: float, high: float, *, low_open: bool = False) -> bool:

@@ -6,8 +6,9 @@ client, the SDK as the gRPC client):
 
 1. hits: the same prompt from `--clients` concurrent clients, `--requests` each round:
    a. direct SDK `lookup` (the baseline the target names),
-   b. gateway `POST /v1/chat/completions` (a hit: exact path),
-   c. gateway `GET /healthz` (the HTTP floor of this client and server);
+   b. gateway `POST /v1/chat/completions` (a hit: exact path; not streamed: `Cache.Complete`),
+   c. the same with `"stream": true` (an SSE replay: `Cache.Generate`),
+   d. gateway `GET /healthz` (the HTTP floor of this client and server);
 2. misses: time to the first content token of a streamed answer, one request at a time,
    straight from fake-llm (the backend's own TTFT) and through the gateway (new prompts).
 
@@ -230,16 +231,25 @@ async def bench(args: argparse.Namespace) -> dict:
                         await r.read()
                         assert r.headers["X-Cache"] == "HIT"
 
+                async def gateway_hit_stream() -> None:
+                    async with http.post(
+                        f"{stack.gateway}/v1/chat/completions", json={**chat, "stream": True}
+                    ) as r:
+                        await r.read()
+                        assert r.headers["X-Cache"] == "HIT"
+
                 async def healthz() -> None:
                     async with http.get(f"{stack.gateway}/healthz") as r:
                         await r.read()
 
                 rounds = []
+                load = [os.getloadavg()[0]]
                 for i in range(args.rounds):
                     row = {}
                     for name, call in (
                         ("sdk_lookup", sdk_lookup),
                         ("gateway_hit", gateway_hit),
+                        ("gateway_hit_stream", gateway_hit_stream),
                         ("healthz", healthz),
                     ):
                         await closed_loop(call, args.clients, args.clients * 10)  # warm-up
@@ -261,6 +271,7 @@ async def bench(args: argparse.Namespace) -> dict:
                         file=sys.stderr,
                         flush=True,
                     )
+                load.append(os.getloadavg()[0])
                 backend, service, through = [], [], []
                 for i in range(args.misses):
                     backend.append(
@@ -272,9 +283,11 @@ async def bench(args: argparse.Namespace) -> dict:
                             http, f"{stack.gateway}/v1", f"Tell me about topic {i} (gateway)"
                         )
                     )
+                load.append(os.getloadavg()[0])
         finally:
             stack.stop()
     return {
+        "load_average_1min": load,  # before the hits, after them, after the misses
         "rounds": rounds,
         "ttft_backend_ms": backend,
         "ttft_sdk_ms": service,
@@ -286,6 +299,9 @@ def summarise(raw: dict, args: argparse.Namespace) -> dict:
     def med(name: str, key: str) -> float:
         return statistics.median(r[name][key] for r in raw["rounds"])
 
+    def cpu(name: str, process: str) -> float:
+        return statistics.median(r[name]["cpu_ms_per_request"][process] for r in raw["rounds"])
+
     hit_p50, sdk_p50 = med("gateway_hit", "p50_ms"), med("sdk_lookup", "p50_ms")
     ttft_b, ttft_g = (
         statistics.median(raw["ttft_backend_ms"]),
@@ -294,20 +310,16 @@ def summarise(raw: dict, args: argparse.Namespace) -> dict:
     ttft_s = statistics.median(raw["ttft_sdk_ms"])
     return {
         "clients": args.clients,
-        "sdk_lookup": {
-            "p50_ms": sdk_p50,
-            "p99_ms": med("sdk_lookup", "p99_ms"),
-            "qps": med("sdk_lookup", "qps"),
-        },
-        "gateway_hit": {
-            "p50_ms": hit_p50,
-            "p99_ms": med("gateway_hit", "p99_ms"),
-            "qps": med("gateway_hit", "qps"),
-        },
-        "healthz": {
-            "p50_ms": med("healthz", "p50_ms"),
-            "p99_ms": med("healthz", "p99_ms"),
-            "qps": med("healthz", "qps"),
+        "load_average_1min": raw["load_average_1min"],
+        **{
+            name: {
+                "p50_ms": med(name, "p50_ms"),
+                "p99_ms": med(name, "p99_ms"),
+                "qps": med(name, "qps"),
+                "server_cpu_ms": cpu(name, "server"),
+                "gateway_cpu_ms": cpu(name, "gateway"),
+            }
+            for name in CALLS
         },
         "hit_overhead_p50_ms": hit_p50 - sdk_p50,
         "hit_qps_vs_healthz": med("gateway_hit", "qps") / med("healthz", "qps"),
@@ -322,17 +334,23 @@ def summarise(raw: dict, args: argparse.Namespace) -> dict:
     }
 
 
+CALLS = ("sdk_lookup", "gateway_hit", "gateway_hit_stream", "healthz")
+
+
 def markdown(s: dict) -> str:
     rows = [
-        f"| {name} | {s[name]['p50_ms']:.2f} | {s[name]['p99_ms']:.2f} | {s[name]['qps']:.0f} |"
-        for name in ("sdk_lookup", "gateway_hit", "healthz")
+        f"| {name} | {s[name]['p50_ms']:.2f} | {s[name]['p99_ms']:.2f} | {s[name]['qps']:.0f} "
+        f"| {s[name]['server_cpu_ms']:.2f} | {s[name]['gateway_cpu_ms']:.2f} |"
+        for name in CALLS
     ]
+    load = ", ".join(f"{x:.1f}" for x in s["load_average_1min"])
     return "\n".join(
         [
-            f"Gateway bench ({s['clients']} concurrent clients, loopback; medians of rounds)",
+            f"Gateway bench ({s['clients']} concurrent clients, loopback; medians of rounds; "
+            f"1-min load average before the hits, after them, after the misses: {load})",
             "",
-            "| call | p50 ms | p99 ms | req/s |",
-            "|---|---|---|---|",
+            "| call | p50 ms | p99 ms | req/s | server CPU ms/req | gateway CPU ms/req |",
+            "|---|---|---|---|---|---|",
             *rows,
             "",
             f"- hit overhead over a direct SDK lookup, p50: {s['hit_overhead_p50_ms']:.2f} ms "

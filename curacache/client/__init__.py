@@ -11,6 +11,8 @@ from curacache.client.cache_types import (
     LookupResult,
     Model,
     StoreResult,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from curacache.client.errors import (
@@ -52,6 +54,8 @@ __all__ = [
     "Record",
     "ResourceExhaustedError",
     "StoreResult",
+    "ToolCall",
+    "ToolCallDelta",
     "UnauthenticatedError",
     "UnavailableError",
     "Usage",

@@ -28,6 +28,8 @@ from curacache.client.cache_types import (
     LookupResult,
     Model,
     StoreResult,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 
@@ -126,8 +128,8 @@ class CacheCalls:
         )
         async with contextlib.aclosing(events):
             async for item in events:
-                if not isinstance(item, GenerateStart):
-                    yield item
+                if not isinstance(item, (GenerateStart, ToolCallDelta)):
+                    yield item  # tool calls come whole in the GenerateResult
 
     async def generate_events(
         self,
@@ -143,8 +145,10 @@ class CacheCalls:
         no_cache: bool = False,
         min_similarity: float | None = None,
         max_ttl: float | None = None,
-    ) -> AsyncGenerator[GenerateStart | str | GenerateResult, None]:
-        """`generate`, opening with a GenerateStart: hit or miss is known before any text."""
+    ) -> AsyncGenerator[GenerateStart | str | ToolCallDelta | GenerateResult, None]:
+        """`generate`, opening with a GenerateStart: hit or miss is known before any text. On a
+        miss whose backend streams tool calls their pieces come as ToolCallDelta as they arrive
+        (a replay sends none: the whole calls are in the GenerateResult)."""
         query = _query(
             prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache
         )
@@ -154,28 +158,39 @@ class CacheCalls:
             kind = chunk.WhichOneof("kind")
             if kind == "text":
                 yield chunk.text
+            elif kind == "tool_call":
+                d = chunk.tool_call
+                yield ToolCallDelta(d.index, d.id, d.name, d.arguments)
             elif kind == "start":
-                s = chunk.start
-                yield GenerateStart(
-                    s.cached,
-                    s.similarity,
-                    s.category,
-                    s.entry_id,
-                    s.reason,
-                    s.threshold,
-                    s.cacheable,
-                )
+                yield _start(chunk.start)
             else:
-                d = chunk.done
-                yield GenerateResult(
-                    d.cached,
-                    _response(d.response),
-                    d.similarity,
-                    d.category,
-                    d.entry_id,
-                    d.reason,
-                    d.stored,
-                )
+                yield _result(chunk.done)
+
+    async def complete(
+        self,
+        prompt: Prompt,
+        tenant: str,
+        category: str | None = None,
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        embedding: np.ndarray | Sequence[float] | None = None,
+        *,
+        shared: bool = False,
+        no_store: bool = False,
+        no_cache: bool = False,
+        min_similarity: float | None = None,
+        max_ttl: float | None = None,
+    ) -> tuple[GenerateStart, GenerateResult]:
+        """`generate` without streaming: the lookup's outcome and the whole result at once.
+        On a miss `GenerateResult.entry_id` is the entry the response was stored under ("" when
+        it was not stored); the GenerateStart's is the nearest candidate's."""
+        query = _query(
+            prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache
+        )
+        query.min_similarity = min_similarity or 0.0
+        request = pb.GenerateRequest(query=query, shared=shared, max_ttl_s=max_ttl or 0.0)
+        r = await self._call("cache", "Complete", request)
+        return _start(r.start), _result(r.done)
 
     async def models(self) -> list[Model]:
         """The models the service's LLM backends serve."""
@@ -297,6 +312,7 @@ def _response_pb(r: CachedResponse) -> pb.CachedResponse:
             completion_tokens=u.completion_tokens,
             total_tokens=u.total_tokens,
         ),
+        tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in r.tool_calls],
     )
 
 
@@ -307,6 +323,19 @@ def _response(r: pb.CachedResponse) -> CachedResponse:
         r.finish_reason,
         Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens),
         r.model,
+        tuple(ToolCall(c.id, c.name, c.arguments) for c in r.tool_calls),
+    )
+
+
+def _start(s: pb.GenerateStart) -> GenerateStart:
+    return GenerateStart(
+        s.cached, s.similarity, s.category, s.entry_id, s.reason, s.threshold, s.cacheable
+    )
+
+
+def _result(d: pb.GenerateDone) -> GenerateResult:
+    return GenerateResult(
+        d.cached, _response(d.response), d.similarity, d.category, d.entry_id, d.reason, d.stored
     )
 
 

@@ -13,11 +13,34 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for; `arguments` is JSON text as the model wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call on a streamed miss (`generate_events`): the first piece of call
+    `index` carries its id and name, later ones append to its arguments."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class CachedResponse:
+    """`tool_calls`: the functions the model called (then `finish_reason` is "tool_calls")."""
+
     text: str
     finish_reason: str = "stop"
     usage: Usage = Usage()
     model: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,7 @@ class Client:
     store = _blocking(AsyncClient.store)
     generate = _blocking_iter(AsyncClient.generate)
     generate_events = _blocking_iter(AsyncClient.generate_events)
+    complete = _blocking(AsyncClient.complete)
     forward = _blocking_iter(AsyncClient.forward)
     models = _blocking(AsyncClient.models)
     invalidate = _blocking(AsyncClient.invalidate)

@@ -6,7 +6,10 @@ rows), so merging concurrent requests multiplies throughput and cuts tail latenc
 
 How: callers append (texts, future) to a pending list and wake one worker task per event
 loop. The worker waits up to `max_wait_ms` for more callers (or until `max_batch` texts are
-pending), runs one `inner.embed(merged)` — the inner embedder runs its forward pass in a
+pending) -- but only while requests come together (the last pass carried several): after a
+pass that served one request alone, the next one goes at once, since waiting for company that
+rarely comes would add the whole window to every lone request (a cache miss's time to first
+token on a quiet server) -- then runs one `inner.embed(merged)` — the inner embedder runs its forward pass in a
 worker thread, so the loop keeps accepting requests meanwhile — and hands each caller its
 slice of the rows. While one pass runs the next batch accumulates, so under load batches fill
 without any waiting. A caller's texts are never split across passes; one request larger
@@ -52,6 +55,7 @@ class BatchingEmbedder:
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._together = False  # the last pass served several requests: wait for company
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = as_text_list(texts)
@@ -84,7 +88,7 @@ class BatchingEmbedder:
         assert self._wakeup is not None and self._full is not None
         while True:
             await self._wakeup.wait()
-            if self._pending_texts < self.max_batch and self.max_wait_s > 0:
+            if self._together and self._pending_texts < self.max_batch and self.max_wait_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.max_wait_s)
             batch = self._take()
@@ -93,6 +97,7 @@ class BatchingEmbedder:
             if self._pending_texts < self.max_batch:
                 self._full.clear()
             if batch:
+                self._together = len(batch) > 1
                 await self._forward(batch)
 
     def _take(self) -> list[_Pending]:

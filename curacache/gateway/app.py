@@ -24,6 +24,7 @@ from curacache.client import (
     CuracacheError,
     GenerateResult,
     GenerateStart,
+    ToolCallDelta,
 )
 from curacache.gateway import wire
 from curacache.gateway.config import GatewayConfig
@@ -44,10 +45,15 @@ class Outcome:
     category: str = ""
 
     @classmethod
-    def of(cls, start: GenerateStart, *, no_store: bool) -> Outcome:
+    def of(
+        cls, start: GenerateStart, *, no_store: bool, stored: GenerateResult | None = None
+    ) -> Outcome:
+        """`stored`: a whole answer's result; a miss then names the entry it was stored under
+        (none when admission refused it), not the nearest candidate the lookup saw."""
         # bypass: neither served from nor stored in the cache (by policy, or no-store)
         result = "hit" if start.cached else "bypass" if no_store or not start.cacheable else "miss"
-        return cls(result, start.reason, start.similarity, start.entry_id, start.category)
+        entry_id = start.entry_id if start.cached or stored is None else stored.entry_id
+        return cls(result, start.reason, start.similarity, entry_id, start.category)
 
     def headers(self) -> dict[str, str]:
         return {
@@ -152,59 +158,53 @@ class Gateway:
         tenant = self._tenant(request)
         raw = await request.read()
         controls = _controls(request)
-        plan = wire.plan(wire.parse_body(raw), chat=chat, max_turns=self._config.max_turns)
+        plan = wire.plan(
+            wire.parse_body(raw),
+            chat=chat,
+            max_turns=self._config.max_turns,
+            cache_tools=self._config.cache_tools,
+        )
         if plan.bypass is not None:
             return await self._forward(request, raw, tenant, plan)
-        # One Generate call: the service looks up, and on a miss streams the backend's answer,
-        # stores it, single-flights equivalent misses and learns from near misses. Its first
-        # message is the lookup's outcome, for the X-Cache headers.
-        events = self._client.generate_events(
-            plan.prompt,
-            tenant,
-            controls.category,
-            plan.model,
-            plan.params,
-            no_cache=controls.no_cache or controls.no_store,
-            no_store=controls.no_store,
-            min_similarity=controls.min_similarity,
-            max_ttl=controls.max_age,
-        )
+        # One call to the service: it looks up, and on a miss calls the backend, stores the
+        # answer, single-flights equivalent misses and learns from near misses (the lookup's
+        # nearest entry is at hand there). A streamed request uses Generate, whose first
+        # message is the lookup's outcome (for the X-Cache headers) and whose text chunks are
+        # written as they arrive; a whole one uses Complete, one unary message: a hit then
+        # costs the gateway about half the CPU of a streamed one (bench/gateway/README.md).
+        query: dict[str, Any] = {
+            "no_cache": controls.no_cache or controls.no_store,
+            "no_store": controls.no_store,
+            "min_similarity": controls.min_similarity,
+            "max_ttl": controls.max_age,
+        }
+        args = (plan.prompt, tenant, controls.category, plan.model, plan.params)
+        if not plan.stream:
+            looked_up, result = await self._client.complete(*args, **query)
+            outcome = self._count(
+                request, Outcome.of(looked_up, no_store=controls.no_store, stored=result)
+            )
+            return _whole(plan, result.response, outcome)
+        events = self._client.generate_events(*args, **query)
         async with contextlib.aclosing(events):
             start = await anext(events, None)
             if not isinstance(start, GenerateStart):
                 raise HttpError(502, "cache service sent no lookup outcome", "server_error")
-            outcome = Outcome.of(start, no_store=controls.no_store)
-            request[_RESULT_KEY] = outcome.result
-            self.metrics.cache.labels(outcome.result, outcome.category or "none").inc()
+            outcome = self._count(request, Outcome.of(start, no_store=controls.no_store))
             answer = _answer(events)
             async with contextlib.aclosing(answer):
-                if plan.stream:
-                    return await self._stream(request, plan, answer, outcome)
-                return await self._whole(plan, answer, outcome)
+                return await self._stream(request, plan, answer, outcome)
 
-    async def _whole(
-        self, plan: wire.Plan, answer: AsyncIterator[str | CachedResponse], outcome: Outcome
-    ) -> web.Response:
-        async for item in answer:
-            if isinstance(item, CachedResponse):
-                u = item.usage
-                body = wire.completion_body(
-                    chat=plan.chat,
-                    rid=wire.response_id(plan.chat),
-                    created=int(time.time()),
-                    model=plan.model,
-                    text=item.text,
-                    finish_reason=item.finish_reason or "stop",
-                    usage=wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens),
-                )
-                return web.json_response(body, headers=outcome.headers())
-        raise _no_result()
+    def _count(self, request: web.Request, outcome: Outcome) -> Outcome:
+        request[_RESULT_KEY] = outcome.result
+        self.metrics.cache.labels(outcome.result, outcome.category or "none").inc()
+        return outcome
 
     async def _stream(
         self,
         request: web.Request,
         plan: wire.Plan,
-        answer: AsyncIterator[str | CachedResponse],
+        answer: AsyncIterator[str | ToolCallDelta | CachedResponse],
         outcome: Outcome,
     ) -> web.StreamResponse:
         started = time.perf_counter()
@@ -222,11 +222,18 @@ class Gateway:
         )
         try:
             await response.write(writer.opening())
+            streamed_calls = False  # a miss streams its tool calls in pieces; a replay whole
             while not isinstance(item, CachedResponse):
-                await response.write(writer.text(item))
+                if isinstance(item, ToolCallDelta):
+                    await response.write(writer.tool_call_delta(item))
+                    streamed_calls = True
+                else:
+                    await response.write(writer.text(item))
                 item = await anext(answer, None)
                 if item is None:
                     raise _no_result()
+            if item.tool_calls and not streamed_calls:
+                await response.write(writer.tool_calls(item.tool_calls))
             u = item.usage
             await response.write(
                 writer.finish(
@@ -321,6 +328,21 @@ class Gateway:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
+def _whole(plan: wire.Plan, answer: CachedResponse, outcome: Outcome) -> web.Response:
+    u = answer.usage
+    body = wire.completion_body(
+        chat=plan.chat,
+        rid=wire.response_id(plan.chat),
+        created=int(time.time()),
+        model=plan.model,
+        text=answer.text,
+        finish_reason=answer.finish_reason or "stop",
+        usage=wire.usage_body(u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        tool_calls=answer.tool_calls,
+    )
+    return web.json_response(body, headers=outcome.headers())
+
+
 def _no_result() -> HttpError:
     return HttpError(502, "cache service ended the answer without a result", "server_error")
 
@@ -332,8 +354,10 @@ def _error_response(error: HttpError) -> web.Response:
     return web.json_response(error.body(), status=error.status, headers=error.headers())
 
 
-async def _answer(events: AsyncIterator[Any]) -> AsyncGenerator[str | CachedResponse, None]:
-    """Generate's text chunks, then its whole CachedResponse."""
+async def _answer(
+    events: AsyncIterator[Any],
+) -> AsyncGenerator[str | ToolCallDelta | CachedResponse, None]:
+    """Generate's text chunks (and tool-call pieces), then its whole CachedResponse."""
     async for item in events:
         yield item.response if isinstance(item, GenerateResult) else item
 

@@ -5,6 +5,7 @@ listen = "0.0.0.0:8080"
 server = "127.0.0.1:50051"
 service_key = "s3cret-gateway"      # the gateway's own key to the service (admin, or all tenants)
 max_turns = 32                      # longer conversations pass through uncached
+cache_tools = false                 # true: cache requests with `tools` too (tool set in the key)
 [[keys]]                            # bearer key -> tenant; none: loopback only, one tenant
 key = "sk-acme-1"
 tenant = "acme"
@@ -39,6 +40,9 @@ class GatewayConfig:
     )
     max_body_bytes: int = 4 << 20  # larger request bodies get 413
     max_turns: int = 32  # conversations with more messages pass through uncached
+    # Cache chat requests that offer `tools` (off: they pass through). Tool definitions and
+    # tool_choice are part of the fingerprint; the model's tool_calls are stored and replayed.
+    cache_tools: bool = False
     request_timeout_s: float = 600.0  # deadline of one request to the service, generation included
     reconnect_backoff_s: float = 1.0  # longest wait between reconnects to a restarted service
 
@@ -124,5 +128,7 @@ def _check(config: GatewayConfig) -> None:
     for name in ("request_timeout_s", "reconnect_backoff_s"):
         if not isinstance(getattr(config, name), (int, float)) or getattr(config, name) <= 0:
             raise GatewayConfigError(f"{name}: must be a positive number of seconds")
+    if not isinstance(config.cache_tools, bool):
+        raise GatewayConfigError("cache_tools: must be true or false")
     if not config.default_tenant:
         raise GatewayConfigError("default_tenant: must not be empty")

@@ -2,9 +2,12 @@
 
 Pure functions over dicts, no I/O, so every shape is unit-tested byte for byte.
 
-A request is *cacheable* when its answer is one text for one prompt: no tools or functions, one
-choice (`n` = 1), no logprobs, plain text messages with at least one user turn and at most
-`max_turns` of them. Anything else passes through to the backend untouched (`X-Cache: BYPASS`).
+A request is *cacheable* when its answer is one text for one prompt: one choice (`n` = 1), no
+logprobs, plain text messages with at least one user turn and at most `max_turns` of them, and
+no tools or functions -- unless the gateway is configured with `cache_tools`: then a chat
+request that offers `tools` is cached too, its tool definitions and `tool_choice` part of the
+fingerprint (different tool sets never share an entry), and the model's `tool_calls` are stored
+and replayed. Anything else passes through to the backend untouched (`X-Cache: BYPASS`).
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from curacache.client.cache_types import ToolCall, ToolCallDelta
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -24,6 +29,9 @@ COMPLETIONS_PATH = "/v1/completions"
 # parameter the backend receives verbatim (and the cache fingerprints).
 _STRUCTURAL = frozenset({"model", "messages", "prompt", "stream", "stream_options"})
 _TOOL_FIELDS = ("tools", "functions", "tool_choice", "function_call", "parallel_tool_calls")
+# What `cache_tools` lets through: the tools API. The legacy `functions` API answers in another
+# shape (`function_call`) and still passes through.
+_LEGACY_FUNCTION_FIELDS = ("functions", "function_call")
 _CHAT_ROLES = frozenset({"system", "developer", "user", "assistant"})
 _INT64 = 1 << 63
 
@@ -68,8 +76,9 @@ class _Uncacheable(Exception):
         self.reason = reason
 
 
-def plan(body: Mapping[str, Any], *, chat: bool, max_turns: int) -> Plan:
-    """Validate what the gateway itself reads and decide cacheable vs pass-through."""
+def plan(body: Mapping[str, Any], *, chat: bool, max_turns: int, cache_tools: bool = False) -> Plan:
+    """Validate what the gateway itself reads and decide cacheable vs pass-through.
+    `cache_tools`: chat requests offering `tools` are cacheable (see the module docstring)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model", "is required (a string)")
@@ -83,7 +92,7 @@ def plan(body: Mapping[str, Any], *, chat: bool, max_turns: int) -> Plan:
     params = _params(body)
     try:
         prompt = _chat_prompt(body, max_turns) if chat else _completion_prompt(body)
-        _check_cacheable(body, params)
+        _check_cacheable(body, params, tools_ok=cache_tools and chat)
     except _Uncacheable as why:
         return Plan(
             chat=chat, model=model, stream=stream, include_usage=include_usage, bypass=why.reason
@@ -169,8 +178,9 @@ def _params(body: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _check_cacheable(body: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    if any(body.get(name) for name in _TOOL_FIELDS):
+def _check_cacheable(body: Mapping[str, Any], params: Mapping[str, Any], *, tools_ok: bool) -> None:
+    tool_fields = _LEGACY_FUNCTION_FIELDS if tools_ok else _TOOL_FIELDS
+    if any(body.get(name) for name in tool_fields):
         raise _Uncacheable("tools")
     if params.get("n", 1) > 1 or params.get("best_of", 1) > 1:
         raise _Uncacheable("n")
@@ -193,6 +203,13 @@ def usage_body(prompt_tokens: int, completion_tokens: int, total_tokens: int) ->
     }
 
 
+def tool_calls_body(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in calls
+    ]
+
+
 def completion_body(
     *,
     chat: bool,
@@ -202,12 +219,18 @@ def completion_body(
     text: str,
     finish_reason: str,
     usage: dict[str, int],
+    tool_calls: Sequence[ToolCall] = (),
 ) -> dict[str, Any]:
-    """A whole non-streamed response: `chat.completion` or `text_completion`."""
+    """A whole non-streamed response: `chat.completion` or `text_completion`. With tool calls
+    the message's `content` is null when the model wrote no text, as OpenAI sends it."""
     if chat:
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if tool_calls:
+            message["content"] = text or None
+            message["tool_calls"] = tool_calls_body(tool_calls)
         choice: dict[str, Any] = {
             "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": None},
+            "message": message,
             "logprobs": None,
             "finish_reason": finish_reason,
         }
@@ -267,6 +290,43 @@ class ChunkWriter:
 
     def text(self, text: str) -> bytes:
         return self._event([self._choice(text, None)])
+
+    def tool_call_delta(self, d: ToolCallDelta) -> bytes:
+        """A piece of a call as the backend streamed it: id, type and name on its first piece."""
+        call: dict[str, Any] = {"index": d.index}
+        if d.id:
+            call.update(id=d.id, type="function")
+        call["function"] = (
+            {"name": d.name, "arguments": d.arguments} if d.name else {"arguments": d.arguments}
+        )
+        return self._event(
+            [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [call]},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
+
+    def tool_calls(self, calls: Sequence[ToolCall]) -> bytes:
+        """A replay's calls, each as one delta (id, name and the whole arguments): OpenAI's first
+        delta of a call carries id and name and later ones append arguments, and clients join
+        them by index, so one delta per call is a valid stream."""
+        return b"".join(
+            self._event(
+                [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": i, **body}]},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+            for i, body in enumerate(tool_calls_body(calls))
+        )
 
     def finish(self, finish_reason: str, usage: dict[str, int]) -> bytes:
         out = self._event([self._choice(None if self.chat else "", finish_reason)])

@@ -16,7 +16,7 @@ from curacache.llm.errors import (
     UnknownModel,
 )
 from curacache.llm.router import BackendRouter
-from curacache.llm.types import Chunk, Completion, GenerationRequest, Message, Usage
+from curacache.llm.types import Chunk, Completion, GenerationRequest, Message, ToolCall, Usage
 
 __all__ = [
     "BackendClient",
@@ -31,6 +31,7 @@ __all__ = [
     "Completion",
     "GenerationRequest",
     "Message",
+    "ToolCall",
     "UnknownModel",
     "Usage",
 ]

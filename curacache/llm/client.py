@@ -232,10 +232,15 @@ class BackendClient:
                         except BackendError:
                             self._load.record_attempt(pressure=True)
                             raise
-                        if text:
+                        pieces = [Chunk(text, index)] if text else []
+                        pieces += [
+                            Chunk("", index + i, d)
+                            for i, d in enumerate(assembler.tool_deltas, start=len(pieces))
+                        ]
+                        for chunk in pieces:
                             if index == 0:
                                 self._load.record_ttft(self._clock() - started)
-                            yield Chunk(text, index)
+                            yield chunk
                             index += 1
                 self._load.record_attempt(pressure=False)
             finally:

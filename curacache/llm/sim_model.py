@@ -195,12 +195,28 @@ FAULT_KINDS = ("429", "500", "503", "drop", "hang")
 @dataclass(frozen=True, slots=True)
 class Generated:
     tokens: tuple[str, ...]  # each includes its leading space; "".join(tokens) is the text
-    finish_reason: str  # "length" when max_tokens cut the natural answer, else "stop"
+    finish_reason: str  # "length" when max_tokens cut the natural answer, "tool_calls", "stop"
     prompt_tokens: int
+    # A function call instead of text: (call id, function name); `tokens` are then the pieces
+    # of its JSON arguments, streamed as tool_call deltas.
+    tool_call: tuple[str, str] | None = None
 
     @property
     def text(self) -> str:
         return "".join(self.tokens)
+
+
+def _tool_to_call(body: Mapping[str, Any]) -> str | None:
+    """The function a request makes the simulator call: the one `tool_choice` names, else the
+    first of `tools`; None without tools or with tool_choice "none"."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if not isinstance(tools, list) or not tools or choice == "none":
+        return None
+    if isinstance(choice, Mapping):
+        return str((choice.get("function") or {}).get("name") or "")
+    first = tools[0] if isinstance(tools[0], Mapping) else {}
+    return str((first.get("function") or {}).get("name") or "")
 
 
 def _text_of(body: Mapping[str, Any]) -> str:
@@ -218,13 +234,15 @@ def count_prompt_tokens(body: Mapping[str, Any]) -> int:
 
 def generate(body: Mapping[str, Any]) -> Generated:
     """The deterministic answer to an OpenAI-style request body."""
+    tool = _tool_to_call(body)
     key = json.dumps(
         [
             body.get("model"),
             body.get("messages") if "messages" in body else body.get("prompt"),
             body.get("temperature"),
             body.get("seed"),
-        ],
+        ]
+        + ([body.get("tools"), body.get("tool_choice")] if tool is not None else []),
         sort_keys=True,
         separators=(",", ":"),
     ).encode()
@@ -240,6 +258,11 @@ def generate(body: Mapping[str, Any]) -> Generated:
         )
         block += 1
     tokens = [w if i == 0 else " " + w for i, w in enumerate(words[:natural])]
+    if tool is not None:  # the call's JSON arguments, in pieces of about a token
+        arguments = json.dumps({"query": "".join(tokens)})
+        pieces = tuple(arguments[i : i + 6] for i in range(0, len(arguments), 6))
+        call_id = "call_" + digest[:12].hex()
+        return Generated(pieces, "tool_calls", count_prompt_tokens(body), (call_id, tool))
     finish = "stop"
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
     if max_tokens is not None and int(max_tokens) < len(tokens):

@@ -3,7 +3,9 @@
 It is not a language model. It answers `/v1/chat/completions` and `/v1/completions` (streaming
 SSE with a final usage chunk, and non-streaming), `/v1/models` and `/health` with text that is a
 deterministic function of the request (see `sim_model.generate`), so a cache hit can be checked
-word for word, and it costs time the way a GPU server does:
+word for word (a chat request offering `tools` gets a call of the function `tool_choice` names,
+else of the first tool, with `{"query": <text>}` as arguments and finish_reason "tool_calls"),
+and it costs time the way a GPU server does:
 
 - at most `max_concurrency` sequences decode at once; the rest wait in a FIFO queue;
 - a sequence that got its slot spends `ttft_ms` before its first token, then emits
@@ -365,7 +367,20 @@ class FakeLLM:
             return web.Response(status=503)
         text = generated.text
         choice: dict[str, Any] = {"index": 0, "finish_reason": generated.finish_reason}
-        if chat:
+        if chat and generated.tool_call is not None:
+            call_id, name = generated.tool_call
+            choice["message"] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": text},
+                    }
+                ],
+            }
+        elif chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice.update(text=text, logprobs=None)
@@ -400,6 +415,15 @@ class FakeLLM:
             return f"data: {json.dumps({**envelope, 'choices': [choice], **extra})}\n\n".encode()
 
         def piece(text: str, finish: str | None = None) -> dict[str, Any]:
+            if chat and generated.tool_call is not None and text:
+                # OpenAI's shape: the first delta of a call names it, later ones add arguments
+                call: dict[str, Any] = {"index": 0, "function": {"arguments": text}}
+                if not opened:
+                    call_id, name = generated.tool_call
+                    call.update(id=call_id, type="function")
+                    call["function"]["name"] = name
+                    opened.append(True)
+                return {"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}
             if chat:
                 return {
                     "index": 0,
@@ -408,6 +432,7 @@ class FakeLLM:
                 }
             return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
+        opened: list[bool] = []  # the tool call's first delta was sent
         try:
             if chat:
                 await response.write(

@@ -60,21 +60,45 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece of call `index` carries its id and
+    name, later ones only append to its arguments."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Chunk:
-    """A piece of generated text; `index` counts the text chunks of one response from 0."""
+    """A piece of the answer as it arrives: text, or (`tool_call` set, `text` "") a piece of a
+    tool call. `index` counts the chunks of one response from 0."""
 
     text: str
     index: int
+    tool_call: ToolCallDelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call in a response (`tool_calls[]`); `arguments` is the backend's JSON text."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A whole response. From `stream()` it is the last item and `text` joins all chunks."""
+    """A whole response. From `stream()` it is the last item and `text` joins all chunks;
+    `tool_calls` are whole (a stream's argument deltas joined)."""
 
     text: str
     finish_reason: str | None
     usage: Usage
     model: str
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from curacache.llm.errors import (
     BackendUnavailable,
     UnknownModel,
 )
-from curacache.llm.types import Completion, GenerationRequest, Usage
+from curacache.llm.types import Completion, GenerationRequest, ToolCall, ToolCallDelta, Usage
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
@@ -74,9 +74,51 @@ def parse_completion(
         raise BackendUnavailable("backend response has no choices", backend=backend)
     text = _choice_text(choice, chat=request.is_chat)
     usage = _usage(data.get("usage")) or Usage(0, 0, 0)
+    calls = ToolCallAssembler()
+    calls.feed((choice.get("message") or {}).get("tool_calls") if request.is_chat else None)
     return Completion(
-        text, choice.get("finish_reason"), usage, str(data.get("model") or request.model)
+        text,
+        choice.get("finish_reason"),
+        usage,
+        str(data.get("model") or request.model),
+        calls.calls(),
     )
+
+
+class ToolCallAssembler:
+    """Joins `tool_calls` entries by their `index`: a stream sends the id and name first, then
+    the arguments in pieces; a whole response sends each call at once (no index needed)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+
+    def feed(self, entries: Any) -> list[ToolCallDelta]:
+        """Join `entries` in; returns them as deltas (what a stream passes on)."""
+        deltas: list[ToolCallDelta] = []
+        if not isinstance(entries, list):
+            return deltas
+        for position, entry in enumerate(entries):
+            if not isinstance(entry, Mapping):
+                continue
+            index = entry.get("index", position)
+            index = index if isinstance(index, int) else position
+            call = self._calls.setdefault(index, ["", "", ""])
+            function = entry.get("function") or {}
+            call[0] = str(entry.get("id") or call[0])
+            call[1] = str(function.get("name") or call[1])
+            call[2] += str(function.get("arguments") or "")
+            deltas.append(
+                ToolCallDelta(
+                    index,
+                    str(entry.get("id") or ""),
+                    str(function.get("name") or ""),
+                    str(function.get("arguments") or ""),
+                )
+            )
+        return deltas
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(ToolCall(*self._calls[i]) for i in sorted(self._calls) if self._calls[i][1])
 
 
 def _raise_error_event(data: Mapping[str, Any], *, backend: str) -> None:
@@ -101,10 +143,13 @@ class StreamAssembler:
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
         self._model = request.model
+        self._tool_calls = ToolCallAssembler()
+        self.tool_deltas: list[ToolCallDelta] = []  # the tool-call pieces of the last event
         self.done = False
 
     def feed(self, payload: str) -> str:
         """Consume one event's data; return its text (maybe empty). Sets `done` on `[DONE]`."""
+        self.tool_deltas = []
         if payload.strip() == "[DONE]":
             self.done = True
             return ""
@@ -123,6 +168,8 @@ class StreamAssembler:
             return ""
         if choice.get("finish_reason"):
             self._finish_reason = choice["finish_reason"]
+        if self._request.is_chat:
+            self.tool_deltas = self._tool_calls.feed((choice.get("delta") or {}).get("tool_calls"))
         text = _choice_text(choice, chat=self._request.is_chat)
         if text:
             self._parts.append(text)
@@ -138,7 +185,13 @@ class StreamAssembler:
         completion token count is estimated as the number of text chunks (servers send about one
         token per chunk) and the prompt count is 0."""
         usage = self._usage or Usage(0, len(self._parts), len(self._parts))
-        return Completion("".join(self._parts), self._finish_reason, usage, self._model)
+        return Completion(
+            "".join(self._parts),
+            self._finish_reason,
+            usage,
+            self._model,
+            self._tool_calls.calls(),
+        )
 
 
 async def iter_sse_data(lines: AsyncIterable[str]) -> AsyncGenerator[str, None]:

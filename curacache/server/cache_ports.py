@@ -20,7 +20,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import numpy as np
 
-from cache.types import SHARED_TENANT, CacheEntry, Chunk, FinalResult, LookupRequest
+from cache.types import (
+    SHARED_TENANT,
+    CacheEntry,
+    Chunk,
+    FinalResult,
+    LookupRequest,
+    ToolCall,
+    ToolCallDelta,
+)
 from curacache.errors import AlreadyExists, InvalidArgument, NotFound
 from curacache.llm.errors import UnknownModel
 from curacache.llm.router import BackendRouter
@@ -193,12 +201,19 @@ class RouterBackend:
         )
         async for item in self._router.stream(generation):
             if isinstance(item, LlmChunk):
-                yield Chunk(text=item.text)
+                d = item.tool_call
+                yield Chunk(
+                    text=item.text,
+                    tool_call=None
+                    if d is None
+                    else ToolCallDelta(d.index, d.id, d.name, d.arguments),
+                )
             else:
                 u = item.usage
                 yield FinalResult(
                     text=item.text,
                     finish_reason=item.finish_reason or "stop",
+                    tool_calls=tuple(ToolCall(c.id, c.name, c.arguments) for c in item.tool_calls),
                     usage={
                         "prompt_tokens": u.prompt_tokens,
                         "completion_tokens": u.completion_tokens,

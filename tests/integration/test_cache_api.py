@@ -386,3 +386,56 @@ def test_generate_shared_is_seen_by_other_tenants(
     again, seen = _generate(c, "Explain recursion in Python", "tenant-b")
     assert seen.cached and seen.entry_id == first.entry_id and again == text
     assert fake_llm.sim.stats.requests_served == 1
+
+
+def test_complete_answers_whole_and_names_the_stored_entry(
+    cache_server: Callable[..., ThreadServer], fake_llm: ThreadFakeLLM
+) -> None:
+    with Client(cache_server().target) as c:
+        text, _ = _generate(c, "What is a closure in JavaScript?", "acme", no_store=True)
+        start, miss = c.complete("What is a closure in JavaScript?", "acme", model=MODEL)
+        assert not start.cached and start.cacheable and not miss.cached and miss.stored
+        assert miss.response.text == text and miss.response.finish_reason == "stop"
+        assert miss.entry_id  # where it was stored (the lookup had no candidate to name)
+        start, hit = c.complete("What is a closure in JavaScript?", "acme", model=MODEL)
+        assert start.cached and hit.cached and hit.entry_id == start.entry_id == miss.entry_id
+        assert hit.response == miss.response
+        _, refused = c.complete(
+            "What is a closure in JavaScript?", "beta", model=MODEL, no_store=True
+        )
+        assert not refused.stored and refused.entry_id == ""
+        with pytest.raises(InvalidArgumentError, match="max_ttl_s"):
+            c.complete("anything", "acme", model=MODEL, max_ttl=-1.0)
+    assert fake_llm.sim.stats.requests_served == 3
+
+
+def test_complete_verifies_a_hit_after_replying(
+    cache_server: Callable[..., ThreadServer], fake_llm: ThreadFakeLLM
+) -> None:
+    """What follows a result (here: verifying a semantic hit against the backend, for the
+    calibration) still runs after Complete has replied, as it does after Generate's stream."""
+    with Client(cache_server(**{"cache.verify_hits": 1.0}).target) as c:
+        c.complete("How do I reverse a list in Python?", "acme", model=MODEL)
+        start, hit = c.complete("How can I reverse a Python list?", "acme", model=MODEL)
+        assert start.cached and hit.cached and start.reason == "semantic"
+        deadline = time.monotonic() + 10
+        while fake_llm.sim.stats.requests_served < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert fake_llm.sim.stats.requests_served == 2
+
+
+def test_generate_ends_at_the_result_and_what_follows_survives_a_caller_leaving(
+    cache_server: Callable[..., ThreadServer], fake_llm: ThreadFakeLLM
+) -> None:
+    """The gateway cancels a Generate stream once it has the result; verifying a semantic hit
+    against the backend (for the calibration) runs on after the stream all the same."""
+    with Client(cache_server(**{"cache.verify_hits": 1.0}).target) as c:
+        _generate(c, "How do I reverse a list in Python?", "acme")
+        for item in c.generate_events("How can I reverse a Python list?", "acme", model=MODEL):
+            if isinstance(item, GenerateResult):
+                assert item.cached
+                break  # leave at once, as the gateway does
+        deadline = time.monotonic() + 10
+        while fake_llm.sim.stats.requests_served < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert fake_llm.sim.stats.requests_served == 2

@@ -25,6 +25,7 @@ from curacache.llm import (
     Completion,
     GenerationRequest,
     Message,
+    ToolCall,
     UnknownModel,
 )
 from curacache.llm.sim_model import generate
@@ -120,6 +121,36 @@ async def test_stream_chunks_join_to_the_completion_and_equal_the_non_streaming_
     assert final.usage.total_tokens == final.usage.prompt_tokens + final.usage.completion_tokens
     assert whole == final
     assert sim.stats.requests_served == 2
+
+
+async def test_tool_calls_stream_as_deltas_and_join_to_the_whole_answers_calls() -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    async with backend() as (_, client):
+        chunks, final = await collect(client.stream(chat("weather in Oslo?", tools=tools)))
+        whole = await client.complete(chat("weather in Oslo?", tools=tools))
+    expected = generate(
+        {
+            "model": "fake-llm",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "weather in Oslo?"},
+            ],
+            "tools": tools,
+        }
+    )
+    assert expected.tool_call is not None and len(expected.tokens) > 1  # arguments in pieces
+    call_id, name = expected.tool_call
+    deltas = [c.tool_call for c in chunks]
+    assert len(deltas) == len(expected.tokens) and all(c.text == "" for c in chunks)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert [(d.index, d.id, d.name) for d in deltas if d is not None] == [
+        (0, call_id, name),
+        *[(0, "", "")] * (len(deltas) - 1),
+    ]  # id and name on the first piece only, as OpenAI streams them
+    assert "".join(d.arguments for d in deltas if d is not None) == expected.text
+    assert final.text == "" and final.finish_reason == "tool_calls"
+    assert final.tool_calls == (ToolCall(call_id, name, expected.text),)
+    assert whole == final
 
 
 async def test_max_tokens_cuts_with_finish_reason_length() -> None:

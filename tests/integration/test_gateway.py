@@ -16,6 +16,7 @@ import pytest
 from openai import OpenAI
 from openai.types.chat import (
     ChatCompletionAssistantMessageParam,
+    ChatCompletionMessageFunctionToolCall,
     ChatCompletionMessageParam,
     ChatCompletionToolParam,
     ChatCompletionUserMessageParam,
@@ -159,6 +160,24 @@ def test_no_store_is_never_stored_and_no_cache_skips_the_lookup(oai: OpenAI) -> 
     )
 
 
+def test_a_whole_miss_names_the_entry_it_was_stored_under(oai: OpenAI) -> None:
+    prompt = user("Which planet has the longest day?")
+    miss = oai.chat.completions.with_raw_response.create(model=MODEL, messages=prompt)
+    entry = miss.headers["x-cache-entry"]
+    assert miss.headers["x-cache"] == "MISS" and entry
+    # no-cache skips the lookup (no candidate at all) and stores again, under the same id
+    again = oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=prompt, extra_headers={"Cache-Control": "no-cache"}
+    )
+    assert again.headers["x-cache"] == "MISS" and again.headers["x-cache-entry"] == entry
+    hit = oai.chat.completions.with_raw_response.create(model=MODEL, messages=prompt)
+    assert hit.headers["x-cache"] == "HIT" and hit.headers["x-cache-entry"] == entry
+    refused = oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=user("Name three moons of Jupiter"), max_tokens=2
+    )  # cut at max_tokens: not admitted, so no entry to name
+    assert refused.headers["x-cache"] == "MISS" and refused.headers["x-cache-entry"] == ""
+
+
 def test_category_header_and_stricter_threshold(oai: OpenAI) -> None:
     oai.chat.completions.create(
         model=MODEL,
@@ -181,7 +200,9 @@ def test_bypass_requests_reach_the_backend_untouched_and_still_stream(
         model=MODEL, messages=user(QUESTION), tools=TOOLS
     )
     assert tools.headers["x-cache"] == "BYPASS" and tools.headers["x-cache-reason"] == "tools"
-    assert tools.parse().choices[0].message.content
+    calls = tools.parse().choices[0].message.tool_calls
+    assert calls and isinstance(calls[0], ChatCompletionMessageFunctionToolCall)
+    assert calls[0].function.name == "now"
     for kwargs, reason in (({"n": 2}, "n"), ({"logprobs": True}, "logprobs")):
         r = oai.chat.completions.with_raw_response.create(
             model=MODEL, messages=user(QUESTION), **kwargs
@@ -189,6 +210,12 @@ def test_bypass_requests_reach_the_backend_untouched_and_still_stream(
         assert (r.headers["x-cache"], r.headers["x-cache-reason"]) == ("BYPASS", reason)
     with oai.chat.completions.with_streaming_response.create(
         model=MODEL, messages=user(QUESTION), tools=TOOLS, stream=True
+    ) as response:
+        assert response.headers["x-cache"] == "BYPASS"
+        deltas = [c.choices[0].delta for c in response.parse() if c.choices]
+        assert sum(len(d.tool_calls or ()) for d in deltas) > 1  # the arguments, in pieces
+    with oai.chat.completions.with_streaming_response.create(
+        model=MODEL, messages=user(QUESTION), n=2, stream=True
     ) as response:
         assert response.headers["x-cache"] == "BYPASS"
         assert "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)

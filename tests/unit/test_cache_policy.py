@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ from cache import (
     CorruptEntry,
     InvalidRequest,
     LookupRequest,
+    ToolCall,
 )
 from cache.admission import admit
 from cache.calibration import calibrate
@@ -170,6 +173,29 @@ def test_entry_round_trips_through_bytes_and_rejects_garbage() -> None:
     assert e.access_list() == ("ann", "*") and e.metadata()["expires_at"] == "2.0"
     with pytest.raises(CorruptEntry):
         CacheEntry.from_bytes(b"{not json")
+    calls = (ToolCall("call_1", "get_weather", '{"city": "Oslo"}'), ToolCall("call_2", "now", "{}"))
+    with_calls = replace(e, response_text="", finish_reason="tool_calls", tool_calls=calls)
+    back = CacheEntry.from_bytes(with_calls.to_bytes())
+    assert back == with_calls and back.response.tool_calls == calls
+    # entries stored before tool calls were kept read back with none
+    old_doc = json.loads(e.to_bytes())
+    del old_doc["tool_calls"]
+    assert CacheEntry.from_bytes(json.dumps(old_doc).encode()) == e
+    with pytest.raises(CorruptEntry):
+        CacheEntry.from_bytes(e.to_bytes().replace(b'"tool_calls":[]', b'"tool_calls":[[1,2]]'))
+
+
+def test_a_tool_call_answer_without_text_is_admitted_an_empty_one_is_not() -> None:
+    policy = default_policies()["default"]
+    call = ToolCall("call_1", "get_weather", "{}")
+    calls = CachedResponse(text="", finish_reason="tool_calls", tool_calls=(call,))
+    assert admit(response=calls, policy=policy, deterministic=True, no_store=False).admitted
+    empty = CachedResponse(text="", finish_reason="tool_calls")
+    assert (
+        admit(response=empty, policy=policy, deterministic=True, no_store=False).reason == "empty"
+    )
+    with pytest.raises(InvalidRequest, match=r"response.tool_calls\[0\].name"):
+        CachedResponse(text="", finish_reason="tool_calls", tool_calls=(ToolCall("c", "", "{}"),))
 
 
 def test_admission_reasons() -> None:

@@ -77,6 +77,24 @@ async def test_max_batch_is_respected_and_multi_text_requests_stay_whole() -> No
     assert big.shape == (20, 32) and inner.calls[-1] == TEXTS[:20]
 
 
+async def test_a_lone_request_waits_for_company_only_while_requests_come_together() -> None:
+    inner = CountingEmbedder(delay=0)
+    batcher = BatchingEmbedder(inner=inner, max_batch=2, max_wait_ms=60_000)
+    for text in TEXTS[:3]:  # one at a time: each goes at once (a 60 s wait would time out)
+        await asyncio.wait_for(batcher.embed([text]), 10)
+    assert inner.calls == [[t] for t in TEXTS[:3]]
+    await asyncio.gather(batcher.embed([TEXTS[3]]), batcher.embed([TEXTS[4]]))
+    assert inner.calls[-1] == TEXTS[3:5]
+    # after a pass of several requests the next lone one waits for company, which joins it
+    first = asyncio.ensure_future(batcher.embed([TEXTS[5]]))
+    await asyncio.sleep(0.05)
+    assert not first.done()
+    await asyncio.wait_for(batcher.embed([TEXTS[6]]), 10)
+    await first
+    assert inner.calls[-1] == TEXTS[5:7] and len(inner.calls) == 5
+    await batcher.aclose()
+
+
 async def test_error_fails_only_the_callers_of_that_pass() -> None:
     inner = CountingEmbedder(fail_on="boom")
     batcher = BatchingEmbedder(inner=inner, max_batch=64, max_wait_ms=5)
@@ -103,6 +121,7 @@ async def test_cancelled_caller_does_not_disturb_others() -> None:
 async def test_aclose_fails_waiters_and_later_calls() -> None:
     inner = CountingEmbedder()
     batcher = BatchingEmbedder(inner=inner, max_batch=64, max_wait_ms=1000)
+    await asyncio.gather(batcher.embed(["a"]), batcher.embed(["b"]))  # together: the next waits
     waiter = asyncio.create_task(batcher.embed(["waiting"]))
     await asyncio.sleep(0.01)
     await batcher.aclose()

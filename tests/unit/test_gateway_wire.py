@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from curacache.client import CuracacheError, ResourceExhaustedError
+from curacache.client import CuracacheError, ResourceExhaustedError, ToolCall, ToolCallDelta
 from curacache.gateway import wire
 from curacache.gateway.config import GatewayConfigError, load_gateway_config
 from curacache.gateway.errors import http_error
@@ -211,3 +211,83 @@ def test_config_rejects_bad_settings_by_name(tmp_path: Path) -> None:
         load_gateway_config(
             overrides={"keys": [{"key": "a", "tenant": "t"}, {"key": "a", "tenant": "u"}]}
         )
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+
+
+def test_cache_tools_makes_tool_requests_cacheable_with_the_tools_in_the_params() -> None:
+    body = {**CHAT, "tools": TOOLS, "tool_choice": "auto", "parallel_tool_calls": False}
+    assert plan(body).bypass == "tools"  # the default
+    p = wire.plan(body, chat=True, max_turns=8, cache_tools=True)
+    assert p.bypass is None
+    assert (p.params["tools"], p.params["tool_choice"]) == (TOOLS, "auto")  # fingerprinted
+    assert p.params["parallel_tool_calls"] is False
+    legacy = {**CHAT, "functions": [{"name": "f"}]}  # answers in another shape: passes through
+    assert wire.plan(legacy, chat=True, max_turns=8, cache_tools=True).bypass == "tools"
+    completion = {"model": "m", "prompt": "p", "tools": TOOLS}
+    assert wire.plan(completion, chat=False, max_turns=8, cache_tools=True).bypass == "tools"
+
+
+CALLS = (ToolCall("call_1", "get_weather", '{"city":"Oslo"}'), ToolCall("call_2", "now", "{}"))
+
+
+def test_tool_calls_in_a_whole_body() -> None:
+    body = wire.completion_body(
+        chat=True,
+        rid="r",
+        created=1,
+        model="m",
+        text="",
+        finish_reason="tool_calls",
+        usage={},
+        tool_calls=CALLS,
+    )
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+            },
+            {"id": "call_2", "type": "function", "function": {"name": "now", "arguments": "{}"}},
+        ],
+    }
+
+
+def test_tool_calls_stream_as_one_delta_per_call_before_the_finish() -> None:
+    w = wire.ChunkWriter(chat=True, model="m", include_usage=False, rid="chatcmpl-1", created=7)
+    raw = w.opening() + w.tool_calls(CALLS) + w.finish("tool_calls", wire.usage_body(3, 2, 0))
+    events = raw.split(b"\n\n")
+    assert events[-2:] == [b"data: [DONE]", b""]
+    choices = [json.loads(e[len(b"data: ") :])["choices"][0] for e in events[:-2]]
+    assert [c["delta"].get("tool_calls") for c in choices] == [
+        None,
+        [{"index": 0, **wire.tool_calls_body(CALLS)[0]}],
+        [{"index": 1, **wire.tool_calls_body(CALLS)[1]}],
+        None,
+    ]
+    assert [c["finish_reason"] for c in choices] == [None, None, None, "tool_calls"]
+
+
+def test_a_streamed_tool_call_piece_names_the_call_only_on_its_first_piece() -> None:
+    w = wire.ChunkWriter(chat=True, model="m", include_usage=False)
+    first = json.loads(w.tool_call_delta(ToolCallDelta(1, "call_9", "now", ""))[len(b"data: ") :])
+    later = json.loads(w.tool_call_delta(ToolCallDelta(1, "", "", '{"a"'))[len(b"data: ") :])
+    assert first["choices"][0]["delta"] == {
+        "tool_calls": [
+            {
+                "index": 1,
+                "id": "call_9",
+                "type": "function",
+                "function": {"name": "now", "arguments": ""},
+            }
+        ]
+    }
+    assert later["choices"][0]["delta"] == {
+        "tool_calls": [{"index": 1, "function": {"arguments": '{"a"'}}]
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -28,6 +29,20 @@ def test_max_tokens_and_stop_cut_the_answer() -> None:
     stop_word = full.tokens[3]
     stopped = generate({**body, "stop": [stop_word]})
     assert stop_word not in stopped.text and stopped.finish_reason == "stop"
+
+
+def test_a_request_offering_tools_gets_a_call_of_the_chosen_tool() -> None:
+    tools = [{"type": "function", "function": {"name": n}} for n in ("first", "second")]
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": tools}
+    call = generate(body)
+    assert call.tool_call is not None and call.tool_call[1] == "first"
+    assert call.finish_reason == "tool_calls" and set(json.loads(call.text)) == {"query"}
+    assert call == generate(dict(body))  # deterministic, the call id included
+    chosen = generate({**body, "tool_choice": {"type": "function", "function": {"name": "second"}}})
+    assert chosen.tool_call is not None and chosen.tool_call[1] == "second"
+    assert generate({**body, "tools": tools[::-1]}).tool_call != call.tool_call
+    plain = generate({k: v for k, v in body.items() if k != "tools"})
+    assert generate({**body, "tool_choice": "none"}) == plain and plain.tool_call is None
 
 
 def test_chat_prompt_tokens_count_messages() -> None:

@@ -16,6 +16,7 @@ from curacache.llm import (
     Message,
     UnknownModel,
 )
+from curacache.llm.types import ToolCall, ToolCallDelta
 from curacache.llm.wire import (
     StreamAssembler,
     error_for_status,
@@ -169,3 +170,57 @@ def test_error_for_status(status: int, body: str, kind: type) -> None:
         )
     if kind is BackendRejected:
         assert "context length" in str(error) or "bad field" in str(error)
+
+
+def test_tool_call_deltas_are_joined_by_index() -> None:
+    asm = StreamAssembler(request=CHAT, backend="b")
+    deltas: list[dict] = [
+        {"role": "assistant", "content": None},
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": ""},
+                }
+            ]
+        },
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"x"'}}]},
+        {
+            "tool_calls": [
+                {"index": 1, "id": "call_b", "function": {"name": "g", "arguments": "{}"}}
+            ]
+        },
+        {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+    ]
+    texts, pieces = [], []
+    for d in deltas:
+        texts.append(asm.feed(_chunk(choices=[{"index": 0, "delta": d}])))
+        pieces += asm.tool_deltas
+    asm.feed(_chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]))
+    asm.feed("[DONE]")
+    final = asm.completion()
+    assert texts == [""] * 5 and final.text == "" and final.finish_reason == "tool_calls"
+    assert final.tool_calls == (ToolCall("call_a", "f", '{"x": 1}'), ToolCall("call_b", "g", "{}"))
+    assert pieces == [
+        ToolCallDelta(0, "call_a", "f", ""),
+        ToolCallDelta(0, "", "", '{"x"'),
+        ToolCallDelta(1, "call_b", "g", "{}"),
+        ToolCallDelta(0, "", "", ": 1}"),
+    ]
+
+
+def test_parse_completion_with_tool_calls() -> None:
+    call = {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    data = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                "finish_reason": "tool_calls",
+            }
+        ]
+    }
+    final = parse_completion(data, request=CHAT, backend="b")
+    assert (final.text, final.tool_calls) == ("", (ToolCall("call_a", "f", "{}"),))

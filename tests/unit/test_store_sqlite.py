@@ -43,6 +43,21 @@ def test_wal_and_full_sync(store: SqliteStore, path: Path) -> None:
     assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+def test_leases_alone_commit_without_an_fsync_and_data_stays_durable(store: SqliteStore) -> None:
+    statements: list[str] = []
+    store._writer.set_trace_callback(statements.append)
+    assert store.try_lease("miss:k", "one", 30.0)
+    store.release_lease("miss:k", "one")
+    store.put_records("c", [rec("r1")])
+    store._writer.set_trace_callback(None)
+    syncs = [s for s in statements if s.startswith("PRAGMA synchronous")]
+    commits = [s for s in statements if s in ("COMMIT", "PRAGMA synchronous=NORMAL")]
+    # each lease transaction ran under NORMAL and the writer went back to FULL after it
+    assert syncs == ["PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"] * 2
+    assert commits == ["PRAGMA synchronous=NORMAL", "COMMIT"] * 2 + ["COMMIT"]
+    assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL for data
+
+
 def test_failure_mid_batch_rolls_back(store: SqliteStore, path: Path) -> None:
     raw = sqlite3.connect(path)
     raw.execute(

@@ -50,6 +50,11 @@ class CacheStub:
                 request_serializer=curacache_dot_v1_dot_cache__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=curacache_dot_v1_dot_cache__pb2.GenerateChunk.FromString,
                 _registered_method=True)
+        self.Complete = channel.unary_unary(
+                '/curacache.v1.Cache/Complete',
+                request_serializer=curacache_dot_v1_dot_cache__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=curacache_dot_v1_dot_cache__pb2.CompleteResponse.FromString,
+                _registered_method=True)
         self.Invalidate = channel.unary_unary(
                 '/curacache.v1.Cache/Invalidate',
                 request_serializer=curacache_dot_v1_dot_cache__pb2.InvalidateRequest.SerializeToString,
@@ -104,6 +109,14 @@ class CacheServicer:
 
     def Generate(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Complete(self, request, context):
+        """Generate for a caller that wants the response whole: the same lookup, single-flight, store
+        and calibration, in one message (cheaper than a stream for both ends).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -167,6 +180,11 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=curacache_dot_v1_dot_cache__pb2.GenerateRequest.FromString,
                     response_serializer=curacache_dot_v1_dot_cache__pb2.GenerateChunk.SerializeToString,
+            ),
+            'Complete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Complete,
+                    request_deserializer=curacache_dot_v1_dot_cache__pb2.GenerateRequest.FromString,
+                    response_serializer=curacache_dot_v1_dot_cache__pb2.CompleteResponse.SerializeToString,
             ),
             'Invalidate': grpc.unary_unary_rpc_method_handler(
                     servicer.Invalidate,
@@ -285,6 +303,33 @@ class Cache:
             '/curacache.v1.Cache/Generate',
             curacache_dot_v1_dot_cache__pb2.GenerateRequest.SerializeToString,
             curacache_dot_v1_dot_cache__pb2.GenerateChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Complete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/curacache.v1.Cache/Complete',
+            curacache_dot_v1_dot_cache__pb2.GenerateRequest.SerializeToString,
+            curacache_dot_v1_dot_cache__pb2.CompleteResponse.FromString,
             options,
             channel_credentials,
             insecure,

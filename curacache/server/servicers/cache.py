@@ -6,8 +6,10 @@ its own fields and the servicer prefixes them with where they sit in the request
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +21,15 @@ import numpy as np
 from cache.errors import InvalidRequest
 from cache.policy import CategoryPolicy, Eviction
 from cache.service import SemanticCache
-from cache.types import CachedResponse, Chunk, FinalResult, LookupRequest, LookupResult, Reason
+from cache.types import (
+    CachedResponse,
+    Chunk,
+    FinalResult,
+    LookupRequest,
+    LookupResult,
+    Reason,
+    ToolCall,
+)
 from curacache.api.v1 import cache_pb2 as pb
 from curacache.api.v1 import cache_pb2_grpc
 from curacache.errors import InvalidArgument, PermissionDenied
@@ -29,6 +39,8 @@ from curacache.server import validate
 from curacache.server.gate import Gate
 from curacache.server.policy_book import PolicyBook
 from curacache.server.status import rpc, rpc_stream
+
+log = logging.getLogger("curacache.server")
 
 _SCALAR_PARAMS = ("temperature", "top_p", "max_tokens", "seed")
 _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(CategoryPolicy))
@@ -68,6 +80,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         self._dim = dim
         self._router = router
         self._max_forward_bytes = max_forward_bytes
+        self._after_reply: set[asyncio.Task[None]] = set()
 
     def _request(
         self, q: pb.CacheQuery, context: grpc.aio.ServicerContext, *, max_ttl_s: float = 0.0
@@ -123,7 +136,10 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         r = request.response
         with _api_fields():
             response = CachedResponse(
-                text=r.text, finish_reason=r.finish_reason or "stop", usage=_usage(r.usage)
+                text=r.text,
+                finish_reason=r.finish_reason or "stop",
+                usage=_usage(r.usage),
+                tool_calls=tuple(ToolCall(c.id, c.name, c.arguments) for c in r.tool_calls),
             )
             result = await self._cache.store(
                 query, response, ttl=request.ttl_s or None, shared=request.shared
@@ -135,10 +151,9 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             reason=str(result.reason) + (f": {result.detail}" if result.detail else ""),
         )
 
-    @rpc_stream
-    async def Generate(
+    def _generation(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.GenerateChunk]:
+    ) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
         if request.max_ttl_s < 0 or not math.isfinite(request.max_ttl_s):
             raise InvalidArgument("max_ttl_s", f"must be >= 0 seconds, got {request.max_ttl_s}")
         query, may_share = self._request(request.query, context, max_ttl_s=request.max_ttl_s)
@@ -147,15 +162,64 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
                 "shared: storing entries every tenant sees needs an admin API key"
             )
         with _api_fields():
-            async for item in self._cache.generate(query, shared=request.shared):
+            return self._cache.generate(query, shared=request.shared)
+
+    @rpc_stream
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateChunk]:
+        items = self._generation(request, context)
+        with _api_fields():
+            async for item in items:
                 if isinstance(item, LookupResult):
                     yield pb.GenerateChunk(start=_start(item))
+                elif isinstance(item, Chunk) and item.tool_call is not None:
+                    d = item.tool_call
+                    yield pb.GenerateChunk(
+                        tool_call=pb.ToolCallDelta(
+                            index=d.index, id=d.id, name=d.name, arguments=d.arguments
+                        )
+                    )
                 elif isinstance(item, Chunk):
                     yield pb.GenerateChunk(text=item.text)
-                elif isinstance(
-                    item, FinalResult
-                ):  # carries the whole text (hit, lead or follower)
+                elif isinstance(item, FinalResult):  # the whole text (hit, lead or follower)
+                    # The stream ends with this message; what follows the result (labelling,
+                    # verifying a hit) runs on after it, so neither a caller that waits for
+                    # the end nor one that cancels once it has the result (the gateway, the
+                    # SDK's early exit) holds it up or cuts it short.
+                    self._finish_later(items)
                     yield pb.GenerateChunk(done=_done(item))
+                    return
+
+    @rpc
+    async def Complete(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteResponse:
+        items = self._generation(request, context)
+        start = pb.GenerateStart()
+        with _api_fields():
+            async for item in items:
+                if isinstance(item, LookupResult):
+                    start = _start(item)
+                elif isinstance(item, FinalResult):
+                    # What follows the result (self-labelling a miss, verifying a hit against
+                    # the backend) must not delay the reply: it runs on after it, as it does
+                    # after Generate's last message.
+                    self._finish_later(items)
+                    return pb.CompleteResponse(start=start, done=_done(item))
+        raise RuntimeError("the cache's generation ended without a result")
+
+    def _finish_later(self, items: AsyncIterator[object]) -> None:
+        async def drain() -> None:
+            try:
+                async for _ in items:
+                    pass
+            except Exception:  # the caller has its answer: nobody else would see this
+                log.warning("finishing a generation after its reply failed", exc_info=True)
+
+        task = asyncio.create_task(drain())
+        self._after_reply.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._after_reply.discard)
 
     @rpc
     async def Invalidate(
@@ -347,6 +411,7 @@ def _response_pb(r: CachedResponse) -> pb.CachedResponse:
             completion_tokens=u.get("completion_tokens", 0),
             total_tokens=u.get("total_tokens", 0),
         ),
+        tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in r.tool_calls],
     )
 
 
@@ -363,7 +428,9 @@ def _lookup_response(r: LookupResult) -> pb.LookupResponse:
 
 
 def _done(f: FinalResult) -> pb.GenerateDone:
-    response = CachedResponse(text=f.text, finish_reason=f.finish_reason, usage=f.usage)
+    response = CachedResponse(
+        text=f.text, finish_reason=f.finish_reason, usage=f.usage, tool_calls=f.tool_calls
+    )
     return pb.GenerateDone(
         cached=f.cached,
         response=_response_pb(response),
