@@ -77,10 +77,14 @@ class DocumentStore(Protocol):
         just loaded the store's state starts tailing."""
 
     def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
-        """Changes after each stream's cursor position, oldest first within a stream."""
+        """Changes after each stream's cursor position, oldest first within a stream. When
+        changes after a cursor have been trimmed away, the stream's first change is a
+        "reset" (position: the newest trimmed one; collection: the stream's, "" for the
+        registry's or SQLite's one): what it carried must be re-read from the store."""
 
     def trim_log(self, older_than_s: float) -> int:
-        """Drop log entries older than `older_than_s` seconds; returns how many went."""
+        """Drop log entries older than `older_than_s` seconds, remembering the newest position
+        dropped per stream (so `read_changes` can report a gap); returns how many went."""
 
     # -- leases (one holder at a time across processes: the cache's cross-replica
     # single-flight, DESIGN §6) -------------------------------------------------------------

@@ -5,8 +5,11 @@ Key layout (every key of a collection shares the hash tag `{name}`, so one slot 
     {prefix}:collections            hash   name -> CollectionSpec JSON (the registry, for listing)
     {prefix}:{{prefix}:collections}:registry-log
                                     stream create/drop changes (same slot as the registry)
+    {prefix}:{{prefix}:collections}:registry-trimmed
+                                    string newest registry-log position trimmed away
     {prefix}:{name}:spec            string CollectionSpec JSON: the collection exists
     {prefix}:{name}:log             stream the collection's change log
+    {prefix}:{name}:trimmed         string newest log position trimmed away (see trim_log)
     {prefix}:{name}:r:{id}          hash   v vector, o owner, t tenants JSON, p payload,
                                            m metadata JSON, n stored bytes of the record
     {prefix}:{name}:ids             zset   every id at score 0 (lexicographic paging, ZCARD)
@@ -55,7 +58,7 @@ from storage._codec import (
 )
 from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
 from storage.redis_connect import connect
-from storage.types import Change, CollectionSpec, Deleted, StoredRecord
+from storage.types import Change, CollectionSpec, Deleted, StoredRecord, position_key
 
 __all__ = ["RedisStore"]
 
@@ -165,8 +168,18 @@ for j = 1, #names, 1000 do
   for k = j, math.min(j + 999, #names) do keys[#keys + 1] = base .. 'b:' .. names[k] end
   redis.call('UNLINK', unpack(keys))
 end
-redis.call('UNLINK', ids, blobs, base .. 'bytes', KEYS[2])
+redis.call('UNLINK', ids, blobs, base .. 'bytes', base .. 'trimmed', KEYS[2])
 return 1
+"""
+
+# KEYS[1] a log stream, KEYS[2] its "trimmed" mark; ARGV[1] the cutoff id. The mark keeps
+# the newest id trimmed away, so a replica whose cursor is older knows it missed changes.
+_TRIM = """
+local last = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1], '-', 'COUNT', 1)
+if #last == 0 then return 0 end
+local n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+redis.call('SET', KEYS[2], last[1][1])
+return n
 """
 
 # KEYS[1] registry, KEYS[2] registry log; ARGV[1] name, ARGV[2] spec JSON
@@ -264,6 +277,7 @@ class RedisStore:
         self._prefix = _check_tag_safe(prefix, "prefix")
         self._registry = f"{prefix}:collections".encode()
         self._registry_log = f"{prefix}:{{{prefix}:collections}}:registry-log".encode()
+        self._registry_trimmed = f"{prefix}:{{{prefix}:collections}}:registry-trimmed".encode()
         self._owns_client = client is None
         if client is None:
             client = connect(url, socket_timeout=socket_timeout)
@@ -279,6 +293,7 @@ class RedisStore:
         self._drop = client.register_script(_DROP)
         self._register = client.register_script(_REGISTER)
         self._unregister = client.register_script(_UNREGISTER)
+        self._trim = client.register_script(_TRIM)
 
     @property
     def is_cluster(self) -> bool:
@@ -500,16 +515,24 @@ class RedisStore:
             tails = pipe.execute()
         return {n: _text(t[0][0]) if t else "0-0" for n, t in zip(names, tails, strict=True)}
 
+    def _trimmed_key(self, stream: str) -> bytes:
+        return self._registry_trimmed if stream == "" else self._base(stream) + b"trimmed"
+
     def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
-        """One pipelined XRANGE per stream: a single XREAD cannot span Cluster slots."""
+        """One pipelined XRANGE per stream (a single XREAD cannot span Cluster slots), with
+        the stream's trimmed mark: a cursor older than it gets a "reset" change first."""
         names = list(cursors)
         pipe = self._client().pipeline(transaction=False)
         for name in names:
+            pipe.get(self._trimmed_key(name))
             pipe.xrange(self._stream_key(name), min=b"(" + cursors[name].encode(), count=limit)
         with _mapped():
             replies = pipe.execute()
         changes = []
-        for name, entries in zip(names, replies, strict=True):
+        for i, name in enumerate(names):
+            trimmed, entries = replies[2 * i], replies[2 * i + 1]
+            if trimmed is not None and position_key(cursors[name]) < position_key(_text(trimmed)):
+                changes.append(Change(name, _text(trimmed), name, "reset"))
             for entry_id, fields in entries:
                 op = _text(fields[b"op"])
                 if name == "":
@@ -520,14 +543,15 @@ class RedisStore:
         return changes
 
     def trim_log(self, older_than_s: float) -> int:
-        """XTRIM MINID on every stream: stream ids start with their append time in ms."""
+        """XTRIM MINID on every stream (stream ids start with their append time in ms), each
+        with its trimmed mark in one script: one stream at a time, each in its own slot."""
         cutoff = f"{int((time.time() - older_than_s) * 1000)}-0"
-        streams = ["", *(s.name for s in self.list_collections())]
-        pipe = self._client().pipeline(transaction=False)
-        for name in streams:
-            pipe.xtrim(self._stream_key(name), minid=cutoff)
-        with _mapped():
-            return sum(int(n) for n in pipe.execute())
+        trimmed = 0
+        for name in ["", *(s.name for s in self.list_collections())]:
+            keys = [self._stream_key(name), self._trimmed_key(name)]
+            with _mapped():
+                trimmed += int(self._trim(keys=keys, args=[cutoff], client=self._client()))
+        return trimmed
 
     # -- leases ----------------------------------------------------------------------------
     # Not WAITed for: a lease lost in a failover costs at most one duplicate backend call.

@@ -86,6 +86,10 @@ CREATE TABLE IF NOT EXISTS changes (
     ids        TEXT NOT NULL,
     at         REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS log_trimmed (
+    stream TEXT PRIMARY KEY,
+    seq    INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS records_ai AFTER INSERT ON records BEGIN
     UPDATE collections SET nrecords = nrecords + 1, nbytes = nbytes + NEW.nbytes
     WHERE name = NEW.collection;
@@ -445,21 +449,40 @@ class SqliteStore:
         return dict.fromkeys(streams, f"{row[0] or 0}-0")
 
     def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
+        """Changes after the cursor; a cursor older than the newest trimmed change gets a
+        "reset" change (at that position) first: the changes in between are gone."""
         if "" not in cursors:
             return []
         after = position_key(cursors[""])[0]
         with self._reader() as conn:
+            mark = conn.execute("SELECT seq FROM log_trimmed WHERE stream = ''").fetchone()
             rows = conn.execute(
                 "SELECT seq, collection, op, ids FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, limit),
             ).fetchall()
-        return [Change("", f"{seq}-0", c, op, tuple(json.loads(ids))) for seq, c, op, ids in rows]
+        reset = [Change("", f"{mark[0]}-0", "", "reset")] if mark and mark[0] > after else []
+        return reset + [
+            Change("", f"{seq}-0", c, op, tuple(json.loads(ids))) for seq, c, op, ids in rows
+        ]
 
     def trim_log(self, older_than_s: float) -> int:
+        """Drop changes older than the cutoff and mark the newest one dropped (log_trimmed)."""
         cutoff = time.time() - older_than_s
-        return self._write(
-            lambda conn: conn.execute("DELETE FROM changes WHERE at < ?", (cutoff,)).rowcount
-        )
+
+        def op(conn: sqlite3.Connection) -> int:
+            (last,) = conn.execute(
+                "SELECT max(seq) FROM changes WHERE at < ?", (cutoff,)
+            ).fetchone()
+            if last is None:
+                return 0
+            conn.execute(
+                "INSERT INTO log_trimmed (stream, seq) VALUES ('', ?) "
+                "ON CONFLICT (stream) DO UPDATE SET seq = max(seq, excluded.seq)",
+                (last,),
+            )
+            return int(conn.execute("DELETE FROM changes WHERE seq <= ?", (last,)).rowcount)
+
+        return self._write(op)
 
     # -- leases ----------------------------------------------------------------------------
     def try_lease(self, key: str, holder: str, ttl_s: float) -> bool:

@@ -47,7 +47,7 @@ class Change:
     )
     position: str  # "ms-seq" (a Redis stream id) or "seq-0" (SQLite); compare with position_key
     collection: str
-    op: str  # "create" | "drop" | "put" | "delete" | "access"
+    op: str  # "create" | "drop" | "put" | "delete" | "access" | "blob" | "reset" (log trimmed)
     ids: tuple[str, ...] = ()
 
 

@@ -97,16 +97,37 @@ class Collection:
         caught up from the store; else from the store alone. True if a snapshot was used."""
         with self._writer:
             restored = use_snapshot and self._restore_snapshot()
-            seen: set[str] = set()
-            for batch in self._store.iter_records(self.spec.name, batch_size):
-                with self._rw.write():
-                    self._apply_add(self._catch_up(batch, seen) if restored else batch)
             if restored:
-                with self._rw.write():
-                    self._apply_remove([rid for rid in self._entries if rid not in seen])
+                self._sync_with_store(batch_size)
+            else:
+                for batch in self._store.iter_records(self.spec.name, batch_size):
+                    with self._rw.write():
+                        self._apply_add(batch)
             self.loaded_from_snapshot = restored
             self._maybe_retrain()
             return restored
+
+    def resync(self, batch_size: int = 4096) -> list[str]:
+        """Bring the whole index in line with the store (the change log that would have told
+        this replica what changed was trimmed before it read it); returns every id looked
+        at: those in the store and those removed here."""
+        with self._writer:
+            if self._dropped:
+                return []
+            ids = self._sync_with_store(batch_size)
+            self._maybe_retrain()
+            return ids
+
+    def _sync_with_store(self, batch_size: int) -> list[str]:
+        """Re-add what changed and remove what is gone, batch by batch (caller holds _writer)."""
+        seen: set[str] = set()
+        for batch in self._store.iter_records(self.spec.name, batch_size):
+            with self._rw.write():
+                self._apply_add(self._catch_up(batch, seen))
+        gone = [rid for rid in self._entries if rid not in seen]
+        with self._rw.write():
+            self._apply_remove(gone)
+        return [*seen, *gone]
 
     def save_snapshot(self) -> bool:
         """Persist the index (if its kind snapshots) so a restart need not retrain it."""

@@ -11,6 +11,10 @@ change in a worker thread, then advances the stream's cursor and wakes the reads
 for that position (read-your-writes, `wait_for`). Polling rather than blocking reads keeps
 one implementation for both stores; the interval bounds the added lag (DESIGN §6).
 
+A replica that falls behind the log's retention (paused, cut off from the store) is told so
+by a "reset" change (`DocumentStore.read_changes`) and re-reads from the store what it
+missed: the registry, and every record of the collections that stream carries.
+
 Tokens: a client sees a log position as `position@stream` (e.g. `1732000000000-3@docs`,
 or `42-0@` for SQLite's one stream), so a read names the stream its write went to.
 """
@@ -142,6 +146,32 @@ class Replica:
         self.applied += len(changes)
         return len(changes)
 
+    def _resync(self, stream: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Re-read from the store what the trimmed part of `stream` would have told: the
+        collections that exist (the registry's stream) and every record of the collections
+        whose changes it carries. Applying the changes that follow the gap again is harmless
+        (idempotent), so the cursor may move to the gap's end."""
+        if stream == "":
+            for collection in self._db.loaded():  # dropped, or dropped and made again
+                self._db.forget(collection.spec.name)
+            specs = self._store.list_collections()
+            fresh = [s.name for s in specs if self._db.find(s.name) is None]
+            streams = {self._store.stream_of(n) for n in fresh} - {"", *self._cursors}
+            heads = self._store.log_heads(sorted(streams))  # before loading, as in begin()
+            for name in fresh:
+                self._db.open_existing(name)
+            for name, head in heads.items():
+                self._cursors.setdefault(name, head)
+            live = {s.name for s in specs} | {""}
+            for name in [n for n in self._cursors if n not in live]:
+                self._cursors.pop(name, None)  # a dropped collection's own stream
+        log.warning("change log trimmed past this replica's position (%r): resyncing", stream)
+        resynced = []
+        for collection in self._db.loaded():
+            if self._store.stream_of(collection.spec.name) == stream:
+                resynced.append((collection.spec.name, tuple(collection.resync())))
+        return resynced
+
     def _apply_batch(self, changes: Sequence[Change]) -> list[tuple[str, tuple[str, ...]]]:
         """Apply `changes` in order; returns the (collection, ids) record changes applied."""
         applied: list[tuple[str, tuple[str, ...]]] = []
@@ -162,6 +192,9 @@ class Replica:
                 stream = self._store.stream_of(change.collection)
                 if stream:  # a new collection's own log: read it from its start
                     self._cursors.setdefault(stream, "0-0")
+            elif change.op == "reset":  # the log was trimmed past this replica's cursor
+                flush()
+                applied += self._resync(change.stream)
             elif change.op == "blob":
                 continue  # a setting: its listener reloads it (poll_once), no record changed
             elif change.op == "drop":

@@ -82,6 +82,11 @@ class VectorDB:
             del self._collections[name]
         collection.forget()
 
+    def loaded(self) -> list[Collection]:
+        """The collections this process serves now."""
+        with self._lock:
+            return list(self._collections.values())
+
     def find(self, name: str) -> Collection | None:
         return self._collections.get(name)
 

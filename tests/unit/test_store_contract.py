@@ -551,9 +551,19 @@ def test_trim_log_drops_old_entries_only(store: DocumentStore) -> None:
     store.put_records("docs", [rec("a")])
     assert store.trim_log(3600.0) == 0
     assert len(_all_changes(store, dict(start))) >= 2
+    head = store.log_heads(["", store.stream_of("docs")])
     assert store.trim_log(-60.0) >= 2  # a cutoff in the future: everything is old
-    assert _all_changes(store, dict(start)) == []
     assert store.get_records("docs", ["a"])  # the data stays
+    # A cursor already past what was trimmed misses nothing: no reset.
+    assert store.read_changes(head) == []
+    # An older one is told that it missed changes, once, at the newest trimmed position.
+    resets = _all_changes(store, dict(start))
+    assert [c.op for c in resets] == ["reset"] * len(resets) and resets
+    assert {(c.stream, c.position) for c in resets} <= set(head.items())
+    assert store.stream_of("docs") in {c.stream for c in resets}
+    later = store.put_records("docs", [rec("b")])
+    after_gap = _all_changes(store, dict(start))
+    assert [c.op for c in after_gap][-1] == "put" and after_gap[-1].position == later
 
 
 def test_a_lease_has_one_holder_across_handles_until_released_or_lapsed(opener: Opener) -> None:
