@@ -27,6 +27,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
@@ -41,7 +42,15 @@ from cache.ledger import EntryMeta, Ledger, select
 from cache.matching import below_threshold, why_not
 from cache.options import CacheOptions, CategoryStats
 from cache.policy import CategoryPolicy, effective
-from cache.ports import Backend, Classifier, Clock, Embedder, EntryRepository, Leases
+from cache.ports import (
+    Backend,
+    Classifier,
+    Clock,
+    Embedder,
+    EntryRepository,
+    Leases,
+    QuotaGuard,
+)
 from cache.stats import CacheStats
 from cache.types import (
     SHARED_TENANT,
@@ -74,9 +83,11 @@ class SemanticCache:
         confidence_floor: float = 0.5,
         options: CacheOptions = CacheOptions(),
         leases: Leases | None = None,
+        quota_guard: QuotaGuard | None = None,
     ) -> None:
         """`leases`: shared by the replicas of one store so that equivalent misses on
-        different replicas make one backend call (None: this process alone)."""
+        different replicas make one backend call (None: this process alone). `quota_guard`:
+        likewise, so that replicas together keep each category's quotas (None: alone)."""
         if DEFAULT_CATEGORY not in policies:
             raise InvalidPolicy("policies", f"must include {DEFAULT_CATEGORY!r}")
         for name, policy in policies.items():
@@ -96,6 +107,7 @@ class SemanticCache:
                 raise InvalidRequest(f"options.{name}", "must be in [0, 1]")
         self._repo = repository
         self._replicated = leases is not None
+        self._quota_guard = quota_guard
         self._embedder = embedder
         self._classifier = classifier
         self._backend = backend
@@ -494,17 +506,21 @@ class SemanticCache:
             created_at=now,
             expires_at=now + float(ttl_s),
         )
-        repo = self._repo
-        await repo.put(entry, vector)
-        ledger = self._ledger(category)
-        self._remember(category, ledger, entry)
-        victims = choose_victims(ledger, policy, tenant=req.tenant, now=now, keep=entry.entry_id)
-        if victims:
-            await repo.delete(victims)
-            removed = ledger.remove(victims)
-            self._forget(category, removed)
-            for owner, n in Counter(m.tenant for m in removed).items():
-                self._stats.evicted(owner, category, n)
+        guard = self._quota_guard.hold(category) if self._quota_guard else nullcontext()
+        async with guard:  # admission and eviction: one step across replicas
+            repo = self._repo
+            await repo.put(entry, vector)
+            ledger = self._ledger(category)
+            self._remember(category, ledger, entry)
+            victims = choose_victims(
+                ledger, policy, tenant=req.tenant, now=now, keep=entry.entry_id
+            )
+            if victims:
+                await repo.delete(victims)
+                removed = ledger.remove(victims)
+                self._forget(category, removed)
+                for owner, n in Counter(m.tenant for m in removed).items():
+                    self._stats.evicted(owner, category, n)
         self._stats.stored(req.tenant, category)
         return StoreResult(
             entry_id=entry.entry_id,

@@ -172,7 +172,7 @@ async def create_server(
         await asyncio.to_thread(db.load)
         cache = None
         if config.cache.enabled:
-            cache = await asyncio.to_thread(build_cache, config.cache, db, config.limits)
+            cache = await asyncio.to_thread(build_cache, config.cache, db, config.limits, replica)
             restored = await cache.cache.restore()
             changed = await cache.policies.load()
             log.info(

@@ -24,10 +24,12 @@ from curacache.server.cache_ports import (
     CollectionRepository,
     RouterBackend,
     StoreLeases,
+    StoreQuotaGuard,
     adopt_legacy_collections,
 )
 from curacache.server.config import CacheConfig, ConfigError, LimitsConfig
 from curacache.server.policy_book import PolicyBook
+from curacache.server.replica import Replica
 from curacache.server.vectordb import VectorDB
 
 log = logging.getLogger("curacache.cache")
@@ -78,8 +80,13 @@ def policies_from(config: CacheConfig) -> dict[str, CategoryPolicy]:
 
 
 def build_cache(
-    config: CacheConfig, db: VectorDB, limits: LimitsConfig = LimitsConfig()
+    config: CacheConfig,
+    db: VectorDB,
+    limits: LimitsConfig = LimitsConfig(),
+    replica: Replica | None = None,
 ) -> CacheParts:
+    """The cache over `db`; with `replica` (a server's tail of the store's log) its quotas
+    are kept across every replica of the store (StoreQuotaGuard)."""
     factory = EMBEDDERS.get(config.embedder)
     if factory is None:
         raise ConfigError(
@@ -121,5 +128,6 @@ def build_cache(
             verify_hits=config.verify_hits,
         ),
         leases=StoreLeases(db.store, ttl_s=config.miss_lease_s),
+        quota_guard=StoreQuotaGuard(db.store, replica, repository) if replica else None,
     )
     return CacheParts(cache, embedder, router, EMBED_DIM, repository, PolicyBook(cache, repository))
