@@ -1,7 +1,13 @@
 """Document stores behind one Protocol: SQLite (embedded default) and Redis."""
 
 from storage.base import DocumentStore
-from storage.errors import CollectionExists, CollectionMissing, StoreError, StoreUnavailable
+from storage.errors import (
+    CollectionExists,
+    CollectionMissing,
+    OwnedByAnother,
+    StoreError,
+    StoreUnavailable,
+)
 from storage.redis import RedisStore
 from storage.sqlite import SqliteStore
 from storage.types import CollectionSpec, StoredRecord
@@ -11,6 +17,7 @@ __all__ = [
     "CollectionMissing",
     "CollectionSpec",
     "DocumentStore",
+    "OwnedByAnother",
     "RedisStore",
     "SqliteStore",
     "StoreError",

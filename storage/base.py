@@ -36,15 +36,22 @@ class DocumentStore(Protocol):
         """Drop the collection with every record and blob; False if it did not exist."""
 
     # -- records -----------------------------------------------------------------------
-    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> str:
+    def put_records(
+        self, collection: str, records: Sequence[StoredRecord], *, owner: str | None = None
+    ) -> str:
         """Insert or replace records by id, atomically. CollectionMissing if absent.
-        Returns the log position ("" when `records` is empty: nothing was written)."""
+        Returns the log position ("" when `records` is empty: nothing was written).
+        With `owner`: only if none of the ids exists with another owner, checked in the same
+        atomic step as the write (else OwnedByAnother, and nothing is written)."""
 
     def get_records(self, collection: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
         """The records that exist among `ids`, keyed by id (missing ids are left out)."""
 
-    def delete_records(self, collection: str, ids: Iterable[str]) -> Deleted:
-        """Delete atomically; returns how many existed and the log position ("" if none)."""
+    def delete_records(
+        self, collection: str, ids: Iterable[str], *, owner: str | None = None
+    ) -> Deleted:
+        """Delete atomically; returns how many existed and the log position ("" if none).
+        With `owner`: as for put_records, only if no id exists with another owner."""
 
     def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
         """Replace the access lists of existing records, atomically (grant/revoke); returns

@@ -56,25 +56,46 @@ from storage._codec import (
     encode_tenants,
     unique_ids,
 )
-from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
+from storage.errors import (
+    CollectionExists,
+    CollectionMissing,
+    OwnedByAnother,
+    StoreUnavailable,
+)
 from storage.redis_connect import connect
 from storage.types import Change, CollectionSpec, Deleted, StoredRecord, position_key
 
 __all__ = ["RedisStore"]
 
 _MISSING = -1  # what a script returns when the collection is not in the registry
+_OWNED_BY_ANOTHER = -2  # {-2, id}: the owner condition failed on that record
 
 # Every record script: KEYS[1] spec, KEYS[2] log; ARGV[1] key base, ARGV[2] ids JSON for the
 # log entry, then its own arguments. It returns -1 for a missing collection, else
 # {count, log position} ("" when nothing changed, and then nothing is logged).
 
-# per record: id v o t p m n
-_PUT = """
+# The owner condition of put and delete (ARGV[3]: "" for none), checked before anything is
+# written: {-2, id} names a record owned by someone else.
+_OWNER_CHECK = """
+if ARGV[3] ~= '' then
+  for i = 4, #ARGV, STEP do
+    local o = redis.call('HGET', ARGV[1] .. 'r:' .. ARGV[i], 'o')
+    if o and o ~= ARGV[3] then return {-2, ARGV[i]} end
+  end
+end
+"""
+
+# then the owner condition, then per record: id v o t p m n
+_PUT = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+"""
+    + _OWNER_CHECK.replace("STEP", "7")
+    + """
 local base = ARGV[1]
 local ids = base .. 'ids'
 local delta = 0
-for i = 3, #ARGV, 7 do
+for i = 4, #ARGV, 7 do
   local key = base .. 'r:' .. ARGV[i]
   local old = redis.call('HGET', key, 'n')
   if old then delta = delta - tonumber(old) end
@@ -84,17 +105,22 @@ for i = 3, #ARGV, 7 do
   delta = delta + tonumber(ARGV[i+6])
 end
 if delta ~= 0 then redis.call('INCRBY', base .. 'bytes', delta) end
-if #ARGV < 3 then return {0, ''} end
-return {(#ARGV - 2) / 7, redis.call('XADD', KEYS[2], '*', 'op', 'put', 'ids', ARGV[2])}
+if #ARGV < 4 then return {0, ''} end
+return {(#ARGV - 3) / 7, redis.call('XADD', KEYS[2], '*', 'op', 'put', 'ids', ARGV[2])}
 """
+)
 
-# then ids
-_DELETE = """
+# then the owner condition, then ids
+_DELETE = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+"""
+    + _OWNER_CHECK.replace("STEP", "1")
+    + """
 local base = ARGV[1]
 local ids = base .. 'ids'
 local freed, n = 0, 0
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local key = base .. 'r:' .. ARGV[i]
   local old = redis.call('HGET', key, 'n')
   if old then
@@ -108,6 +134,7 @@ if freed ~= 0 then redis.call('DECRBY', base .. 'bytes', freed) end
 if n == 0 then return {0, ''} end
 return {n, redis.call('XADD', KEYS[2], '*', 'op', 'delete', 'ids', ARGV[2])}
 """
+)
 
 # then pairs: id tenants-JSON
 _SET_TENANTS = """
@@ -353,6 +380,8 @@ class RedisStore:
         if result == _MISSING:
             raise CollectionMissing(collection)
         count, position = result
+        if count == _OWNED_BY_ANOTHER:
+            raise OwnedByAnother(collection, _text(position))
         return int(count), _text(position)
 
     def _with_exists(self, collection: str, *commands: tuple[str, bytes]) -> list[Any]:
@@ -414,8 +443,10 @@ class RedisStore:
         )
 
     # -- records -------------------------------------------------------------------------
-    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> str:
-        args: list[Any] = []
+    def put_records(
+        self, collection: str, records: Sequence[StoredRecord], *, owner: str | None = None
+    ) -> str:
+        args: list[Any] = [owner or ""]
         ids: dict[str, None] = {}
         for r in records:  # validate everything before anything is sent
             e = encode_record(r)
@@ -428,9 +459,11 @@ class RedisStore:
         hashes = self._with_exists(collection, *(("hgetall", b"r:" + i.encode()) for i in wanted))
         return {i: self._decode(i, h) for i, h in zip(wanted, hashes) if h}
 
-    def delete_records(self, collection: str, ids: Iterable[str]) -> Deleted:
+    def delete_records(
+        self, collection: str, ids: Iterable[str], *, owner: str | None = None
+    ) -> Deleted:
         wanted = list(unique_ids(ids))
-        return Deleted(*self._script(self._delete, collection, wanted, wanted))
+        return Deleted(*self._script(self._delete, collection, wanted, [owner or "", *wanted]))
 
     def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
         """Replace access lists; ids that do not exist are ignored."""

@@ -40,7 +40,12 @@ from storage._codec import (
     encode_tenants,
     unique_ids,
 )
-from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
+from storage.errors import (
+    CollectionExists,
+    CollectionMissing,
+    OwnedByAnother,
+    StoreUnavailable,
+)
 from storage.types import Change, CollectionSpec, Deleted, StoredRecord, position_key
 
 __all__ = ["SqliteStore"]
@@ -291,13 +296,17 @@ class SqliteStore:
         return self._write(op)
 
     # -- records -------------------------------------------------------------------------
-    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> str:
+    def put_records(
+        self, collection: str, records: Sequence[StoredRecord], *, owner: str | None = None
+    ) -> str:
         encoded = [encode_record(r) for r in records]  # validate everything before writing
 
         def op(conn: sqlite3.Connection) -> str:
             self._require(conn, collection)
             if not encoded:
                 return ""
+            if owner is not None:
+                self._check_owner(conn, collection, [e.id for e in encoded], owner)
             conn.executemany(
                 _UPSERT,
                 [
@@ -333,11 +342,32 @@ class SqliteStore:
                     found[row[0]] = decode_record(*row)
         return {i: found[i] for i in wanted if i in found}
 
-    def delete_records(self, collection: str, ids: Iterable[str]) -> Deleted:
+    @staticmethod
+    def _check_owner(
+        conn: sqlite3.Connection, collection: str, ids: Sequence[str], owner: str
+    ) -> None:
+        """OwnedByAnother if one of `ids` exists with another owner (in the write's transaction,
+        so the check and the write are one step)."""
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            row = conn.execute(
+                f"SELECT id FROM records WHERE collection = ? AND id IN ({marks}) AND owner != ?"
+                " LIMIT 1",
+                (collection, *chunk, owner),
+            ).fetchone()
+            if row is not None:
+                raise OwnedByAnother(collection, row[0])
+
+    def delete_records(
+        self, collection: str, ids: Iterable[str], *, owner: str | None = None
+    ) -> Deleted:
         wanted = unique_ids(ids)
 
         def op(conn: sqlite3.Connection) -> Deleted:
             self._require(conn, collection)
+            if owner is not None:
+                self._check_owner(conn, collection, wanted, owner)
             deleted = 0
             for i in range(0, len(wanted), _CHUNK):
                 chunk = wanted[i : i + _CHUNK]

@@ -10,7 +10,8 @@ the store's change log (`curacache.server.replica`), applied by `apply_change`, 
 the changed ids from the store under `_writer`. Because a local write also holds `_writer`
 from its store write to its index update, and every change is re-read after it, the index
 converges on the store whatever the interleaving. Checks that must agree across replicas
-(ownership, visibility for delete and access changes) read the store, not the index. A
+(ownership, visibility for delete and access changes) read the store, not the index; the
+owner condition of upsert and delete is checked by the store in the write's atomic step. A
 Retrainable index retrains in a background thread, taking `_rw` only to read its sample and
 to install the result. The paths through here: docs/architecture.md.
 """
@@ -34,6 +35,7 @@ from curacache.index.registry import get_kind
 from curacache.index.rwlock import RWLock
 from curacache.server import snapshot
 from storage.base import DocumentStore
+from storage.errors import OwnedByAnother
 from storage.types import CollectionSpec, StoredRecord
 
 log = logging.getLogger("curacache.server")
@@ -210,15 +212,17 @@ class Collection:
         """Insert, or replace records `tenant` owns (any, for an admin); owner = tenant."""
         with self._writer:
             self._check_live()
-            if not admin:  # ownership as the store has it (another replica may have written)
-                existing = self._store.get_records(self.spec.name, [r.id for r in records])
-                for i, rec in enumerate(records):
-                    old = existing.get(rec.id)
-                    if old is not None and old.owner != tenant:
-                        raise PermissionDenied(
-                            f"records[{i}].id: {rec.id!r} is owned by another tenant"
-                        )
-            position = self._store.put_records(self.spec.name, records)
+            # Ownership as the store has it, checked in the write's own atomic step: another
+            # replica may be writing the same ids at this moment.
+            try:
+                position = self._store.put_records(
+                    self.spec.name, records, owner=None if admin else tenant
+                )
+            except OwnedByAnother as exc:
+                i = next(i for i, r in enumerate(records) if r.id == exc.record_id)
+                raise PermissionDenied(
+                    f"records[{i}].id: {exc.record_id!r} is owned by another tenant"
+                ) from None
             latest = list({r.id: r for r in records}.values())  # the last of repeated ids wins
             with self._rw.write():
                 self._apply_remove([r.id for r in latest if r.id in self._entries])
@@ -241,7 +245,15 @@ class Collection:
                 targets.append(rid)
             if not targets:
                 return Written(0, "")
-            deleted = self._store.delete_records(self.spec.name, targets)
+            try:  # the owner again, atomically: the record may have changed hands since
+                deleted = self._store.delete_records(
+                    self.spec.name, targets, owner=None if admin else tenant
+                )
+            except OwnedByAnother as exc:
+                i = ids.index(exc.record_id)
+                raise PermissionDenied(
+                    f"ids[{i}]: only the owner may delete {exc.record_id!r}"
+                ) from None
             with self._rw.write():
                 self._apply_remove([r for r in dict.fromkeys(targets) if r in self._entries])
             return Written(deleted.deleted, deleted.position)

@@ -19,6 +19,7 @@ from storage import (
     CollectionMissing,
     CollectionSpec,
     DocumentStore,
+    OwnedByAnother,
     StoredRecord,
     StoreUnavailable,
 )
@@ -466,6 +467,25 @@ def test_property_round_trip(store: DocumentStore, records: list[StoredRecord]) 
     assert store.delete_records(name, [r.id for r in records]).deleted == len(records)
     assert store.size_bytes(name) == 0
     store.delete_collection(name)
+
+
+def test_owner_conditioned_writes_change_nothing_when_another_owns_a_record(
+    store: DocumentStore, coll: str
+) -> None:
+    store.put_records(coll, [rec("bobs", owner="bob")])
+    with pytest.raises(OwnedByAnother) as put:
+        store.put_records(coll, [rec("new"), rec("bobs", payload=b"mine")], owner="alice")
+    assert put.value.record_id == "bobs"
+    assert store.get_records(coll, ["new", "bobs"]) == {"bobs": rec("bobs", owner="bob")}
+    with pytest.raises(OwnedByAnother):
+        store.delete_records(coll, ["bobs"], owner="alice")
+    assert store.count(coll) == 1
+    # the owner itself, and a write without the condition, go through
+    assert store.put_records(coll, [rec("bobs", owner="bob", payload=b"2")], owner="bob")
+    assert store.put_records(coll, [rec("new")], owner="alice")  # absent ids are anyone's
+    with pytest.raises(OwnedByAnother):
+        store.delete_records(coll, ["bobs", "new"], owner="bob")
+    assert store.delete_records(coll, ["bobs"], owner="bob").deleted == 1
 
 
 # -- change log: one entry per write, in the write's atomic step ----------------------------
