@@ -29,6 +29,7 @@ _IDEMPOTENT = frozenset(
         ("vectors", "Get"),
         ("vectors", "Search"),
         ("vectors", "SearchBatch"),
+        ("cache", "Lookup"),
         ("health", "Check"),
         ("cache", "Lookup"),
         ("cache", "Models"),
@@ -60,8 +61,9 @@ class AsyncClient(CacheCalls):
     seconds (None: no deadline); `channel_options` are extra gRPC channel arguments (e.g.
     `("grpc.max_reconnect_backoff_ms", 1000)`).
     `consistency="read_your_writes"`: reads of a collection wait, on whichever replica serves
-    them, until that replica has applied this client's last write to it (README "Running
-    more than one"); "eventual" (default) reads whatever the replica has applied.
+    them, until that replica has applied this client's last write to it, and cache lookups
+    until it has applied this client's last cache write (README "Running more than one");
+    "eventual" (default) reads whatever the replica has applied.
     """
 
     def __init__(

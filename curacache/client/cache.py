@@ -34,6 +34,9 @@ from curacache.client.cache_types import (
 Prompt = str | Sequence[Mapping[str, str]] | Sequence[tuple[str, str]]
 _PARAM_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
 _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(CategoryPolicy))
+# Where the client keeps its last cache write's log position, next to its collections' (no
+# collection name contains a colon).
+CACHE_LOG = "cache:"
 
 
 class CacheCalls:
@@ -41,6 +44,14 @@ class CacheCalls:
 
     _call: Any
     _stream: Any
+    _wrote: Any
+    _min_position: Any
+    log_position: Any
+
+    def cache_log_position(self) -> str:
+        """The change-log position of this client's last cache write ("" if none): pass it as
+        `min_log_position` to look it up on any replica, from any client."""
+        return str(self.log_position(CACHE_LOG))
 
     async def lookup(
         self,
@@ -52,12 +63,19 @@ class CacheCalls:
         embedding: np.ndarray | Sequence[float] | None = None,
         *,
         min_similarity: float | None = None,
+        min_log_position: str = "",
     ) -> LookupResult:
         """Look `prompt` up in `tenant`'s cache (its private entries and shared ones).
-        `min_similarity` may only make the lookup stricter than the category's threshold."""
+        `min_similarity` may only make the lookup stricter than the category's threshold.
+        `min_log_position` (a cache write's `log_position`): answer only once the serving
+        replica has applied that write (UNAVAILABLE, and the next replica, if it cannot in
+        time); with `consistency="read_your_writes"` this client's last cache write's."""
         query = _query(prompt, tenant, category, model, params, embedding)
         query.min_similarity = min_similarity or 0.0
-        r = await self._call("cache", "Lookup", pb.LookupRequest(query=query))
+        request = pb.LookupRequest(
+            query=query, min_log_position=self._min_position(CACHE_LOG, min_log_position)
+        )
+        r = await self._call("cache", "Lookup", request)
         return LookupResult(
             hit=r.hit,
             response=_response(r.response) if r.hit else None,
@@ -90,7 +108,8 @@ class CacheCalls:
             shared=shared,
         )
         r = await self._call("cache", "Store", request)
-        return StoreResult(r.entry_id, r.category, r.stored, r.reason)
+        self._wrote(CACHE_LOG, r.log_position)
+        return StoreResult(r.entry_id, r.category, r.stored, r.reason, r.log_position)
 
     async def generate(
         self,
@@ -106,6 +125,7 @@ class CacheCalls:
         no_cache: bool = False,
         min_similarity: float | None = None,
         max_ttl: float | None = None,
+        min_log_position: str = "",
     ) -> AsyncGenerator[str | GenerateResult, None]:
         """Yield the response text in chunks, then one GenerateResult (`cached` tells a hit).
 
@@ -123,6 +143,7 @@ class CacheCalls:
             no_cache=no_cache,
             min_similarity=min_similarity,
             max_ttl=max_ttl,
+            min_log_position=min_log_position,
         )
         async with contextlib.aclosing(events):
             async for item in events:
@@ -143,13 +164,19 @@ class CacheCalls:
         no_cache: bool = False,
         min_similarity: float | None = None,
         max_ttl: float | None = None,
+        min_log_position: str = "",
     ) -> AsyncGenerator[GenerateStart | str | GenerateResult, None]:
         """`generate`, opening with a GenerateStart: hit or miss is known before any text."""
         query = _query(
             prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache
         )
         query.min_similarity = min_similarity or 0.0
-        request = pb.GenerateRequest(query=query, shared=shared, max_ttl_s=max_ttl or 0.0)
+        request = pb.GenerateRequest(
+            query=query,
+            shared=shared,
+            max_ttl_s=max_ttl or 0.0,
+            min_log_position=self._min_position(CACHE_LOG, min_log_position),
+        )
         async for chunk in self._stream("cache", "Generate", request):
             kind = chunk.WhichOneof("kind")
             if kind == "text":
@@ -167,6 +194,7 @@ class CacheCalls:
                 )
             else:
                 d = chunk.done
+                self._wrote(CACHE_LOG, d.log_position)
                 yield GenerateResult(
                     d.cached,
                     _response(d.response),
@@ -175,6 +203,7 @@ class CacheCalls:
                     d.entry_id,
                     d.reason,
                     d.stored,
+                    d.log_position,
                 )
 
     async def models(self) -> list[Model]:
@@ -206,7 +235,9 @@ class CacheCalls:
         request = pb.InvalidateRequest(
             tenant=tenant, entry_ids=entry_ids or [], category=category or "", all=all
         )
-        return int((await self._call("cache", "Invalidate", request)).invalidated)
+        r = await self._call("cache", "Invalidate", request)
+        self._wrote(CACHE_LOG, r.log_position)
+        return int(r.invalidated)
 
     async def feedback(
         self, entry_id: str, correct: bool, tenant: str, similarity: float | None = None

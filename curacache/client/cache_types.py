@@ -39,6 +39,7 @@ class StoreResult:
     category: str
     stored: bool
     reason: str
+    log_position: str = ""  # pass as a lookup's min_log_position on another replica
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class GenerateResult:
     entry_id: str
     reason: str
     stored: bool
+    log_position: str = ""  # when stored: as in StoreResult
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,6 +222,8 @@ async def create_server(
                 dim=cache.dim,
                 router=cache.router,
                 max_forward_bytes=limits.max_forward_bytes,
+                replica=replica,
+                log_collection=cache.repository.name,
             ),
             server,
         )

@@ -80,6 +80,13 @@ class Replica:
         """Call `listener()` on the event loop after an announced write of that blob."""
         self._blob_listeners[(collection, key)] = listener
 
+    async def head_token(self, collection: str) -> str:
+        """A token for the newest change of `collection`'s stream: a read that waits for it
+        sees every write to the collection acknowledged before this call."""
+        stream = self._store.stream_of(collection)
+        head = (await asyncio.to_thread(self._store.log_heads, [stream]))[stream]
+        return make_token(stream, head)
+
     def applied_position(self, stream: str) -> str:
         return self._cursors.get(stream, "")
 

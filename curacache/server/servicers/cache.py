@@ -28,6 +28,8 @@ from curacache.llm.types import ForwardHead
 from curacache.server import validate
 from curacache.server.gate import Gate
 from curacache.server.policy_book import PolicyBook
+from curacache.server.replica import Replica
+from curacache.server.servicers.consistency import caught_up
 from curacache.server.status import rpc, rpc_stream
 
 _SCALAR_PARAMS = ("temperature", "top_p", "max_tokens", "seed")
@@ -61,7 +63,13 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         dim: int,
         router: BackendRouter,
         max_forward_bytes: int,
+        replica: Replica | None = None,
+        log_collection: str = "",
     ) -> None:
+        """`replica` and `log_collection` (the cache's collection): read-your-writes, as for
+        vectors (a write answers its log position; a read may wait for one)."""
+        self._replica = replica
+        self._log_collection = log_collection
         self._cache = cache
         self._policies = policies
         self._gate = gate
@@ -106,8 +114,15 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         self, request: pb.LookupRequest, context: grpc.aio.ServicerContext
     ) -> pb.LookupResponse:
         query, _ = self._request(request.query, context)
+        await caught_up(self._replica, request.min_log_position, context)
         with _api_fields():
             return _lookup_response(await self._cache.lookup(query))
+
+    async def _position(self, wrote: bool) -> str:
+        """The log position a read must reach to see this call's write ("" if none)."""
+        if not wrote or self._replica is None:
+            return ""
+        return await self._replica.head_token(self._log_collection)
 
     @rpc
     async def Store(
@@ -133,6 +148,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             category=result.category,
             stored=result.stored,
             reason=str(result.reason) + (f": {result.detail}" if result.detail else ""),
+            log_position=await self._position(result.stored),
         )
 
     @rpc_stream
@@ -146,6 +162,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             raise PermissionDenied(
                 "shared: storing entries every tenant sees needs an admin API key"
             )
+        await caught_up(self._replica, request.min_log_position, context)
         with _api_fields():
             async for item in self._cache.generate(query, shared=request.shared):
                 if isinstance(item, LookupResult):
@@ -155,7 +172,9 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
                 elif isinstance(
                     item, FinalResult
                 ):  # carries the whole text (hit, lead or follower)
-                    yield pb.GenerateChunk(done=_done(item))
+                    done = _done(item)
+                    done.log_position = await self._position(done.stored)
+                    yield pb.GenerateChunk(done=done)
 
     @rpc
     async def Invalidate(
@@ -170,7 +189,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             category=request.category or None,
             tenant=request.tenant,
         )
-        return pb.InvalidateResponse(invalidated=n)
+        return pb.InvalidateResponse(invalidated=n, log_position=await self._position(n > 0))
 
     @rpc
     async def Feedback(
