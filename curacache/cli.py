@@ -33,6 +33,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         help="server processes sharing the port, each a replica of the store (default 1)",
     )
     p.add_argument(
+        "--group",
+        help="replica group: serve only the collections the store's placement map gives it",
+    )
+    p.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on HOST:PORT/metrics (0: any)"
     )
     p.add_argument(
@@ -61,6 +65,7 @@ def _serve_config(args: argparse.Namespace) -> ServerConfig:
             "storage.kind": args.storage,
             "storage.redis_url": args.redis_url,
             "workers": args.workers,
+            "group": args.group,
             "metrics_port": args.metrics_port,
             "access_log": args.access_log,
         },
@@ -77,6 +82,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
         ("--storage", args.storage),
         ("--redis-url", args.redis_url),
         ("--workers", args.workers),
+        ("--group", args.group),
         ("--log-level", args.log_level),
     ):
         if value is not None:

@@ -23,6 +23,7 @@ from curacache.client.errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
+    WrongGroupError,
 )
 from curacache.client.sync import Client
 from curacache.client.types import CollectionInfo, CollectionStats, Hit, Record
@@ -53,4 +54,5 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "Usage",
+    "WrongGroupError",
 ]

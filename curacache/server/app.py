@@ -24,6 +24,7 @@ from curacache.server.cache_wiring import CacheParts, build_cache
 from curacache.server.config import ServerConfig, StorageConfig
 from curacache.server.gate import Gate
 from curacache.server.metrics import RpcObserver, ServiceMetrics, TimedStore
+from curacache.server.placement_book import MAP_BLOB, PLACEMENT_COLLECTION, PlacementBook
 from curacache.server.policy_book import POLICIES_BLOB
 from curacache.server.ratelimit import TenantRateLimiter
 from curacache.server.replica import Replica
@@ -166,10 +167,18 @@ async def create_server(
         warm_s = await asyncio.to_thread(warm_up)
         log.info("compiled kernels ready in %.2f s", warm_s)
         await asyncio.to_thread(store.ping)
-        db = VectorDB(store, default_index_kind=config.default_index_kind)
+        placement = PlacementBook(store, config.group)
+        db = VectorDB(store, default_index_kind=config.default_index_kind, placement=placement)
         replica = Replica(db, poll_interval_s=config.replica_poll_interval_s)
         await asyncio.to_thread(replica.begin)  # before loading: the tail starts where it ends
+        await asyncio.to_thread(placement.load)
         await asyncio.to_thread(db.load)
+
+        async def placement_changed() -> None:
+            await asyncio.to_thread(placement.load)
+            await asyncio.to_thread(db.apply_placement)
+
+        replica.listen_blob(PLACEMENT_COLLECTION, MAP_BLOB, placement_changed)
         cache = None
         if config.cache.enabled:
             cache = await asyncio.to_thread(build_cache, config.cache, db, config.limits, replica)

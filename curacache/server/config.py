@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -125,6 +126,9 @@ class ServerConfig:
     # Scale-out (README "Running more than one"): processes sharing the port (SO_REUSEPORT),
     # how often each replica polls the store's change log, and how long the log is kept.
     workers: int = 1
+    # Placement (README "Running more than one"): the replica group this server belongs to;
+    # it then serves only the collections the store's placement map gives that group.
+    group: str = ""
     replica_poll_interval_s: float = 0.005
     log_retention_s: float = 3600.0
     # Prometheus text at http://host:metrics_port/metrics; None = off, 0 = any free port.
@@ -279,6 +283,8 @@ def _check(config: ServerConfig) -> None:
         raise ConfigError(f"storage.kind: must be 'sqlite' or 'redis', got {config.storage.kind!r}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"port: must be in [0, 65535], got {config.port}")
+    if config.group and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", config.group):
+        raise ConfigError(f"group: 1-64 of [A-Za-z0-9_.-], got {config.group!r}")
     if config.workers < 1:
         raise ConfigError(f"workers: must be >= 1, got {config.workers}")
     if config.replica_poll_interval_s <= 0 or config.log_retention_s <= 0:

@@ -1,0 +1,69 @@
+"""Placement in the server (DESIGN §6): replicas of one store in two groups; each loads and
+serves only its group's collections, a request sent to the other group gets
+FAILED_PRECONDITION naming the right one, the SDK given every replica routes by collection,
+and a new map in the store moves collections between the groups' memories."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from curacache.client import Client, WrongGroupError
+from curacache.placement import PlacementMap
+from curacache.server.placement_book import save_placement
+from tests.server_harness import ThreadServer
+
+DIM = 4
+WAIT_S = 20.0
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {WAIT_S}s: {what}")
+        time.sleep(0.02)
+
+
+def test_each_group_serves_its_collections_and_the_sdk_routes_by_collection(
+    start_server: Callable[..., ThreadServer],
+) -> None:
+    g1 = start_server(group="g1")
+    g2 = start_server(group="g2")
+    version1 = PlacementMap(version=1, groups=("g1", "g2"), assignment={"a": "g1", "b": "g2"})
+    save_placement(g1.server.store, version1)
+    _until(lambda: g2.server.db.placement.map == version1, "map on g2")
+    _until(lambda: g1.server.db.placement.map == version1, "map on g1")
+
+    with Client(g1.target) as c1:
+        c1.create_collection("a", DIM, index="flat")
+        with pytest.raises(WrongGroupError) as wrong:
+            c1.create_collection("b", DIM, index="flat")
+        assert wrong.value.group == "g2" and "'g2'" in str(wrong.value)
+
+    data = np.eye(DIM, dtype=np.float32)
+    with Client([g1.target, g2.target], consistency="read_your_writes") as c:
+        c.create_collection("b", DIM, index="flat")  # routed to g2, whichever it tried first
+        for name in ("a", "b"):
+            for i in range(3):  # every call lands on the collection's group
+                c.upsert(name, [f"{name}{i}"], data[i : i + 1], owner="t")
+                assert [h.id for h in c.search(name, data[i], "t", k=1)] == [f"{name}{i}"]
+        assert {x.name for x in c.list_collections()} <= {"a", "b"}
+    # each group holds only its own collection in memory
+    assert g1.server.db.find("a") is not None and g1.server.db.find("b") is None
+    assert g2.server.db.find("b") is not None and g2.server.db.find("a") is None
+    with Client(g2.target) as c2, pytest.raises(WrongGroupError):
+        c2.search("a", data[0], "t")
+
+    # a new map moves "b" to g1: g1 loads it from the store, g2 lets it go
+    version2 = PlacementMap(version=2, groups=("g1", "g2"), assignment={"a": "g1", "b": "g1"})
+    save_placement(g2.server.store, version2)
+    _until(lambda: g1.server.db.find("b") is not None, "b loaded on g1")
+    _until(lambda: g2.server.db.find("b") is None, "b dropped from g2's memory")
+    with Client(g1.target) as c1:
+        assert [h.id for h in c1.search("b", data[2], "t", k=1)] == ["b2"]
+    with pytest.raises(ValueError):  # an older map is refused
+        save_placement(g1.server.store, version1)
