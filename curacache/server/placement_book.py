@@ -16,7 +16,7 @@ import logging
 import time
 
 from curacache.errors import WrongGroup
-from curacache.placement import PlacementMap
+from curacache.placement import BoundedLoadPlacer, PlacementMap
 from storage.base import DocumentStore
 from storage.errors import CollectionExists
 from storage.types import CollectionSpec
@@ -81,4 +81,39 @@ def save_placement(store: DocumentStore, placement: PlacementMap) -> str:
             ) from None
     return store.put_blob(
         PLACEMENT_COLLECTION, MAP_BLOB, placement.to_json().encode(), announce=True
+    )
+
+
+def stored_placement(store: DocumentStore) -> PlacementMap | None:
+    """The map the store holds now (blocking), or None."""
+    return PlacementBook(store).load()
+
+
+def plan_placement(
+    store: DocumentStore, groups: list[str], pins: dict[str, str] | None = None
+) -> PlacementMap:
+    """A new map of every public collection over `groups`, by their stored bytes (blocking):
+    the stored map rebalanced (only the excess above the new capacity moves, and a leaving
+    group's collections: the scheme bench/placement measures), or a first placement
+    (bounded-load consistent hashing, largest first). `pins` fixes collections to groups."""
+    pins = dict(pins or {})
+    for name, group in pins.items():
+        if group not in groups:
+            raise ValueError(f"pin {name}={group}: {group!r} is not one of the groups")
+    sizes = {
+        s.name: store.size_bytes(s.name) for s in store.list_collections() if ":" not in s.name
+    }
+    previous = stored_placement(store)
+    placer = BoundedLoadPlacer(largest_first=True)
+    pinned = set(pins) | (set(previous.pinned) if previous else set())
+    if previous is None:
+        placed = placer.place(sizes, groups, pinned=pins)
+    else:
+        earlier = {**previous.assignment, **pins}
+        placed = placer.rebalance(earlier, sizes, groups, pinned=pinned & set(sizes))
+    return PlacementMap(
+        version=(previous.version + 1) if previous else 1,
+        groups=tuple(groups),
+        assignment=dict(placed.assignment),
+        pinned=frozenset(pinned & set(placed.assignment)),
     )

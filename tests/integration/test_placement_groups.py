@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from curacache.cli import main
 from curacache.client import Client, WrongGroupError
 from curacache.placement import PlacementMap
 from curacache.server.placement_book import save_placement
+from storage.sqlite import SqliteStore
+from storage.types import CollectionSpec, StoredRecord
 from tests.server_harness import ThreadServer
 
 DIM = 4
@@ -67,3 +71,34 @@ def test_each_group_serves_its_collections_and_the_sdk_routes_by_collection(
         assert [h.id for h in c1.search("b", data[2], "t", k=1)] == ["b2"]
     with pytest.raises(ValueError):  # an older map is refused
         save_placement(g1.server.store, version1)
+
+
+def test_the_placement_command_plans_and_stores_maps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = SqliteStore(tmp_path / "data" / "curacache.sqlite3")
+    try:
+        for i, n in enumerate((40, 10, 10)):
+            store.create_collection(CollectionSpec(f"c{i}", DIM, "l2", "flat"))
+            vector = np.zeros(DIM, dtype="<f4").tobytes()
+            store.put_records(
+                f"c{i}", [StoredRecord(f"r{j}", vector, "t", ("t",)) for j in range(n)]
+            )
+    finally:
+        store.close()
+    where = ["--data-dir", str(tmp_path / "data")]
+    assert main(["placement", "show", *where]) == 0
+    assert "no placement map" in capsys.readouterr().out
+    assert main(["placement", "set", *where, "--groups", "g1,g2", "--pin", "c1=g2"]) == 0
+    first = PlacementMap.from_json(capsys.readouterr().out)
+    assert first.version == 1 and set(first.assignment) == {"c0", "c1", "c2"}
+    assert first.assignment["c1"] == "g2" and first.pinned == {"c1"}
+    assert main(["placement", "set", *where, "--groups", "g1,g2,g3"]) == 0
+    second = PlacementMap.from_json(capsys.readouterr().out)
+    assert second.version == 2 and second.groups == ("g1", "g2", "g3")
+    assert second.assignment["c1"] == "g2"  # pinned: stays
+    assert main(["placement", "show", *where]) == 0
+    assert PlacementMap.from_json(capsys.readouterr().out) == second
+    assert main(["placement", "set", *where, "--groups", ""]) == 2
+    assert main(["placement", "set", *where, "--groups", "g1", "--pin", "c0=nowhere"]) == 2
+    assert "nowhere" in capsys.readouterr().err
