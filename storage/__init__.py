@@ -2,6 +2,7 @@
 
 from storage.base import DocumentStore
 from storage.errors import (
+    ChangedMeanwhile,
     CollectionExists,
     CollectionMissing,
     OwnedByAnother,
@@ -13,6 +14,7 @@ from storage.sqlite import SqliteStore
 from storage.types import CollectionSpec, StoredRecord
 
 __all__ = [
+    "ChangedMeanwhile",
     "CollectionExists",
     "CollectionMissing",
     "CollectionSpec",

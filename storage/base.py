@@ -53,9 +53,17 @@ class DocumentStore(Protocol):
         """Delete atomically; returns how many existed and the log position ("" if none).
         With `owner`: as for put_records, only if no id exists with another owner."""
 
-    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
+    def set_tenants(
+        self,
+        collection: str,
+        tenants_by_id: Mapping[str, Sequence[str]],
+        *,
+        expected: Mapping[str, tuple[str, Sequence[str]]] | None = None,
+    ) -> str:
         """Replace the access lists of existing records, atomically (grant/revoke); returns
-        the log position ("" when there was nothing to change)."""
+        the log position ("" when there was nothing to change). With `expected` (id -> the
+        owner and access list the caller decided on): only if every id still has them,
+        checked in the write's atomic step (else ChangedMeanwhile, and nothing is written)."""
 
     def iter_records(self, collection: str, batch_size: int = 1024) -> Iterator[list[StoredRecord]]:
         """Every record of the collection, in batches (index rebuild at start-up)."""

@@ -28,3 +28,12 @@ class OwnedByAnother(StoreError):
         super().__init__(f"record {record_id!r} of {collection!r} is owned by another tenant")
         self.collection = collection
         self.record_id = record_id
+
+
+class ChangedMeanwhile(StoreError):
+    """A write conditioned on a record's current state found it changed (nothing written)."""
+
+    def __init__(self, collection: str, record_id: str) -> None:
+        super().__init__(f"record {record_id!r} of {collection!r} changed meanwhile")
+        self.collection = collection
+        self.record_id = record_id

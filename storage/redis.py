@@ -57,6 +57,7 @@ from storage._codec import (
     unique_ids,
 )
 from storage.errors import (
+    ChangedMeanwhile,
     CollectionExists,
     CollectionMissing,
     OwnedByAnother,
@@ -69,6 +70,7 @@ __all__ = ["RedisStore"]
 
 _MISSING = -1  # what a script returns when the collection is not in the registry
 _OWNED_BY_ANOTHER = -2  # {-2, id}: the owner condition failed on that record
+_CHANGED_MEANWHILE = -3  # {-3, id}: that record is not as the conditional write expected
 
 # Every record script: KEYS[1] spec, KEYS[2] log; ARGV[1] key base, ARGV[2] ids JSON for the
 # log entry, then its own arguments. It returns -1 for a missing collection, else
@@ -136,13 +138,20 @@ return {n, redis.call('XADD', KEYS[2], '*', 'op', 'delete', 'ids', ARGV[2])}
 """
 )
 
-# then pairs: id tenants-JSON
+# then "1" when conditional, then per id: id, tenants JSON, expected owner, expected tenants
+# JSON ({-3, id}: that record is not as expected any more)
 _SET_TENANTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local base = ARGV[1]
+if ARGV[3] == '1' then
+  for i = 4, #ARGV, 4 do
+    local now = redis.call('HMGET', base .. 'r:' .. ARGV[i], 'o', 't')
+    if now[1] ~= ARGV[i+2] or now[2] ~= ARGV[i+3] then return {-3, ARGV[i]} end
+  end
+end
 local changed = 0
 local delta = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 4 do
   local key = base .. 'r:' .. ARGV[i]
   local old = redis.call('HGET', key, 't')
   if old then
@@ -382,6 +391,8 @@ class RedisStore:
         count, position = result
         if count == _OWNED_BY_ANOTHER:
             raise OwnedByAnother(collection, _text(position))
+        if count == _CHANGED_MEANWHILE:
+            raise ChangedMeanwhile(collection, _text(position))
         return int(count), _text(position)
 
     def _with_exists(self, collection: str, *commands: tuple[str, bytes]) -> list[Any]:
@@ -465,13 +476,25 @@ class RedisStore:
         wanted = list(unique_ids(ids))
         return Deleted(*self._script(self._delete, collection, wanted, [owner or "", *wanted]))
 
-    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
-        """Replace access lists; ids that do not exist are ignored."""
-        args: list[str] = []
+    def set_tenants(
+        self,
+        collection: str,
+        tenants_by_id: Mapping[str, Sequence[str]],
+        *,
+        expected: Mapping[str, tuple[str, Sequence[str]]] | None = None,
+    ) -> str:
+        """Replace access lists; ids that do not exist are ignored (unless `expected`)."""
+        args: list[str] = ["1" if expected is not None else "0"]
         for rid, tenants in tenants_by_id.items():
             if not isinstance(rid, str):
                 raise TypeError(f"ids must be str, got {type(rid).__name__}")
-            args += [rid, encode_tenants(tenants, f"record {rid!r}: tenants")]
+            owner, before = expected[rid] if expected is not None else ("", ())
+            args += [
+                rid,
+                encode_tenants(tenants, f"record {rid!r}: tenants"),
+                owner,
+                encode_tenants(before, f"expected[{rid!r}]"),
+            ]
         return self._script(self._set_tenants, collection, list(tenants_by_id), args)[1]
 
     def iter_records(self, collection: str, batch_size: int = 1024) -> Iterator[list[StoredRecord]]:

@@ -41,6 +41,7 @@ from storage._codec import (
     unique_ids,
 )
 from storage.errors import (
+    ChangedMeanwhile,
     CollectionExists,
     CollectionMissing,
     OwnedByAnother,
@@ -380,8 +381,19 @@ class SqliteStore:
 
         return self._write(op)
 
-    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
-        """Replace access lists; ids that do not exist are ignored."""
+    def set_tenants(
+        self,
+        collection: str,
+        tenants_by_id: Mapping[str, Sequence[str]],
+        *,
+        expected: Mapping[str, tuple[str, Sequence[str]]] | None = None,
+    ) -> str:
+        """Replace access lists; ids that do not exist are ignored (unless `expected`)."""
+        wanted = (
+            {rid: (o, encode_tenants(t, f"expected[{rid!r}]")) for rid, (o, t) in expected.items()}
+            if expected is not None
+            else None
+        )
         rows: list[tuple[str, int, str, str]] = []
         for rid, tenants in tenants_by_id.items():
             if not isinstance(rid, str):
@@ -393,6 +405,14 @@ class SqliteStore:
             self._require(conn, collection)
             if not rows:
                 return ""
+            if wanted is not None:  # the condition, in the write's own transaction
+                for _, _, _, rid in rows:
+                    now = conn.execute(
+                        "SELECT owner, tenants FROM records WHERE collection = ? AND id = ?",
+                        (collection, rid),
+                    ).fetchone()
+                    if now is None or tuple(now) != wanted.get(rid):
+                        raise ChangedMeanwhile(collection, rid)
             conn.executemany(
                 "UPDATE records SET tenants = ?, nbytes = nbytes - length(CAST(tenants AS BLOB)) + ?"
                 " WHERE collection = ? AND id = ?",

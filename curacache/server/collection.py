@@ -29,16 +29,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from curacache.errors import InvalidArgument, NotFound, PermissionDenied
+from curacache.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from curacache.index.base import Index, Retrainable
 from curacache.index.registry import get_kind
 from curacache.index.rwlock import RWLock
 from curacache.server import snapshot
 from storage.base import DocumentStore
-from storage.errors import OwnedByAnother
+from storage.errors import ChangedMeanwhile, OwnedByAnother
 from storage.types import CollectionSpec, StoredRecord
 
 log = logging.getLogger("curacache.server")
+
+# How often a grant or revoke reads again when another replica changed its records meanwhile.
+_ACCESS_ATTEMPTS = 8
 
 
 @dataclass(slots=True)
@@ -267,30 +270,51 @@ class Collection:
     def _change_access(
         self, tenant: str, ids: Sequence[str], other: str, *, grant: bool, admin: bool
     ) -> Written:
+        """Read the records, decide, and write only if they are still as read (the store checks
+        in the write's atomic step); another replica's change in between means read again."""
         with self._writer:
             self._check_live()
-            changes: dict[str, tuple[str, ...]] = {}
-            found = self._store.get_records(self.spec.name, ids)
-            for i, rid in enumerate(ids):
-                entry = found.get(rid)
-                if entry is None or not (admin or tenant in entry.tenants):
-                    raise NotFound(f"ids[{i}]: record {rid!r} not found")
-                if entry.owner != tenant and not admin:
-                    raise PermissionDenied(f"ids[{i}]: only the owner may change access to {rid!r}")
-                if grant and other not in entry.tenants:
-                    changes[rid] = (*entry.tenants, other)
-                elif not grant and other == entry.owner:
-                    raise InvalidArgument(
-                        "from_tenant", f"cannot revoke the owner of {rid!r}; delete it"
-                    )
-                elif not grant and other in entry.tenants:
-                    changes[rid] = tuple(t for t in entry.tenants if t != other)
-            if not changes:
-                return Written(0, "")
-            position = self._store.set_tenants(self.spec.name, changes)
-            with self._rw.write():
-                self._apply_access(changes)
-            return Written(len(changes), position)
+            for _ in range(_ACCESS_ATTEMPTS):
+                found = self._store.get_records(self.spec.name, ids)
+                changes = self._access_changes(found, tenant, ids, other, grant=grant, admin=admin)
+                if not changes:
+                    return Written(0, "")
+                expected = {rid: (found[rid].owner, found[rid].tenants) for rid in changes}
+                try:
+                    position = self._store.set_tenants(self.spec.name, changes, expected=expected)
+                except ChangedMeanwhile:
+                    continue
+                with self._rw.write():
+                    self._apply_access(changes)
+                return Written(len(changes), position)
+        raise Unavailable(f"records of {self.spec.name!r} keep changing meanwhile; try again")
+
+    @staticmethod
+    def _access_changes(
+        found: Mapping[str, StoredRecord],
+        tenant: str,
+        ids: Sequence[str],
+        other: str,
+        *,
+        grant: bool,
+        admin: bool,
+    ) -> dict[str, tuple[str, ...]]:
+        changes: dict[str, tuple[str, ...]] = {}
+        for i, rid in enumerate(ids):
+            entry = found.get(rid)
+            if entry is None or not (admin or tenant in entry.tenants):
+                raise NotFound(f"ids[{i}]: record {rid!r} not found")
+            if entry.owner != tenant and not admin:
+                raise PermissionDenied(f"ids[{i}]: only the owner may change access to {rid!r}")
+            if grant and other not in entry.tenants:
+                changes[rid] = (*entry.tenants, other)
+            elif not grant and other == entry.owner:
+                raise InvalidArgument(
+                    "from_tenant", f"cannot revoke the owner of {rid!r}; delete it"
+                )
+            elif not grant and other in entry.tenants:
+                changes[rid] = tuple(t for t in entry.tenants if t != other)
+        return changes
 
     # -- reads ---------------------------------------------------------------------------
     def get(

@@ -72,3 +72,34 @@ def test_racing_upserts_of_one_id_by_two_tenants_have_one_winner(
     owners = stores[0].get_records("docs", [f"r{i}" for i in range(IDS)])
     for tenant, ids in won.items():
         assert all(owners[i].owner == tenant for i in ids)
+
+
+def test_racing_grants_through_two_replicas_lose_none(stores: list[DocumentStore]) -> None:
+    """Alice grants bob through one replica and carol through the other, the same records at
+    the same moment: an access change is written only if the record is still as it was read
+    (else read again), so neither grant overwrites the other."""
+    replicas = [VectorDB(s) for s in stores]
+    replicas[0].create("docs", dim=DIM, metric="l2", index_kind="flat", params={})
+    vector = np.ones(DIM, dtype="<f4").tobytes()
+    ids = [f"r{i}" for i in range(IDS)]
+    replicas[0].get("docs").upsert(
+        "alice", [StoredRecord(i, vector, "alice", ("alice",)) for i in ids], admin=False
+    )
+    barrier = threading.Barrier(2)
+
+    def grant(db: VectorDB, to: str) -> None:
+        collection = db.get("docs")
+        for rid in ids:
+            barrier.wait()
+            collection.grant("alice", [rid], to, admin=False)
+
+    threads = [
+        threading.Thread(target=grant, args=(db, to)) for db, to in zip(replicas, ("bob", "carol"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = stores[0].get_records("docs", ids)
+    lost = [rid for rid in ids if not {"bob", "carol"} <= set(records[rid].tenants)]
+    assert not lost, f"grants lost on {lost[:5]}"

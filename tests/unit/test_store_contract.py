@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import (
+    ChangedMeanwhile,
     CollectionExists,
     CollectionMissing,
     CollectionSpec,
@@ -486,6 +487,23 @@ def test_owner_conditioned_writes_change_nothing_when_another_owns_a_record(
     with pytest.raises(OwnedByAnother):
         store.delete_records(coll, ["bobs", "new"], owner="bob")
     assert store.delete_records(coll, ["bobs"], owner="bob").deleted == 1
+
+
+def test_conditional_access_changes_write_nothing_when_a_record_changed(
+    store: DocumentStore, coll: str
+) -> None:
+    store.put_records(coll, [rec("a"), rec("b")])
+    now = {"a": ("alice", ("alice",)), "b": ("alice", ("alice",))}
+    assert store.set_tenants(coll, {"a": ("alice", "bob")}, expected=now)
+    with pytest.raises(ChangedMeanwhile) as stale:  # "a" is no longer as expected
+        store.set_tenants(coll, {"b": ("alice", "x"), "a": ("alice", "carol")}, expected=now)
+    assert stale.value.record_id == "a"
+    found = store.get_records(coll, ["a", "b"])
+    assert found["a"].tenants == ("alice", "bob") and found["b"].tenants == ("alice",)
+    with pytest.raises(ChangedMeanwhile):  # a missing record is not as expected either
+        store.set_tenants(coll, {"ghost": ("alice",)}, expected={"ghost": ("alice", ("alice",))})
+    with pytest.raises(ChangedMeanwhile):  # nor one with another owner
+        store.set_tenants(coll, {"b": ("alice", "x")}, expected={"b": ("bob", ("alice",))})
 
 
 # -- change log: one entry per write, in the write's atomic step ----------------------------
