@@ -21,14 +21,20 @@ from storage.types import StoredRecord
 DIM = 4
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis_cluster", marks=pytest.mark.redis),
+    ]
+)
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[DocumentStore]]:
     opened: list[DocumentStore] = []
     for _ in range(2):
         if request.param == "sqlite":
             opened.append(SqliteStore(tmp_path / "store.sqlite3"))
         else:
-            opened.append(RedisStore(request.getfixturevalue("redis_url")))
+            opened.append(RedisStore(request.getfixturevalue(f"{request.param}_url")))
     yield opened
     for store in opened:
         store.close()
