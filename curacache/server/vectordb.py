@@ -158,7 +158,10 @@ class VectorDB:
     def list(self, *, internal: bool = False) -> list[CollectionSpec]:
         """The public collections by name; with `internal`, only the internal ones (the cache's
         `cache::entries`, whose colon no public name may contain: the public API cannot
-        address them)."""
+        address them). On a replica of a placement group: every group's, from the store."""
+        if self.placement.map is not None and self.placement.group:  # every group's
+            every: list[CollectionSpec] = self.store.list_collections()
+            return [s for s in every if (":" in s.name) == internal]
         specs = (c.spec for c in self._collections.values() if (":" in c.spec.name) == internal)
         return sorted(specs, key=lambda s: s.name)
 
