@@ -117,6 +117,8 @@ class SemanticCache:
         self._options = options
         self._ledgers: dict[str, Ledger] = {}  # TTL, quota and eviction stay per category
         self._where: dict[str, str] = {}  # entry id -> its category (the entry's policy)
+        # Hits not yet shared with other replicas: entry id -> (last hit, how many).
+        self._unshared_hits: dict[str, tuple[float, int]] = {}
         self._routes: dict[str, str] = {}  # route key -> category (exact repeats skip classify)
         self._feedback = FeedbackBook(
             recent=options.recent_hits,
@@ -156,13 +158,28 @@ class SemanticCache:
 
     def observe(self, present: Iterable[CacheEntry], gone: Iterable[str]) -> None:
         """Another server (a replica of the same store) stored or removed these entries: keep
-        the bookkeeping as `restore` would have it. Hit counts since a put stay per replica."""
+        the bookkeeping as `restore` would have it. Hits arrive separately (`observe_hits`)."""
         for entry in present:
             self._remember(entry.category, self._ledger(entry.category), entry)
         for entry_id in gone:
             category = self._where.get(entry_id)
             if category is not None:
                 self._forget(category, self._ledger(category).remove([entry_id]))
+
+    def drain_hits(self) -> dict[str, tuple[float, int]]:
+        """The hits served here since the last call, entry id -> (last hit, count): what the
+        server shares with the other replicas so their eviction order counts them too."""
+        hits, self._unshared_hits = self._unshared_hits, {}
+        return hits
+
+    def observe_hits(self, hits: Mapping[str, tuple[float, int]]) -> None:
+        """Another replica served these hits: fold them into LRU/LFU order (entries this
+        process does not know, or no longer, are skipped)."""
+        for entry_id, (last, count) in hits.items():
+            meta = self._meta(entry_id)
+            if meta is not None:
+                meta.hits += count
+                meta.last_hit_at = max(meta.last_hit_at or last, last)
 
     async def sweep_expired(self) -> int:
         """Delete expired entries from index and store (run periodically by the server).
@@ -425,6 +442,8 @@ class SemanticCache:
         now: float,
     ) -> LookupResult:
         self._ledger(entry.category).touch(entry.entry_id, now)
+        _, count = self._unshared_hits.get(entry.entry_id, (now, 0))
+        self._unshared_hits[entry.entry_id] = (now, count + 1)
         self._feedback.hit(
             prep.req.tenant,
             entry.entry_id,

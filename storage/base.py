@@ -82,6 +82,11 @@ class DocumentStore(Protocol):
 
     def get_blob(self, collection: str, key: str) -> bytes | None: ...
 
+    def announce(self, collection: str, ids: Sequence[str], note: str) -> str:
+        """Append a "note" change about `ids` to the collection's log without changing data:
+        a fact one replica shares with the others (the cache's hit times). Returns its
+        position; CollectionMissing if absent."""
+
     # -- change log ----------------------------------------------------------------------
     def stream_of(self, collection: str) -> str:
         """The log stream that carries `collection`'s record changes ("" is the registry's,

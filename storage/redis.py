@@ -184,6 +184,12 @@ if ARGV[5] ~= '1' then return {0, ''} end
 return {0, redis.call('XADD', KEYS[2], '*', 'op', 'blob', 'ids', ARGV[2])}
 """
 
+# then the note
+_ANNOUNCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return {0, redis.call('XADD', KEYS[2], '*', 'op', 'note', 'ids', ARGV[2], 'note', ARGV[3])}
+"""
+
 # KEYS[1] spec, KEYS[2] log; ARGV[1] key base. Pages through ids to bound memory.
 _DROP = """
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
@@ -330,6 +336,7 @@ class RedisStore:
         self._register = client.register_script(_REGISTER)
         self._unregister = client.register_script(_UNREGISTER)
         self._trim = client.register_script(_TRIM)
+        self._announce = client.register_script(_ANNOUNCE)
 
     @property
     def is_cluster(self) -> bool:
@@ -554,6 +561,10 @@ class RedisStore:
         raw = self._with_exists(collection, ("get", b"b:" + key.encode()))[0]
         return None if raw is None else bytes(raw)
 
+    def announce(self, collection: str, ids: Sequence[str], note: str) -> str:
+        wanted = list(unique_ids(ids))
+        return self._script(self._announce, collection, wanted, [note.encode()])[1]
+
     # -- change log ----------------------------------------------------------------------
     def stream_of(self, collection: str) -> str:
         self._base(collection)
@@ -595,7 +606,8 @@ class RedisStore:
                     changes.append(Change("", _text(entry_id), _text(fields[b"collection"]), op))
                 else:
                     ids = tuple(json.loads(fields[b"ids"]))
-                    changes.append(Change(name, _text(entry_id), name, op, ids))
+                    note = _text(fields.get(b"note", b""))
+                    changes.append(Change(name, _text(entry_id), name, op, ids, note))
         return changes
 
     def trim_log(self, older_than_s: float) -> int:

@@ -121,13 +121,24 @@ _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limi
 _MAX_IDLE_READERS = 8
 
 
-def _log(conn: sqlite3.Connection, collection: str, op: str, ids: Sequence[str] = ()) -> str:
-    """Append a change inside the caller's transaction; returns its position."""
+def _log(
+    conn: sqlite3.Connection, collection: str, op: str, ids: Sequence[str] = (), note: str = ""
+) -> str:
+    """Append a change inside the caller's transaction; returns its position. A note travels
+    as the last element of the ids array (read_changes takes it off again)."""
+    listed = [*ids, note] if op == "note" else list(ids)
     cur = conn.execute(
         "INSERT INTO changes (collection, op, ids, at) VALUES (?, ?, ?, ?)",
-        (collection, op, json.dumps(list(ids), ensure_ascii=False), time.time()),
+        (collection, op, json.dumps(listed, ensure_ascii=False), time.time()),
     )
     return f"{cur.lastrowid}-0"
+
+
+def _change(seq: int, collection: str, op: str, ids_json: str) -> Change:
+    ids = json.loads(ids_json)
+    if op == "note":
+        return Change("", f"{seq}-0", collection, op, tuple(ids[:-1]), ids[-1])
+    return Change("", f"{seq}-0", collection, op, tuple(ids))
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
@@ -489,6 +500,15 @@ class SqliteStore:
             ).fetchone()
         return None if row is None else bytes(row[0])
 
+    def announce(self, collection: str, ids: Sequence[str], note: str) -> str:
+        wanted = unique_ids(ids)
+
+        def op(conn: sqlite3.Connection) -> str:
+            self._require(conn, collection)
+            return _log(conn, collection, "note", wanted, note)
+
+        return self._write(op)
+
     # -- change log ----------------------------------------------------------------------
     def stream_of(self, collection: str) -> str:
         return ""
@@ -511,9 +531,7 @@ class SqliteStore:
                 (after, limit),
             ).fetchall()
         reset = [Change("", f"{mark[0]}-0", "", "reset")] if mark and mark[0] > after else []
-        return reset + [
-            Change("", f"{seq}-0", c, op, tuple(json.loads(ids))) for seq, c, op, ids in rows
-        ]
+        return reset + [_change(seq, c, op, ids) for seq, c, op, ids in rows]
 
     def trim_log(self, older_than_s: float) -> int:
         """Drop changes older than the cutoff and mark the newest one dropped (log_trimmed)."""

@@ -105,6 +105,10 @@ class CuracacheServer:
             self._tasks.append(
                 asyncio.create_task(self._snapshot_loop(self._config.snapshot_interval_s))
             )
+        if self.cache is not None and self._config.cache.hit_share_interval_s > 0:
+            self._tasks.append(
+                asyncio.create_task(self._share_hits_loop(self._config.cache.hit_share_interval_s))
+            )
         if self.cache is not None and self._config.cache.sweep_interval_s > 0:
             self._tasks.append(
                 asyncio.create_task(self._sweep_loop(self._config.cache.sweep_interval_s))
@@ -118,6 +122,15 @@ class CuracacheServer:
                 await asyncio.to_thread(self.store.trim_log, self._config.log_retention_s)
             except Exception:  # the log only grows until the next try; nothing is lost
                 log.exception("trimming the change log failed")
+
+    async def _share_hits_loop(self, interval: float) -> None:
+        assert self.cache is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.cache.share_hits()
+            except Exception:  # those hits only count here; eviction order stays approximate
+                log.exception("sharing cache hits failed")
 
     async def _sweep_loop(self, interval: float) -> None:
         assert self.cache is not None
@@ -191,6 +204,7 @@ async def create_server(
                 changed,
             )
             replica.listen(cache.repository.name, cache.replicate)
+            replica.listen_notes(cache.repository.name, cache.replicated_hits)
             replica.listen_blob(cache.repository.name, POLICIES_BLOB, cache.policies.reload)
     except BaseException:
         store.close()

@@ -112,6 +112,9 @@ class CacheConfig:
     # Replicas of one store share a lease per miss, so equivalent misses on different replicas
     # make one backend call; a leader that dies holds it at most this long.
     miss_lease_s: float = 60.0
+    # How often a replica shares the hits it served (a note on the change log), so every
+    # replica's LRU/LFU eviction order counts them; 0 = never (each orders by its own hits).
+    hit_share_interval_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

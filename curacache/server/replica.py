@@ -33,6 +33,7 @@ log = logging.getLogger("curacache.replica")
 
 ChangeListener = Callable[[Sequence[str]], Awaitable[None]]
 BlobListener = Callable[[], Awaitable[object]]
+NoteListener = Callable[[str], Awaitable[None]]
 
 
 def make_token(stream: str, position: str) -> str:
@@ -63,6 +64,7 @@ class Replica:
         self._cursors: dict[str, str] = {}
         self._listeners: dict[str, ChangeListener] = {}
         self._blob_listeners: dict[tuple[str, str], BlobListener] = {}
+        self._note_listeners: dict[str, NoteListener] = {}
         self._advanced = asyncio.Condition()
         self.applied = 0  # changes applied since start (diagnostics)
 
@@ -75,6 +77,10 @@ class Replica:
     def listen(self, collection: str, listener: ChangeListener) -> None:
         """Call `listener(ids)` on the event loop after a change to `collection` is applied."""
         self._listeners[collection] = listener
+
+    def listen_notes(self, collection: str, listener: NoteListener) -> None:
+        """Call `listener(note)` on the event loop for each note announced on `collection`."""
+        self._note_listeners[collection] = listener
 
     def listen_blob(self, collection: str, key: str, listener: BlobListener) -> None:
         """Call `listener()` on the event loop after an announced write of that blob."""
@@ -146,6 +152,13 @@ class Replica:
                     await blob_listener()
                 except Exception:  # a bad setting must not stall the tail: the store keeps it
                     log.exception("reloading %s/%s after a change failed", *key)
+        for change in changes:
+            note_listener = self._note_listeners.get(change.collection)
+            if change.op == "note" and note_listener is not None:
+                try:
+                    await note_listener(change.note)
+                except Exception:  # a bad note must not stall the tail
+                    log.exception("a note on %s could not be applied", change.collection)
         async with self._advanced:
             for change in changes:
                 self._cursors[change.stream] = change.position
@@ -202,8 +215,8 @@ class Replica:
             elif change.op == "reset":  # the log was trimmed past this replica's cursor
                 flush()
                 applied += self._resync(change.stream)
-            elif change.op == "blob":
-                continue  # a setting: its listener reloads it (poll_once), no record changed
+            elif change.op in ("blob", "note"):
+                continue  # a setting or a note: its listener takes it (poll_once), no record
             elif change.op == "drop":
                 pending.pop(change.collection, None)  # gone with the collection
                 self._db.forget(change.collection)

@@ -542,6 +542,20 @@ def test_every_write_is_logged_with_its_position(store: DocumentStore) -> None:
         assert keys == sorted(keys) and len(set(keys)) == len(keys)
 
 
+def test_an_announced_note_reaches_the_log_and_changes_no_data(store: DocumentStore) -> None:
+    store.create_collection(spec("docs"))
+    store.put_records("docs", [rec("a")])
+    heads = store.log_heads([store.stream_of("docs")])
+    position = store.announce("docs", ["a", "ghost"], '{"hits": 1}')
+    changes = store.read_changes(heads)
+    assert [(c.op, c.ids, c.note, c.position) for c in changes] == [
+        ("note", ("a", "ghost"), '{"hits": 1}', position)
+    ]
+    assert store.get_records("docs", ["a"]) == {"a": rec("a")}
+    with pytest.raises(CollectionMissing):
+        store.announce("nope", ["a"], "x")
+
+
 def test_writes_that_change_nothing_log_nothing(store: DocumentStore) -> None:
     store.create_collection(spec("docs"))
     heads = store.log_heads([store.stream_of("docs")])
