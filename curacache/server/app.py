@@ -186,10 +186,11 @@ async def create_server(
         await asyncio.to_thread(replica.begin)  # before loading: the tail starts where it ends
         await asyncio.to_thread(placement.load)
         await asyncio.to_thread(db.load)
+        replica.keep_loaded_only()  # another group's collections: their logs are not read
 
         async def placement_changed() -> None:
             await asyncio.to_thread(placement.load)
-            await asyncio.to_thread(db.apply_placement)
+            await asyncio.to_thread(replica.follow_placement)
 
         replica.listen_blob(PLACEMENT_COLLECTION, MAP_BLOB, placement_changed)
         cache = None

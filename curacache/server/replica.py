@@ -74,6 +74,31 @@ class Replica:
         streams = {self._store.stream_of(s.name) for s in self._store.list_collections()}
         self._cursors = {**registry, **self._store.log_heads(sorted(streams - {""}))}
 
+    def keep_loaded_only(self) -> None:
+        """Stop tailing the streams of collections this replica does not hold (another
+        placement group's); call after loading."""
+        held = {self._store.stream_of(c.spec.name) for c in self._db.loaded()} | {""}
+        for stream in [s for s in self._cursors if s not in held]:
+            del self._cursors[stream]
+
+    def follow_placement(self) -> None:
+        """The placement map changed (blocking: call in a thread): let go of what this replica
+        no longer serves and load what it serves now, each new collection's stream tailed
+        from where it ended before the load (as in `begin`)."""
+        self._db.apply_placement(load=False)
+        fresh = [
+            s.name
+            for s in self._store.list_collections()
+            if self._db.placement.serves(s.name) and self._db.find(s.name) is None
+        ]
+        streams = {self._store.stream_of(n) for n in fresh} - {"", *self._cursors}
+        heads = self._store.log_heads(sorted(streams))
+        for name in fresh:
+            self._db.open_existing(name)
+        for stream, head in heads.items():
+            self._cursors.setdefault(stream, head)
+        self.keep_loaded_only()
+
     def listen(self, collection: str, listener: ChangeListener) -> None:
         """Call `listener(ids)` on the event loop after a change to `collection` is applied."""
         self._listeners[collection] = listener
@@ -185,6 +210,7 @@ class Replica:
             live = {s.name for s in specs} | {""}
             for name in [n for n in self._cursors if n not in live]:
                 self._cursors.pop(name, None)  # a dropped collection's own stream
+            self.keep_loaded_only()
         log.warning("change log trimmed past this replica's position (%r): resyncing", stream)
         resynced = []
         for collection in self._db.loaded():
@@ -210,8 +236,8 @@ class Replica:
                 flush(change.collection)
                 self._db.open_existing(change.collection)
                 stream = self._store.stream_of(change.collection)
-                if stream:  # a new collection's own log: read it from its start
-                    self._cursors.setdefault(stream, "0-0")
+                if stream and self._db.find(change.collection) is not None:
+                    self._cursors.setdefault(stream, "0-0")  # its own log, from its start
             elif change.op == "reset":  # the log was trimmed past this replica's cursor
                 flush()
                 applied += self._resync(change.stream)

@@ -44,15 +44,15 @@ class VectorDB:
             if self.placement.serves(spec.name):
                 self._load(spec)
 
-    def apply_placement(self) -> None:
+    def apply_placement(self, *, load: bool = True) -> None:
         """The placement map changed: drop from memory what this replica no longer serves
-        (the store keeps it) and load what it serves now."""
+        (the store keeps it) and, with `load`, load what it serves now."""
         for collection in self.loaded():
             if not self.placement.serves(collection.spec.name):
                 with self._lock:
                     self._collections.pop(collection.spec.name, None)
                 collection.forget()
-        for spec in self.store.list_collections():
+        for spec in self.store.list_collections() if load else ():
             self.open_existing(spec.name)
 
     def _load(self, spec: CollectionSpec) -> Collection:

@@ -61,6 +61,12 @@ def test_each_group_serves_its_collections_and_the_sdk_routes_by_collection(
     assert g2.server.db.find("b") is not None and g2.server.db.find("a") is None
     with Client(g2.target) as c2, pytest.raises(WrongGroupError):
         c2.search("a", data[0], "t")
+    store = g1.server.store
+    g1_replica, g2_replica = g1.server.replica, g2.server.replica
+    assert g1_replica is not None and g2_replica is not None
+    if store.stream_of("b"):  # Redis: a replica tails only its own collections' logs
+        assert g1_replica.applied_position(store.stream_of("b")) == ""
+        assert g1_replica.applied_position(store.stream_of("a")) != ""
 
     # a new map moves "b" to g1: g1 loads it from the store, g2 lets it go
     version2 = PlacementMap(version=2, groups=("g1", "g2"), assignment={"a": "g1", "b": "g1"})
@@ -69,6 +75,10 @@ def test_each_group_serves_its_collections_and_the_sdk_routes_by_collection(
     _until(lambda: g2.server.db.find("b") is None, "b dropped from g2's memory")
     with Client(g1.target) as c1:
         assert [h.id for h in c1.search("b", data[2], "t", k=1)] == ["b2"]
+        c1.upsert("b", ["b9"], data[3:4], owner="t")  # tailed by g1 now
+    if store.stream_of("b"):
+        _until(lambda: g1_replica.applied_position(store.stream_of("b")) != "", "b tailed")
+        _until(lambda: g2_replica.applied_position(store.stream_of("b")) == "", "b let go")
     with pytest.raises(ValueError):  # an older map is refused
         save_placement(g1.server.store, version1)
 

@@ -38,7 +38,12 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
     def _token(self, collection: Collection, position: str) -> str:
         return make_token(self._db.store.stream_of(collection.spec.name), position)
 
-    async def _caught_up(self, token: str, context: grpc.aio.ServicerContext) -> None:
+    async def _caught_up(
+        self, collection: str, token: str, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Wait for `token`, unless another placement group serves `collection` (it is told
+        so at once: this replica does not tail that collection's log)."""
+        self._db.placement.check(validate.collection_name(collection))
         await caught_up(self._replica, token, context)
 
     @rpc
@@ -77,7 +82,7 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
         self._gate.tenant(context, request.tenant)
-        await self._caught_up(request.min_log_position, context)
+        await self._caught_up(request.collection, request.min_log_position, context)
         collection = self._collection(request.collection)
         ids = validate.ids(request.ids, self._limits)
         found, missing = await asyncio.to_thread(
@@ -155,7 +160,7 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         field: str,
     ) -> list[list]:
         self._gate.tenant(context, request.tenant)
-        await self._caught_up(request.min_log_position, context)
+        await self._caught_up(request.collection, request.min_log_position, context)
         collection = self._collection(request.collection)
         spec = collection.spec
         queries = validate.vectors(blobs, spec.dim, field)
