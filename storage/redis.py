@@ -18,9 +18,9 @@ Key layout (every key of a collection shares the hash tag `{name}`, so one slot 
     {prefix}:{name}:blobs           set    blob keys (so delete_collection finds them)
 
 Writes are small Lua scripts (`storage._redis_scripts`): each one checks the collection's
-`spec` key, writes, updates the byte counter and appends to the collection's log stream (XADD) in one atomic step, so a
-batch lands whole, never lands in a deleted collection, and is logged if and only if it
-landed. Every key a script touches shares one hash slot, so the same scripts run on Redis
+`spec` key, writes, updates the byte counter and appends to the collection's log stream
+(XADD) in one atomic step, so a batch lands whole, never lands in a deleted collection, and
+is logged if and only if it landed. Every key a script touches shares one hash slot, so the same scripts run on Redis
 Cluster (the client routes them by KEYS[1]; MOVED/ASK are followed by redis-py). Lua cannot
 roll back, so records are fully validated in Python before the script is sent.
 
