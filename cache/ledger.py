@@ -4,8 +4,9 @@ Why in memory: eviction (LRU/LFU/quota) and the expiry sweeper need per-entry co
 change on every hit; writing them to the store on each hit would double the store traffic of
 the hot path. The ledger is rebuilt from `EntryRepository.scan()` at start-up (hits and
 last_hit_at as of each entry's last put: counts since then are lost on a restart, which only
-makes eviction order approximate). It describes the entries this process knows of; a second
-instance sharing a Redis store would keep its own ledger.
+makes eviction order approximate). It describes the entries this process knows of, which
+the change log keeps equal across replicas; other replicas' hits arrive as shared notes
+(`SemanticCache.observe_hits`), a moment late.
 """
 
 from __future__ import annotations

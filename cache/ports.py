@@ -9,6 +9,7 @@ the whole cache policy be unit-tested without I/O.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -96,6 +97,18 @@ class Leases(Protocol):
 
     async def release(self, key: str, token: str) -> None:
         """Give the lease back (a no-op once it has lapsed or passed to another holder)."""
+
+
+@runtime_checkable
+class QuotaGuard(Protocol):
+    """Makes a category's admission and eviction one step across replicas (DESIGN §6: quota
+    counts are the store's). Without it each replica counts the entries it knows and two of
+    them may each admit an entry at the quota."""
+
+    def hold(self, category: str) -> AbstractAsyncContextManager[None]:
+        """Exclusive across the replicas of one store while held. On entry the entries this
+        process knows (those `SemanticCache.observe` was told of) are caught up with the
+        store, so the ledger's counts are the store's and no other replica changes them."""
 
 
 @runtime_checkable

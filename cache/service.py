@@ -27,6 +27,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
@@ -41,7 +42,15 @@ from cache.ledger import EntryMeta, Ledger, select
 from cache.matching import below_threshold, why_not
 from cache.options import CacheOptions, CategoryStats
 from cache.policy import CategoryPolicy, effective
-from cache.ports import Backend, Classifier, Clock, Embedder, EntryRepository, Leases
+from cache.ports import (
+    Backend,
+    Classifier,
+    Clock,
+    Embedder,
+    EntryRepository,
+    Leases,
+    QuotaGuard,
+)
 from cache.stats import CacheStats
 from cache.types import (
     SHARED_TENANT,
@@ -75,9 +84,11 @@ class SemanticCache:
         confidence_floor: float = 0.5,
         options: CacheOptions = CacheOptions(),
         leases: Leases | None = None,
+        quota_guard: QuotaGuard | None = None,
     ) -> None:
         """`leases`: shared by the replicas of one store so that equivalent misses on
-        different replicas make one backend call (None: this process alone)."""
+        different replicas make one backend call (None: this process alone). `quota_guard`:
+        likewise, so that replicas together keep each category's quotas (None: alone)."""
         if DEFAULT_CATEGORY not in policies:
             raise InvalidPolicy("policies", f"must include {DEFAULT_CATEGORY!r}")
         for name, policy in policies.items():
@@ -97,6 +108,7 @@ class SemanticCache:
                 raise InvalidRequest(f"options.{name}", "must be in [0, 1]")
         self._repo = repository
         self._replicated = leases is not None
+        self._quota_guard = quota_guard
         self._embedder = embedder
         self._classifier = classifier
         self._backend = backend
@@ -106,6 +118,8 @@ class SemanticCache:
         self._options = options
         self._ledgers: dict[str, Ledger] = {}  # TTL, quota and eviction stay per category
         self._where: dict[str, str] = {}  # entry id -> its category (the entry's policy)
+        # Hits not yet shared with other replicas: entry id -> (last hit, how many).
+        self._unshared_hits: dict[str, tuple[float, int]] = {}
         self._routes: dict[str, str] = {}  # route key -> category (exact repeats skip classify)
         self._feedback = FeedbackBook(
             recent=options.recent_hits,
@@ -145,13 +159,28 @@ class SemanticCache:
 
     def observe(self, present: Iterable[CacheEntry], gone: Iterable[str]) -> None:
         """Another server (a replica of the same store) stored or removed these entries: keep
-        the bookkeeping as `restore` would have it. Hit counts since a put stay per replica."""
+        the bookkeeping as `restore` would have it. Hits arrive separately (`observe_hits`)."""
         for entry in present:
             self._remember(entry.category, self._ledger(entry.category), entry)
         for entry_id in gone:
             category = self._where.get(entry_id)
             if category is not None:
                 self._forget(category, self._ledger(category).remove([entry_id]))
+
+    def drain_hits(self) -> dict[str, tuple[float, int]]:
+        """The hits served here since the last call, entry id -> (last hit, count): what the
+        server shares with the other replicas so their eviction order counts them too."""
+        hits, self._unshared_hits = self._unshared_hits, {}
+        return hits
+
+    def observe_hits(self, hits: Mapping[str, tuple[float, int]]) -> None:
+        """Another replica served these hits: fold them into LRU/LFU order (entries this
+        process does not know, or no longer, are skipped)."""
+        for entry_id, (last, count) in hits.items():
+            meta = self._meta(entry_id)
+            if meta is not None:
+                meta.hits += count
+                meta.last_hit_at = max(meta.last_hit_at or last, last)
 
     async def sweep_expired(self) -> int:
         """Delete expired entries from index and store (run periodically by the server).
@@ -414,6 +443,8 @@ class SemanticCache:
         now: float,
     ) -> LookupResult:
         self._ledger(entry.category).touch(entry.entry_id, now)
+        _, count = self._unshared_hits.get(entry.entry_id, (now, 0))
+        self._unshared_hits[entry.entry_id] = (now, count + 1)
         self._feedback.hit(
             prep.req.tenant,
             entry.entry_id,
@@ -496,17 +527,21 @@ class SemanticCache:
             created_at=now,
             expires_at=now + float(ttl_s),
         )
-        repo = self._repo
-        await repo.put(entry, vector)
-        ledger = self._ledger(category)
-        self._remember(category, ledger, entry)
-        victims = choose_victims(ledger, policy, tenant=req.tenant, now=now, keep=entry.entry_id)
-        if victims:
-            await repo.delete(victims)
-            removed = ledger.remove(victims)
-            self._forget(category, removed)
-            for owner, n in Counter(m.tenant for m in removed).items():
-                self._stats.evicted(owner, category, n)
+        guard = self._quota_guard.hold(category) if self._quota_guard else nullcontext()
+        async with guard:  # admission and eviction: one step across replicas
+            repo = self._repo
+            await repo.put(entry, vector)
+            ledger = self._ledger(category)
+            self._remember(category, ledger, entry)
+            victims = choose_victims(
+                ledger, policy, tenant=req.tenant, now=now, keep=entry.entry_id
+            )
+            if victims:
+                await repo.delete(victims)
+                removed = ledger.remove(victims)
+                self._forget(category, removed)
+                for owner, n in Counter(m.tenant for m in removed).items():
+                    self._stats.evicted(owner, category, n)
         self._stats.stored(req.tenant, category)
         return StoreResult(
             entry_id=entry.entry_id,

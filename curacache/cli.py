@@ -1,4 +1,4 @@
-"""`curacache` command line: serve, gateway, fake-llm.
+"""`curacache` command line: serve, gateway, fake-llm, placement.
 
 Each subcommand imports what it runs only when it runs, so the gateway (and the SDK) work on the
 light install (`pip install curacache`) without the service's dependencies.
@@ -33,6 +33,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         help="server processes sharing the port, each a replica of the store (default 1)",
     )
     p.add_argument(
+        "--group",
+        help="replica group: serve only the collections the store's placement map gives it",
+    )
+    p.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on HOST:PORT/metrics (0: any)"
     )
     p.add_argument(
@@ -61,6 +65,7 @@ def _serve_config(args: argparse.Namespace) -> ServerConfig:
             "storage.kind": args.storage,
             "storage.redis_url": args.redis_url,
             "workers": args.workers,
+            "group": args.group,
             "metrics_port": args.metrics_port,
             "access_log": args.access_log,
         },
@@ -77,6 +82,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
         ("--storage", args.storage),
         ("--redis-url", args.redis_url),
         ("--workers", args.workers),
+        ("--group", args.group),
         ("--log-level", args.log_level),
     ):
         if value is not None:
@@ -143,6 +149,66 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"curacache: configuration error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _placement_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "placement",
+        help="show or set the store's placement map (collections on replica groups)",
+        description="Replica groups (`serve --group NAME`) serve only the collections the "
+        "store's placement map gives them. `show` prints the map; `set --groups a,b` plans a "
+        "new one from the collections' stored sizes (rebalancing the current map: only what "
+        "must move moves) and stores it; running replicas follow it through the change log.",
+    )
+    p.add_argument("action", choices=("show", "set"))
+    p.add_argument("--groups", help="set: the replica groups, comma-separated")
+    p.add_argument(
+        "--pin", action="append", default=[], metavar="COLLECTION=GROUP", help="set: fix one"
+    )
+    p.add_argument("--config", type=Path, help="TOML config file (default: $CURACACHE_CONFIG)")
+    p.add_argument("--data-dir", type=Path, help="SQLite data directory (default ./data)")
+    p.add_argument("--storage", choices=("sqlite", "redis"), help="document store (default sqlite)")
+    p.add_argument("--redis-url", help="Redis URL when --storage redis")
+    p.set_defaults(run=_placement)
+
+
+def _placement(args: argparse.Namespace) -> int:
+    from curacache.server.app import STORES
+    from curacache.server.config import ConfigError, load_config
+    from curacache.server.placement_book import plan_placement, save_placement, stored_placement
+
+    try:
+        config = load_config(
+            file=args.config,
+            overrides={
+                "storage.data_dir": args.data_dir,
+                "storage.kind": args.storage,
+                "storage.redis_url": args.redis_url,
+            },
+        )
+    except ConfigError as exc:
+        print(f"curacache: configuration error: {exc}", file=sys.stderr)
+        return 2
+    store = STORES[config.storage.kind](config.storage)
+    try:
+        if args.action == "show":
+            current = stored_placement(store)
+            print(current.to_json() if current else "no placement map: every replica serves all")
+            return 0
+        groups = [g.strip() for g in (args.groups or "").split(",") if g.strip()]
+        pins = dict(p.partition("=")[::2] for p in args.pin)
+        try:
+            if not groups:
+                raise ValueError("--groups: at least one group is needed")
+            planned = plan_placement(store, groups, pins)
+            save_placement(store, planned)
+        except ValueError as exc:
+            print(f"curacache: {exc}", file=sys.stderr)
+            return 2
+        print(planned.to_json())
+        return 0
+    finally:
+        store.close()
 
 
 def _fake_llm_parser(sub: argparse._SubParsersAction) -> None:
@@ -292,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     _gateway_parser(sub)
     _fake_llm_parser(sub)
+    _placement_parser(sub)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -41,3 +41,16 @@ class ResourceExhausted(CuracacheError):
 
 class Unavailable(CuracacheError):
     pass
+
+
+class WrongGroup(CuracacheError):
+    """The collection is placed on another replica group than this replica's (placement)."""
+
+    def __init__(self, collection: str, group: str, here: str) -> None:
+        super().__init__(
+            f"collection {collection!r} is served by replica group {group!r}; "
+            f"this replica serves group {here!r}"
+        )
+        self.collection = collection
+        self.group = group
+        self.here = here

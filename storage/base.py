@@ -36,19 +36,34 @@ class DocumentStore(Protocol):
         """Drop the collection with every record and blob; False if it did not exist."""
 
     # -- records -----------------------------------------------------------------------
-    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> str:
+    def put_records(
+        self, collection: str, records: Sequence[StoredRecord], *, owner: str | None = None
+    ) -> str:
         """Insert or replace records by id, atomically. CollectionMissing if absent.
-        Returns the log position ("" when `records` is empty: nothing was written)."""
+        Returns the log position ("" when `records` is empty: nothing was written).
+        With `owner`: only if none of the ids exists with another owner, checked in the same
+        atomic step as the write (else OwnedByAnother, and nothing is written)."""
 
     def get_records(self, collection: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
         """The records that exist among `ids`, keyed by id (missing ids are left out)."""
 
-    def delete_records(self, collection: str, ids: Iterable[str]) -> Deleted:
-        """Delete atomically; returns how many existed and the log position ("" if none)."""
+    def delete_records(
+        self, collection: str, ids: Iterable[str], *, owner: str | None = None
+    ) -> Deleted:
+        """Delete atomically; returns how many existed and the log position ("" if none).
+        With `owner`: as for put_records, only if no id exists with another owner."""
 
-    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
+    def set_tenants(
+        self,
+        collection: str,
+        tenants_by_id: Mapping[str, Sequence[str]],
+        *,
+        expected: Mapping[str, tuple[str, Sequence[str]]] | None = None,
+    ) -> str:
         """Replace the access lists of existing records, atomically (grant/revoke); returns
-        the log position ("" when there was nothing to change)."""
+        the log position ("" when there was nothing to change). With `expected` (id -> the
+        owner and access list the caller decided on): only if every id still has them,
+        checked in the write's atomic step (else ChangedMeanwhile, and nothing is written)."""
 
     def iter_records(self, collection: str, batch_size: int = 1024) -> Iterator[list[StoredRecord]]:
         """Every record of the collection, in batches (index rebuild at start-up)."""
@@ -67,6 +82,11 @@ class DocumentStore(Protocol):
 
     def get_blob(self, collection: str, key: str) -> bytes | None: ...
 
+    def announce(self, collection: str, ids: Sequence[str], note: str) -> str:
+        """Append a "note" change about `ids` to the collection's log without changing data:
+        a fact one replica shares with the others (the cache's hit times). Returns its
+        position; CollectionMissing if absent."""
+
     # -- change log ----------------------------------------------------------------------
     def stream_of(self, collection: str) -> str:
         """The log stream that carries `collection`'s record changes ("" is the registry's,
@@ -77,10 +97,14 @@ class DocumentStore(Protocol):
         just loaded the store's state starts tailing."""
 
     def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
-        """Changes after each stream's cursor position, oldest first within a stream."""
+        """Changes after each stream's cursor position, oldest first within a stream. When
+        changes after a cursor have been trimmed away, the stream's first change is a
+        "reset" (position: the newest trimmed one; collection: the stream's, "" for the
+        registry's or SQLite's one): what it carried must be re-read from the store."""
 
     def trim_log(self, older_than_s: float) -> int:
-        """Drop log entries older than `older_than_s` seconds; returns how many went."""
+        """Drop log entries older than `older_than_s` seconds, remembering the newest position
+        dropped per stream (so `read_changes` can report a gap); returns how many went."""
 
     # -- leases (one holder at a time across processes: the cache's cross-replica
     # single-flight, DESIGN §6) -------------------------------------------------------------

@@ -5,8 +5,11 @@ Key layout (every key of a collection shares the hash tag `{name}`, so one slot 
     {prefix}:collections            hash   name -> CollectionSpec JSON (the registry, for listing)
     {prefix}:{{prefix}:collections}:registry-log
                                     stream create/drop changes (same slot as the registry)
+    {prefix}:{{prefix}:collections}:registry-trimmed
+                                    string newest registry-log position trimmed away
     {prefix}:{name}:spec            string CollectionSpec JSON: the collection exists
     {prefix}:{name}:log             stream the collection's change log
+    {prefix}:{name}:trimmed         string newest log position trimmed away (see trim_log)
     {prefix}:{name}:r:{id}          hash   v vector, o owner, t tenants JSON, p payload,
                                            m metadata JSON, n stored bytes of the record
     {prefix}:{name}:ids             zset   every id at score 0 (lexicographic paging, ZCARD)
@@ -14,10 +17,10 @@ Key layout (every key of a collection shares the hash tag `{name}`, so one slot 
     {prefix}:{name}:b:{key}         string blob
     {prefix}:{name}:blobs           set    blob keys (so delete_collection finds them)
 
-Writes are small Lua scripts: each one checks the collection's `spec` key, writes, updates
-the byte counter and appends to the collection's log stream (XADD) in one atomic step, so a
-batch lands whole, never lands in a deleted collection, and is logged if and only if it
-landed. Every key a script touches shares one hash slot, so the same scripts run on Redis
+Writes are small Lua scripts (`storage._redis_scripts`): each one checks the collection's
+`spec` key, writes, updates the byte counter and appends to the collection's log stream
+(XADD) in one atomic step, so a batch lands whole, never lands in a deleted collection, and
+is logged if and only if it landed. Every key a script touches shares one hash slot, so the same scripts run on Redis
 Cluster (the client routes them by KEYS[1]; MOVED/ASK are followed by redis-py). Lua cannot
 roll back, so records are fully validated in Python before the script is sent.
 
@@ -44,6 +47,7 @@ import redis
 from redis import exceptions as rexc
 from redis.cluster import RedisCluster
 
+from storage import _redis_scripts as lua
 from storage._codec import (
     check_name,
     decode_record,
@@ -53,134 +57,18 @@ from storage._codec import (
     encode_tenants,
     unique_ids,
 )
-from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
+from storage.errors import (
+    ChangedMeanwhile,
+    CollectionExists,
+    CollectionMissing,
+    OwnedByAnother,
+    StoreUnavailable,
+)
 from storage.redis_connect import connect
-from storage.types import Change, CollectionSpec, Deleted, StoredRecord
+from storage.types import Change, CollectionSpec, Deleted, StoredRecord, position_key
 
 __all__ = ["RedisStore"]
 
-_MISSING = -1  # what a script returns when the collection is not in the registry
-
-# Every record script: KEYS[1] spec, KEYS[2] log; ARGV[1] key base, ARGV[2] ids JSON for the
-# log entry, then its own arguments. It returns -1 for a missing collection, else
-# {count, log position} ("" when nothing changed, and then nothing is logged).
-
-# per record: id v o t p m n
-_PUT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local base = ARGV[1]
-local ids = base .. 'ids'
-local delta = 0
-for i = 3, #ARGV, 7 do
-  local key = base .. 'r:' .. ARGV[i]
-  local old = redis.call('HGET', key, 'n')
-  if old then delta = delta - tonumber(old) end
-  redis.call('HSET', key, 'v', ARGV[i+1], 'o', ARGV[i+2], 't', ARGV[i+3],
-             'p', ARGV[i+4], 'm', ARGV[i+5], 'n', ARGV[i+6])
-  redis.call('ZADD', ids, 0, ARGV[i])
-  delta = delta + tonumber(ARGV[i+6])
-end
-if delta ~= 0 then redis.call('INCRBY', base .. 'bytes', delta) end
-if #ARGV < 3 then return {0, ''} end
-return {(#ARGV - 2) / 7, redis.call('XADD', KEYS[2], '*', 'op', 'put', 'ids', ARGV[2])}
-"""
-
-# then ids
-_DELETE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local base = ARGV[1]
-local ids = base .. 'ids'
-local freed, n = 0, 0
-for i = 3, #ARGV do
-  local key = base .. 'r:' .. ARGV[i]
-  local old = redis.call('HGET', key, 'n')
-  if old then
-    redis.call('DEL', key)
-    redis.call('ZREM', ids, ARGV[i])
-    freed = freed + tonumber(old)
-    n = n + 1
-  end
-end
-if freed ~= 0 then redis.call('DECRBY', base .. 'bytes', freed) end
-if n == 0 then return {0, ''} end
-return {n, redis.call('XADD', KEYS[2], '*', 'op', 'delete', 'ids', ARGV[2])}
-"""
-
-# then pairs: id tenants-JSON
-_SET_TENANTS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local base = ARGV[1]
-local changed = 0
-local delta = 0
-for i = 3, #ARGV, 2 do
-  local key = base .. 'r:' .. ARGV[i]
-  local old = redis.call('HGET', key, 't')
-  if old then
-    local d = #ARGV[i+1] - #old
-    local n = tonumber(redis.call('HGET', key, 'n')) + d
-    redis.call('HSET', key, 't', ARGV[i+1], 'n', string.format('%d', n))
-    delta = delta + d
-    changed = changed + 1
-  end
-end
-if delta ~= 0 then redis.call('INCRBY', base .. 'bytes', delta) end
-if changed == 0 then return {0, ''} end
-return {changed, redis.call('XADD', KEYS[2], '*', 'op', 'access', 'ids', ARGV[2])}
-"""
-
-# A lease is freed only by its holder (a late release after expiry must not free another's).
-_RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# then the blob key, its data and "1" to announce it in the log
-_PUT_BLOB = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('SET', ARGV[1] .. 'b:' .. ARGV[3], ARGV[4])
-redis.call('SADD', ARGV[1] .. 'blobs', ARGV[3])
-if ARGV[5] ~= '1' then return {0, ''} end
-return {0, redis.call('XADD', KEYS[2], '*', 'op', 'blob', 'ids', ARGV[2])}
-"""
-
-# KEYS[1] spec, KEYS[2] log; ARGV[1] key base. Pages through ids to bound memory.
-_DROP = """
-if redis.call('DEL', KEYS[1]) == 0 then return 0 end
-local base = ARGV[1]
-local ids = base .. 'ids'
-while true do
-  local page = redis.call('ZRANGE', ids, 0, 999)
-  if #page == 0 then break end
-  local keys = {}
-  for j, id in ipairs(page) do keys[j] = base .. 'r:' .. id end
-  redis.call('UNLINK', unpack(keys))
-  redis.call('ZREMRANGEBYRANK', ids, 0, #page - 1)
-end
-local blobs = base .. 'blobs'
-local names = redis.call('SMEMBERS', blobs)
-for j = 1, #names, 1000 do
-  local keys = {}
-  for k = j, math.min(j + 999, #names) do keys[#keys + 1] = base .. 'b:' .. names[k] end
-  redis.call('UNLINK', unpack(keys))
-end
-redis.call('UNLINK', ids, blobs, base .. 'bytes', KEYS[2])
-return 1
-"""
-
-# KEYS[1] registry, KEYS[2] registry log; ARGV[1] name, ARGV[2] spec JSON
-_REGISTER = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
-return redis.call('XADD', KEYS[2], '*', 'op', 'create', 'collection', ARGV[1])
-"""
-
-# KEYS[1] registry, KEYS[2] registry log; ARGV[1] name
-_UNREGISTER = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', 'op', 'drop', 'collection', ARGV[1])
-return 1
-"""
 
 # Server replies that mean "not now" rather than "bad request".
 _TRANSIENT_REPLIES = (
@@ -264,6 +152,7 @@ class RedisStore:
         self._prefix = _check_tag_safe(prefix, "prefix")
         self._registry = f"{prefix}:collections".encode()
         self._registry_log = f"{prefix}:{{{prefix}:collections}}:registry-log".encode()
+        self._registry_trimmed = f"{prefix}:{{{prefix}:collections}}:registry-trimmed".encode()
         self._owns_client = client is None
         if client is None:
             client = connect(url, socket_timeout=socket_timeout)
@@ -271,14 +160,16 @@ class RedisStore:
             raise ValueError("RedisStore needs a client with decode_responses=False")
         self._r: Any = client
         self._closed = False
-        self._put = client.register_script(_PUT)
-        self._delete = client.register_script(_DELETE)
-        self._set_tenants = client.register_script(_SET_TENANTS)
-        self._put_blob = client.register_script(_PUT_BLOB)
-        self._release_lease = client.register_script(_RELEASE_LEASE)
-        self._drop = client.register_script(_DROP)
-        self._register = client.register_script(_REGISTER)
-        self._unregister = client.register_script(_UNREGISTER)
+        self._put = client.register_script(lua.PUT)
+        self._delete = client.register_script(lua.DELETE)
+        self._set_tenants = client.register_script(lua.SET_TENANTS)
+        self._put_blob = client.register_script(lua.PUT_BLOB)
+        self._release_lease = client.register_script(lua.RELEASE_LEASE)
+        self._drop = client.register_script(lua.DROP)
+        self._register = client.register_script(lua.REGISTER)
+        self._unregister = client.register_script(lua.UNREGISTER)
+        self._trim = client.register_script(lua.TRIM)
+        self._announce = client.register_script(lua.ANNOUNCE)
 
     @property
     def is_cluster(self) -> bool:
@@ -335,9 +226,13 @@ class RedisStore:
         result = self._write(
             keys[0], lambda c: script(keys=keys, args=[base, logged, *args], client=c)
         )
-        if result == _MISSING:
+        if result == lua.MISSING:
             raise CollectionMissing(collection)
         count, position = result
+        if count == lua.OWNED_BY_ANOTHER:
+            raise OwnedByAnother(collection, _text(position))
+        if count == lua.CHANGED_MEANWHILE:
+            raise ChangedMeanwhile(collection, _text(position))
         return int(count), _text(position)
 
     def _with_exists(self, collection: str, *commands: tuple[str, bytes]) -> list[Any]:
@@ -371,7 +266,7 @@ class RedisStore:
         position = self._write(
             keys[0], lambda c: self._register(keys=keys, args=[spec.name, text], client=c)
         )
-        if position == _MISSING:
+        if position == lua.MISSING:
             raise CollectionExists(spec.name)
         return _text(position)
 
@@ -399,8 +294,10 @@ class RedisStore:
         )
 
     # -- records -------------------------------------------------------------------------
-    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> str:
-        args: list[Any] = []
+    def put_records(
+        self, collection: str, records: Sequence[StoredRecord], *, owner: str | None = None
+    ) -> str:
+        args: list[Any] = [owner or ""]
         ids: dict[str, None] = {}
         for r in records:  # validate everything before anything is sent
             e = encode_record(r)
@@ -413,17 +310,31 @@ class RedisStore:
         hashes = self._with_exists(collection, *(("hgetall", b"r:" + i.encode()) for i in wanted))
         return {i: self._decode(i, h) for i, h in zip(wanted, hashes) if h}
 
-    def delete_records(self, collection: str, ids: Iterable[str]) -> Deleted:
+    def delete_records(
+        self, collection: str, ids: Iterable[str], *, owner: str | None = None
+    ) -> Deleted:
         wanted = list(unique_ids(ids))
-        return Deleted(*self._script(self._delete, collection, wanted, wanted))
+        return Deleted(*self._script(self._delete, collection, wanted, [owner or "", *wanted]))
 
-    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
-        """Replace access lists; ids that do not exist are ignored."""
-        args: list[str] = []
+    def set_tenants(
+        self,
+        collection: str,
+        tenants_by_id: Mapping[str, Sequence[str]],
+        *,
+        expected: Mapping[str, tuple[str, Sequence[str]]] | None = None,
+    ) -> str:
+        """Replace access lists; ids that do not exist are ignored (unless `expected`)."""
+        args: list[str] = ["1" if expected is not None else "0"]
         for rid, tenants in tenants_by_id.items():
             if not isinstance(rid, str):
                 raise TypeError(f"ids must be str, got {type(rid).__name__}")
-            args += [rid, encode_tenants(tenants, f"record {rid!r}: tenants")]
+            owner, before = expected[rid] if expected is not None else ("", ())
+            args += [
+                rid,
+                encode_tenants(tenants, f"record {rid!r}: tenants"),
+                owner,
+                encode_tenants(before, f"expected[{rid!r}]"),
+            ]
         return self._script(self._set_tenants, collection, list(tenants_by_id), args)[1]
 
     def iter_records(self, collection: str, batch_size: int = 1024) -> Iterator[list[StoredRecord]]:
@@ -483,6 +394,10 @@ class RedisStore:
         raw = self._with_exists(collection, ("get", b"b:" + key.encode()))[0]
         return None if raw is None else bytes(raw)
 
+    def announce(self, collection: str, ids: Sequence[str], note: str) -> str:
+        wanted = list(unique_ids(ids))
+        return self._script(self._announce, collection, wanted, [note.encode()])[1]
+
     # -- change log ----------------------------------------------------------------------
     def stream_of(self, collection: str) -> str:
         self._base(collection)
@@ -500,34 +415,44 @@ class RedisStore:
             tails = pipe.execute()
         return {n: _text(t[0][0]) if t else "0-0" for n, t in zip(names, tails, strict=True)}
 
+    def _trimmed_key(self, stream: str) -> bytes:
+        return self._registry_trimmed if stream == "" else self._base(stream) + b"trimmed"
+
     def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
-        """One pipelined XRANGE per stream: a single XREAD cannot span Cluster slots."""
+        """One pipelined XRANGE per stream (a single XREAD cannot span Cluster slots), with
+        the stream's trimmed mark: a cursor older than it gets a "reset" change first."""
         names = list(cursors)
         pipe = self._client().pipeline(transaction=False)
         for name in names:
+            pipe.get(self._trimmed_key(name))
             pipe.xrange(self._stream_key(name), min=b"(" + cursors[name].encode(), count=limit)
         with _mapped():
             replies = pipe.execute()
         changes = []
-        for name, entries in zip(names, replies, strict=True):
+        for i, name in enumerate(names):
+            trimmed, entries = replies[2 * i], replies[2 * i + 1]
+            if trimmed is not None and position_key(cursors[name]) < position_key(_text(trimmed)):
+                changes.append(Change(name, _text(trimmed), name, "reset"))
             for entry_id, fields in entries:
                 op = _text(fields[b"op"])
                 if name == "":
                     changes.append(Change("", _text(entry_id), _text(fields[b"collection"]), op))
                 else:
                     ids = tuple(json.loads(fields[b"ids"]))
-                    changes.append(Change(name, _text(entry_id), name, op, ids))
+                    note = _text(fields.get(b"note", b""))
+                    changes.append(Change(name, _text(entry_id), name, op, ids, note))
         return changes
 
     def trim_log(self, older_than_s: float) -> int:
-        """XTRIM MINID on every stream: stream ids start with their append time in ms."""
+        """XTRIM MINID on every stream (stream ids start with their append time in ms), each
+        with its trimmed mark in one script: one stream at a time, each in its own slot."""
         cutoff = f"{int((time.time() - older_than_s) * 1000)}-0"
-        streams = ["", *(s.name for s in self.list_collections())]
-        pipe = self._client().pipeline(transaction=False)
-        for name in streams:
-            pipe.xtrim(self._stream_key(name), minid=cutoff)
-        with _mapped():
-            return sum(int(n) for n in pipe.execute())
+        trimmed = 0
+        for name in ["", *(s.name for s in self.list_collections())]:
+            keys = [self._stream_key(name), self._trimmed_key(name)]
+            with _mapped():
+                trimmed += int(self._trim(keys=keys, args=[cutoff], client=self._client()))
+        return trimmed
 
     # -- leases ----------------------------------------------------------------------------
     # Not WAITed for: a lease lost in a failover costs at most one duplicate backend call.

@@ -41,7 +41,13 @@ from storage._codec import (
     encode_tenants,
     unique_ids,
 )
-from storage.errors import CollectionExists, CollectionMissing, StoreUnavailable
+from storage.errors import (
+    ChangedMeanwhile,
+    CollectionExists,
+    CollectionMissing,
+    OwnedByAnother,
+    StoreUnavailable,
+)
 from storage.types import Change, CollectionSpec, Deleted, StoredRecord, position_key
 
 __all__ = ["SqliteStore"]
@@ -87,6 +93,10 @@ CREATE TABLE IF NOT EXISTS changes (
     ids        TEXT NOT NULL,
     at         REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS log_trimmed (
+    stream TEXT PRIMARY KEY,
+    seq    INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS records_ai AFTER INSERT ON records BEGIN
     UPDATE collections SET nrecords = nrecords + 1, nbytes = nbytes + NEW.nbytes
     WHERE name = NEW.collection;
@@ -112,13 +122,24 @@ _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limi
 _MAX_IDLE_READERS = 8
 
 
-def _log(conn: sqlite3.Connection, collection: str, op: str, ids: Sequence[str] = ()) -> str:
-    """Append a change inside the caller's transaction; returns its position."""
+def _log(
+    conn: sqlite3.Connection, collection: str, op: str, ids: Sequence[str] = (), note: str = ""
+) -> str:
+    """Append a change inside the caller's transaction; returns its position. A note travels
+    as the last element of the ids array (read_changes takes it off again)."""
+    listed = [*ids, note] if op == "note" else list(ids)
     cur = conn.execute(
         "INSERT INTO changes (collection, op, ids, at) VALUES (?, ?, ?, ?)",
-        (collection, op, json.dumps(list(ids), ensure_ascii=False), time.time()),
+        (collection, op, json.dumps(listed, ensure_ascii=False), time.time()),
     )
     return f"{cur.lastrowid}-0"
+
+
+def _change(seq: int, collection: str, op: str, ids_json: str) -> Change:
+    ids = json.loads(ids_json)
+    if op == "note":
+        return Change("", f"{seq}-0", collection, op, tuple(ids[:-1]), ids[-1])
+    return Change("", f"{seq}-0", collection, op, tuple(ids))
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
@@ -299,13 +320,17 @@ class SqliteStore:
         return self._write(op)
 
     # -- records -------------------------------------------------------------------------
-    def put_records(self, collection: str, records: Sequence[StoredRecord]) -> str:
+    def put_records(
+        self, collection: str, records: Sequence[StoredRecord], *, owner: str | None = None
+    ) -> str:
         encoded = [encode_record(r) for r in records]  # validate everything before writing
 
         def op(conn: sqlite3.Connection) -> str:
             self._require(conn, collection)
             if not encoded:
                 return ""
+            if owner is not None:
+                self._check_owner(conn, collection, [e.id for e in encoded], owner)
             conn.executemany(
                 _UPSERT,
                 [
@@ -341,11 +366,32 @@ class SqliteStore:
                     found[row[0]] = decode_record(*row)
         return {i: found[i] for i in wanted if i in found}
 
-    def delete_records(self, collection: str, ids: Iterable[str]) -> Deleted:
+    @staticmethod
+    def _check_owner(
+        conn: sqlite3.Connection, collection: str, ids: Sequence[str], owner: str
+    ) -> None:
+        """OwnedByAnother if one of `ids` exists with another owner (in the write's transaction,
+        so the check and the write are one step)."""
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            row = conn.execute(
+                f"SELECT id FROM records WHERE collection = ? AND id IN ({marks}) AND owner != ?"
+                " LIMIT 1",
+                (collection, *chunk, owner),
+            ).fetchone()
+            if row is not None:
+                raise OwnedByAnother(collection, row[0])
+
+    def delete_records(
+        self, collection: str, ids: Iterable[str], *, owner: str | None = None
+    ) -> Deleted:
         wanted = unique_ids(ids)
 
         def op(conn: sqlite3.Connection) -> Deleted:
             self._require(conn, collection)
+            if owner is not None:
+                self._check_owner(conn, collection, wanted, owner)
             deleted = 0
             for i in range(0, len(wanted), _CHUNK):
                 chunk = wanted[i : i + _CHUNK]
@@ -358,8 +404,19 @@ class SqliteStore:
 
         return self._write(op)
 
-    def set_tenants(self, collection: str, tenants_by_id: Mapping[str, Sequence[str]]) -> str:
-        """Replace access lists; ids that do not exist are ignored."""
+    def set_tenants(
+        self,
+        collection: str,
+        tenants_by_id: Mapping[str, Sequence[str]],
+        *,
+        expected: Mapping[str, tuple[str, Sequence[str]]] | None = None,
+    ) -> str:
+        """Replace access lists; ids that do not exist are ignored (unless `expected`)."""
+        wanted = (
+            {rid: (o, encode_tenants(t, f"expected[{rid!r}]")) for rid, (o, t) in expected.items()}
+            if expected is not None
+            else None
+        )
         rows: list[tuple[str, int, str, str]] = []
         for rid, tenants in tenants_by_id.items():
             if not isinstance(rid, str):
@@ -371,6 +428,14 @@ class SqliteStore:
             self._require(conn, collection)
             if not rows:
                 return ""
+            if wanted is not None:  # the condition, in the write's own transaction
+                for _, _, _, rid in rows:
+                    now = conn.execute(
+                        "SELECT owner, tenants FROM records WHERE collection = ? AND id = ?",
+                        (collection, rid),
+                    ).fetchone()
+                    if now is None or tuple(now) != wanted.get(rid):
+                        raise ChangedMeanwhile(collection, rid)
             conn.executemany(
                 "UPDATE records SET tenants = ?, nbytes = nbytes - length(CAST(tenants AS BLOB)) + ?"
                 " WHERE collection = ? AND id = ?",
@@ -447,6 +512,15 @@ class SqliteStore:
             ).fetchone()
         return None if row is None else bytes(row[0])
 
+    def announce(self, collection: str, ids: Sequence[str], note: str) -> str:
+        wanted = unique_ids(ids)
+
+        def op(conn: sqlite3.Connection) -> str:
+            self._require(conn, collection)
+            return _log(conn, collection, "note", wanted, note)
+
+        return self._write(op)
+
     # -- change log ----------------------------------------------------------------------
     def stream_of(self, collection: str) -> str:
         return ""
@@ -457,21 +531,38 @@ class SqliteStore:
         return dict.fromkeys(streams, f"{row[0] or 0}-0")
 
     def read_changes(self, cursors: Mapping[str, str], limit: int = 1024) -> list[Change]:
+        """Changes after the cursor; a cursor older than the newest trimmed change gets a
+        "reset" change (at that position) first: the changes in between are gone."""
         if "" not in cursors:
             return []
         after = position_key(cursors[""])[0]
         with self._reader() as conn:
+            mark = conn.execute("SELECT seq FROM log_trimmed WHERE stream = ''").fetchone()
             rows = conn.execute(
                 "SELECT seq, collection, op, ids FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, limit),
             ).fetchall()
-        return [Change("", f"{seq}-0", c, op, tuple(json.loads(ids))) for seq, c, op, ids in rows]
+        reset = [Change("", f"{mark[0]}-0", "", "reset")] if mark and mark[0] > after else []
+        return reset + [_change(seq, c, op, ids) for seq, c, op, ids in rows]
 
     def trim_log(self, older_than_s: float) -> int:
+        """Drop changes older than the cutoff and mark the newest one dropped (log_trimmed)."""
         cutoff = time.time() - older_than_s
-        return self._write(
-            lambda conn: conn.execute("DELETE FROM changes WHERE at < ?", (cutoff,)).rowcount
-        )
+
+        def op(conn: sqlite3.Connection) -> int:
+            (last,) = conn.execute(
+                "SELECT max(seq) FROM changes WHERE at < ?", (cutoff,)
+            ).fetchone()
+            if last is None:
+                return 0
+            conn.execute(
+                "INSERT INTO log_trimmed (stream, seq) VALUES ('', ?) "
+                "ON CONFLICT (stream) DO UPDATE SET seq = max(seq, excluded.seq)",
+                (last,),
+            )
+            return int(conn.execute("DELETE FROM changes WHERE seq <= ?", (last,)).rowcount)
+
+        return self._write(op)
 
     # -- leases ----------------------------------------------------------------------------
     def try_lease(self, key: str, holder: str, ttl_s: float) -> bool:

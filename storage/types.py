@@ -47,8 +47,9 @@ class Change:
     )
     position: str  # "ms-seq" (a Redis stream id) or "seq-0" (SQLite); compare with position_key
     collection: str
-    op: str  # "create" | "drop" | "put" | "delete" | "access"
+    op: str  # "create" | "drop" | "put" | "delete" | "access" | "blob" | "note" | "reset"
     ids: tuple[str, ...] = ()
+    note: str = ""  # op "note": what the writer announced (DocumentStore.announce)
 
 
 class Deleted(NamedTuple):

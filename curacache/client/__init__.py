@@ -26,6 +26,7 @@ from curacache.client.errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
+    WrongGroupError,
 )
 from curacache.client.sync import Client
 from curacache.client.types import CollectionInfo, CollectionStats, Hit, Record
@@ -59,4 +60,5 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "Usage",
+    "WrongGroupError",
 ]

@@ -19,6 +19,9 @@ from curacache.client.types import CollectionInfo, CollectionStats, Hit, Record
 _METRICS = {"cosine": cpb.METRIC_COSINE, "l2": cpb.METRIC_L2, "ip": cpb.METRIC_IP}
 _METRIC_NAMES = {v: k for k, v in _METRICS.items()}
 CONSISTENCY = ("eventual", "read_your_writes")
+# Trailing metadata of a call sent to the wrong replica group (curacache.server.status).
+_GROUP_KEY = "curacache-group"
+_REPLICA_GROUP_KEY = "curacache-replica-group"
 
 # Calls that change nothing: safe to send again to another replica after UNAVAILABLE (or a
 # server's CANCELLED: it dropped the call from its backlog, or was stopping).
@@ -30,6 +33,7 @@ _IDEMPOTENT = frozenset(
         ("vectors", "Get"),
         ("vectors", "Search"),
         ("vectors", "SearchBatch"),
+        ("cache", "Lookup"),
         ("health", "Check"),
         ("cache", "Lookup"),
         ("cache", "Models"),
@@ -62,8 +66,9 @@ class AsyncClient(CacheCalls):
     seconds (None: no deadline); `channel_options` are extra gRPC channel arguments (e.g.
     `("grpc.max_reconnect_backoff_ms", 1000)`).
     `consistency="read_your_writes"`: reads of a collection wait, on whichever replica serves
-    them, until that replica has applied this client's last write to it (README "Running
-    more than one"); "eventual" (default) reads whatever the replica has applied.
+    them, until that replica has applied this client's last write to it, and cache lookups
+    until it has applied this client's last cache write (README "Running more than one");
+    "eventual" (default) reads whatever the replica has applied.
     """
 
     def __init__(
@@ -97,6 +102,8 @@ class AsyncClient(CacheCalls):
             for t in targets
         ]
         self._turn = 0
+        self._group_of: dict[str, str] = {}  # placed collection -> its replica group (learned)
+        self._endpoint_group: dict[int, str] = {}  # endpoint -> its replica group (learned)
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._timeout = timeout
         self._read_your_writes = consistency == "read_your_writes"
@@ -131,25 +138,56 @@ class AsyncClient(CacheCalls):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, service: str, method: str, request: Any) -> Any:
-        """One unary call on the next replica; an idempotent one that gets UNAVAILABLE (or
-        the server's CANCELLED) is tried once on each other replica before the error is raised."""
-        tries = len(self._endpoints) if (service, method) in _IDEMPOTENT else 1
-        first = self._turn
-        self._turn += 1
-        for attempt in range(tries):
-            # From this call's own turn, not the shared counter, which concurrent calls move:
-            # each retry must land on a replica this call has not tried yet.
-            endpoint = self._endpoints[(first + attempt) % len(self._endpoints)]
-            stub = getattr(endpoint, service)
+    async def _call(
+        self, service: str, method: str, request: Any, collection: str | None = None
+    ) -> Any:
+        """One unary call on the next replica (for a collection placed on a replica group, one
+        of that group's when known). An idempotent call that gets UNAVAILABLE (or the server's
+        CANCELLED) is tried once on each other replica before the error is raised; any call sent to the wrong group
+        (FAILED_PRECONDITION naming the right one: nothing was done) goes on to another
+        replica, and the client remembers which group serves the collection and which group
+        each replica it heard from belongs to."""
+        idempotent = (service, method) in _IDEMPOTENT
+        tried: set[int] = set()
+        for attempt in range(len(self._endpoints)):
+            index = self._pick(collection, tried)
+            tried.add(index)
+            stub = getattr(self._endpoints[index], service)
             try:
                 return await getattr(stub, method)(
                     request, metadata=self._metadata, timeout=self._timeout
                 )
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _RETRY_ELSEWHERE or attempt == tries - 1:
-                    raise from_rpc_error(exc) from None
+                last = attempt == len(self._endpoints) - 1
+                code = exc.code()
+                if code == grpc.StatusCode.FAILED_PRECONDITION and collection is not None:
+                    trailers = dict(exc.trailing_metadata() or ())
+                    group = trailers.get(_GROUP_KEY)
+                    if isinstance(group, str) and group:
+                        self._group_of[collection] = group
+                        here = trailers.get(_REPLICA_GROUP_KEY)
+                        if isinstance(here, str):
+                            self._endpoint_group[index] = here
+                        if not last:
+                            continue
+                if code in _RETRY_ELSEWHERE and idempotent and not last:
+                    continue
+                raise from_rpc_error(exc) from None
         raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    def _pick(self, collection: str | None, tried: set[int]) -> int:
+        """The next replica in turn, preferring for a placed collection one known to be in
+        its group, then one whose group is not known yet."""
+        n = len(self._endpoints)
+        order = [(self._turn + i) % n for i in range(n)]
+        self._turn += 1
+        fresh = [i for i in order if i not in tried] or order
+        group = self._group_of.get(collection) if collection is not None else None
+        if group is None:
+            return fresh[0]
+        known = [i for i in fresh if self._endpoint_group.get(i) == group]
+        unknown = [i for i in fresh if i not in self._endpoint_group]
+        return (known or unknown or fresh)[0]
 
     async def _stream(self, service: str, method: str, request: Any) -> AsyncIterator[Any]:
         stub = getattr(self._next_endpoint(), service)
@@ -175,13 +213,13 @@ class AsyncClient(CacheCalls):
             metric=_METRICS[metric],
             index=cpb.IndexSpec(kind=index or "", params=params),
         )
-        info = await self._call("collections", "Create", request)
+        info = await self._call("collections", "Create", request, name)
         self._wrote(name, info.log_position)
         return _collection_info(info)
 
     async def get_collection(self, name: str) -> CollectionInfo:
         return _collection_info(
-            await self._call("collections", "Get", cpb.GetCollectionRequest(name=name))
+            await self._call("collections", "Get", cpb.GetCollectionRequest(name=name), name)
         )
 
     async def list_collections(self) -> list[CollectionInfo]:
@@ -189,10 +227,12 @@ class AsyncClient(CacheCalls):
         return [_collection_info(c) for c in response.collections]
 
     async def delete_collection(self, name: str) -> None:
-        await self._call("collections", "Delete", cpb.DeleteCollectionRequest(name=name))
+        await self._call("collections", "Delete", cpb.DeleteCollectionRequest(name=name), name)
 
     async def stats(self, collection: str) -> CollectionStats:
-        s = await self._call("collections", "Stats", cpb.CollectionStatsRequest(name=collection))
+        s = await self._call(
+            "collections", "Stats", cpb.CollectionStatsRequest(name=collection), collection
+        )
         return CollectionStats(
             name=s.name,
             record_count=s.record_count,
@@ -238,7 +278,7 @@ class AsyncClient(CacheCalls):
             for i in range(n)
         ]
         request = vpb.UpsertRequest(collection=collection, tenant=owner, records=records)
-        response = await self._call("vectors", "Upsert", request)
+        response = await self._call("vectors", "Upsert", request, collection)
         self._wrote(collection, response.log_position)
         return int(response.upserted)
 
@@ -259,7 +299,7 @@ class AsyncClient(CacheCalls):
             with_vectors=with_vectors,
             min_log_position=self._min_position(collection, min_log_position),
         )
-        response = await self._call("vectors", "Get", request)
+        response = await self._call("vectors", "Get", request, collection)
         return [
             Record(
                 id=r.id,
@@ -275,7 +315,7 @@ class AsyncClient(CacheCalls):
     async def delete(self, collection: str, ids: Sequence[str], tenant: str) -> int:
         """Delete records `tenant` owns; returns how many were deleted."""
         request = vpb.DeleteRequest(collection=collection, tenant=tenant, ids=ids)
-        response = await self._call("vectors", "Delete", request)
+        response = await self._call("vectors", "Delete", request, collection)
         self._wrote(collection, response.log_position)
         return int(response.deleted)
 
@@ -284,7 +324,7 @@ class AsyncClient(CacheCalls):
         request = vpb.GrantRequest(
             collection=collection, tenant=tenant, ids=ids, to_tenant=to_tenant
         )
-        response = await self._call("vectors", "Grant", request)
+        response = await self._call("vectors", "Grant", request, collection)
         self._wrote(collection, response.log_position)
         return int(response.changed)
 
@@ -295,7 +335,7 @@ class AsyncClient(CacheCalls):
         request = vpb.RevokeRequest(
             collection=collection, tenant=tenant, ids=ids, from_tenant=from_tenant
         )
-        response = await self._call("vectors", "Revoke", request)
+        response = await self._call("vectors", "Revoke", request, collection)
         self._wrote(collection, response.log_position)
         return int(response.changed)
 
@@ -324,7 +364,7 @@ class AsyncClient(CacheCalls):
             with_payload=with_payload,
             min_log_position=self._min_position(collection, min_log_position),
         )
-        return _hits(await self._call("vectors", "Search", request), with_payload)
+        return _hits(await self._call("vectors", "Search", request, collection), with_payload)
 
     async def search_batch(
         self,
@@ -346,7 +386,7 @@ class AsyncClient(CacheCalls):
             with_payload=with_payload,
             min_log_position=self._min_position(collection, min_log_position),
         )
-        response = await self._call("vectors", "SearchBatch", request)
+        response = await self._call("vectors", "SearchBatch", request, collection)
         return [_hits(r, with_payload) for r in response.results]
 
     async def health(self, service: str = "") -> str:

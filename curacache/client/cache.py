@@ -36,6 +36,9 @@ from curacache.client.cache_types import (
 Prompt = str | Sequence[Mapping[str, str]] | Sequence[tuple[str, str]]
 _PARAM_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
 _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(CategoryPolicy))
+# Where the client keeps its last cache write's log position, next to its collections' (no
+# collection name contains a colon).
+CACHE_LOG = "cache:"
 
 
 class CacheCalls:
@@ -43,6 +46,14 @@ class CacheCalls:
 
     _call: Any
     _stream: Any
+    _wrote: Any
+    _min_position: Any
+    log_position: Any
+
+    def cache_log_position(self) -> str:
+        """The change-log position of this client's last cache write ("" if none): pass it as
+        `min_log_position` to look it up on any replica, from any client."""
+        return str(self.log_position(CACHE_LOG))
 
     async def lookup(
         self,
@@ -54,12 +65,19 @@ class CacheCalls:
         embedding: np.ndarray | Sequence[float] | None = None,
         *,
         min_similarity: float | None = None,
+        min_log_position: str = "",
     ) -> LookupResult:
         """Look `prompt` up in `tenant`'s cache (its private entries and shared ones).
-        `min_similarity` may only make the lookup stricter than the category's threshold."""
+        `min_similarity` may only make the lookup stricter than the category's threshold.
+        `min_log_position` (a cache write's `log_position`): answer only once the serving
+        replica has applied that write (UNAVAILABLE, and the next replica, if it cannot in
+        time); with `consistency="read_your_writes"` this client's last cache write's."""
         query = _query(prompt, tenant, category, model, params, embedding)
         query.min_similarity = min_similarity or 0.0
-        r = await self._call("cache", "Lookup", pb.LookupRequest(query=query))
+        request = pb.LookupRequest(
+            query=query, min_log_position=self._min_position(CACHE_LOG, min_log_position)
+        )
+        r = await self._call("cache", "Lookup", request)
         return LookupResult(
             hit=r.hit,
             response=_response(r.response) if r.hit else None,
@@ -92,7 +110,8 @@ class CacheCalls:
             shared=shared,
         )
         r = await self._call("cache", "Store", request)
-        return StoreResult(r.entry_id, r.category, r.stored, r.reason)
+        self._wrote(CACHE_LOG, r.log_position)
+        return StoreResult(r.entry_id, r.category, r.stored, r.reason, r.log_position)
 
     async def generate(
         self,
@@ -108,6 +127,7 @@ class CacheCalls:
         no_cache: bool = False,
         min_similarity: float | None = None,
         max_ttl: float | None = None,
+        min_log_position: str = "",
     ) -> AsyncGenerator[str | GenerateResult, None]:
         """Yield the response text in chunks, then one GenerateResult (`cached` tells a hit).
 
@@ -125,6 +145,7 @@ class CacheCalls:
             no_cache=no_cache,
             min_similarity=min_similarity,
             max_ttl=max_ttl,
+            min_log_position=min_log_position,
         )
         async with contextlib.aclosing(events):
             async for item in events:
@@ -145,6 +166,7 @@ class CacheCalls:
         no_cache: bool = False,
         min_similarity: float | None = None,
         max_ttl: float | None = None,
+        min_log_position: str = "",
     ) -> AsyncGenerator[GenerateStart | str | ToolCallDelta | GenerateResult, None]:
         """`generate`, opening with a GenerateStart: hit or miss is known before any text. On a
         miss whose backend streams tool calls their pieces come as ToolCallDelta as they arrive
@@ -153,7 +175,12 @@ class CacheCalls:
             prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache
         )
         query.min_similarity = min_similarity or 0.0
-        request = pb.GenerateRequest(query=query, shared=shared, max_ttl_s=max_ttl or 0.0)
+        request = pb.GenerateRequest(
+            query=query,
+            shared=shared,
+            max_ttl_s=max_ttl or 0.0,
+            min_log_position=self._min_position(CACHE_LOG, min_log_position),
+        )
         async for chunk in self._stream("cache", "Generate", request):
             kind = chunk.WhichOneof("kind")
             if kind == "text":
@@ -164,6 +191,7 @@ class CacheCalls:
             elif kind == "start":
                 yield _start(chunk.start)
             else:
+                self._wrote(CACHE_LOG, chunk.done.log_position)
                 yield _result(chunk.done)
 
     async def complete(
@@ -180,6 +208,7 @@ class CacheCalls:
         no_cache: bool = False,
         min_similarity: float | None = None,
         max_ttl: float | None = None,
+        min_log_position: str = "",
     ) -> tuple[GenerateStart, GenerateResult]:
         """`generate` without streaming: the lookup's outcome and the whole result at once.
         On a miss `GenerateResult.entry_id` is the entry the response was stored under ("" when
@@ -188,8 +217,14 @@ class CacheCalls:
             prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache
         )
         query.min_similarity = min_similarity or 0.0
-        request = pb.GenerateRequest(query=query, shared=shared, max_ttl_s=max_ttl or 0.0)
+        request = pb.GenerateRequest(
+            query=query,
+            shared=shared,
+            max_ttl_s=max_ttl or 0.0,
+            min_log_position=self._min_position(CACHE_LOG, min_log_position),
+        )
         r = await self._call("cache", "Complete", request)
+        self._wrote(CACHE_LOG, r.done.log_position)
         return _start(r.start), _result(r.done)
 
     async def models(self) -> list[Model]:
@@ -221,7 +256,9 @@ class CacheCalls:
         request = pb.InvalidateRequest(
             tenant=tenant, entry_ids=entry_ids or [], category=category or "", all=all
         )
-        return int((await self._call("cache", "Invalidate", request)).invalidated)
+        r = await self._call("cache", "Invalidate", request)
+        self._wrote(CACHE_LOG, r.log_position)
+        return int(r.invalidated)
 
     async def feedback(
         self, entry_id: str, correct: bool, tenant: str, similarity: float | None = None
@@ -335,7 +372,14 @@ def _start(s: pb.GenerateStart) -> GenerateStart:
 
 def _result(d: pb.GenerateDone) -> GenerateResult:
     return GenerateResult(
-        d.cached, _response(d.response), d.similarity, d.category, d.entry_id, d.reason, d.stored
+        d.cached,
+        _response(d.response),
+        d.similarity,
+        d.category,
+        d.entry_id,
+        d.reason,
+        d.stored,
+        d.log_position,
     )
 
 

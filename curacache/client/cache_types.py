@@ -62,6 +62,7 @@ class StoreResult:
     category: str
     stored: bool
     reason: str
+    log_position: str = ""  # pass as a lookup's min_log_position on another replica
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class GenerateResult:
     entry_id: str
     reason: str
     stored: bool
+    log_position: str = ""  # when stored: as in StoreResult
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,16 @@ class CancelledByServerError(UnavailableError):
 class DeadlineExceededError(CuracacheError): ...
 
 
+class WrongGroupError(CuracacheError):
+    """The collection is served by another replica group (`group`) than the replica asked."""
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, group: str, *, source: str = ""
+    ) -> None:
+        super().__init__(code, details, source=source)
+        self.group = group
+
+
 class ResourceExhaustedError(CuracacheError):
     def __init__(
         self, code: grpc.StatusCode, details: str, retry_after: float | None, *, source: str = ""
@@ -74,6 +84,8 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> CuracacheError:
     code, details = exc.code(), exc.details() or ""
     trailers = dict(exc.trailing_metadata() or ())
     source = str(trailers.get(ERROR_SOURCE_KEY, ""))
+    if code == grpc.StatusCode.FAILED_PRECONDITION and trailers.get("curacache-group"):
+        return WrongGroupError(code, details, str(trailers["curacache-group"]), source=source)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry = trailers.get("retry-after")
         return ResourceExhaustedError(code, details, float(retry) if retry else None, source=source)

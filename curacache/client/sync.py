@@ -82,6 +82,10 @@ class Client:
         """See AsyncClient.log_position."""
         return self._async.log_position(collection)
 
+    def cache_log_position(self) -> str:
+        """See AsyncClient.cache_log_position."""
+        return self._async.cache_log_position()
+
     def __enter__(self) -> Client:
         return self
 

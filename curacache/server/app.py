@@ -24,6 +24,7 @@ from curacache.server.cache_wiring import CacheParts, build_cache
 from curacache.server.config import ServerConfig, StorageConfig
 from curacache.server.gate import Gate
 from curacache.server.metrics import RpcObserver, ServiceMetrics, TimedStore
+from curacache.server.placement_book import MAP_BLOB, PLACEMENT_COLLECTION, PlacementBook
 from curacache.server.policy_book import POLICIES_BLOB
 from curacache.server.ratelimit import TenantRateLimiter
 from curacache.server.replica import Replica
@@ -104,6 +105,10 @@ class CuracacheServer:
             self._tasks.append(
                 asyncio.create_task(self._snapshot_loop(self._config.snapshot_interval_s))
             )
+        if self.cache is not None and self._config.cache.hit_share_interval_s > 0:
+            self._tasks.append(
+                asyncio.create_task(self._share_hits_loop(self._config.cache.hit_share_interval_s))
+            )
         if self.cache is not None and self._config.cache.sweep_interval_s > 0:
             self._tasks.append(
                 asyncio.create_task(self._sweep_loop(self._config.cache.sweep_interval_s))
@@ -117,6 +122,15 @@ class CuracacheServer:
                 await asyncio.to_thread(self.store.trim_log, self._config.log_retention_s)
             except Exception:  # the log only grows until the next try; nothing is lost
                 log.exception("trimming the change log failed")
+
+    async def _share_hits_loop(self, interval: float) -> None:
+        assert self.cache is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.cache.share_hits()
+            except Exception:  # those hits only count here; eviction order stays approximate
+                log.exception("sharing cache hits failed")
 
     async def _sweep_loop(self, interval: float) -> None:
         assert self.cache is not None
@@ -166,13 +180,22 @@ async def create_server(
         warm_s = await asyncio.to_thread(warm_up)
         log.info("compiled kernels ready in %.2f s", warm_s)
         await asyncio.to_thread(store.ping)
-        db = VectorDB(store, default_index_kind=config.default_index_kind)
+        placement = PlacementBook(store, config.group)
+        db = VectorDB(store, default_index_kind=config.default_index_kind, placement=placement)
         replica = Replica(db, poll_interval_s=config.replica_poll_interval_s)
         await asyncio.to_thread(replica.begin)  # before loading: the tail starts where it ends
+        await asyncio.to_thread(placement.load)
         await asyncio.to_thread(db.load)
+        replica.keep_loaded_only()  # another group's collections: their logs are not read
+
+        async def placement_changed() -> None:
+            await asyncio.to_thread(placement.load)
+            await asyncio.to_thread(replica.follow_placement)
+
+        replica.listen_blob(PLACEMENT_COLLECTION, MAP_BLOB, placement_changed)
         cache = None
         if config.cache.enabled:
-            cache = await asyncio.to_thread(build_cache, config.cache, db, config.limits)
+            cache = await asyncio.to_thread(build_cache, config.cache, db, config.limits, replica)
             restored = await cache.cache.restore()
             changed = await cache.policies.load()
             log.info(
@@ -182,6 +205,7 @@ async def create_server(
                 changed,
             )
             replica.listen(cache.repository.name, cache.replicate)
+            replica.listen_notes(cache.repository.name, cache.replicated_hits)
             replica.listen_blob(cache.repository.name, POLICIES_BLOB, cache.policies.reload)
     except BaseException:
         store.close()
@@ -225,6 +249,8 @@ async def create_server(
                 dim=cache.dim,
                 router=cache.router,
                 max_forward_bytes=limits.max_forward_bytes,
+                replica=replica,
+                log_collection=cache.repository.name,
             ),
             server,
         )

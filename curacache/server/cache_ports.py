@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 
 import numpy as np
 
@@ -35,9 +36,11 @@ from curacache.llm.router import BackendRouter
 from curacache.llm.types import Chunk as LlmChunk
 from curacache.llm.types import GenerationRequest, Message
 from curacache.server.collection import Collection, search_soon
+from curacache.server.replica import Replica, make_token
 from curacache.server.vectordb import VectorDB
 from storage.base import DocumentStore
-from storage.types import StoredRecord
+from storage.errors import StoreUnavailable
+from storage.types import StoredRecord, position_key
 
 COLLECTION_PREFIX = "cache:"
 COLLECTION = "cache::entries"
@@ -169,6 +172,51 @@ class StoreLeases:
 
     async def release(self, key: str, token: str) -> None:
         await asyncio.to_thread(self._store.release_lease, key, token)
+
+
+class StoreQuotaGuard:
+    """`cache.ports.QuotaGuard` over the store: a lease per category, shared by every replica
+    of the store, then this replica's tail caught up to the store's log head for the cache's
+    collection, so its ledger counts every entry the store holds. Cost: a lease round trip
+    and at most one tail poll per store (the miss path, which waited for a backend)."""
+
+    def __init__(
+        self,
+        store: DocumentStore,
+        replica: Replica,
+        repository: CollectionRepository,
+        *,
+        ttl_s: float = 10.0,
+        wait_s: float = 10.0,
+        poll_s: float = 0.002,
+    ) -> None:
+        self._store = store
+        self._replica = replica
+        self._repository = repository
+        self._ttl_s = ttl_s
+        self._wait_s = wait_s
+        self._poll_s = poll_s
+
+    @asynccontextmanager
+    async def hold(self, category: str) -> AsyncIterator[None]:
+        key, token = f"quota:{self._repository.name}:{category}", uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait_s
+        while not await asyncio.to_thread(self._store.try_lease, key, token, self._ttl_s):
+            if loop.time() > deadline:
+                raise StoreUnavailable(f"cache quota of category {category!r}: busy elsewhere")
+            await asyncio.sleep(self._poll_s)
+        try:
+            stream = self._store.stream_of(self._repository.collection().spec.name)
+            head = (await asyncio.to_thread(self._store.log_heads, [stream]))[stream]
+            caught_up = position_key(head) <= (0, 0) or await self._replica.wait_for(
+                make_token(stream, head), max(deadline - loop.time(), 0.0)
+            )
+            if not caught_up:
+                raise StoreUnavailable("cache quota: this replica is behind the change log")
+            yield
+        finally:
+            await asyncio.to_thread(self._store.release_lease, key, token)
 
 
 class RouterBackend:

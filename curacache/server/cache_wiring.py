@@ -5,9 +5,12 @@ Part of the composition root: the only place where `cache` meets its port implem
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cache.classifier import LinearClassifier
 from cache.clock import SystemClock
@@ -24,10 +27,12 @@ from curacache.server.cache_ports import (
     CollectionRepository,
     RouterBackend,
     StoreLeases,
+    StoreQuotaGuard,
     adopt_legacy_collections,
 )
 from curacache.server.config import CacheConfig, ConfigError, LimitsConfig
 from curacache.server.policy_book import PolicyBook
+from curacache.server.replica import Replica
 from curacache.server.vectordb import VectorDB
 
 log = logging.getLogger("curacache.cache")
@@ -54,11 +59,32 @@ class CacheParts:
     dim: int
     repository: CollectionRepository
     policies: PolicyBook
+    origin: str = field(default_factory=lambda: uuid.uuid4().hex)  # this replica, in notes
 
     async def replicate(self, entry_ids: Sequence[str]) -> None:
         """A change to the cache collection came through the log: update the bookkeeping."""
         found = await self.repository.get(entry_ids)
         self.cache.observe(found.values(), [i for i in entry_ids if i not in found])
+
+    async def share_hits(self) -> int:
+        """Announce the hits served here since the last call on the cache collection's log
+        (one note), so every replica's LRU/LFU order counts every replica's hits; returns how
+        many entries it named."""
+        hits = self.cache.drain_hits()
+        if not hits:
+            return 0
+        note = json.dumps({"origin": self.origin, "hits": {k: list(v) for k, v in hits.items()}})
+        store = self.repository.db.store
+        await asyncio.to_thread(store.announce, self.repository.name, [], note)
+        return len(hits)
+
+    async def replicated_hits(self, note: str) -> None:
+        """A note from the log: another replica's hits (this replica's own come back too and
+        are skipped: they are counted already)."""
+        doc = json.loads(note)
+        if doc.get("origin") == self.origin:
+            return
+        self.cache.observe_hits({k: (float(t), int(n)) for k, (t, n) in doc["hits"].items()})
 
     async def aclose(self) -> None:
         await self.router.aclose()
@@ -78,8 +104,13 @@ def policies_from(config: CacheConfig) -> dict[str, CategoryPolicy]:
 
 
 def build_cache(
-    config: CacheConfig, db: VectorDB, limits: LimitsConfig = LimitsConfig()
+    config: CacheConfig,
+    db: VectorDB,
+    limits: LimitsConfig = LimitsConfig(),
+    replica: Replica | None = None,
 ) -> CacheParts:
+    """The cache over `db`; with `replica` (a server's tail of the store's log) its quotas
+    are kept across every replica of the store (StoreQuotaGuard)."""
     factory = EMBEDDERS.get(config.embedder)
     if factory is None:
         raise ConfigError(
@@ -88,6 +119,10 @@ def build_cache(
     if config.embedder == "remote" and not (config.embedder_url and config.embedder_model):
         raise ConfigError(
             "cache.embedder_url and cache.embedder_model: required for the remote embedder"
+        )
+    if not config.hit_share_interval_s >= 0:
+        raise ConfigError(
+            f"cache.hit_share_interval_s: must be >= 0, got {config.hit_share_interval_s}"
         )
     if not config.miss_lease_s > 0:
         raise ConfigError(f"cache.miss_lease_s: must be positive, got {config.miss_lease_s}")
@@ -121,5 +156,6 @@ def build_cache(
             verify_hits=config.verify_hits,
         ),
         leases=StoreLeases(db.store, ttl_s=config.miss_lease_s),
+        quota_guard=StoreQuotaGuard(db.store, replica, repository) if replica else None,
     )
     return CacheParts(cache, embedder, router, EMBED_DIM, repository, PolicyBook(cache, repository))

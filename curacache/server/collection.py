@@ -10,7 +10,8 @@ the store's change log (`curacache.server.replica`), applied by `apply_change`, 
 the changed ids from the store under `_writer`. Because a local write also holds `_writer`
 from its store write to its index update, and every change is re-read after it, the index
 converges on the store whatever the interleaving. Checks that must agree across replicas
-(ownership, visibility for delete and access changes) read the store, not the index. A
+(ownership, visibility for delete and access changes) read the store, not the index; the
+owner condition of upsert and delete is checked by the store in the write's atomic step. A
 Retrainable index retrains in a background thread, taking `_rw` only to read its sample and
 to install the result. The paths through here: docs/architecture.md.
 """
@@ -28,15 +29,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from curacache.errors import InvalidArgument, NotFound, PermissionDenied
+from curacache.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from curacache.index.base import Index, Retrainable
 from curacache.index.registry import get_kind
 from curacache.index.rwlock import RWLock
 from curacache.server import snapshot
 from storage.base import DocumentStore
+from storage.errors import ChangedMeanwhile, OwnedByAnother
 from storage.types import CollectionSpec, StoredRecord
 
 log = logging.getLogger("curacache.server")
+
+# How often a grant or revoke reads again when another replica changed its records meanwhile.
+_ACCESS_ATTEMPTS = 8
 
 
 @dataclass(slots=True)
@@ -98,16 +103,37 @@ class Collection:
         caught up from the store; else from the store alone. True if a snapshot was used."""
         with self._writer:
             restored = use_snapshot and self._restore_snapshot()
-            seen: set[str] = set()
-            for batch in self._store.iter_records(self.spec.name, batch_size):
-                with self._rw.write():
-                    self._apply_add(self._catch_up(batch, seen) if restored else batch)
             if restored:
-                with self._rw.write():
-                    self._apply_remove([rid for rid in self._entries if rid not in seen])
+                self._sync_with_store(batch_size)
+            else:
+                for batch in self._store.iter_records(self.spec.name, batch_size):
+                    with self._rw.write():
+                        self._apply_add(batch)
             self.loaded_from_snapshot = restored
             self._maybe_retrain()
             return restored
+
+    def resync(self, batch_size: int = 4096) -> list[str]:
+        """Bring the whole index in line with the store (the change log that would have told
+        this replica what changed was trimmed before it read it); returns every id looked
+        at: those in the store and those removed here."""
+        with self._writer:
+            if self._dropped:
+                return []
+            ids = self._sync_with_store(batch_size)
+            self._maybe_retrain()
+            return ids
+
+    def _sync_with_store(self, batch_size: int) -> list[str]:
+        """Re-add what changed and remove what is gone, batch by batch (caller holds _writer)."""
+        seen: set[str] = set()
+        for batch in self._store.iter_records(self.spec.name, batch_size):
+            with self._rw.write():
+                self._apply_add(self._catch_up(batch, seen))
+        gone = [rid for rid in self._entries if rid not in seen]
+        with self._rw.write():
+            self._apply_remove(gone)
+        return [*seen, *gone]
 
     def save_snapshot(self) -> bool:
         """Persist the index (if its kind snapshots) so a restart need not retrain it.
@@ -203,15 +229,17 @@ class Collection:
         """Insert, or replace records `tenant` owns (any, for an admin); owner = tenant."""
         with self._writer:
             self._check_live()
-            if not admin:  # ownership as the store has it (another replica may have written)
-                existing = self._store.get_records(self.spec.name, [r.id for r in records])
-                for i, rec in enumerate(records):
-                    old = existing.get(rec.id)
-                    if old is not None and old.owner != tenant:
-                        raise PermissionDenied(
-                            f"records[{i}].id: {rec.id!r} is owned by another tenant"
-                        )
-            position = self._store.put_records(self.spec.name, records)
+            # Ownership as the store has it, checked in the write's own atomic step: another
+            # replica may be writing the same ids at this moment.
+            try:
+                position = self._store.put_records(
+                    self.spec.name, records, owner=None if admin else tenant
+                )
+            except OwnedByAnother as exc:
+                i = next(i for i, r in enumerate(records) if r.id == exc.record_id)
+                raise PermissionDenied(
+                    f"records[{i}].id: {exc.record_id!r} is owned by another tenant"
+                ) from None
             latest = list({r.id: r for r in records}.values())  # the last of repeated ids wins
             with self._rw.write():
                 self._apply_remove([r.id for r in latest if r.id in self._entries])
@@ -234,7 +262,15 @@ class Collection:
                 targets.append(rid)
             if not targets:
                 return Written(0, "")
-            deleted = self._store.delete_records(self.spec.name, targets)
+            try:  # the owner again, atomically: the record may have changed hands since
+                deleted = self._store.delete_records(
+                    self.spec.name, targets, owner=None if admin else tenant
+                )
+            except OwnedByAnother as exc:
+                i = ids.index(exc.record_id)
+                raise PermissionDenied(
+                    f"ids[{i}]: only the owner may delete {exc.record_id!r}"
+                ) from None
             with self._rw.write():
                 self._apply_remove([r for r in dict.fromkeys(targets) if r in self._entries])
             return Written(deleted.deleted, deleted.position)
@@ -248,30 +284,51 @@ class Collection:
     def _change_access(
         self, tenant: str, ids: Sequence[str], other: str, *, grant: bool, admin: bool
     ) -> Written:
+        """Read the records, decide, and write only if they are still as read (the store checks
+        in the write's atomic step); another replica's change in between means read again."""
         with self._writer:
             self._check_live()
-            changes: dict[str, tuple[str, ...]] = {}
-            found = self._store.get_records(self.spec.name, ids)
-            for i, rid in enumerate(ids):
-                entry = found.get(rid)
-                if entry is None or not (admin or tenant in entry.tenants):
-                    raise NotFound(f"ids[{i}]: record {rid!r} not found")
-                if entry.owner != tenant and not admin:
-                    raise PermissionDenied(f"ids[{i}]: only the owner may change access to {rid!r}")
-                if grant and other not in entry.tenants:
-                    changes[rid] = (*entry.tenants, other)
-                elif not grant and other == entry.owner:
-                    raise InvalidArgument(
-                        "from_tenant", f"cannot revoke the owner of {rid!r}; delete it"
-                    )
-                elif not grant and other in entry.tenants:
-                    changes[rid] = tuple(t for t in entry.tenants if t != other)
-            if not changes:
-                return Written(0, "")
-            position = self._store.set_tenants(self.spec.name, changes)
-            with self._rw.write():
-                self._apply_access(changes)
-            return Written(len(changes), position)
+            for _ in range(_ACCESS_ATTEMPTS):
+                found = self._store.get_records(self.spec.name, ids)
+                changes = self._access_changes(found, tenant, ids, other, grant=grant, admin=admin)
+                if not changes:
+                    return Written(0, "")
+                expected = {rid: (found[rid].owner, found[rid].tenants) for rid in changes}
+                try:
+                    position = self._store.set_tenants(self.spec.name, changes, expected=expected)
+                except ChangedMeanwhile:
+                    continue
+                with self._rw.write():
+                    self._apply_access(changes)
+                return Written(len(changes), position)
+        raise Unavailable(f"records of {self.spec.name!r} keep changing meanwhile; try again")
+
+    @staticmethod
+    def _access_changes(
+        found: Mapping[str, StoredRecord],
+        tenant: str,
+        ids: Sequence[str],
+        other: str,
+        *,
+        grant: bool,
+        admin: bool,
+    ) -> dict[str, tuple[str, ...]]:
+        changes: dict[str, tuple[str, ...]] = {}
+        for i, rid in enumerate(ids):
+            entry = found.get(rid)
+            if entry is None or not (admin or tenant in entry.tenants):
+                raise NotFound(f"ids[{i}]: record {rid!r} not found")
+            if entry.owner != tenant and not admin:
+                raise PermissionDenied(f"ids[{i}]: only the owner may change access to {rid!r}")
+            if grant and other not in entry.tenants:
+                changes[rid] = (*entry.tenants, other)
+            elif not grant and other == entry.owner:
+                raise InvalidArgument(
+                    "from_tenant", f"cannot revoke the owner of {rid!r}; delete it"
+                )
+            elif not grant and other in entry.tenants:
+                changes[rid] = tuple(t for t in entry.tenants if t != other)
+        return changes
 
     # -- reads ---------------------------------------------------------------------------
     def get(

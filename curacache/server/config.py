@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -116,6 +117,9 @@ class CacheConfig:
     # Replicas of one store share a lease per miss, so equivalent misses on different replicas
     # make one backend call; a leader that dies holds it at most this long.
     miss_lease_s: float = 60.0
+    # How often a replica shares the hits it served (a note on the change log), so every
+    # replica's LRU/LFU eviction order counts them; 0 = never (each orders by its own hits).
+    hit_share_interval_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,9 @@ class ServerConfig:
     workers: int = 1
     # glibc malloc arenas per process (curacache.server.memory); 0 = glibc's default.
     malloc_arenas: int = 2
+    # Placement (README "Running more than one"): the replica group this server belongs to;
+    # it then serves only the collections the store's placement map gives that group.
+    group: str = ""
     replica_poll_interval_s: float = 0.005
     log_retention_s: float = 3600.0
     # Prometheus text at http://host:metrics_port/metrics; None = off, 0 = any free port.
@@ -286,6 +293,8 @@ def _check(config: ServerConfig) -> None:
         raise ConfigError(f"storage.kind: must be 'sqlite' or 'redis', got {config.storage.kind!r}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"port: must be in [0, 65535], got {config.port}")
+    if config.group and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", config.group):
+        raise ConfigError(f"group: 1-64 of [A-Za-z0-9_.-], got {config.group!r}")
     if config.workers < 1:
         raise ConfigError(f"workers: must be >= 1, got {config.workers}")
     if config.malloc_arenas < 0:

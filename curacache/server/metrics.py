@@ -365,12 +365,12 @@ class _ServiceCollector(Collector):
             "Index memory by collection and component",
             labels=["collection", "component"],
         )
-        for spec in [*self._db.list(), *self._db.list(internal=True)]:
+        for collection in sorted(self._db.loaded(), key=lambda c: c.spec.name):  # in memory here
             try:
-                stats = self._db.get(spec.name).stats()
+                stats = collection.stats()
             except Exception:  # deleted meanwhile
                 continue
-            records.add_metric([spec.name], stats.record_count)
+            records.add_metric([collection.spec.name], stats.record_count)
             for component, size in stats.index_memory.items():
-                memory.add_metric([spec.name, component], size)
+                memory.add_metric([collection.spec.name, component], size)
         return [records, memory]

@@ -11,6 +11,10 @@ change in a worker thread, then advances the stream's cursor and wakes the reads
 for that position (read-your-writes, `wait_for`). Polling rather than blocking reads keeps
 one implementation for both stores; the interval bounds the added lag (DESIGN §6).
 
+A replica that falls behind the log's retention (paused, cut off from the store) is told so
+by a "reset" change (`DocumentStore.read_changes`) and re-reads from the store what it
+missed: the registry, and every record of the collections that stream carries.
+
 Tokens: a client sees a log position as `position@stream` (e.g. `1732000000000-3@docs`,
 or `42-0@` for SQLite's one stream), so a read names the stream its write went to.
 """
@@ -29,6 +33,7 @@ log = logging.getLogger("curacache.replica")
 
 ChangeListener = Callable[[Sequence[str]], Awaitable[None]]
 BlobListener = Callable[[], Awaitable[object]]
+NoteListener = Callable[[str], Awaitable[None]]
 
 
 def make_token(stream: str, position: str) -> str:
@@ -59,6 +64,7 @@ class Replica:
         self._cursors: dict[str, str] = {}
         self._listeners: dict[str, ChangeListener] = {}
         self._blob_listeners: dict[tuple[str, str], BlobListener] = {}
+        self._note_listeners: dict[str, NoteListener] = {}
         self._advanced = asyncio.Condition()
         self.applied = 0  # changes applied since start (diagnostics)
 
@@ -68,13 +74,49 @@ class Replica:
         streams = {self._store.stream_of(s.name) for s in self._store.list_collections()}
         self._cursors = {**registry, **self._store.log_heads(sorted(streams - {""}))}
 
+    def keep_loaded_only(self) -> None:
+        """Stop tailing the streams of collections this replica does not hold (another
+        placement group's); call after loading."""
+        held = {self._store.stream_of(c.spec.name) for c in self._db.loaded()} | {""}
+        for stream in [s for s in self._cursors if s not in held]:
+            del self._cursors[stream]
+
+    def follow_placement(self) -> None:
+        """The placement map changed (blocking: call in a thread): let go of what this replica
+        no longer serves and load what it serves now, each new collection's stream tailed
+        from where it ended before the load (as in `begin`)."""
+        self._db.apply_placement(load=False)
+        fresh = [
+            s.name
+            for s in self._store.list_collections()
+            if self._db.placement.serves(s.name) and self._db.find(s.name) is None
+        ]
+        streams = {self._store.stream_of(n) for n in fresh} - {"", *self._cursors}
+        heads = self._store.log_heads(sorted(streams))
+        for name in fresh:
+            self._db.open_existing(name)
+        for stream, head in heads.items():
+            self._cursors.setdefault(stream, head)
+        self.keep_loaded_only()
+
     def listen(self, collection: str, listener: ChangeListener) -> None:
         """Call `listener(ids)` on the event loop after a change to `collection` is applied."""
         self._listeners[collection] = listener
 
+    def listen_notes(self, collection: str, listener: NoteListener) -> None:
+        """Call `listener(note)` on the event loop for each note announced on `collection`."""
+        self._note_listeners[collection] = listener
+
     def listen_blob(self, collection: str, key: str, listener: BlobListener) -> None:
         """Call `listener()` on the event loop after an announced write of that blob."""
         self._blob_listeners[(collection, key)] = listener
+
+    async def head_token(self, collection: str) -> str:
+        """A token for the newest change of `collection`'s stream: a read that waits for it
+        sees every write to the collection acknowledged before this call."""
+        stream = self._store.stream_of(collection)
+        head = (await asyncio.to_thread(self._store.log_heads, [stream]))[stream]
+        return make_token(stream, head)
 
     def applied_position(self, stream: str) -> str:
         return self._cursors.get(stream, "")
@@ -135,12 +177,46 @@ class Replica:
                     await blob_listener()
                 except Exception:  # a bad setting must not stall the tail: the store keeps it
                     log.exception("reloading %s/%s after a change failed", *key)
+        for change in changes:
+            note_listener = self._note_listeners.get(change.collection)
+            if change.op == "note" and note_listener is not None:
+                try:
+                    await note_listener(change.note)
+                except Exception:  # a bad note must not stall the tail
+                    log.exception("a note on %s could not be applied", change.collection)
         async with self._advanced:
             for change in changes:
                 self._cursors[change.stream] = change.position
             self._advanced.notify_all()
         self.applied += len(changes)
         return len(changes)
+
+    def _resync(self, stream: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Re-read from the store what the trimmed part of `stream` would have told: the
+        collections that exist (the registry's stream) and every record of the collections
+        whose changes it carries. Applying the changes that follow the gap again is harmless
+        (idempotent), so the cursor may move to the gap's end."""
+        if stream == "":
+            for collection in self._db.loaded():  # dropped, or dropped and made again
+                self._db.forget(collection.spec.name)
+            specs = self._store.list_collections()
+            fresh = [s.name for s in specs if self._db.find(s.name) is None]
+            streams = {self._store.stream_of(n) for n in fresh} - {"", *self._cursors}
+            heads = self._store.log_heads(sorted(streams))  # before loading, as in begin()
+            for name in fresh:
+                self._db.open_existing(name)
+            for name, head in heads.items():
+                self._cursors.setdefault(name, head)
+            live = {s.name for s in specs} | {""}
+            for name in [n for n in self._cursors if n not in live]:
+                self._cursors.pop(name, None)  # a dropped collection's own stream
+            self.keep_loaded_only()
+        log.warning("change log trimmed past this replica's position (%r): resyncing", stream)
+        resynced = []
+        for collection in self._db.loaded():
+            if self._store.stream_of(collection.spec.name) == stream:
+                resynced.append((collection.spec.name, tuple(collection.resync())))
+        return resynced
 
     def _apply_batch(self, changes: Sequence[Change]) -> list[tuple[str, tuple[str, ...]]]:
         """Apply `changes` in order; returns the (collection, ids) record changes applied."""
@@ -160,10 +236,13 @@ class Replica:
                 flush(change.collection)
                 self._db.open_existing(change.collection)
                 stream = self._store.stream_of(change.collection)
-                if stream:  # a new collection's own log: read it from its start
-                    self._cursors.setdefault(stream, "0-0")
-            elif change.op == "blob":
-                continue  # a setting: its listener reloads it (poll_once), no record changed
+                if stream and self._db.find(change.collection) is not None:
+                    self._cursors.setdefault(stream, "0-0")  # its own log, from its start
+            elif change.op == "reset":  # the log was trimmed past this replica's cursor
+                flush()
+                applied += self._resync(change.stream)
+            elif change.op in ("blob", "note"):
+                continue  # a setting or a note: its listener takes it (poll_once), no record
             elif change.op == "drop":
                 pending.pop(change.collection, None)  # gone with the collection
                 self._db.forget(change.collection)

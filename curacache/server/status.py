@@ -27,6 +27,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.WrongGroup, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (cache_errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
@@ -35,6 +36,11 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (cache_errors.CorruptEntry, grpc.StatusCode.DATA_LOSS),
 )
 
+
+GROUP_KEY = "curacache-group"
+"""Trailing metadata of a request sent to the wrong replica group: the group that serves the
+collection (and REPLICA_GROUP_KEY: this replica's), so a client can route by collection."""
+REPLICA_GROUP_KEY = "curacache-replica-group"
 
 ERROR_SOURCE_KEY = "curacache-error-source"
 """Trailing metadata naming where a failure came from: "backend" for an LLM backend's, so a
@@ -48,6 +54,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[st
             trailers: tuple[tuple[str, str], ...] = ()
             if isinstance(exc, errors.ResourceExhausted):
                 trailers = (("retry-after", str(max(1, math.ceil(exc.retry_after)))),)
+            if isinstance(exc, errors.WrongGroup):
+                trailers = ((GROUP_KEY, exc.group), (REPLICA_GROUP_KEY, exc.here))
             if isinstance(exc, BackendError):
                 trailers += ((ERROR_SOURCE_KEY, "backend"),)
             return code, str(exc), trailers

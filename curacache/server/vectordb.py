@@ -11,6 +11,7 @@ from curacache.errors import AlreadyExists, NotFound
 from curacache.index.params import resolve_params
 from curacache.index.registry import DEFAULT_INDEX_KIND, get_kind
 from curacache.server.collection import Collection
+from curacache.server.placement_book import PlacementBook
 from storage.base import DocumentStore
 from storage.errors import CollectionExists
 from storage.types import CollectionSpec
@@ -22,8 +23,16 @@ RAW_METRIC = {"cosine": "ip", "ip": "ip", "l2": "l2"}
 
 
 class VectorDB:
-    def __init__(self, store: DocumentStore, *, default_index_kind: str = "") -> None:
+    def __init__(
+        self,
+        store: DocumentStore,
+        *,
+        default_index_kind: str = "",
+        placement: PlacementBook | None = None,
+    ) -> None:
+        """`placement`: which collections this replica serves (None: every one)."""
         self.store = store
+        self.placement = placement if placement is not None else PlacementBook(store)
         self.default_index_kind = default_index_kind or DEFAULT_INDEX_KIND
         get_kind(self.default_index_kind, field="default_index_kind")
         self._collections: dict[str, Collection] = {}
@@ -32,7 +41,19 @@ class VectorDB:
     def load(self) -> None:
         """Rebuild every collection's index from the store."""
         for spec in self.store.list_collections():
-            self._load(spec)
+            if self.placement.serves(spec.name):
+                self._load(spec)
+
+    def apply_placement(self, *, load: bool = True) -> None:
+        """The placement map changed: drop from memory what this replica no longer serves
+        (the store keeps it) and, with `load`, load what it serves now."""
+        for collection in self.loaded():
+            if not self.placement.serves(collection.spec.name):
+                with self._lock:
+                    self._collections.pop(collection.spec.name, None)
+                collection.forget()
+        for spec in self.store.list_collections() if load else ():
+            self.open_existing(spec.name)
 
     def _load(self, spec: CollectionSpec) -> Collection:
         started = time.perf_counter()
@@ -60,7 +81,7 @@ class VectorDB:
         """Another replica created `name`: load it from the store (False if already known,
         or already gone again)."""
         with self._lock:
-            if name in self._collections:
+            if name in self._collections or not self.placement.serves(name):
                 return False
             spec = self.store.get_collection(name)
             if spec is None:
@@ -82,6 +103,11 @@ class VectorDB:
             del self._collections[name]
         collection.forget()
 
+    def loaded(self) -> list[Collection]:
+        """The collections this process serves now."""
+        with self._lock:
+            return list(self._collections.values())
+
     def find(self, name: str) -> Collection | None:
         return self._collections.get(name)
 
@@ -101,6 +127,7 @@ class VectorDB:
         self, name: str, *, dim: int, metric: str, index_kind: str, params: Mapping[str, float]
     ) -> tuple[CollectionSpec, str]:
         """Create and persist a collection; returns its spec and the change-log position."""
+        self.placement.check(name)
         kind = get_kind(index_kind or self.default_index_kind, field="index.kind")
         resolved = resolve_params(kind.build_params, params, field="index.params")
         spec = CollectionSpec(name, dim, metric, kind.name, resolved, created_at=time.time())
@@ -121,6 +148,7 @@ class VectorDB:
         before its log entry arrives."""
         collection = self._collections.get(name)
         if collection is None:
+            self.placement.check(name)  # another group's: say which
             self.open_existing(name)  # False too when the log's tail loaded it meanwhile
             collection = self._collections.get(name)
         if collection is None:
@@ -130,7 +158,10 @@ class VectorDB:
     def list(self, *, internal: bool = False) -> list[CollectionSpec]:
         """The public collections by name; with `internal`, only the internal ones (the cache's
         `cache::entries`, whose colon no public name may contain: the public API cannot
-        address them)."""
+        address them). On a replica of a placement group: every group's, from the store."""
+        if self.placement.map is not None and self.placement.group:  # every group's
+            every: list[CollectionSpec] = self.store.list_collections()
+            return [s for s in every if (":" in s.name) == internal]
         specs = (c.spec for c in self._collections.values() if (":" in c.spec.name) == internal)
         return sorted(specs, key=lambda s: s.name)
 

@@ -226,3 +226,25 @@ def test_equivalent_misses_on_two_replicas_make_one_backend_call(
         assert len(set(texts)) == 1 and texts[0]  # everyone got the one answer
     finally:
         sim.stop()
+
+
+def test_cache_lookup_reads_your_writes_on_another_replica(
+    start_server: Callable[..., ThreadServer],
+) -> None:
+    """B tails the log slowly (every second), so a lookup right after A's store misses there
+    unless it waits for the store's position: by token, and by the SDK's option."""
+    a, b = start_server(), start_server(replica_poll_interval_s=1.0)
+    prompt = "what is the capital of italy?"
+    with Client(a.target) as ca, Client(b.target) as cb:
+        stored = ca.store(prompt, "Rome.", "t1", model="m")
+        assert stored.log_position and ca.cache_log_position() == stored.log_position
+        hit = cb.lookup(prompt, "t1", model="m", min_log_position=stored.log_position)
+        assert hit.hit and hit.response is not None and hit.response.text == "Rome."
+        assert cb.invalidate("t1", entry_ids=[stored.entry_id]) == 1
+        gone = cb.cache_log_position()
+        assert gone and not ca.lookup(prompt, "t1", model="m", min_log_position=gone).hit
+    # calls alternate A, B, A, B...: every store lands on A and every lookup on B
+    with Client([a.target, b.target], consistency="read_your_writes") as c:
+        for i in range(3):
+            assert c.store(f"question {i} about rome", f"answer {i}", "t2", model="m").stored
+            assert c.lookup(f"question {i} about rome", "t2", model="m").hit

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -14,7 +16,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from curacache.client import Client
+from cache.types import CacheEntry
+from curacache.client import AsyncClient, Client
+from curacache.server.cache_ports import COLLECTION
+from storage.sqlite import SqliteStore
 from tests.server_harness import ProcessServer
 
 DIM = 8
@@ -103,4 +108,56 @@ def test_each_worker_serves_its_own_metrics(tmp_path: Path) -> None:
                 }
             assert "curacache_rpc_duration_seconds" in families
     finally:
+        assert server.terminate() == 0
+
+
+def test_two_workers_keep_a_cache_quota_together(tmp_path: Path) -> None:
+    """`--workers 2` on one SQLite file: concurrent stores over 8 connections (the kernel
+    spreads them over both processes). A store puts, then evicts: an observer of the store
+    may see the quota + 1 in between, never more (two workers admitting at once would)."""
+    config = tmp_path / "curacache.toml"
+    config.write_text("[cache.policies.knowledge]\nquota_per_tenant = 3\n")
+    data = tmp_path / "data"
+    server = ProcessServer(
+        ["--workers", "2", "--data-dir", str(data), "--config", str(config)],
+        env={"CURACACHE_CACHE__EMBEDDER": "hashing"},
+    )
+    db = SqliteStore(data / "curacache.sqlite3")
+    seen: list[int] = []
+    done = threading.Event()
+
+    def count() -> int:
+        if db.get_collection(COLLECTION) is None:
+            return 0
+        entries = (CacheEntry.from_bytes(r.payload) for b in db.iter_records(COLLECTION) for r in b)
+        return sum(1 for e in entries if e.tenant == "t1" and e.category == "knowledge")
+
+    def observe() -> None:
+        while not done.is_set():
+            seen.append(count())
+
+    observer = threading.Thread(target=observe)
+    try:
+
+        async def main() -> list[bool]:
+            clients = [AsyncClient(server.target, timeout=60) for _ in range(8)]
+            try:
+                await asyncio.gather(*(c.health() for c in clients))  # connected, each
+                stores = (
+                    clients[i % 8].store(f"question {i} on rivers", f"a{i}", "t1", "knowledge")
+                    for i in range(48)
+                )
+                return [r.stored for r in await asyncio.gather(*stores)]
+            finally:
+                await asyncio.gather(*(c.close() for c in clients))
+
+        observer.start()
+        assert all(asyncio.run(main()))
+        done.set()
+        observer.join()
+        assert count() == 3
+        assert max(seen) <= 3 + 1, f"the store held {max(seen)} entries at once"
+    finally:
+        done.set()
+        db.close()
         assert server.terminate() == 0

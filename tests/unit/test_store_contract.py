@@ -15,10 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import (
+    ChangedMeanwhile,
     CollectionExists,
     CollectionMissing,
     CollectionSpec,
     DocumentStore,
+    OwnedByAnother,
     StoredRecord,
     StoreUnavailable,
 )
@@ -468,6 +470,42 @@ def test_property_round_trip(store: DocumentStore, records: list[StoredRecord]) 
     store.delete_collection(name)
 
 
+def test_owner_conditioned_writes_change_nothing_when_another_owns_a_record(
+    store: DocumentStore, coll: str
+) -> None:
+    store.put_records(coll, [rec("bobs", owner="bob")])
+    with pytest.raises(OwnedByAnother) as put:
+        store.put_records(coll, [rec("new"), rec("bobs", payload=b"mine")], owner="alice")
+    assert put.value.record_id == "bobs"
+    assert store.get_records(coll, ["new", "bobs"]) == {"bobs": rec("bobs", owner="bob")}
+    with pytest.raises(OwnedByAnother):
+        store.delete_records(coll, ["bobs"], owner="alice")
+    assert store.count(coll) == 1
+    # the owner itself, and a write without the condition, go through
+    assert store.put_records(coll, [rec("bobs", owner="bob", payload=b"2")], owner="bob")
+    assert store.put_records(coll, [rec("new")], owner="alice")  # absent ids are anyone's
+    with pytest.raises(OwnedByAnother):
+        store.delete_records(coll, ["bobs", "new"], owner="bob")
+    assert store.delete_records(coll, ["bobs"], owner="bob").deleted == 1
+
+
+def test_conditional_access_changes_write_nothing_when_a_record_changed(
+    store: DocumentStore, coll: str
+) -> None:
+    store.put_records(coll, [rec("a"), rec("b")])
+    now = {"a": ("alice", ("alice",)), "b": ("alice", ("alice",))}
+    assert store.set_tenants(coll, {"a": ("alice", "bob")}, expected=now)
+    with pytest.raises(ChangedMeanwhile) as stale:  # "a" is no longer as expected
+        store.set_tenants(coll, {"b": ("alice", "x"), "a": ("alice", "carol")}, expected=now)
+    assert stale.value.record_id == "a"
+    found = store.get_records(coll, ["a", "b"])
+    assert found["a"].tenants == ("alice", "bob") and found["b"].tenants == ("alice",)
+    with pytest.raises(ChangedMeanwhile):  # a missing record is not as expected either
+        store.set_tenants(coll, {"ghost": ("alice",)}, expected={"ghost": ("alice", ("alice",))})
+    with pytest.raises(ChangedMeanwhile):  # nor one with another owner
+        store.set_tenants(coll, {"b": ("alice", "x")}, expected={"b": ("bob", ("alice",))})
+
+
 # -- change log: one entry per write, in the write's atomic step ----------------------------
 def _all_changes(store: DocumentStore, cursors: dict[str, str]) -> list[Change]:
     out = []
@@ -502,6 +540,20 @@ def test_every_write_is_logged_with_its_position(store: DocumentStore) -> None:
     for stream in {c.stream for c in changes}:
         keys = [position_key(c.position) for c in changes if c.stream == stream]
         assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_an_announced_note_reaches_the_log_and_changes_no_data(store: DocumentStore) -> None:
+    store.create_collection(spec("docs"))
+    store.put_records("docs", [rec("a")])
+    heads = store.log_heads([store.stream_of("docs")])
+    position = store.announce("docs", ["a", "ghost"], '{"hits": 1}')
+    changes = store.read_changes(heads)
+    assert [(c.op, c.ids, c.note, c.position) for c in changes] == [
+        ("note", ("a", "ghost"), '{"hits": 1}', position)
+    ]
+    assert store.get_records("docs", ["a"]) == {"a": rec("a")}
+    with pytest.raises(CollectionMissing):
+        store.announce("nope", ["a"], "x")
 
 
 def test_writes_that_change_nothing_log_nothing(store: DocumentStore) -> None:
@@ -551,9 +603,19 @@ def test_trim_log_drops_old_entries_only(store: DocumentStore) -> None:
     store.put_records("docs", [rec("a")])
     assert store.trim_log(3600.0) == 0
     assert len(_all_changes(store, dict(start))) >= 2
+    head = store.log_heads(["", store.stream_of("docs")])
     assert store.trim_log(-60.0) >= 2  # a cutoff in the future: everything is old
-    assert _all_changes(store, dict(start)) == []
     assert store.get_records("docs", ["a"])  # the data stays
+    # A cursor already past what was trimmed misses nothing: no reset.
+    assert store.read_changes(head) == []
+    # An older one is told that it missed changes, once, at the newest trimmed position.
+    resets = _all_changes(store, dict(start))
+    assert [c.op for c in resets] == ["reset"] * len(resets) and resets
+    assert {(c.stream, c.position) for c in resets} <= set(head.items())
+    assert store.stream_of("docs") in {c.stream for c in resets}
+    later = store.put_records("docs", [rec("b")])
+    after_gap = _all_changes(store, dict(start))
+    assert [c.op for c in after_gap][-1] == "put" and after_gap[-1].position == later
 
 
 def test_a_lease_has_one_holder_across_handles_until_released_or_lapsed(opener: Opener) -> None:

@@ -107,10 +107,12 @@ class CachedResponse(_message.Message):
     def __init__(self, text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., model: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("query",)
+    __slots__ = ("query", "min_log_position")
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    MIN_LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     query: CacheQuery
-    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ...) -> None: ...
+    min_log_position: str
+    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., min_log_position: _Optional[str] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("hit", "response", "similarity", "category", "entry_id", "reason", "threshold")
@@ -143,26 +145,30 @@ class StoreRequest(_message.Message):
     def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., response: _Optional[_Union[CachedResponse, _Mapping]] = ..., ttl_s: _Optional[float] = ..., shared: _Optional[bool] = ...) -> None: ...
 
 class StoreResponse(_message.Message):
-    __slots__ = ("entry_id", "category", "stored", "reason")
+    __slots__ = ("entry_id", "category", "stored", "reason", "log_position")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     entry_id: str
     category: str
     stored: bool
     reason: str
-    def __init__(self, entry_id: _Optional[str] = ..., category: _Optional[str] = ..., stored: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    log_position: str
+    def __init__(self, entry_id: _Optional[str] = ..., category: _Optional[str] = ..., stored: _Optional[bool] = ..., reason: _Optional[str] = ..., log_position: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("query", "shared", "max_ttl_s")
+    __slots__ = ("query", "shared", "max_ttl_s", "min_log_position")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     SHARED_FIELD_NUMBER: _ClassVar[int]
     MAX_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    MIN_LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     query: CacheQuery
     shared: bool
     max_ttl_s: float
-    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., shared: _Optional[bool] = ..., max_ttl_s: _Optional[float] = ...) -> None: ...
+    min_log_position: str
+    def __init__(self, query: _Optional[_Union[CacheQuery, _Mapping]] = ..., shared: _Optional[bool] = ..., max_ttl_s: _Optional[float] = ..., min_log_position: _Optional[str] = ...) -> None: ...
 
 class GenerateStart(_message.Message):
     __slots__ = ("cached", "similarity", "category", "entry_id", "reason", "threshold", "cacheable")
@@ -183,7 +189,7 @@ class GenerateStart(_message.Message):
     def __init__(self, cached: _Optional[bool] = ..., similarity: _Optional[float] = ..., category: _Optional[str] = ..., entry_id: _Optional[str] = ..., reason: _Optional[str] = ..., threshold: _Optional[float] = ..., cacheable: _Optional[bool] = ...) -> None: ...
 
 class GenerateDone(_message.Message):
-    __slots__ = ("cached", "response", "similarity", "category", "entry_id", "reason", "stored")
+    __slots__ = ("cached", "response", "similarity", "category", "entry_id", "reason", "stored", "log_position")
     CACHED_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +197,7 @@ class GenerateDone(_message.Message):
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
+    LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     cached: bool
     response: CachedResponse
     similarity: float
@@ -198,7 +205,8 @@ class GenerateDone(_message.Message):
     entry_id: str
     reason: str
     stored: bool
-    def __init__(self, cached: _Optional[bool] = ..., response: _Optional[_Union[CachedResponse, _Mapping]] = ..., similarity: _Optional[float] = ..., category: _Optional[str] = ..., entry_id: _Optional[str] = ..., reason: _Optional[str] = ..., stored: _Optional[bool] = ...) -> None: ...
+    log_position: str
+    def __init__(self, cached: _Optional[bool] = ..., response: _Optional[_Union[CachedResponse, _Mapping]] = ..., similarity: _Optional[float] = ..., category: _Optional[str] = ..., entry_id: _Optional[str] = ..., reason: _Optional[str] = ..., stored: _Optional[bool] = ..., log_position: _Optional[str] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
     __slots__ = ("start", "done")
@@ -245,10 +253,12 @@ class InvalidateRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., entry_ids: _Optional[_Iterable[str]] = ..., category: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class InvalidateResponse(_message.Message):
-    __slots__ = ("invalidated",)
+    __slots__ = ("invalidated", "log_position")
     INVALIDATED_FIELD_NUMBER: _ClassVar[int]
+    LOG_POSITION_FIELD_NUMBER: _ClassVar[int]
     invalidated: int
-    def __init__(self, invalidated: _Optional[int] = ...) -> None: ...
+    log_position: str
+    def __init__(self, invalidated: _Optional[int] = ..., log_position: _Optional[str] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("tenant", "entry_id", "correct", "similarity")

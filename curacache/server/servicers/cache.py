@@ -38,6 +38,8 @@ from curacache.llm.types import ForwardHead
 from curacache.server import validate
 from curacache.server.gate import Gate
 from curacache.server.policy_book import PolicyBook
+from curacache.server.replica import Replica
+from curacache.server.servicers.consistency import caught_up
 from curacache.server.status import rpc, rpc_stream
 
 log = logging.getLogger("curacache.server")
@@ -73,7 +75,13 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         dim: int,
         router: BackendRouter,
         max_forward_bytes: int,
+        replica: Replica | None = None,
+        log_collection: str = "",
     ) -> None:
+        """`replica` and `log_collection` (the cache's collection): read-your-writes, as for
+        vectors (a write answers its log position; a read may wait for one)."""
+        self._replica = replica
+        self._log_collection = log_collection
         self._cache = cache
         self._policies = policies
         self._gate = gate
@@ -119,8 +127,15 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         self, request: pb.LookupRequest, context: grpc.aio.ServicerContext
     ) -> pb.LookupResponse:
         query, _ = self._request(request.query, context)
+        await caught_up(self._replica, request.min_log_position, context)
         with _api_fields():
             return _lookup_response(await self._cache.lookup(query))
+
+    async def _position(self, wrote: bool) -> str:
+        """The log position a read must reach to see this call's write ("" if none)."""
+        if not wrote or self._replica is None:
+            return ""
+        return await self._replica.head_token(self._log_collection)
 
     @rpc
     async def Store(
@@ -149,6 +164,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             category=result.category,
             stored=result.stored,
             reason=str(result.reason) + (f": {result.detail}" if result.detail else ""),
+            log_position=await self._position(result.stored),
         )
 
     def _generation(
@@ -161,6 +177,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             raise PermissionDenied(
                 "shared: storing entries every tenant sees needs an admin API key"
             )
+        await caught_up(self._replica, request.min_log_position, context)
         with _api_fields():
             return self._cache.generate(query, shared=request.shared)
 
@@ -187,8 +204,10 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
                     # verifying a hit) runs on after it, so neither a caller that waits for
                     # the end nor one that cancels once it has the result (the gateway, the
                     # SDK's early exit) holds it up or cuts it short.
+                    done = _done(item)
+                    done.log_position = await self._position(done.stored)
                     self._finish_later(items)
-                    yield pb.GenerateChunk(done=_done(item))
+                    yield pb.GenerateChunk(done=done)
                     return
 
     @rpc
@@ -205,8 +224,10 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
                     # What follows the result (self-labelling a miss, verifying a hit against
                     # the backend) must not delay the reply: it runs on after it, as it does
                     # after Generate's last message.
+                    done = _done(item)
+                    done.log_position = await self._position(done.stored)
                     self._finish_later(items)
-                    return pb.CompleteResponse(start=start, done=_done(item))
+                    return pb.CompleteResponse(start=start, done=done)
         raise RuntimeError("the cache's generation ended without a result")
 
     def _finish_later(self, items: AsyncIterator[object]) -> None:
@@ -234,7 +255,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             category=request.category or None,
             tenant=request.tenant,
         )
-        return pb.InvalidateResponse(invalidated=n)
+        return pb.InvalidateResponse(invalidated=n, log_position=await self._position(n > 0))
 
     @rpc
     async def Feedback(

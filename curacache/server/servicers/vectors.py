@@ -9,7 +9,7 @@ import grpc
 
 from curacache.api.v1 import vectors_pb2 as pb
 from curacache.api.v1 import vectors_pb2_grpc
-from curacache.errors import InvalidArgument, Unavailable
+from curacache.errors import InvalidArgument
 from curacache.index.params import resolve_params
 from curacache.index.registry import get_kind
 from curacache.server import validate, wire
@@ -17,12 +17,10 @@ from curacache.server.collection import Collection, Written, search_soon
 from curacache.server.config import LimitsConfig
 from curacache.server.gate import Gate
 from curacache.server.replica import Replica, make_token
+from curacache.server.servicers.consistency import caught_up
 from curacache.server.status import rpc
 from curacache.server.vectordb import VectorDB
 from storage.types import StoredRecord
-
-# Without a client deadline, how long a read-your-writes read waits for its position.
-READ_YOUR_WRITES_WAIT_S = 10.0
 
 
 class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
@@ -40,15 +38,13 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
     def _token(self, collection: Collection, position: str) -> str:
         return make_token(self._db.store.stream_of(collection.spec.name), position)
 
-    async def _caught_up(self, token: str, context: grpc.aio.ServicerContext) -> None:
-        """Read-your-writes: wait (within the deadline) until this replica has applied the
-        log up to `token`; UNAVAILABLE if it has not, so the client may try another."""
-        if not token or self._replica is None:
-            return
-        remaining = context.time_remaining()
-        timeout = READ_YOUR_WRITES_WAIT_S if remaining is None else max(remaining - 0.05, 0.0)
-        if not await self._replica.wait_for(token, timeout):
-            raise Unavailable(f"this replica has not yet applied log position {token}")
+    async def _caught_up(
+        self, collection: str, token: str, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Wait for `token`, unless another placement group serves `collection` (it is told
+        so at once: this replica does not tail that collection's log)."""
+        self._db.placement.check(validate.collection_name(collection))
+        await caught_up(self._replica, token, context)
 
     @rpc
     async def Upsert(
@@ -86,7 +82,7 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
         self._gate.tenant(context, request.tenant)
-        await self._caught_up(request.min_log_position, context)
+        await self._caught_up(request.collection, request.min_log_position, context)
         collection = self._collection(request.collection)
         ids = validate.ids(request.ids, self._limits)
         found, missing = await asyncio.to_thread(
@@ -164,7 +160,7 @@ class VectorsServicer(vectors_pb2_grpc.VectorsServicer):
         field: str,
     ) -> list[list]:
         self._gate.tenant(context, request.tenant)
-        await self._caught_up(request.min_log_position, context)
+        await self._caught_up(request.collection, request.min_log_position, context)
         collection = self._collection(request.collection)
         spec = collection.spec
         queries = validate.vectors(blobs, spec.dim, field)
