@@ -220,7 +220,12 @@ def summary(r: dict[str, Any]) -> str:
         )
     g = r["global_best_f1"]["B"]
     a = ANCHOR
+    follows = r["recommended_defaults"].get("shipped_follow_it")
     lines += [
+        "",
+        "Shipped thresholds "
+        + ("equal" if follows else "DIFFER FROM")
+        + " the tuning rule's (regularised per-category at the FHR target on A, strict kept).",
         "",
         f"Anchor (global): best F1 {a['f1']} at {a['threshold']} (P {a['precision']}, R {a['recall']}, FHR "
         f"{_pct(a['false_hit_rate'])}); at FHR <= 2% threshold {a['fhr_threshold']}, recall {a['fhr_recall']}. "
