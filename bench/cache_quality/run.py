@@ -1,6 +1,6 @@
 """bench/cache_quality: hit precision / recall / F1 of the cache's thresholds on QQP (DESIGN §9).
 
-    python -m bench.cache_quality                       # full run (~2-3 min on the 2-core VM)
+    python -m bench.cache_quality                       # full run (~8.5 min on the loaded 2-core VM)
     python -m bench.cache_quality --max-pairs 2000 --latency-calls 100 --e2e-pairs 20 \
         --embed-calls 20 --classifier-max 200           # a quick slice
 

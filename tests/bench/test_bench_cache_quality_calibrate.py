@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from bench.cache_quality import calibrate
+from bench.cache_quality.run import tuned_defaults
 from bench.cache_quality.simulate import Lookups, SingleSearch, metrics
+from cache.policy import CategoryPolicy
 
 # (category, similarity of the nearest entry, nearest entry correct, lookup has a duplicate, count)
 Rows = list[tuple[str, float, bool, bool, int]]
@@ -207,3 +209,15 @@ def test_one_search_moves_count_their_effect_on_other_categories_lookups() -> No
         look, base, calibrate.f1_objective, min_support=0, grid=np.array([0.85, 0.95])
     )
     assert found["b"] == 0.85
+
+
+def test_tuned_defaults_round_up_and_keep_strict_categories() -> None:
+    """The shipped-threshold rule: the chosen thresholds rounded up to 0.001, a strict
+    category never below its shipped value."""
+    shipped = {
+        "default": CategoryPolicy(threshold=0.96, ttl_s=1),
+        "health": CategoryPolicy(threshold=0.97, ttl_s=1, strict=True, min_threshold=0.97),
+    }
+    rule = tuned_defaults({"default": 0.9612, "health": 0.962}, shipped)
+    assert rule == {"default": 0.962, "health": 0.97}
+    assert tuned_defaults({"default": 0.95, "health": 0.99}, shipped)["health"] == 0.99
