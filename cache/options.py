@@ -19,6 +19,10 @@ class CacheOptions:
     break_even: BreakEvenConfig = field(default_factory=BreakEvenConfig)
     calibration_window: int = 500
     min_feedback: int = 20
+    # Labels' worth of the other categories' labels each category's calibration starts from
+    # (a shared prior: small or new categories calibrate before they have min_feedback labels
+    # of their own; cache/calibration.py). 0: each category on its own labels only.
+    calibration_prior: int = 10
     recent_hits: int = 10_000  # (tenant, entry) hits remembered for Feedback
     # Size limits (the server sets them from limits.*): a prompt (a conversation: its message
     # contents together) or a stored response above them is refused naming the field; a

@@ -132,38 +132,43 @@ def effective(policy: CategoryPolicy, load: float) -> tuple[float, float]:
 def default_policies() -> dict[str, CategoryPolicy]:
     """The shipped categories (a fresh dict each call; the service owns its copy).
 
-    Thresholds are tuned by bench/cache_quality on QQP (MiniLM): each category's threshold keeps
-    its own false-hit rate at or under 2% of lookups on the calibration half (rounded up to 0.01,
-    never below DESIGN §5's starting values). They are conservative: QQP's negatives are hard,
+    Thresholds are tuned by bench/cache_quality on QQP (MiniLM) with the service's decision
+    (one search over every category, the stricter of the two categories' thresholds), chosen
+    on the calibration half only: the lowest global threshold whose false-hit rate stays <= 2%
+    of lookups (0.962), plus the per-category moves that beat the half's sampling noise (none
+    does: QQP's categories want the same threshold). Strict categories keep 0.97 — a product
+    choice, not a QQP finding (a wrong medical or legal answer costs more than QQP's uniform
+    labels say). `min_threshold` = threshold − `relax`: full backend load reaches the bound,
+    and online calibration may move a non-strict category down to it towards
+    `target_false_hit_rate` (2% of lookups). They are conservative: QQP's negatives are hard,
     high-overlap near-misses, which is exactly the false hit users complain about.
-    Re-checked with one search over every category (issue 13): they stay under the 2% false-hit
-    target and sit on or above the one-search global-threshold curve (bench/cache_quality
-    README), so they are kept; online calibration then moves non-strict ones towards
-    `target_false_hit_rate` (2% of lookups) within [min_threshold, 1].
     """
+    tuned, bound = 0.962, 0.932  # bench/cache_quality README, "re-tuned after one search"
     return {
-        "default": CategoryPolicy(threshold=0.96, ttl_s=DAY, min_threshold=0.93, max_ttl_s=2 * DAY),
+        "default": CategoryPolicy(
+            threshold=tuned, ttl_s=DAY, min_threshold=bound, max_ttl_s=2 * DAY
+        ),
         "code": CategoryPolicy(
-            threshold=0.97,
+            threshold=tuned,
             ttl_s=30 * DAY,
-            min_threshold=0.95,
+            min_threshold=bound,
             max_ttl_s=60 * DAY,
             eviction=Eviction.LFU,
         ),
         "conversation": CategoryPolicy(
-            threshold=0.97, ttl_s=DAY, min_threshold=0.94, max_ttl_s=2 * DAY
+            threshold=tuned, ttl_s=DAY, min_threshold=bound, max_ttl_s=2 * DAY
         ),
         "knowledge": CategoryPolicy(
-            threshold=0.96,
+            threshold=tuned,
             ttl_s=7 * DAY,
-            min_threshold=0.93,
+            min_threshold=bound,
             max_ttl_s=14 * DAY,
             eviction=Eviction.LFU,
         ),
         "time_sensitive": CategoryPolicy(
-            threshold=0.95,
+            threshold=tuned,
             ttl_s=5 * MINUTE,
-            min_threshold=0.93,
+            min_threshold=bound,
             max_ttl_s=10 * MINUTE,
             eviction=Eviction.TTL_FIRST,
             extend=0.5,
@@ -176,7 +181,7 @@ def default_policies() -> dict[str, CategoryPolicy]:
             threshold=0.97, ttl_s=DAY, strict=True, min_threshold=0.97, max_ttl_s=DAY
         ),
         "assistant": CategoryPolicy(
-            threshold=0.97, ttl_s=HOUR, min_threshold=0.95, max_ttl_s=2 * HOUR
+            threshold=tuned, ttl_s=HOUR, min_threshold=bound, max_ttl_s=2 * HOUR
         ),
     }
 

@@ -125,6 +125,7 @@ class SemanticCache:
             recent=options.recent_hits,
             window=options.calibration_window,
             min_feedback=options.min_feedback,
+            prior=options.calibration_prior,
         )
         self._stats = CacheStats(config=options.break_even)
         self._rng = random.Random(options.seed)

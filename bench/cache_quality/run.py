@@ -1,6 +1,6 @@
 """bench/cache_quality: hit precision / recall / F1 of the cache's thresholds on QQP (DESIGN §9).
 
-    python -m bench.cache_quality                       # full run (~2-3 min on the 2-core VM)
+    python -m bench.cache_quality                       # full run (~8.5 min on the loaded 2-core VM)
     python -m bench.cache_quality --max-pairs 2000 --latency-calls 100 --e2e-pairs 20 \
         --embed-calls 20 --classifier-max 200           # a quick slice
 
@@ -22,10 +22,16 @@ import numpy as np
 from bench.cache_quality import calibrate, data, diagnostics, e2e, latency, report, single
 from bench.cache_quality.labelled_prompts import DATA_DIR
 from bench.cache_quality.labelled_prompts import split as classifier_split
-from bench.cache_quality.simulate import Lookups, metrics, outcome_single, simulate, simulate_single
+from bench.cache_quality.simulate import (
+    SingleSearch,
+    metrics,
+    outcome_single,
+    simulate,
+    simulate_single,
+)
 from bench.cache_quality.train_classifier import accuracy
 from cache.classifier import LinearClassifier
-from cache.policy import default_policies, effective
+from cache.policy import CategoryPolicy, default_policies, effective
 from curacache.embed.minilm import MiniLMEmbedder
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -100,7 +106,7 @@ def classifier_accuracy(data_dir: Path, cap: int | None) -> dict[str, object]:
 
 
 def _evaluate(
-    look_b: Lookups, thresholds: dict[str, float], chosen_on_a: dict[str, float] | None = None
+    look_b: SingleSearch, thresholds: dict[str, float], chosen_on_a: dict[str, float] | None = None
 ) -> dict[str, object]:
     out: dict[str, object] = {
         "thresholds": thresholds,
@@ -112,7 +118,7 @@ def _evaluate(
 
 
 def _evaluate_regularised(
-    look_b: Lookups, r: calibrate.Regularised, **method: object
+    look_b: SingleSearch, r: calibrate.Regularised, **method: object
 ) -> dict[str, object]:
     return {
         **_evaluate(look_b, r.thresholds, r.on_a),
@@ -120,53 +126,81 @@ def _evaluate_regularised(
     }
 
 
+def tuned_defaults(
+    regularised_fhr: dict[str, float], shipped: dict[str, CategoryPolicy]
+) -> dict[str, float]:
+    """The rule the shipped thresholds follow (chosen on A only): the regularised per-category
+    policy at the false-hit target, rounded up to 0.001; strict categories never below their
+    shipped value (a product choice, not a QQP finding: a wrong medical or legal answer costs
+    more than QQP's uniform labels say)."""
+    out = {}
+    for c, t in regularised_fhr.items():
+        value = float(np.ceil(round(t * 1000.0, 6)) / 1000.0)
+        out[c] = max(value, shipped[c].threshold) if shipped[c].strict else value
+    return out
+
+
 def quality(
-    qqp: data.Qqp, look: Lookups, half_a: np.ndarray, half_b: np.ndarray, args: argparse.Namespace
+    qqp: data.Qqp,
+    look: SingleSearch,
+    half_a: np.ndarray,
+    half_b: np.ndarray,
+    args: argparse.Namespace,
 ) -> dict[str, object]:
+    """Every policy row under the service's decision (one search over every category, the
+    stricter of the two categories' thresholds). A category's threshold also decides lookups
+    of other categories whose candidates it holds, so per-category policies come from
+    coordinate ascent (`calibrate.coordinate_ascent`), not the partitioned knapsack."""
     look_a, look_b = look.subset(half_a), look.subset(half_b)
     cats = look.categories
     sweep_a, sweep_b = calibrate.global_sweep(look_a), calibrate.global_sweep(look_b)
     best = calibrate.best_f1(sweep_a)
     fhr = calibrate.lowest_within(sweep_a, args.target_fhr)
-    path = calibrate.per_category_path(
-        look_a,
-        pinned_threshold=fhr["threshold"],
-        min_support=args.min_support,
-        include_fhr=(args.target_fhr,),
+    base_fhr, base_f1 = (
+        dict.fromkeys(cats, fhr["threshold"]),
+        dict.fromkeys(cats, best["threshold"]),
     )
+    grid_fhr = np.union1d(calibrate.GRID, [fhr["threshold"]])
+    grid_f1 = np.union1d(calibrate.GRID, [best["threshold"]])
+    rate = calibrate.exchange_rate(sweep_a, fhr["threshold"])
     each = calibrate.per_category_each(
         look_a, args.target_fhr, pinned_threshold=fhr["threshold"], min_support=args.min_support
     )
-    calibrated = calibrate.within(path, args.target_fhr)
-    f1_step = calibrate.max_f1(path)
-    equal = calibrate.at_hit_rate(path, best["hit_rate"])
-    # the compared per-category policies: the knapsack's moves off the global threshold that
-    # beat A's sampling noise (the bare knapsack fits noise on QQP and loses on B)
+    # candidates: the best single-category moves on A (they fit A's noise too) ...
+    fhr_cand = calibrate.coordinate_ascent(
+        look_a,
+        base_fhr,
+        calibrate.exchange_objective(rate),
+        min_support=args.min_support,
+        grid=grid_fhr,
+    )
+    f1_cand = calibrate.coordinate_ascent(
+        look_a, base_f1, calibrate.f1_objective, min_support=args.min_support, grid=grid_f1
+    )
+    # ... of which only the moves that beat A's sampling noise are kept
     boot = {
         "resamples": args.resamples,
         "confidence": args.confidence,
         "seed": args.seed,
         "min_support": args.min_support,
     }
-    equal_reg = calibrate.regularised(
-        look_a, dict.fromkeys(cats, best["threshold"]), equal.thresholds, objective="f1", **boot
+    f1_reg = calibrate.regularised(look_a, base_f1, f1_cand, objective="f1", **boot)
+    fhr_reg = calibrate.regularised(
+        look_a, base_fhr, fhr_cand, objective="fhr", exchange=rate, **boot
     )
-    rate = calibrate.exchange_rate(sweep_a, fhr["threshold"])
-    calibrated_reg = calibrate.regularised(
-        look_a,
-        dict.fromkeys(cats, fhr["threshold"]),
-        calibrated.thresholds,
-        objective="fhr",
-        exchange=rate,
-        **boot,
-    )
+    path = calibrate.per_category_lagrangian(look_a, fhr["threshold"], min_support=args.min_support)
     shipped = default_policies()
     shipped_t = {c: shipped[c].threshold for c in cats}
     loaded_t = {c: effective(shipped[c], 1.0)[0] for c in cats}
+    rule = tuned_defaults(fhr_reg.thresholds, shipped)
     support = {
         c: {"A": int((look_a.category == i).sum()), "B": int((look_b.category == i).sum())}
         for i, c in enumerate(cats)
     }
+
+    def on_a(t: dict[str, float]) -> dict[str, float]:
+        return metrics(look_a, look_a.thresholds(t))
+
     return {
         "pairs": {
             "all": qqp.n_pairs,
@@ -176,36 +210,30 @@ def quality(
             "exact_hits_B": int(look_b.exact.sum()),
         },
         "category_lookups": support,
-        "global_best_f1": _evaluate(look_b, dict.fromkeys(cats, best["threshold"]), best),
-        "global_fhr_target": _evaluate(look_b, dict.fromkeys(cats, fhr["threshold"]), fhr),
+        "global_best_f1": _evaluate(look_b, base_f1, best),
+        "global_fhr_target": _evaluate(look_b, base_fhr, fhr),
         "per_category_fhr_target": _evaluate_regularised(
             look_b,
-            calibrated_reg,
+            fhr_reg,
             objective="correct hits at no more false hits than the global threshold",
             exchange_rate=rate,
             **boot,
         ),
-        "per_category_fhr_target_unregularised": _evaluate(
-            look_b, calibrated.thresholds, calibrated.on_a
-        ),
-        "per_category_each_fhr_target": _evaluate(
-            look_b, each, metrics(look_a, look_a.thresholds(each))
-        ),
-        "per_category_best_f1": _evaluate(look_b, f1_step.thresholds, f1_step.on_a),
+        "per_category_fhr_target_unregularised": _evaluate(look_b, fhr_cand, on_a(fhr_cand)),
+        "per_category_each_fhr_target": _evaluate(look_b, each, on_a(each)),
+        "per_category_best_f1": _evaluate(look_b, f1_cand, on_a(f1_cand)),
         "per_category_equal_hit_rate": _evaluate_regularised(
-            look_b, equal_reg, objective="f1", **boot
+            look_b, f1_reg, objective="f1", **boot
         ),
-        "per_category_equal_hit_rate_unregularised": _evaluate(
-            look_b, equal.thresholds, equal.on_a
-        ),
-        "shipped_defaults": _evaluate(
-            look_b, shipped_t, metrics(look_a, look_a.thresholds(shipped_t))
-        ),
-        "shipped_defaults_full_load": _evaluate(look_b, loaded_t),
+        "shipped_defaults": _evaluate(look_b, shipped_t, on_a(shipped_t)),
+        "shipped_defaults_full_load": _evaluate(look_b, loaded_t, on_a(loaded_t)),
         "previous_defaults": _evaluate(
             look_b, {c: PREVIOUS_DEFAULTS.get(c, shipped_t[c]) for c in cats}
         ),
-        "recommended_defaults": _evaluate(look_b, calibrate.rounded_up(each, floor=shipped_t)),
+        "recommended_defaults": {
+            **_evaluate(look_b, rule, on_a(rule)),
+            "shipped_follow_it": all(abs(rule[c] - shipped_t[c]) < 1e-9 for c in cats),
+        },
         "curves": {
             "global_B": [
                 {
@@ -259,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "target_fhr": args.target_fhr,
     }
-    result.update(quality(qqp, look, half_a, half_b, args))
     # categories set policy, not partitions: one search over every entry (what the service does)
     one = simulate_single(
         texts=qqp.texts,
@@ -271,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         categories=cats,
         progress=progress,
     )
+    result.update(quality(qqp, one, half_a, half_b, args))
     shipped_t = {c: p.threshold for c, p in default_policies().items()}
     result["single_search"] = single.section(
         look, one, half_a, half_b, shipped_t, args.target_fhr, cats

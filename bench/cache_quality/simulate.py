@@ -56,6 +56,9 @@ class Lookups:
         """Per-category thresholds as an array indexed like `categories`."""
         return np.array([by_category[c] for c in self.categories], dtype=np.float64)
 
+    def outcome(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return outcome(self, thresholds)
+
 
 def classify(clf: LinearClassifier, vectors: np.ndarray, known: Sequence[str]) -> list[str]:
     out = []
@@ -155,9 +158,10 @@ def outcome(look: Lookups, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return hit, hit & look.nearest_correct
 
 
-def metrics(look: Lookups, thresholds: np.ndarray) -> dict[str, float]:
-    """DESIGN §9 names: hit rate, precision, recall, false-hit rate, F1 (+ the counts)."""
-    hit, correct = outcome(look, thresholds)
+def metrics(look: Decision, thresholds: np.ndarray) -> dict[str, float]:
+    """DESIGN §9 names: hit rate, precision, recall, false-hit rate, F1 (+ the counts), under
+    either decision (partitioned `Lookups` or `SingleSearch`)."""
+    hit, correct = look.outcome(thresholds)
     return summarise(hit, correct, look.has_dup)
 
 
@@ -213,8 +217,14 @@ class SingleSearch:
             self.has_dup[rows],
         )
 
+    def __len__(self) -> int:
+        return int(self.category.shape[0])
+
     def thresholds(self, by_category: Mapping[str, float]) -> np.ndarray:
         return np.array([by_category[c] for c in self.categories], dtype=np.float64)
+
+    def outcome(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return outcome_single(self, thresholds)
 
 
 def simulate_single(
@@ -296,5 +306,8 @@ def outcome_single(look: SingleSearch, thresholds: np.ndarray) -> tuple[np.ndarr
 
 
 def metrics_single(look: SingleSearch, thresholds: np.ndarray) -> dict[str, float]:
-    hit, correct = outcome_single(look, thresholds)
-    return summarise(hit, correct, look.has_dup)
+    return metrics(look, thresholds)
+
+
+Decision = Lookups | SingleSearch
+"""Threshold-independent facts of either lookup decision: both give `outcome(thresholds)`."""

@@ -25,13 +25,6 @@ from bench.cache_quality.simulate import (
 )
 
 
-def _sweep(look: SingleSearch, grid: np.ndarray = calibrate.GRID) -> list[dict[str, float]]:
-    return [
-        {"threshold": float(t), **metrics_single(look, np.full(len(look.categories), t))}
-        for t in grid
-    ]
-
-
 def _compare(
     part: Lookups, single: SingleSearch, thresholds: Mapping[str, float]
 ) -> dict[str, object]:
@@ -60,7 +53,7 @@ def section(
     categories: Sequence[str],
 ) -> dict[str, object]:
     part_b, single_a, single_b = part.subset(half_b), single.subset(half_a), single.subset(half_b)
-    sweep_a = _sweep(single_a)
+    sweep_a = calibrate.global_sweep(single_a)
     best, fhr = calibrate.best_f1(sweep_a), calibrate.lowest_within(sweep_a, target_fhr)
     nearest_elsewhere = (~single_b.exact) & (single_b.entry_category[:, 0] != single_b.category)
     return {
@@ -83,6 +76,6 @@ def section(
                 k: r[k]
                 for k in ("threshold", "hit_rate", "false_hit_rate", "recall", "precision", "f1")
             }
-            for r in _sweep(single_b)
+            for r in calibrate.global_sweep(single_b)
         ],
     }

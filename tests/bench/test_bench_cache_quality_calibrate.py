@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from bench.cache_quality import calibrate
-from bench.cache_quality.simulate import Lookups, metrics
+from bench.cache_quality.run import tuned_defaults
+from bench.cache_quality.simulate import Lookups, SingleSearch, metrics
+from cache.policy import CategoryPolicy
 
 # (category, similarity of the nearest entry, nearest entry correct, lookup has a duplicate, count)
 Rows = list[tuple[str, float, bool, bool, int]]
@@ -155,3 +157,67 @@ def test_exchange_rate_is_the_global_sweep_slope() -> None:
     assert calibrate.exchange_rate(sweep, 0.90) == pytest.approx(2.0)
     # from 0.94 down to 0.92: + 5 correct, + 200 false (strict rows at 0.92)
     assert calibrate.exchange_rate(sweep, 0.93) == pytest.approx(5 / 200)
+
+
+def test_coordinate_ascent_matches_exhaustive_search_when_categories_do_not_interact() -> None:
+    """Partitioned lookups: correct hits - rate x false hits adds up per category, so the
+    coordinate ascent must find the exhaustive optimum over every threshold pair."""
+    look = _lookups(F1_CATS, F1_ROWS)
+    grid = np.round(np.arange(0.80, 0.96 + 1e-9, 0.005), 3)
+    objective = calibrate.exchange_objective(2.0)
+
+    def value(t: dict[str, float]) -> float:
+        m = metrics(look, look.thresholds(t))
+        return objective(int(m["correct_hits"]), int(m["false_hits"]), 0)
+
+    found = calibrate.coordinate_ascent(look, F1_BASE, objective, grid=grid)
+    best = max(
+        value({"default": x, "real": y, "noise": z}) for x in grid for y in grid for z in grid
+    )
+    assert value(found) == best
+    assert found["real"] <= 0.87  # the real difference is taken
+
+
+def _one_search(n_good: int, n_bad: int, n_far: int) -> SingleSearch:
+    """Lookups of category 'a' whose only candidate is filed under category 'b' (k = 1)."""
+    n = n_good + n_bad + n_far
+    sim = np.array([0.90] * (n_good + n_bad) + [0.50] * n_far)[:, None]
+    correct = np.array([True] * n_good + [False] * (n_bad + n_far))[:, None]
+    return SingleSearch(
+        ("a", "b"),
+        np.zeros(n, np.int64),
+        np.zeros(n, bool),
+        np.zeros(n, bool),
+        sim,
+        np.arange(n, dtype=np.int64)[:, None],
+        np.full(n, -1, np.int64),
+        np.ones((n, 1), np.int64),
+        correct,
+        correct[:, 0].copy(),
+    )
+
+
+def test_one_search_moves_count_their_effect_on_other_categories_lookups() -> None:
+    """With one search, category b's threshold decides lookups of category a whose candidates
+    are b's entries: a move of b (which has no lookups of its own) must be judged by them."""
+    look = _one_search(600, 50, 350)
+    base, cand = {"a": 0.85, "b": 0.95}, {"a": 0.85, "b": 0.85}
+    assert metrics(look, look.thresholds(base))["hits"] == 0  # b's 0.95 binds (stricter)
+    r = calibrate.regularised(look, base, cand, objective="f1", min_support=0, seed=0)
+    assert r.moved == ("b",) and r.on_a["correct_hits"] == 600 and r.on_a["false_hits"] == 50
+    found = calibrate.coordinate_ascent(
+        look, base, calibrate.f1_objective, min_support=0, grid=np.array([0.85, 0.95])
+    )
+    assert found["b"] == 0.85
+
+
+def test_tuned_defaults_round_up_and_keep_strict_categories() -> None:
+    """The shipped-threshold rule: the chosen thresholds rounded up to 0.001, a strict
+    category never below its shipped value."""
+    shipped = {
+        "default": CategoryPolicy(threshold=0.96, ttl_s=1),
+        "health": CategoryPolicy(threshold=0.97, ttl_s=1, strict=True, min_threshold=0.97),
+    }
+    rule = tuned_defaults({"default": 0.9612, "health": 0.962}, shipped)
+    assert rule == {"default": 0.962, "health": 0.97}
+    assert tuned_defaults({"default": 0.95, "health": 0.99}, shipped)["health"] == 0.99
