@@ -167,9 +167,10 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             log_position=await self._position(result.stored),
         )
 
-    def _generation(
+    async def _generation(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[LookupResult | Chunk | FinalResult]:
+        """The cache's generation for `request`, once the replica has caught up as asked."""
         if request.max_ttl_s < 0 or not math.isfinite(request.max_ttl_s):
             raise InvalidArgument("max_ttl_s", f"must be >= 0 seconds, got {request.max_ttl_s}")
         query, may_share = self._request(request.query, context, max_ttl_s=request.max_ttl_s)
@@ -185,7 +186,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateChunk]:
-        items = self._generation(request, context)
+        items = await self._generation(request, context)
         with _api_fields():
             async for item in items:
                 if isinstance(item, LookupResult):
@@ -214,7 +215,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     async def Complete(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
-        items = self._generation(request, context)
+        items = await self._generation(request, context)
         start = pb.GenerateStart()
         with _api_fields():
             async for item in items:
