@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
@@ -196,9 +197,17 @@ class StoreQuotaGuard:
         self._ttl_s = ttl_s
         self._wait_s = wait_s
         self._poll_s = poll_s
+        # Stores of one category in this process queue here, not by polling the store's lease
+        # (which only other processes then contend for).
+        self._local: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @asynccontextmanager
     async def hold(self, category: str) -> AsyncIterator[None]:
+        async with self._local[category], self._store_lease(category):
+            yield
+
+    @asynccontextmanager
+    async def _store_lease(self, category: str) -> AsyncIterator[None]:
         key, token = f"quota:{self._repository.name}:{category}", uuid.uuid4().hex
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait_s
