@@ -4,7 +4,7 @@ with its exact-search checks for the index kinds, and Curator's structure checks
 `check_structure` re-derives, independently of curator's code paths, everything the design
 promises about a tenant's sub-tree: each accessible (id, tenant) in exactly one shortlist of
 that tenant, on the id's path; lists <= τ except at GCT leaves; exact counts; the canonical
-placement (merges happened); a consistent arena.
+placement (merges happened); a consistent arena; current sign codes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 
 from curacache.index import SearchResult
-from curator import CuratorIndex, TenantView
+from curator import CuratorIndex, TenantView, signs
 from curator.layout import ENTRIES, FIRST, IDS_GARBAGE, IDS_USED, ROOM, ROWS_GARBAGE, ROWS_USED
 
 
@@ -173,6 +173,7 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
         internal = (full_count > 0) & ~np.isin(np.arange(tree.n_nodes), list(lists))
         assert np.all(tree.child_count[internal] > 0), "a GCT leaf with ids but no list"
     check_arenas(index)
+    check_sign_codes(index, model)
     for name in (
         "nobody",
         *[t for t in ("t0", "t1", "t2", "t3", "anchor") if t not in model.tenants()],
@@ -218,3 +219,17 @@ def clustered(
     return (
         centers[rng.integers(0, n_clusters, n)] + spread * rng.standard_normal((n, dim))
     ).astype(np.float32)
+
+
+def check_sign_codes(index: CuratorIndex, model: Model) -> None:
+    """Every live label's sign code is its vector's, relative to its current GCT leaf's
+    centroid (`curator.signs`): writes, retraining and restores all keep them current."""
+    live = index.labels()
+    if live.size == 0:
+        return
+    codes, factors = index.sign_codes(live)
+    centers = index.tree.centroids[index.leaves()[live]]
+    vectors = np.stack([model.vecs[x] for x in live.tolist()])
+    want_codes, want_factors = signs.encode(vectors, centers)
+    assert np.array_equal(codes, want_codes), "a stale sign code"
+    np.testing.assert_allclose(factors, want_factors, rtol=1e-5)
