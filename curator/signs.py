@@ -17,14 +17,19 @@ RaBitQ's (Gao & Long, SIGMOD 2024; 1 bit per dimension, without its random rotat
     |error| ≤ ε0 · e · ||q||,                e = ||r|| · sqrt(1 - a²) / (a · sqrt(dim - 1)),
 
 with a = ||r||₁ / (sqrt(dim) ||r||) (how well the sign pattern aligns with r; s makes the
-estimate exact when q is r itself) and ε0 the search's `epsilon` (the paper's 1.9 by
-default). Why a bound and not a fixed number of candidates to re-score: the estimates' error
-depends on the data (their dimension above all), and a fixed number lost recall where they are
-coarse (32 dimensions: a 10.7k-id tenant's recall 0.99 -> 0.94 with its 200 best estimates);
-the bound re-scores ~150 of 37k ids at 384 d and ~1,000 of 11k at 32 d, with all of the true
-top 10 among them in both (figures in bench/curator/README.md). Why the leaf's centroid and
-not one centre for all: smaller residuals, closer estimates. Why no rotation: the ranking
-hardly changed (same figures), and it costs a dim × dim product per query.
+estimate exact when q is r itself) and ε0 the search's `epsilon`: e·||q|| is about one
+standard error of the estimate. Why a bound and not a fixed number of candidates to re-score:
+the estimates' error depends on the data (their dimension above all), and a fixed number lost
+recall where they are coarse (32 dimensions: a 10.7k-id tenant's recall 0.99 -> 0.94 with its
+200 best estimates); the bound re-scores what the error leaves in doubt. Why ε0 = 3 and not
+the paper's 1.9: without the rotation the error's tails are heavier (arXiv: |error| > 3
+standard errors for 0.2-4.7% of (query, id) pairs, by tenant), and 1.9 dropped true
+neighbours that sit near the k-th score, which in a small tenant is most of them (q-fin.GN,
+13 ids: recall 0.965 against 1.000 with every candidate scored); with 3, every tenant of the
+categories workload got the recall of scoring all, at ~4× the rows re-scored (cs.CV, 11k
+candidates: 163 -> 618; figures in bench/curator/README.md). Why the leaf's centroid and not
+one centre for all: smaller residuals, closer estimates. Why no rotation: it costs a dim × dim
+product per query, and on the large tenants the error's spread stayed the same.
 
 Σ_j q_j sign(r_j) is computed with the query quantized to 4 bits, 5 popcounts per 64
 dimensions (`prune_by_signs` in `curator._kernels`: ~11 ns a candidate against ~200 ns for

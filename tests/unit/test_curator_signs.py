@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from curator import CuratorIndex, _kernels, signs
+from curator.index import EPSILON
 from tests.helpers import clustered
 
 
@@ -29,7 +30,7 @@ def test_prune_by_signs_keeps_the_true_top_10_and_few_others(metric: str, dim: i
     queries = x[rng.integers(0, n, 30)] + 0.3 * rng.standard_normal((30, dim))
     for i, q in enumerate(queries.astype(np.float32)):
         kept = _kernels.prune_by_signs(
-            q, q, 0.0, root, leaf, codes, factors, norms, cand, k, 1.9,
+            q, q, 0.0, root, leaf, codes, factors, norms, cand, k, EPSILON,
             metric == "ip", planes, leaf_ip, stamp, i,
         )  # fmt: skip
         assert kept.size >= k and np.unique(kept).size == kept.size
