@@ -1,5 +1,6 @@
 """COMPILED KERNELS (numba), read side: routing, search, and who sees a label. With
-`curator._writes` (the write steps) the only modules in `curator` that use numba.
+`curator._writes` (the write steps) and `curator.signs` (the sign codes' encoding) the only
+modules in `curator` that use numba.
 
 Why compiled: an interpreted best-first loop costs several µs per expanded node (heap
 push/pop plus a small numpy call per node); a search expands dozens of nodes and scores

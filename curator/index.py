@@ -49,7 +49,7 @@ import numpy as np
 
 from curator import _kernels, _persist, signs
 from curator.store import TenantStore, TenantView
-from curator.tree import Tree, dequantize, train_tree
+from curator.tree import Tree, train_tree
 
 METRICS = ("ip", "l2")
 # The defaults of the build and search parameters (their one home: the service's parameter
@@ -70,7 +70,6 @@ MAX_TRAIN_SAMPLE = 200_000
 # on a quarter of the data still route well, and k-means cost stays amortised O(1) per insert.
 RETRAIN_GROWTH = 4
 _MIN_CAP = 8
-_ENCODE_BATCH = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,15 +158,18 @@ class CuratorIndex:
         self._sign_codes, self._sign_factors = codes, factors
 
     def _encode(self, labels: np.ndarray) -> None:
-        """(Re)compute these routed labels' sign codes from their vectors and leaf centroids
-        (in batches: the centroids are expanded to float32 rows)."""
+        """(Re)compute these routed labels' sign codes from their vectors and leaf centroids."""
         tree = self._tree
-        for s in range(0, labels.shape[0], _ENCODE_BATCH):
-            part = labels[s : s + _ENCODE_BATCH]
-            centers = dequantize(tree.codes[self._leaf[part]], tree.lo, tree.step)
-            self._sign_codes[part], self._sign_factors[part] = signs.encode(
-                self._vectors[part], centers
-            )
+        signs.encode(
+            self._vectors,
+            np.asarray(labels, dtype=np.int64),
+            self._leaf,
+            tree.codes,
+            tree.lo,
+            tree.step,
+            self._sign_codes,
+            self._sign_factors,
+        )
 
     def _live(self, label: int) -> bool:
         return 0 <= label < self._leaf.shape[0] and self._leaf.item(label) >= 0

@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 
 from curacache.index import SearchResult
-from curator import CuratorIndex, TenantView, signs
+from curator import CuratorIndex, TenantView
 from curator.layout import ENTRIES, FIRST, IDS_GARBAGE, IDS_USED, ROOM, ROWS_GARBAGE, ROWS_USED
 
 
@@ -223,13 +223,22 @@ def clustered(
 
 def check_sign_codes(index: CuratorIndex, model: Model) -> None:
     """Every live label's sign code is its vector's, relative to its current GCT leaf's
-    centroid (`curator.signs`): writes, retraining and restores all keep them current."""
+    centroid (`curator.signs`, re-derived here in numpy): writes, retraining and restores all
+    keep them current."""
     live = index.labels()
     if live.size == 0:
         return
     codes, factors = index.sign_codes(live)
-    centers = index.tree.centroids[index.leaves()[live]]
-    vectors = np.stack([model.vecs[x] for x in live.tolist()])
-    want_codes, want_factors = signs.encode(vectors, centers)
-    assert np.array_equal(codes, want_codes), "a stale sign code"
-    np.testing.assert_allclose(factors, want_factors, rtol=1e-5)
+    r = (
+        np.stack([model.vecs[x] for x in live.tolist()])
+        - index.tree.centroids[index.leaves()[live]]
+    )
+    dim = r.shape[1]
+    bits = np.zeros((r.shape[0], codes.shape[1] * 64), dtype=np.bool_)
+    bits[:, :dim] = r >= 0
+    want = np.packbits(bits, axis=1, bitorder="little").view("<u8")
+    assert np.array_equal(codes, want), "a stale sign code"
+    l1, sq = np.abs(r).sum(axis=1), (r.astype(np.float64) ** 2).sum(axis=1)
+    a = l1 / np.sqrt(dim * sq)
+    error = np.sqrt(sq * (1 - a * a)) / a / np.sqrt(max(dim - 1, 1))
+    np.testing.assert_allclose(factors, np.stack([sq / l1, error], axis=1), rtol=1e-4, atol=1e-6)
