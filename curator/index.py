@@ -22,10 +22,10 @@ compiled call (O(tenants) work per removed label instead of O(tenants that see i
 Symbols: τ = `max_sl_size` (split threshold of a shortlist), b0 = `branching` (root fan-out of
 the GCT), γ1 = `gamma1` (expansion factor: stop the traversal at γ1·γ2·k collected ids in
 γ1·γ2 buckets),
-γ2 = `gamma2` (recall knob: score the nearest buckets up to γ2·k ids and at least γ2 buckets;
-the bucket count is what keeps a large tenant's recall up, see `search`), ε0 = `epsilon`
-(of those candidates, score exactly those whose sign-code estimate, ± ε0 times its error
-bound, may reach the top k).
+γ2 = `gamma2` (recall knob: the candidates are the nearest buckets up to γ2·k ids and at
+least γ2 buckets; the bucket count is what keeps a large tenant's recall up, see `search`),
+ε0 = `epsilon` (of those candidates, score exactly those whose sign-code estimate, within
+ε0 standard errors, may reach the top k).
 
 Lazy training: until the index first holds `train_size` vectors the GCT is the root alone,
 so every tenant's ids sit in its root shortlist and search is exact. Then (`retrain_due()`)
@@ -330,7 +330,7 @@ class CuratorIndex:
         Best-first over the tenant's sub-tree until γ1·γ2·k ids in γ1·γ2 buckets are
         collected; the nearest buckets up to γ2·k ids and γ2 buckets are the candidates.
         Of more than k candidates, only those whose score estimated from their sign codes,
-        within ε0 = `epsilon` times its error bound, may reach the top k are scored exactly
+        within ε0 = `epsilon` standard errors, may reach the top k are scored exactly
         (`curator.signs`; a huge `epsilon` scores every candidate exactly). Short rows are
         padded with -1 / ∓inf.
 
