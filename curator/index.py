@@ -7,6 +7,10 @@ explained in docs/architecture.md:
   `norms` (cap,) squared norms (metric "l2" only: inner-product scores never read them),
   `leaf` (cap,) int32 GCT leaf per label (-1 = absent); the label's root->leaf path is
   `tree.ancestors[leaf]`.
+- `sign_codes` (cap, dim/64) uint64 and `sign_factors` (cap, 2) float32: each label's 1-bit code
+  (`curator.signs`), so a search over thousands of a large tenant's candidates scores exactly
+  only the best estimated ones; relative to the label's GCT leaf centroid, so recomputed
+  whenever the tree is replaced.
 - `tree`: the global clustering tree (`curator.tree`), replaced whole by training.
 - `store`: every tenant's sub-tree, counts and shortlists (`curator.store`,
   `curator.layout`), and the tenant names.
@@ -18,8 +22,10 @@ compiled call (O(tenants) work per removed label instead of O(tenants that see i
 Symbols: τ = `max_sl_size` (split threshold of a shortlist), b0 = `branching` (root fan-out of
 the GCT), γ1 = `gamma1` (expansion factor: stop the traversal at γ1·γ2·k collected ids in
 γ1·γ2 buckets),
-γ2 = `gamma2` (recall knob: score the nearest buckets up to γ2·k ids and at least γ2 buckets
-exactly; the bucket count is what keeps a large tenant's recall up, see `search`).
+γ2 = `gamma2` (recall knob: the candidates are the nearest buckets up to γ2·k ids and at
+least γ2 buckets; the bucket count is what keeps a large tenant's recall up, see `search`),
+ε0 = `epsilon` (of those candidates, score exactly those whose sign-code estimate, within
+ε0 standard errors, may reach the top k).
 
 Lazy training: until the index first holds `train_size` vectors the GCT is the root alone,
 so every tenant's ids sit in its root shortlist and search is exact. Then (`retrain_due()`)
@@ -41,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curator import _kernels, _persist
+from curator import _kernels, _persist, signs
 from curator.store import TenantStore, TenantView
 from curator.tree import Tree, train_tree
 
@@ -54,6 +60,9 @@ MAX_DEPTH = 8
 TRAIN_SIZE = 20_000
 GAMMA1 = 2.0  # γ1 (the paper's setting)
 GAMMA2 = 128.0  # γ2 (the paper's setting)
+# ε0 of the sign codes' error bound, in standard errors: 3, not RaBitQ's 1.9, because without
+# its random rotation the errors' tails are heavier (why 3 and what it costs: `curator.signs`).
+EPSILON = 3.0
 MAX_LABEL = 2**31 - 1
 # Largest sample the GCT is trained on; FAISS subsamples per level anyway (256 per centroid).
 MAX_TRAIN_SAMPLE = 200_000
@@ -122,6 +131,8 @@ class CuratorIndex:
         self._vectors = np.empty((0, self.dim), dtype=np.float32)
         self._norms = np.empty(0, dtype=np.float32)
         self._leaf = np.empty(0, dtype=np.int32)  # -1 = absent
+        self._sign_codes = np.empty((0, signs.code_words(self.dim)), dtype=np.uint64)
+        self._sign_factors = np.empty((0, 2), dtype=np.float32)
         self._n = 0
 
     def _grown(self, hi: int) -> int:
@@ -139,7 +150,26 @@ class CuratorIndex:
         norms[: min(keep, norms.shape[0])] = self._norms[: min(keep, norms.shape[0])]
         leaf = np.full(cap, -1, dtype=np.int32)
         leaf[:keep] = self._leaf[:keep]
+        codes = np.zeros((cap, self._sign_codes.shape[1]), dtype=np.uint64)
+        codes[:keep] = self._sign_codes[:keep]
+        factors = np.zeros((cap, 2), dtype=np.float32)
+        factors[:keep] = self._sign_factors[:keep]
         self._vectors, self._norms, self._leaf = vec, norms, leaf
+        self._sign_codes, self._sign_factors = codes, factors
+
+    def _encode(self, labels: np.ndarray) -> None:
+        """(Re)compute these routed labels' sign codes from their vectors and leaf centroids."""
+        tree = self._tree
+        signs.encode(
+            self._vectors,
+            np.asarray(labels, dtype=np.int64),
+            self._leaf,
+            tree.codes,
+            tree.lo,
+            tree.step,
+            self._sign_codes,
+            self._sign_factors,
+        )
 
     def _live(self, label: int) -> bool:
         return 0 <= label < self._leaf.shape[0] and self._leaf.item(label) >= 0
@@ -188,6 +218,7 @@ class CuratorIndex:
         if self.metric == "l2":
             self._norms[labels] = np.einsum("ij,ij->i", vectors, vectors)
         self._leaf[labels] = self._tree.route_leaves(vectors)
+        self._encode(labels)
         self._n += n
         store, tree, leaf, tau = self._store, self._tree, self._leaf, self.max_sl_size
         for label, tenants in zip(labels.tolist(), access):
@@ -279,6 +310,7 @@ class CuratorIndex:
         live = np.flatnonzero(self._leaf >= 0)
         self._train_at = RETRAIN_GROWTH * max(int(live.size), self.train_size)
         self._leaf[live] = tree.route_leaves(self._vectors[live])
+        self._encode(live)  # relative to the new tree's leaves
         self._store.rebuild(seen, tree, self._leaf, self.max_sl_size)
         return True
 
@@ -291,18 +323,23 @@ class CuratorIndex:
         k: int,
         gamma1: float = GAMMA1,
         gamma2: float = GAMMA2,
+        epsilon: float = EPSILON,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k labels (int64 (nq, k)) and raw scores (float32) among those `tenant` sees.
 
         Best-first over the tenant's sub-tree until γ1·γ2·k ids in γ1·γ2 buckets are
-        collected; the nearest buckets up to γ2·k ids and γ2 buckets are scored exactly.
-        Short rows are padded with -1 / ∓inf.
+        collected; the nearest buckets up to γ2·k ids and γ2 buckets are the candidates.
+        Of more than k candidates, only those whose score estimated from their sign codes,
+        within ε0 = `epsilon` standard errors, may reach the top k are scored exactly
+        (`curator.signs`; a huge `epsilon` scores every candidate exactly). Short rows are
+        padded with -1 / ∓inf.
 
         γ2 is the recall/latency knob, in tenant-size terms: a tenant that sees up to ~γ2·k
         ids is searched (nearly) exhaustively; a larger one gets its nearest γ2 buckets (its
         lists of at most τ ids), which cover about the same share of its true neighbours
         whatever its size, so its cost grows with its ids per bucket and its recall does not
-        fall with its size.
+        fall with its size. The sign codes keep what that costs down: however many
+        candidates, only those that may be in the top k have their vector rows read whole.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim or k < 1:
@@ -326,9 +363,13 @@ class CuratorIndex:
             self._store.ids,
             self._vectors,
             self._norms,
+            self._leaf,
+            self._sign_codes,
+            self._sign_factors,
             max(1, int(gamma1 * gamma2 * k)),
             max(1, int(gamma2 * k)),
             max(1, int(gamma2)),
+            float(epsilon),
             self.metric == "ip",
             out_labels,
             out_scores,
@@ -377,6 +418,12 @@ class CuratorIndex:
         """GCT leaf of every label slot (int32 copy, -1 = absent)."""
         return self._leaf.copy()
 
+    def sign_codes(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """These live labels' sign codes and factors (`curator.signs`; copies, for tests and
+        diagnostics)."""
+        at = np.asarray(labels, dtype=np.int64)
+        return self._sign_codes[at].copy(), self._sign_factors[at].copy()
+
     def tenant_view(self, tenant: str) -> TenantView | None:
         """`tenant`'s rows and lists as they are now (a copy; for tests and diagnostics)."""
         t = self._store.index_of.get(tenant)
@@ -396,6 +443,7 @@ class CuratorIndex:
             "vectors": self._vectors.nbytes,
             "norms": self._norms.nbytes,
             "paths": self._leaf.nbytes,  # one leaf per label; paths via tree.ancestors
+            "sign_codes": self._sign_codes.nbytes + self._sign_factors.nbytes,
             "tree": self._tree.nbytes(),  # incl. ancestors
             **self._store.nbytes(),  # tenant_counts, shortlists, tenant_map
         }
@@ -443,6 +491,7 @@ class CuratorIndex:
             self._vectors[:hi] = snap.vectors
             self._norms[: snap.norms.shape[0]] = snap.norms
             self._leaf[:hi] = snap.leaf
+            self._encode(np.flatnonzero(snap.leaf >= 0))
         self._n = int(np.count_nonzero(snap.leaf >= 0))
         seen = [(self._store.add(name), labels) for name, labels in snap.tenants.items()]
         self._store.rebuild(seen, self._tree, self._leaf, self.max_sl_size)

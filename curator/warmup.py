@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from curator import _kernels, _writes
+from curator import _kernels, _writes, signs
 from curator.index import METRICS, CuratorIndex
 
 # The compiled functions Python calls (the others compile with their compiled callers);
@@ -18,6 +18,7 @@ ENTRY_POINTS = (
     _kernels.route,
     _kernels.search,
     _kernels.seen_by,
+    signs.encode,
     _writes.build,
     _writes.grant,
     _writes.revoke,

@@ -4,7 +4,7 @@ with its exact-search checks for the index kinds, and Curator's structure checks
 `check_structure` re-derives, independently of curator's code paths, everything the design
 promises about a tenant's sub-tree: each accessible (id, tenant) in exactly one shortlist of
 that tenant, on the id's path; lists <= τ except at GCT leaves; exact counts; the canonical
-placement (merges happened); a consistent arena.
+placement (merges happened); a consistent arena; current sign codes.
 """
 
 from __future__ import annotations
@@ -173,6 +173,7 @@ def check_structure(index: CuratorIndex, model: Model) -> None:
         internal = (full_count > 0) & ~np.isin(np.arange(tree.n_nodes), list(lists))
         assert np.all(tree.child_count[internal] > 0), "a GCT leaf with ids but no list"
     check_arenas(index)
+    check_sign_codes(index, model)
     for name in (
         "nobody",
         *[t for t in ("t0", "t1", "t2", "t3", "anchor") if t not in model.tenants()],
@@ -218,3 +219,26 @@ def clustered(
     return (
         centers[rng.integers(0, n_clusters, n)] + spread * rng.standard_normal((n, dim))
     ).astype(np.float32)
+
+
+def check_sign_codes(index: CuratorIndex, model: Model) -> None:
+    """Every live label's sign code is its vector's, relative to its current GCT leaf's
+    centroid (`curator.signs`, re-derived here in numpy): writes, retraining and restores all
+    keep them current."""
+    live = index.labels()
+    if live.size == 0:
+        return
+    codes, factors = index.sign_codes(live)
+    r = (
+        np.stack([model.vecs[x] for x in live.tolist()])
+        - index.tree.centroids[index.leaves()[live]]
+    )
+    dim = r.shape[1]
+    bits = np.zeros((r.shape[0], codes.shape[1] * 64), dtype=np.bool_)
+    bits[:, :dim] = r >= 0
+    want = np.packbits(bits, axis=1, bitorder="little").view("<u8")
+    assert np.array_equal(codes, want), "a stale sign code"
+    l1, sq = np.abs(r).sum(axis=1), (r.astype(np.float64) ** 2).sum(axis=1)
+    a = l1 / np.sqrt(dim * sq)
+    error = np.sqrt(sq * (1 - a * a)) / a / np.sqrt(max(dim - 1, 1))
+    np.testing.assert_allclose(factors, np.stack([sq / l1, error], axis=1), rtol=1e-4, atol=1e-6)

@@ -11,7 +11,10 @@ Build parameters: τ = `max_sl_size` (shortlist split threshold), b0 = `branchin
 fan-out of the global clustering tree), `max_depth`, `train_size` (collection size at which
 the tree is first trained; below it search is exact). Search parameters: γ1 = `gamma1`
 (traversal stops at γ1·γ2·k collected ids in γ1·γ2 buckets), γ2 = `gamma2` (the recall
-knob: the nearest buckets up to γ2·k ids and at least γ2 buckets are scored exactly).
+knob: the nearest buckets up to γ2·k ids and at least γ2 buckets are the candidates),
+ε0 = `epsilon` (of more than k candidates, only those whose score estimated from their 1-bit
+sign codes, within ε0 times its error bound, may reach the top k are scored exactly; what keeps
+a large tenant's many candidates cheap).
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ from curacache.index.base import RAW_METRICS, SearchResult
 from curacache.index.params import Param, resolve_params
 from curacache.index.rwlock import RWLock
 from curator import CuratorIndex
-from curator.index import BRANCHING, GAMMA1, GAMMA2, MAX_DEPTH, MAX_SL_SIZE, TRAIN_SIZE
+from curator.index import (
+    BRANCHING,
+    EPSILON,
+    GAMMA1,
+    GAMMA2,
+    MAX_DEPTH,
+    MAX_SL_SIZE,
+    TRAIN_SIZE,
+)
 
 BUILD_PARAMS: Mapping[str, Param] = MappingProxyType(
     {
@@ -64,11 +75,20 @@ SEARCH_PARAMS: Mapping[str, Param] = MappingProxyType(
             GAMMA2,
             1,
             4096,
-            doc="γ2, the recall/latency knob: score the nearest buckets up to γ2·k ids and at "
-            "least γ2 buckets exactly. A tenant seeing up to ~γ2·k ids is searched whole; a "
+            doc="γ2, the recall/latency knob: the candidates are the nearest buckets up to γ2·k "
+            "ids and at least γ2 buckets. A tenant seeing up to ~γ2·k ids is searched whole; a "
             "larger one gets its nearest γ2 lists (≤ τ ids each), so its recall does not fall "
             "with its size and its cost grows with its ids per list. Lower it for speed on "
             "large tenants, raise it for recall",
+        ),
+        "epsilon": Param(
+            EPSILON,
+            0,
+            1e6,
+            doc="ε0, the width of the 1-bit sign codes' error bound in standard errors: of more "
+            "than k candidates only those whose estimated score, within ε0 standard errors, "
+            "may reach the top k are scored exactly (an estimate costs ~1/10 of an exact "
+            "score). 0 scores k of them, 1e6 all",
         ),
     }
 )

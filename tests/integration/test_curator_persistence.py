@@ -18,7 +18,7 @@ from tests.server_harness import ThreadServer
 
 DIM = 16
 PARAMS = {"train_size": 300, "max_sl_size": 16, "branching": 8}
-EXHAUSTIVE = {"gamma1": 64, "gamma2": 4096}
+EXHAUSTIVE = {"gamma1": 64, "gamma2": 4096, "epsilon": 1e6}
 
 
 def _clustered(n: int, seed: int) -> np.ndarray:

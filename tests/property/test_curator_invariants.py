@@ -1,6 +1,7 @@
 """Random add/grant/revoke/remove/retrain sequences on a small Curator (τ = 4, a tree trained
 after a few dozen vectors): every design invariant holds after every step, nothing a tenant
-cannot see is ever returned, and exhaustive γ equals the exact oracle."""
+cannot see is ever returned, the sign codes stay current, and exhaustive γ equals the exact
+oracle."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ ANCHOR = "anchor"  # sees the first batch, so the tree trains on it; the others 
 N_LABELS = 192
 DIM = 8
 POOL = clustered(np.random.default_rng(7), N_LABELS, DIM, 6)
-HUGE = 1e6  # γ1 = γ2 = HUGE: every bucket is collected and scored (exhaustive)
+HUGE = 1e6  # γ1 = γ2 = ε0 = HUGE: every bucket collected and scored (exhaustive)
 
 labels_st = st.lists(st.integers(0, N_LABELS - 1), min_size=1, max_size=24, unique=True)
 access_st = st.lists(st.sampled_from(TENANTS), max_size=3)
@@ -70,7 +71,18 @@ def check_search(index: CuratorIndex, model: Model, rng: np.random.Generator) ->
         assert set(labels[labels >= 0].tolist()) <= visible, (
             "returned a label the tenant cannot see"
         )
-        labels, scores = index.search(tenant, queries, 5, gamma1=HUGE, gamma2=HUGE)
+        # the sign pass at its narrowest (ε0 = 0: k candidates scored exactly): what it returns is
+        # visible and exactly scored
+        labels, scores = index.search(tenant, queries, 5, epsilon=0)
+        for row, score_row, q in zip(labels, scores, queries, strict=True):
+            got = row[row >= 0]
+            assert set(got.tolist()) <= visible
+            want_l, want_s = model.ranked(tenant, q)
+            exact = dict(zip(want_l.tolist(), want_s.tolist(), strict=True))
+            np.testing.assert_allclose(
+                score_row[: got.size], [exact[x] for x in got.tolist()], rtol=1e-4, atol=1e-4
+            )
+        labels, scores = index.search(tenant, queries, 5, gamma1=HUGE, gamma2=HUGE, epsilon=HUGE)
         for i in range(len(queries)):
             assert_exact(model, tenant, queries[i], labels[i], scores[i], 5)
 
