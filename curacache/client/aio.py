@@ -13,15 +13,12 @@ from curacache.api.v1 import cache_pb2_grpc, collections_pb2_grpc, vectors_pb2_g
 from curacache.api.v1 import collections_pb2 as cpb
 from curacache.api.v1 import vectors_pb2 as vpb
 from curacache.client.cache import CacheCalls
-from curacache.client.errors import from_rpc_error
+from curacache.client.errors import GROUP_KEY, REPLICA_GROUP_KEY, from_rpc_error
 from curacache.client.types import CollectionInfo, CollectionStats, Hit, Record
 
 _METRICS = {"cosine": cpb.METRIC_COSINE, "l2": cpb.METRIC_L2, "ip": cpb.METRIC_IP}
 _METRIC_NAMES = {v: k for k, v in _METRICS.items()}
 CONSISTENCY = ("eventual", "read_your_writes")
-# Trailing metadata of a call sent to the wrong replica group (curacache.server.status).
-_GROUP_KEY = "curacache-group"
-_REPLICA_GROUP_KEY = "curacache-replica-group"
 
 # Calls that change nothing: safe to send again to another replica after UNAVAILABLE (or a
 # server's CANCELLED: it dropped the call from its backlog, or was stopping).
@@ -33,7 +30,6 @@ _IDEMPOTENT = frozenset(
         ("vectors", "Get"),
         ("vectors", "Search"),
         ("vectors", "SearchBatch"),
-        ("cache", "Lookup"),
         ("health", "Check"),
         ("cache", "Lookup"),
         ("cache", "Models"),
@@ -143,10 +139,10 @@ class AsyncClient(CacheCalls):
     ) -> Any:
         """One unary call on the next replica (for a collection placed on a replica group, one
         of that group's when known). An idempotent call that gets UNAVAILABLE (or the server's
-        CANCELLED) is tried once on each other replica before the error is raised; any call sent to the wrong group
-        (FAILED_PRECONDITION naming the right one: nothing was done) goes on to another
-        replica, and the client remembers which group serves the collection and which group
-        each replica it heard from belongs to."""
+        CANCELLED) is tried once on each other replica before the error is raised; any call
+        sent to the wrong group (FAILED_PRECONDITION naming the right one: nothing was done)
+        goes on to another replica, and the client remembers which group serves the
+        collection and which group each replica it heard from belongs to."""
         idempotent = (service, method) in _IDEMPOTENT
         tried: set[int] = set()
         for attempt in range(len(self._endpoints)):
@@ -162,10 +158,10 @@ class AsyncClient(CacheCalls):
                 code = exc.code()
                 if code == grpc.StatusCode.FAILED_PRECONDITION and collection is not None:
                     trailers = dict(exc.trailing_metadata() or ())
-                    group = trailers.get(_GROUP_KEY)
+                    group = trailers.get(GROUP_KEY)
                     if isinstance(group, str) and group:
                         self._group_of[collection] = group
-                        here = trailers.get(_REPLICA_GROUP_KEY)
+                        here = trailers.get(REPLICA_GROUP_KEY)
                         if isinstance(here, str):
                             self._endpoint_group[index] = here
                         if not last:

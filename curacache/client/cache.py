@@ -171,15 +171,19 @@ class CacheCalls:
         """`generate`, opening with a GenerateStart: hit or miss is known before any text. On a
         miss whose backend streams tool calls their pieces come as ToolCallDelta as they arrive
         (a replay sends none: the whole calls are in the GenerateResult)."""
-        query = _query(
-            prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache
-        )
-        query.min_similarity = min_similarity or 0.0
-        request = pb.GenerateRequest(
-            query=query,
+        request = self._generate_request(
+            prompt,
+            tenant,
+            category,
+            model,
+            params,
+            embedding,
             shared=shared,
-            max_ttl_s=max_ttl or 0.0,
-            min_log_position=self._min_position(CACHE_LOG, min_log_position),
+            no_store=no_store,
+            no_cache=no_cache,
+            min_similarity=min_similarity,
+            max_ttl=max_ttl,
+            min_log_position=min_log_position,
         )
         async for chunk in self._stream("cache", "Generate", request):
             kind = chunk.WhichOneof("kind")
@@ -213,19 +217,51 @@ class CacheCalls:
         """`generate` without streaming: the lookup's outcome and the whole result at once.
         On a miss `GenerateResult.entry_id` is the entry the response was stored under ("" when
         it was not stored); the GenerateStart's is the nearest candidate's."""
+        request = self._generate_request(
+            prompt,
+            tenant,
+            category,
+            model,
+            params,
+            embedding,
+            shared=shared,
+            no_store=no_store,
+            no_cache=no_cache,
+            min_similarity=min_similarity,
+            max_ttl=max_ttl,
+            min_log_position=min_log_position,
+        )
+        r = await self._call("cache", "Complete", request)
+        self._wrote(CACHE_LOG, r.done.log_position)
+        return _start(r.start), _result(r.done)
+
+    def _generate_request(
+        self,
+        prompt: Prompt,
+        tenant: str,
+        category: str | None,
+        model: str | None,
+        params: Mapping[str, Any] | None,
+        embedding: np.ndarray | Sequence[float] | None,
+        *,
+        shared: bool,
+        no_store: bool,
+        no_cache: bool,
+        min_similarity: float | None,
+        max_ttl: float | None,
+        min_log_position: str,
+    ) -> pb.GenerateRequest:
+        """The request of Generate and Complete (one shape, one read-your-writes rule)."""
         query = _query(
             prompt, tenant, category, model, params, embedding, no_store=no_store, no_cache=no_cache
         )
         query.min_similarity = min_similarity or 0.0
-        request = pb.GenerateRequest(
+        return pb.GenerateRequest(
             query=query,
             shared=shared,
             max_ttl_s=max_ttl or 0.0,
             min_log_position=self._min_position(CACHE_LOG, min_log_position),
         )
-        r = await self._call("cache", "Complete", request)
-        self._wrote(CACHE_LOG, r.done.log_position)
-        return _start(r.start), _result(r.done)
 
     async def models(self) -> list[Model]:
         """The models the service's LLM backends serve."""

@@ -7,6 +7,10 @@ import grpc
 ERROR_SOURCE_KEY = (
     "curacache-error-source"  # the server's trailing metadata (curacache.server.status)
 )
+# Trailing metadata of a call sent to the wrong replica group (curacache.server.status): the
+# group that serves the collection, and the group of the replica that answered.
+GROUP_KEY = "curacache-group"
+REPLICA_GROUP_KEY = "curacache-replica-group"
 
 
 class CuracacheError(Exception):
@@ -84,8 +88,8 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> CuracacheError:
     code, details = exc.code(), exc.details() or ""
     trailers = dict(exc.trailing_metadata() or ())
     source = str(trailers.get(ERROR_SOURCE_KEY, ""))
-    if code == grpc.StatusCode.FAILED_PRECONDITION and trailers.get("curacache-group"):
-        return WrongGroupError(code, details, str(trailers["curacache-group"]), source=source)
+    if code == grpc.StatusCode.FAILED_PRECONDITION and trailers.get(GROUP_KEY):
+        return WrongGroupError(code, details, str(trailers[GROUP_KEY]), source=source)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry = trailers.get("retry-after")
         return ResourceExhaustedError(code, details, float(retry) if retry else None, source=source)

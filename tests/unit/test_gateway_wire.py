@@ -191,11 +191,14 @@ def test_service_errors_map_to_http(
         assert error.param == "temperature"
 
 
-def test_error_source_key_matches_the_server() -> None:
-    from curacache.client.errors import ERROR_SOURCE_KEY as client_key
-    from curacache.server.status import ERROR_SOURCE_KEY as server_key
+def test_trailing_metadata_keys_match_the_server() -> None:
+    # The SDK may not import the server's packages: its copies are checked here.
+    from curacache.client import errors as client
+    from curacache.server import status as server
 
-    assert client_key == server_key
+    assert client.ERROR_SOURCE_KEY == server.ERROR_SOURCE_KEY
+    assert client.GROUP_KEY == server.GROUP_KEY
+    assert client.REPLICA_GROUP_KEY == server.REPLICA_GROUP_KEY
 
 
 def test_config_rejects_bad_settings_by_name(tmp_path: Path) -> None:
