@@ -10,10 +10,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from curacache.client import Client, UnavailableError
 from curacache.llm.simulator import FakeLLM, SimConfig
 from curacache.server.app import CuracacheServer, create_server
 from curacache.server.config import ServerConfig, load_config
@@ -128,3 +132,38 @@ class ProcessServer:
     def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=30)
+
+
+def write_through_failover(
+    client: Client,
+    collection: str,
+    vector: np.ndarray,
+    *,
+    kill: Callable[[], None],
+    restart: Callable[[], None],
+    kill_at: int,
+    enough: int,
+    budget_s: float,
+) -> tuple[list[str], int]:
+    """Single-record upserts (owner "alice") while a Redis master is killed before write
+    `kill_at`; the dead node is restarted after 10 failed writes (as an operator or supervisor
+    would). Goes on until a write has failed and `enough` were acknowledged, within
+    `budget_s`. Returns the acknowledged ids and how many writes got UNAVAILABLE."""
+    acked: list[str] = []
+    failed = 0
+    deadline = time.monotonic() + budget_s
+    i = 0
+    while failed == 0 or len(acked) < enough:
+        assert time.monotonic() < deadline, f"writes did not resume ({failed} failed)"
+        if i == kill_at:
+            kill()
+        try:
+            client.upsert(collection, [f"r{i}"], vector, owner="alice")
+            acked.append(f"r{i}")
+        except UnavailableError:
+            failed += 1
+            if failed == 10:
+                restart()
+            time.sleep(0.1)
+        i += 1
+    return acked, failed

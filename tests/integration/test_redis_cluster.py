@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 from curacache.client import Client
-from curacache.client.errors import UnavailableError
 from storage.errors import StoreUnavailable
 from storage.redis import RedisStore
 from storage.types import CollectionSpec, StoredRecord
 from tests.redis_cluster import RedisCluster
-from tests.server_harness import ThreadServer, make_config
+from tests.server_harness import ThreadServer, make_config, write_through_failover
 
 pytestmark = pytest.mark.redis
 DIM = 8
@@ -146,23 +145,16 @@ def test_the_service_rides_out_a_master_failover_without_losing_an_acknowledged_
             finally:
                 probe.close()
             vector = np.ones((1, DIM), dtype=np.float32)
-            acked: list[str] = []
-            failed = 0
-            deadline = time.monotonic() + 90
-            i = 0
-            while failed == 0 or len(acked) < 300:
-                assert time.monotonic() < deadline, f"writes did not resume ({failed} failed)"
-                if i == 150:
-                    master.kill()
-                try:
-                    c.upsert("docs", [f"r{i}"], vector, owner="alice")
-                    acked.append(f"r{i}")
-                except UnavailableError:
-                    failed += 1
-                    if failed == 10:  # an operator (or supervisor) restarts the dead node
-                        master.start()
-                    time.sleep(0.1)
-                i += 1
+            acked, failed = write_through_failover(
+                c,
+                "docs",
+                vector,
+                kill=master.kill,
+                restart=master.start,
+                kill_at=150,
+                enough=300,
+                budget_s=90,
+            )
             assert failed > 0  # the failover was seen
             found = {r.id for r in c.get("docs", acked, "alice")}
             assert len(found) == len(acked), f"lost {len(acked) - len(found)} acknowledged writes"

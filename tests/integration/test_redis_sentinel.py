@@ -3,16 +3,14 @@ and with WAIT for one replica loses no acknowledged write."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from curacache.client import Client
-from curacache.client.errors import UnavailableError
 from tests.redis_sentinel import RedisSentinel
-from tests.server_harness import ThreadServer, make_config
+from tests.server_harness import ThreadServer, make_config, write_through_failover
 
 pytestmark = pytest.mark.redis
 DIM = 8
@@ -37,23 +35,16 @@ def test_the_service_follows_a_sentinel_failover_without_losing_an_acknowledged_
         with Client(server.target, timeout=10) as c:
             c.create_collection("docs", DIM, index="flat")
             vector = np.ones((1, DIM), dtype=np.float32)
-            acked: list[str] = []
-            failed = 0
-            deadline = time.monotonic() + 120
-            i = 0
-            while failed == 0 or len(acked) < 200:
-                assert time.monotonic() < deadline, f"writes did not resume ({failed} failed)"
-                if i == 100:
-                    group.master.kill()
-                try:
-                    c.upsert("docs", [f"r{i}"], vector, owner="alice")
-                    acked.append(f"r{i}")
-                except UnavailableError:
-                    failed += 1
-                    if failed == 10:  # an operator (or supervisor) restarts the dead node
-                        group.master.start()
-                    time.sleep(0.1)
-                i += 1
+            acked, failed = write_through_failover(
+                c,
+                "docs",
+                vector,
+                kill=group.master.kill,
+                restart=group.master.start,
+                kill_at=100,
+                enough=200,
+                budget_s=120,
+            )
             assert failed > 0  # the failover was seen
             assert group.master_port() == group.replica.port  # the replica was promoted
             found = {r.id for r in c.get("docs", acked, "alice")}
