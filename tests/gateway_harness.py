@@ -6,8 +6,19 @@ import asyncio
 import threading
 from typing import Any
 
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionUserMessageParam
+
 from curacache.gateway.app import serve
 from curacache.gateway.config import GatewayConfig, load_gateway_config
+from curacache.llm.simulator import SimConfig
+
+# The backend behind the gateway tests: fast enough that a test's misses cost little.
+FAST_SIM = SimConfig(ttft_ms=20, tokens_per_s=2000, max_concurrency=8)
+
+
+def user(text: str) -> list[ChatCompletionMessageParam]:
+    """A one-message conversation (the openai client's typed shape)."""
+    return [ChatCompletionUserMessageParam(role="user", content=text)]
 
 
 class ThreadGateway:

@@ -15,21 +15,15 @@ import httpx
 import pytest
 from openai import OpenAI
 from openai.types.chat import (
-    ChatCompletionMessageParam,
     ChatCompletionToolParam,
-    ChatCompletionUserMessageParam,
 )
 
-from tests.gateway_harness import ThreadGateway
+from tests.gateway_harness import ThreadGateway, user
 from tests.server_harness import ThreadServer, make_config
 
 pytestmark = pytest.mark.e2e_llamacpp
 LLAMA_PYTHON = os.environ.get("LLAMA_CPP_PYTHON")
 MODEL = "gemma-3-270m"
-
-
-def user(text: str) -> list[ChatCompletionMessageParam]:
-    return [ChatCompletionUserMessageParam(role="user", content=text)]
 
 
 def _free_port() -> int:

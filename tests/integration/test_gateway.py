@@ -23,7 +23,7 @@ from openai.types.chat import (
 )
 
 from curacache.llm.simulator import SimConfig
-from tests.gateway_harness import ThreadGateway
+from tests.gateway_harness import FAST_SIM, ThreadGateway, user
 from tests.server_harness import MODEL, ThreadFakeLLM, ThreadServer, make_config
 
 QUESTION = "How do I reverse a list in Python?"
@@ -40,13 +40,9 @@ TOOLS: list[ChatCompletionToolParam] = [
 ]
 
 
-def user(text: str) -> list[ChatCompletionMessageParam]:
-    return [ChatCompletionUserMessageParam(role="user", content=text)]
-
-
 @pytest.fixture(scope="module")
 def sim() -> Iterator[ThreadFakeLLM]:
-    s = ThreadFakeLLM(SimConfig(ttft_ms=20, tokens_per_s=2000, max_concurrency=8))
+    s = ThreadFakeLLM(FAST_SIM)
     yield s
     s.stop()
 

@@ -12,13 +12,10 @@ import pytest
 from openai import OpenAI
 from openai.types.chat import (
     ChatCompletionMessageFunctionToolCall,
-    ChatCompletionMessageParam,
     ChatCompletionToolParam,
-    ChatCompletionUserMessageParam,
 )
 
-from curacache.llm.simulator import SimConfig
-from tests.gateway_harness import ThreadGateway
+from tests.gateway_harness import FAST_SIM, ThreadGateway, user
 from tests.server_harness import MODEL, ThreadFakeLLM, ThreadServer, make_config
 
 
@@ -37,13 +34,9 @@ WEATHER = [tool("get_weather"), tool("get_time")]
 OTHER_TOOLS = [tool("search_web")]
 
 
-def user(text: str) -> list[ChatCompletionMessageParam]:
-    return [ChatCompletionUserMessageParam(role="user", content=text)]
-
-
 @pytest.fixture(scope="module")
 def sim() -> Iterator[ThreadFakeLLM]:
-    s = ThreadFakeLLM(SimConfig(ttft_ms=20, tokens_per_s=2000, max_concurrency=8))
+    s = ThreadFakeLLM(FAST_SIM)
     yield s
     s.stop()
 
