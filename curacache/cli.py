@@ -94,10 +94,13 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
 
 async def _serve_async(config: ServerConfig) -> None:
     from curacache.server.app import create_server, describe_store
-    from curacache.server.memory import limit_malloc_arenas
+    from curacache.server.memory import fix_mmap_threshold, limit_malloc_arenas
 
-    if config.malloc_arenas:  # before the store, the indexes and the thread pools allocate
+    # Before the store, the indexes and the thread pools allocate.
+    if config.malloc_arenas:
         limit_malloc_arenas(config.malloc_arenas)
+    if config.malloc_mmap_threshold:
+        fix_mmap_threshold(config.malloc_mmap_threshold)
     server, port = await create_server(config)
     await server.start()
     auth = "on" if config.auth.enabled else "OFF (loopback only)"

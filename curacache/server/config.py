@@ -136,6 +136,9 @@ class ServerConfig:
     workers: int = 1
     # glibc malloc arenas per process (curacache.server.memory); 0 = glibc's default.
     malloc_arenas: int = 2
+    # Allocations of at least this many bytes are mapped, and unmapped when freed
+    # (curacache.server.memory); 0 = glibc's default (a threshold that rises, up to 32 MiB).
+    malloc_mmap_threshold: int = 4 * 2**20
     # Placement (README "Running more than one"): the replica group this server belongs to;
     # it then serves only the collections the store's placement map gives that group.
     group: str = ""
@@ -299,6 +302,10 @@ def _check(config: ServerConfig) -> None:
         raise ConfigError(f"workers: must be >= 1, got {config.workers}")
     if config.malloc_arenas < 0:
         raise ConfigError(f"malloc_arenas: must be >= 0, got {config.malloc_arenas}")
+    if config.malloc_mmap_threshold < 0:
+        raise ConfigError(
+            f"malloc_mmap_threshold: must be >= 0, got {config.malloc_mmap_threshold}"
+        )
     if config.replica_poll_interval_s <= 0 or config.log_retention_s <= 0:
         raise ConfigError("replica_poll_interval_s and log_retention_s: must be positive")
     if config.storage.redis_wait_replicas < 0 or config.storage.redis_wait_timeout_ms < 0:

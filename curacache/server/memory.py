@@ -8,7 +8,23 @@ import logging
 
 log = logging.getLogger("curacache.server")
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+# glibc's mallopt parameter numbers (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
+
+def _mallopt(param: int, value: int, name: str) -> bool:
+    """glibc's mallopt(param, value); False where the C library has no mallopt or refuses."""
+    libname = ctypes.util.find_library("c")
+    if libname is None:
+        return False
+    mallopt = getattr(ctypes.CDLL(libname), "mallopt", None)
+    if mallopt is None:
+        return False
+    applied = bool(mallopt(param, value))
+    if not applied:
+        log.debug("mallopt(%s, %d) refused", name, value)
+    return applied
 
 
 def limit_malloc_arenas(count: int) -> bool:
@@ -20,14 +36,16 @@ def limit_malloc_arenas(count: int) -> bool:
     so with the default (8 per core) the server's RSS climbed by about that much per new
     thread that did one, and did not come back (bench/load/README.md, "Soak").
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is None:
-        return False
-    applied = bool(mallopt(_M_ARENA_MAX, count))
-    if not applied:
-        log.debug("mallopt(M_ARENA_MAX, %d) refused", count)
-    return applied
+    return _mallopt(_M_ARENA_MAX, count, "M_ARENA_MAX")
+
+
+def fix_mmap_threshold(size: int) -> bool:
+    """Serve every allocation of at least `size` bytes from its own mapping, returned to the
+    system when freed (what MALLOC_MMAP_THRESHOLD_=size does); False where not applied.
+
+    Why: glibc's threshold starts at 128 KiB but rises to the size of each large block freed,
+    up to 32 MiB, after which blocks that size come from the heap and their pages stay with
+    the process when freed. A snapshot or a retrain frees tens of MB of such blocks, so each
+    left the RSS higher (bench/load/README.md, "Soak"). Setting the threshold fixes it.
+    """
+    return _mallopt(_M_MMAP_THRESHOLD, size, "M_MMAP_THRESHOLD")

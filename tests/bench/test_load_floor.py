@@ -4,6 +4,7 @@ measurement runs over the server's own wiring."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -30,3 +31,30 @@ def test_inproc_measures_the_servicer(capsys: pytest.CaptureFixture[str]) -> Non
     cpu_ms = asyncio.run(inproc(50))
     assert cpu_ms > 0
     assert "50 lookups, hit rate" in capsys.readouterr().out
+
+
+def test_snapshot_memory_reports_rss_after_each_snapshot(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench.load.snapshot_memory import main
+
+    # Settings 0: leave this test process's malloc as it is.
+    main(
+        [
+            "--records",
+            "1000",
+            "--snapshots",
+            "2",
+            "--settle-s",
+            "0",
+            "--arenas",
+            "0",
+            "--mmap-threshold",
+            "0",
+        ]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert re.fullmatch(r"loaded, retrain settled: RSS \d+ MB", lines[0])
+    for n, line in enumerate(lines[1:], start=1):
+        assert re.fullmatch(rf"snapshot {n} \([\d.]+ s\): RSS \d+ MB", line)
