@@ -24,7 +24,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench.load.workloads import Connection, Workload, error_code
+from bench.load.workloads import Call, Connection, Workload, error_code
 
 # 1 µs .. 10 min at 3 significant digits: covers a Health.Check and a stalled request alike.
 HIST_MIN_US, HIST_MAX_US, HIST_DIGITS = 1, 600_000_000, 3
@@ -61,6 +61,7 @@ class ProcResult:
     """One client process's share of a point (picklable: the histogram travels encoded)."""
 
     histogram: str
+    by_kind: dict[str, str] = field(default_factory=dict)
     ok: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     started: float = 0.0  # wall clock (time.time) of the measured window
@@ -71,6 +72,7 @@ class ProcResult:
 @dataclass(slots=True)
 class PointResult:
     histogram: HdrHistogram
+    by_kind: dict[str, HdrHistogram]  # where the workload names its requests' kinds
     ok: int
     errors: dict[str, int]
     started: float
@@ -86,12 +88,41 @@ class PointResult:
         return self.ok / self.elapsed_s
 
 
+@dataclass(slots=True)
+class _Tally:
+    """One process's measured requests: all of them, and per kind where the workload's call
+    names one (the mixed scenario: which part makes the tail)."""
+
+    histogram: HdrHistogram = field(default_factory=new_histogram)
+    by_kind: dict[str, HdrHistogram] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)
+    ok: int = 0
+
+    def record(self, latency_s: float, code: str, kind: str | None) -> None:
+        latency_us = max(1, int(latency_s * 1e6))
+        self.histogram.record_value(latency_us)
+        if kind is not None:
+            if kind not in self.by_kind:
+                self.by_kind[kind] = new_histogram()
+            self.by_kind[kind].record_value(latency_us)
+        if code:
+            self.errors[code] += 1
+        else:
+            self.ok += 1
+
+
+async def _call(call: Call, seq: int) -> tuple[str, str | None]:
+    """(error code or "", the kind the call named)."""
+    try:
+        return "", await call(seq)
+    except Exception as exc:
+        return error_code(exc), None
+
+
 async def _closed(
-    call: Any, clients: int, window: Window, count: int
-) -> tuple[HdrHistogram, int, Counter[str], float, float, float]:
-    hist = new_histogram()
-    errors: Counter[str] = Counter()
-    ok = 0
+    call: Call, clients: int, window: Window, count: int
+) -> tuple[_Tally, float, float, float]:
+    tally = _Tally()
     seq = 0
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -100,39 +131,29 @@ async def _closed(
     measured = 0
 
     async def worker() -> None:
-        nonlocal ok, seq, measured
+        nonlocal seq, measured
         while True:
             now = loop.time()
             if now >= stop_at or (count and measured >= count):
                 return
             seq += 1
             t0 = time.perf_counter()
-            try:
-                await call(seq)
-                code = ""
-            except Exception as exc:
-                code = error_code(exc)
+            code, kind = await _call(call, seq)
             t1 = time.perf_counter()
             if now >= measure_from:
                 measured += 1
-                if code:
-                    errors[code] += 1
-                else:
-                    ok += 1
-                hist.record_value(max(1, int((t1 - t0) * 1e6)))
+                tally.record(t1 - t0, code, kind)
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     to_wall = time.time() - loop.time()
-    return hist, ok, errors, measure_from + to_wall, loop.time() + to_wall, 0.0
+    return tally, measure_from + to_wall, loop.time() + to_wall, 0.0
 
 
 async def _open(
-    call: Any, rate: float, window: Window, count: int, seed: int
-) -> tuple[HdrHistogram, int, Counter[str], float, float, float]:
-    hist = new_histogram()
-    errors: Counter[str] = Counter()
+    call: Call, rate: float, window: Window, count: int, seed: int
+) -> tuple[_Tally, float, float, float]:
+    tally = _Tally()
     rng = random.Random(seed)
-    ok = 0
     max_lag = 0.0
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -142,19 +163,10 @@ async def _open(
     sent_measured = 0
 
     async def one(seq: int, intended: float, measured: bool) -> None:
-        nonlocal ok
-        try:
-            await call(seq)
-            code = ""
-        except Exception as exc:
-            code = error_code(exc)
+        code, kind = await _call(call, seq)
         if measured:
             # From the intended send time, not the actual one: lateness is latency.
-            hist.record_value(max(1, int((loop.time() - intended) * 1e6)))
-            if code:
-                errors[code] += 1
-            else:
-                ok += 1
+            tally.record(loop.time() - intended, code, kind)
 
     intended = start
     seq = 0
@@ -179,9 +191,9 @@ async def _open(
         for task in late:
             task.cancel()
         if late:
-            errors["CLIENT_DRAIN_TIMEOUT"] += len(late)
+            tally.errors["CLIENT_DRAIN_TIMEOUT"] += len(late)
     to_wall = time.time() - loop.time()
-    return hist, ok, errors, measure_from + to_wall, ended_loop + to_wall, max_lag * 1e3
+    return tally, measure_from + to_wall, ended_loop + to_wall, max_lag * 1e3
 
 
 async def _run_proc(
@@ -198,11 +210,12 @@ async def _run_proc(
         else:
             clients = load.clients // load.procs + (proc < load.clients % load.procs)
             out = await _closed(call, max(clients, 1), window, share_count)
-    hist, ok, errors, started, ended, lag = out
+    tally, started, ended, lag = out
     return ProcResult(
-        histogram=hist.encode().decode(),
-        ok=ok,
-        errors=dict(errors),
+        histogram=tally.histogram.encode().decode(),
+        by_kind={k: h.encode().decode() for k, h in tally.by_kind.items()},
+        ok=tally.ok,
+        errors=dict(tally.errors),
         started=started,
         ended=ended,
         max_send_lag_ms=lag,
@@ -226,12 +239,16 @@ def _proc_main(
 
 def merge(results: list[ProcResult]) -> PointResult:
     hist = new_histogram()
+    by_kind: dict[str, HdrHistogram] = {}
     errors: Counter[str] = Counter()
     for r in results:
         hist.add(HdrHistogram.decode(r.histogram.encode()))
+        for kind, encoded in r.by_kind.items():
+            by_kind.setdefault(kind, new_histogram()).add(HdrHistogram.decode(encoded.encode()))
         errors.update(r.errors)
     return PointResult(
         histogram=hist,
+        by_kind=by_kind,
         ok=sum(r.ok for r in results),
         errors=dict(errors),
         started=min(r.started for r in results),

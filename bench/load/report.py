@@ -51,6 +51,23 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 ratios_p50.append(r["latency_ms"]["p50"] / max(h["latency_ms"]["p50"], 1e-9))
         row["ratio_throughput"] = _median(ratios_t)
         row["ratio_p50"] = _median(ratios_p50)
+        if all("by_kind" in r for r in recs):
+            row["by_kind"] = {
+                kind: {
+                    "count": sum(r["by_kind"].get(kind, {}).get("count", 0) for r in recs),
+                    **{
+                        f"{q}_ms": _median(
+                            [
+                                r["by_kind"][kind]["latency_ms"][q]
+                                for r in recs
+                                if kind in r["by_kind"]
+                            ]
+                        )
+                        for q in recs[0]["by_kind"][kind]["latency_ms"]
+                    },
+                }
+                for kind in sorted({k for r in recs for k in r["by_kind"]})
+            }
         row["per_repeat_throughput"] = [round(r["throughput"], 1) for r in recs]
         row["per_repeat_p50_ms"] = [round(r["latency_ms"]["p50"], 3) for r in recs]
         if all("server" in r for r in recs):
@@ -94,6 +111,22 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_f(r.get('server_cpu_ms_per_request'), '.3f')} | {_f(r.get('server_rss_mb'), '.0f')} "
             f"| {_f(r['loadavg_1m'], '.1f')} |"
         )
+    kind_rows = [r for r in report["summary"] if "by_kind" in r]
+    if kind_rows:
+        lines += [
+            "",
+            "Per request kind (mixed scenarios; medians over repeats, requests summed):",
+            "",
+            "| scenario | load | kind | requests | p50 | p99 | p99.9 | max |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in kind_rows:
+            load = f"{r['load']:g}/s open" if r["mode"] == "open" else f"{r['load']:g} clients"
+            for kind, k in r["by_kind"].items():
+                lines.append(
+                    f"| {r['scenario']} | {load} | {kind} | {k['count']:,} | {k['p50_ms']:.2f} "
+                    f"| {k['p99_ms']:.2f} | {k['p99.9_ms']:.2f} | {k['max_ms']:.1f} |"
+                )
     server_rows = [r for r in report["summary"] if "server_rss_growth_pct" in r]
     if server_rows:
         lines += [

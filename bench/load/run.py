@@ -145,6 +145,17 @@ def point_record(
         "max_send_lag_ms": result.max_send_lag_ms,
         "over_1s": over(h, 1_000_000),
     }
+    if result.by_kind:
+        rec["by_kind"] = {
+            kind: {
+                "count": k.get_total_count(),
+                "latency_ms": {
+                    **{f"p{p:g}": k.get_value_at_percentile(p) / 1e3 for p in PERCENTILES},
+                    "max": k.get_max_value() / 1e3,
+                },
+            }
+            for kind, k in sorted(result.by_kind.items())
+        }
     if sampler is not None:
         w = sampler.window(result.started, result.ended)
         done = result.ok + sum(result.errors.values())

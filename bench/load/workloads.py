@@ -19,7 +19,8 @@ import numpy as np
 from curacache.client import AsyncClient
 from curacache.client.errors import CuracacheError
 
-Call = Callable[[int], Awaitable[None]]
+# A call returns the kind of request it made where a workload mixes several (else None).
+Call = Callable[[int], Awaitable[str | None]]
 MODEL = "fake-llm"
 
 
@@ -282,7 +283,11 @@ class Mixed(Workload):
             np.repeat(np.arange(len(calls)), np.round(weights / weights.sum() * 1000).astype(int))
         )
 
-        async def call(seq: int) -> None:
-            await calls[slots[seq % len(slots)]](seq)
+        names = [w.name for w, _ in self.parts]
+
+        async def call(seq: int) -> str | None:
+            part = slots[seq % len(slots)]
+            await calls[part](seq)
+            return names[part]
 
         return call

@@ -14,7 +14,7 @@ from bench.load.driver import Load, Window, new_histogram, run_point
 from bench.load.run import main, over, parse_args
 from bench.load.scenarios import DATA
 from bench.load.stack import require_loopback
-from bench.load.workloads import Call, Connection, Workload
+from bench.load.workloads import Call, Connection, Mixed, Workload
 
 needs_data = pytest.mark.skipif(
     not (DATA / "qqp_pairs.jsonl.gz").exists(), reason="../shared/data not present"
@@ -145,6 +145,29 @@ def test_closed_loop_is_bounded_by_count() -> None:
         Window(0.0, 30.0, count=50),
     )
     assert 50 <= result.ok <= 52  # each worker stops at its next turn once 50 are in
+
+
+class _Sleeps(Workload):
+    def __init__(self, name: str, sleep_s: float) -> None:
+        self.name, self.sleep_s = name, sleep_s
+
+    async def connect(self, conn: Connection, proc: int) -> Call:
+        async def call(seq: int) -> None:
+            await asyncio.sleep(self.sleep_s)
+
+        return call
+
+
+@pytest.mark.parametrize("load", [Load("closed", clients=4), Load("open", rate=400.0)])
+def test_a_mixed_workload_is_also_measured_per_kind(load: Load) -> None:
+    mixed = Mixed(parts=[(_Sleeps("fast", 0.0), 0.5), (_Sleeps("slow", 0.02), 0.5)])
+    result = run_point(mixed, _NoConnection("127.0.0.1:1"), load, Window(0.0, 0.5))
+    assert set(result.by_kind) == {"fast", "slow"}
+    counts = {k: h.get_total_count() for k, h in result.by_kind.items()}
+    assert sum(counts.values()) == result.histogram.get_total_count() == result.ok
+    assert min(counts.values()) > 0
+    assert result.by_kind["slow"].get_value_at_percentile(50) >= 20_000  # µs
+    assert result.by_kind["fast"].get_value_at_percentile(50) < 20_000
 
 
 def test_requests_over_a_limit_are_counted_from_the_histogram() -> None:
