@@ -49,9 +49,9 @@ def connect(url: str, *, socket_timeout: float = 30.0) -> Any:
         if not path:
             raise ValueError("redis_url: a Sentinel URL needs the service name: /SERVICE")
         db = int(path[1]) if len(path) > 1 else 0
-        # redis-py leaves Sentinel and ClusterNode unannotated.
-        sentinel = Sentinel(_nodes(parts.netloc, 26379, "redis_url"), **timeouts)  # type: ignore[no-untyped-call]
-        return sentinel.master_for(path[0], db=db, **timeouts)  # type: ignore[no-untyped-call]
+        # redis-py leaves Sentinel (before 8) and ClusterNode unannotated.
+        sentinel = Sentinel(_nodes(parts.netloc, 26379, "redis_url"), **timeouts)  # type: ignore[no-untyped-call,unused-ignore]
+        return sentinel.master_for(path[0], db=db, **timeouts)  # type: ignore[no-untyped-call,unused-ignore]
     if "," in parts.netloc:
         if "@" in parts.netloc:
             raise ValueError("redis_url: credentials with several nodes are not supported")
