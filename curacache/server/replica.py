@@ -3,7 +3,7 @@
 Start-up (`Replica.begin`, before the indexes load): note where each log stream ends. The
 load then reads the store's state, which includes everything before those positions, and
 the tail starts there: a change both loaded and tailed is applied twice, which is harmless
-because applying a change re-reads its ids from the store (`Collection.apply_change`).
+because applying a change re-reads its ids from the store (`Collection.apply_changes`).
 
 The tail (`run`) polls `DocumentStore.read_changes` (SQLite: one indexed range query; Redis:
 one pipelined XRANGE per stream, since one XREAD cannot span Cluster slots) and applies what
@@ -261,15 +261,18 @@ class Replica:
     def _apply_batch(self, changes: Sequence[Change]) -> list[tuple[str, tuple[str, ...]]]:
         """Apply `changes` in order; returns the (collection, ids) record changes applied."""
         applied: list[tuple[str, tuple[str, ...]]] = []
-        pending: dict[str, dict[str, None]] = {}  # collection -> ids, in first-seen order
+        # collection -> its record changes (position, ids) not applied yet, in log order
+        pending: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
 
         def flush(collection: str | None = None) -> None:
             for name in [collection] if collection is not None else list(pending):
-                ids = tuple(pending.pop(name, {}))
+                merged = pending.pop(name, [])
                 target = self._db.find(name)
-                if ids and target is not None:
-                    target.apply_change(ids)
-                    applied.append((name, ids))
+                if merged and target is not None:
+                    target.apply_changes(merged)
+                    applied.append(
+                        (name, tuple(dict.fromkeys(i for _, ids in merged for i in ids)))
+                    )
 
         for change in changes:
             if change.op == "create":
@@ -290,6 +293,6 @@ class Replica:
                 if stream:
                     self._cursors.pop(stream, None)
             else:
-                pending.setdefault(change.collection, {}).update(dict.fromkeys(change.ids))
+                pending.setdefault(change.collection, []).append((change.position, change.ids))
         flush()
         return applied

@@ -1,7 +1,7 @@
 """The change-log tail (`Replica.run`) polls in a thread of its own: it applies another
 writer's change, retries a poll that failed with the cursors kept where they were (so the
 change is applied once the store answers again), and its thread ends when run() is
-cancelled. On a real SQLite store shared by two VectorDBs, as two server processes share it."""
+cancelled; it re-reads only what other processes wrote. On a real SQLite store shared by two VectorDBs, as two server processes share it."""
 
 from __future__ import annotations
 
@@ -79,4 +79,52 @@ async def test_the_tail_applies_retries_a_failed_poll_and_ends_when_cancelled(
         await asyncio.sleep(0.02)
     assert not _tails() - before, "the tail's thread outlived run()"
     writer.store.close()
+    store.close()
+
+
+class CountingReads:
+    """The real store, counting `get_records` calls (the tail's re-reads)."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self._inner = inner
+        self.reads: list[tuple[str, ...]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def get_records(self, collection: str, ids: Any) -> Any:
+        self.reads.append(tuple(ids))
+        return self._inner.get_records(collection, ids)
+
+
+async def test_the_tail_skips_upserts_its_own_process_wrote_and_applies_the_others(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.sqlite3"
+    other = VectorDB(SqliteStore(path))
+    other.create("docs", dim=DIM, metric="l2", index_kind="flat", params={})
+    store = CountingReads(SqliteStore(path))
+    db = VectorDB(store)
+    replica = Replica(db)
+    replica.begin()
+    db.load()
+    vectors = np.eye(DIM, dtype="<f4")
+
+    def record(i: int) -> StoredRecord:
+        return StoredRecord(f"r{i}", vectors[i].tobytes(), "t", ("t",))
+
+    own = db.get("docs").upsert("t", [record(0)], admin=False)
+    theirs = other.get("docs").upsert("t", [record(1)], admin=False)
+    again = db.get("docs").upsert("t", [record(2)], admin=False)
+    while await replica.poll_once():
+        pass
+    assert store.reads == [("r1",)]  # only the other process's write was re-read
+    stream = store.stream_of("docs")
+    for written in (own, theirs, again):
+        assert await replica.wait_for(make_token(stream, written.position), 0)
+    collection = db.get("docs")
+    for i in range(3):
+        hits = collection.search("t", vectors[i : i + 1], 1, {}, with_payload=False)
+        assert [h.id for h in hits[0]] == [f"r{i}"]
+    other.store.close()
     store.close()
