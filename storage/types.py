@@ -40,7 +40,8 @@ class Change:
     """One entry of a store's change log: what changed, never the data itself.
 
     A replica applies a change by re-reading `ids` from the store, so applying it twice, or
-    after a later write to the same ids, converges on the store's state (idempotent).
+    after a later write to the same ids, converges on the store's state (idempotent). One
+    change may stand for several callers' writes (a group commit, `DocumentStore.put_many`).
     """
 
     stream: (
