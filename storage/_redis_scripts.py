@@ -1,7 +1,8 @@
 """The Lua scripts of RedisStore: each one write, atomic on one Redis (or one Cluster slot).
 
 Record scripts share a layout: KEYS[1] the collection's spec key, KEYS[2] its log stream;
-ARGV[1] the key base, ARGV[2] the ids JSON for the log entry, then their own arguments.
+ARGV[1] the key base, ARGV[2] the ids JSON for the log entry, then their own arguments
+(PUT_MANY, which logs only the ids that landed, makes its ids JSON itself).
 """
 
 from __future__ import annotations
@@ -10,53 +11,65 @@ MISSING = -1  # what a script returns when the collection is not in the registry
 OWNED_BY_ANOTHER = -2  # {-2, id}: the owner condition failed on that record
 CHANGED_MEANWHILE = -3  # {-3, id}: that record is not as the conditional write expected
 
-# Every record script: KEYS[1] spec, KEYS[2] log; ARGV[1] key base, ARGV[2] ids JSON for the
+# Every other record script: KEYS[1] spec, KEYS[2] log; ARGV[1] key base, ARGV[2] ids JSON for the
 # log entry, then its own arguments. It returns -1 for a missing collection, else
 # {count, log position} ("" when nothing changed, and then nothing is logged).
 
-# The owner condition of put and delete (ARGV[3]: "" for none), checked before anything is
-# written: {-2, id} names a record owned by someone else.
-_OWNER_CHECK = """
+# A group of writes (DocumentStore.put_many): ARGV[1] the key base, then per write: its owner
+# ("" for none), its record count n, and n records of 7 fields (id v o t p m n). Each write's
+# owner condition is checked before it is written, after the earlier writes of the group, and
+# refuses that write alone. Returns -1 for a missing collection, else {outcomes, position}:
+# per write 0 (landed, or empty) or the id of a record owned by someone else; the position of
+# the one log entry, which lists every id that landed ("" when none did: nothing is logged).
+PUT_MANY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local base = ARGV[1]
+local ids = base .. 'ids'
+local delta = 0
+local outcomes, logged, seen = {}, {}, {}
+local i = 2
+while i <= #ARGV do
+  local owner, last = ARGV[i], i + 1 + 7 * tonumber(ARGV[i+1])
+  local refused = 0
+  if owner ~= '' then
+    for j = i + 2, last, 7 do
+      local o = redis.call('HGET', base .. 'r:' .. ARGV[j], 'o')
+      if o and o ~= owner then refused = ARGV[j] break end
+    end
+  end
+  outcomes[#outcomes + 1] = refused
+  if refused == 0 then
+    for j = i + 2, last, 7 do
+      local key = base .. 'r:' .. ARGV[j]
+      local old = redis.call('HGET', key, 'n')
+      if old then delta = delta - tonumber(old) end
+      redis.call('HSET', key, 'v', ARGV[j+1], 'o', ARGV[j+2], 't', ARGV[j+3],
+                 'p', ARGV[j+4], 'm', ARGV[j+5], 'n', ARGV[j+6])
+      redis.call('ZADD', ids, 0, ARGV[j])
+      delta = delta + tonumber(ARGV[j+6])
+      if not seen[ARGV[j]] then
+        seen[ARGV[j]] = true
+        logged[#logged + 1] = ARGV[j]
+      end
+    end
+  end
+  i = last + 1
+end
+if delta ~= 0 then redis.call('INCRBY', base .. 'bytes', delta) end
+if #logged == 0 then return {outcomes, ''} end
+return {outcomes, redis.call('XADD', KEYS[2], '*', 'op', 'put', 'ids', cjson.encode(logged))}
+"""
+
+# then the owner condition (ARGV[3]: "" for none; {-2, id} names a record owned by someone
+# else, and nothing is deleted), then ids
+DELETE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if ARGV[3] ~= '' then
-  for i = 4, #ARGV, STEP do
+  for i = 4, #ARGV do
     local o = redis.call('HGET', ARGV[1] .. 'r:' .. ARGV[i], 'o')
     if o and o ~= ARGV[3] then return {-2, ARGV[i]} end
   end
 end
-"""
-
-# then the owner condition, then per record: id v o t p m n
-PUT = (
-    """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-"""
-    + _OWNER_CHECK.replace("STEP", "7")
-    + """
-local base = ARGV[1]
-local ids = base .. 'ids'
-local delta = 0
-for i = 4, #ARGV, 7 do
-  local key = base .. 'r:' .. ARGV[i]
-  local old = redis.call('HGET', key, 'n')
-  if old then delta = delta - tonumber(old) end
-  redis.call('HSET', key, 'v', ARGV[i+1], 'o', ARGV[i+2], 't', ARGV[i+3],
-             'p', ARGV[i+4], 'm', ARGV[i+5], 'n', ARGV[i+6])
-  redis.call('ZADD', ids, 0, ARGV[i])
-  delta = delta + tonumber(ARGV[i+6])
-end
-if delta ~= 0 then redis.call('INCRBY', base .. 'bytes', delta) end
-if #ARGV < 4 then return {0, ''} end
-return {(#ARGV - 3) / 7, redis.call('XADD', KEYS[2], '*', 'op', 'put', 'ids', ARGV[2])}
-"""
-)
-
-# then the owner condition, then ids
-DELETE = (
-    """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-"""
-    + _OWNER_CHECK.replace("STEP", "1")
-    + """
 local base = ARGV[1]
 local ids = base .. 'ids'
 local freed, n = 0, 0
@@ -74,7 +87,6 @@ if freed ~= 0 then redis.call('DECRBY', base .. 'bytes', freed) end
 if n == 0 then return {0, ''} end
 return {n, redis.call('XADD', KEYS[2], '*', 'op', 'delete', 'ids', ARGV[2])}
 """
-)
 
 # then "1" when conditional, then per id: id, tenants JSON, expected owner, expected tenants
 # JSON ({-3, id}: that record is not as expected any more)

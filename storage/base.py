@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from storage.types import Change, CollectionSpec, Deleted, StoredRecord
+from storage.types import Change, CollectionSpec, Deleted, RecordWrite, StoredRecord
 
 
 @runtime_checkable
@@ -43,6 +43,16 @@ class DocumentStore(Protocol):
         Returns the log position ("" when `records` is empty: nothing was written).
         With `owner`: only if none of the ids exists with another owner, checked in the same
         atomic step as the write (else OwnedByAnother, and nothing is written)."""
+
+    def put_many(self, collection: str, writes: Sequence[RecordWrite]) -> list[str | Exception]:
+        """Several callers' `put_records` as one group commit: one atomic step, one durable
+        commit (SQLite: one transaction and fsync; Redis: one script and WAIT) and one log
+        entry naming every id that landed. Each write is validated and owner-checked on its
+        own, in order (a write sees the earlier ones of its group): one that fails is left
+        out and its place in the result holds its error (OwnedByAnother, TypeError,
+        ValueError); every other place holds the group's log position ("" for an empty
+        write). Errors of the whole step raise (CollectionMissing, StoreUnavailable),
+        and then nothing was written."""
 
     def get_records(self, collection: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
         """The records that exist among `ids`, keyed by id (missing ids are left out)."""

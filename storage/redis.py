@@ -65,7 +65,15 @@ from storage.errors import (
     StoreUnavailable,
 )
 from storage.redis_connect import connect
-from storage.types import Change, CollectionSpec, Deleted, StoredRecord, position_key
+from storage.types import (
+    Change,
+    CollectionSpec,
+    Deleted,
+    RecordWrite,
+    StoredRecord,
+    one_outcome,
+    position_key,
+)
 
 __all__ = ["RedisStore"]
 
@@ -160,7 +168,7 @@ class RedisStore:
             raise ValueError("RedisStore needs a client with decode_responses=False")
         self._r: Any = client
         self._closed = False
-        self._put = client.register_script(lua.PUT)
+        self._put_many = client.register_script(lua.PUT_MANY)
         self._delete = client.register_script(lua.DELETE)
         self._set_tenants = client.register_script(lua.SET_TENANTS)
         self._put_blob = client.register_script(lua.PUT_BLOB)
@@ -297,13 +305,36 @@ class RedisStore:
     def put_records(
         self, collection: str, records: Sequence[StoredRecord], *, owner: str | None = None
     ) -> str:
-        args: list[Any] = [owner or ""]
-        ids: dict[str, None] = {}
-        for r in records:  # validate everything before anything is sent
-            e = encode_record(r)
-            args += [e.id, e.vector, e.owner, e.tenants, e.payload, e.metadata, e.nbytes]
-            ids[e.id] = None
-        return self._script(self._put, collection, list(ids), args)[1]
+        return one_outcome(self.put_many(collection, [RecordWrite(records, owner)]))
+
+    def put_many(self, collection: str, writes: Sequence[RecordWrite]) -> list[str | Exception]:
+        outcomes: list[str | Exception | None] = [None] * len(writes)
+        args: list[Any] = []
+        sent: list[int] = []
+        for k, write in enumerate(writes):  # validate everything before anything is sent
+            try:
+                encoded = [encode_record(r) for r in write.records]
+            except (TypeError, ValueError) as exc:
+                outcomes[k] = exc
+                continue
+            args += [write.owner or "", len(encoded)]
+            for e in encoded:
+                args += [e.id, e.vector, e.owner, e.tenants, e.payload, e.metadata, e.nbytes]
+            sent.append(k)
+        base = self._base(collection)
+        keys = [base + b"spec", base + b"log"]
+        result = self._write(
+            keys[0], lambda c: self._put_many(keys=keys, args=[base, *args], client=c)
+        )
+        if result == lua.MISSING:
+            raise CollectionMissing(collection)
+        refused, position = result
+        for k, why in zip(sent, refused, strict=True):
+            if why == 0:
+                outcomes[k] = _text(position) if writes[k].records else ""
+            else:
+                outcomes[k] = OwnedByAnother(collection, _text(why))
+        return cast(list[str | Exception], outcomes)
 
     def get_records(self, collection: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
         wanted = unique_ids(ids)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from storage._codec import (
+    EncodedRecord,
     check_name,
     decode_record,
     decode_spec,
@@ -48,7 +49,15 @@ from storage.errors import (
     OwnedByAnother,
     StoreUnavailable,
 )
-from storage.types import Change, CollectionSpec, Deleted, StoredRecord, position_key
+from storage.types import (
+    Change,
+    CollectionSpec,
+    Deleted,
+    RecordWrite,
+    StoredRecord,
+    one_outcome,
+    position_key,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -324,33 +333,54 @@ class SqliteStore:
     def put_records(
         self, collection: str, records: Sequence[StoredRecord], *, owner: str | None = None
     ) -> str:
-        encoded = [encode_record(r) for r in records]  # validate everything before writing
+        return one_outcome(self.put_many(collection, [RecordWrite(records, owner)]))
 
-        def op(conn: sqlite3.Connection) -> str:
+    def put_many(self, collection: str, writes: Sequence[RecordWrite]) -> list[str | Exception]:
+        outcomes: list[str | Exception] = [""] * len(writes)
+        valid: list[tuple[int, list[EncodedRecord], str | None]] = []
+        for k, write in enumerate(writes):  # validate everything before writing
+            try:
+                valid.append((k, [encode_record(r) for r in write.records], write.owner))
+            except (TypeError, ValueError) as exc:
+                outcomes[k] = exc
+
+        def op(conn: sqlite3.Connection) -> tuple[list[int], str]:
             self._require(conn, collection)
-            if not encoded:
-                return ""
-            if owner is not None:
-                self._check_owner(conn, collection, [e.id for e in encoded], owner)
-            conn.executemany(
-                _UPSERT,
-                [
-                    (
-                        collection,
-                        e.id,
-                        e.owner,
-                        e.tenants,
-                        e.metadata,
-                        e.nbytes,
-                        e.vector,
-                        e.payload,
-                    )
-                    for e in encoded
-                ],
-            )
-            return _log(conn, collection, "put", list(dict.fromkeys(e.id for e in encoded)))
+            landed: list[int] = []
+            ids: dict[str, None] = {}
+            for k, encoded, owner in valid:
+                if not encoded:
+                    continue
+                if owner is not None:
+                    try:
+                        self._check_owner(conn, collection, [e.id for e in encoded], owner)
+                    except OwnedByAnother as exc:  # this write only; the group goes on
+                        outcomes[k] = exc
+                        continue
+                conn.executemany(
+                    _UPSERT,
+                    [
+                        (
+                            collection,
+                            e.id,
+                            e.owner,
+                            e.tenants,
+                            e.metadata,
+                            e.nbytes,
+                            e.vector,
+                            e.payload,
+                        )
+                        for e in encoded
+                    ],
+                )
+                landed.append(k)
+                ids.update(dict.fromkeys(e.id for e in encoded))
+            return landed, _log(conn, collection, "put", list(ids)) if ids else ""
 
-        return self._write(op)
+        landed, position = self._write(op)
+        for k in landed:
+            outcomes[k] = position
+        return outcomes
 
     def get_records(self, collection: str, ids: Iterable[str]) -> dict[str, StoredRecord]:
         wanted = unique_ids(ids)

@@ -6,6 +6,7 @@ round-trips bit-exactly and the store never needs numpy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -39,7 +40,8 @@ class Change:
     """One entry of a store's change log: what changed, never the data itself.
 
     A replica applies a change by re-reading `ids` from the store, so applying it twice, or
-    after a later write to the same ids, converges on the store's state (idempotent).
+    after a later write to the same ids, converges on the store's state (idempotent). One
+    change may stand for several callers' writes (a group commit, `DocumentStore.put_many`).
     """
 
     stream: (
@@ -50,6 +52,21 @@ class Change:
     op: str  # "create" | "drop" | "put" | "delete" | "access" | "blob" | "note" | "reset"
     ids: tuple[str, ...] = ()
     note: str = ""  # op "note": what the writer announced (DocumentStore.announce)
+
+
+class RecordWrite(NamedTuple):
+    """One caller's `put_records` inside a group (`DocumentStore.put_many`)."""
+
+    records: Sequence[StoredRecord]
+    owner: str | None = None
+
+
+def one_outcome(outcomes: Sequence[str | Exception]) -> str:
+    """The position of a group of one write, or its error raised (`put_records`)."""
+    (outcome,) = outcomes
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 class Deleted(NamedTuple):

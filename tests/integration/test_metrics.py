@@ -119,7 +119,7 @@ def test_metrics_endpoint_reports_rpcs_cache_collections_embedder_backend_and_st
     assert sample(m, "curacache_backend_in_flight", backend="sim") == 0
     assert sample(m, "curacache_backend_attempts", "_total", backend="sim", outcome="ok") == 1
     assert sample(m, "curacache_backend_ttft_seconds", "_count", backend="sim") == 1
-    assert sample(m, "curacache_store_operation_seconds", "_count", operation="put_records") >= 2
+    assert sample(m, "curacache_store_operation_seconds", "_count", operation="put_many") >= 2
 
     lines = [r.getMessage() for r in caplog.records if r.name == "curacache.access"]
     assert any(

@@ -111,7 +111,8 @@ def test_a_replica_behind_the_position_answers_unavailable(
     pair: tuple[ThreadServer, ThreadServer],
 ) -> None:
     a, b = pair
-    with Client(a.target) as ca, Client(b.target, timeout=0.5) as cb:
+    # B waits 4/5 of the deadline, then answers: within the deadline even on a loaded machine
+    with Client(a.target) as ca, Client(b.target, timeout=2.0) as cb:
         ca.create_collection("docs", DIM, index="flat")
         head = ca.log_position("docs")
         stream = head.partition("@")[2]

@@ -26,7 +26,7 @@ from storage import (
 )
 from storage.redis import RedisStore
 from storage.sqlite import SqliteStore
-from storage.types import Change, position_key
+from storage.types import Change, RecordWrite, position_key
 
 Opener = Callable[[], DocumentStore]
 DIM = 4
@@ -504,6 +504,68 @@ def test_conditional_access_changes_write_nothing_when_a_record_changed(
         store.set_tenants(coll, {"ghost": ("alice",)}, expected={"ghost": ("alice", ("alice",))})
     with pytest.raises(ChangedMeanwhile):  # nor one with another owner
         store.set_tenants(coll, {"b": ("alice", "x")}, expected={"b": ("bob", ("alice",))})
+
+
+# -- group commit: several callers' writes in one step (put_many) -------------------------
+def test_a_group_lands_whole_under_one_log_entry(store: DocumentStore, coll: str) -> None:
+    cursors = store.log_heads([store.stream_of(coll)])
+    outcomes = store.put_many(
+        coll,
+        [
+            RecordWrite([rec("a"), rec("b")], owner="alice"),
+            RecordWrite([rec("c", owner="carol")]),  # no owner condition
+            RecordWrite([]),
+            RecordWrite([rec("a", payload=b"2"), rec("d")], owner="alice"),  # "a" again
+        ],
+    )
+    position = outcomes[0]
+    assert isinstance(position, str) and position
+    assert outcomes == [position, position, "", position]
+    changes = _all_changes(store, dict(cursors))
+    assert [(c.op, c.ids, c.position) for c in changes] == [("put", ("a", "b", "c", "d"), position)]
+    assert store.count(coll) == 4
+    assert store.get_records(coll, ["a"])["a"] == rec("a", payload=b"2")  # the later write wins
+
+
+def test_a_refused_write_fails_alone_and_is_not_logged(store: DocumentStore, coll: str) -> None:
+    store.put_records(coll, [rec("bobs", owner="bob")])
+    cursors = store.log_heads([store.stream_of(coll)])
+    refused, invalid, landed, late = store.put_many(
+        coll,
+        [
+            RecordWrite([rec("new"), rec("bobs", payload=b"mine")], owner="alice"),
+            RecordWrite([rec("bad", vector="not bytes")]),
+            RecordWrite([rec("x", owner="carol")], owner="carol"),
+            RecordWrite([rec("x", owner="dave")], owner="dave"),  # carol's by then
+        ],
+    )
+    assert isinstance(refused, OwnedByAnother) and refused.record_id == "bobs"
+    assert isinstance(invalid, TypeError)
+    assert isinstance(late, OwnedByAnother) and late.record_id == "x"
+    assert isinstance(landed, str) and landed
+    changes = _all_changes(store, dict(cursors))
+    assert [(c.ids, c.position) for c in changes] == [(("x",), landed)]
+    assert store.get_records(coll, ["new", "bobs", "bad", "x"]) == {
+        "bobs": rec("bobs", owner="bob"),
+        "x": rec("x", owner="carol"),
+    }
+    assert store.count(coll) == 2
+
+
+def test_a_group_where_nothing_lands_logs_nothing(store: DocumentStore, coll: str) -> None:
+    store.put_records(coll, [rec("bobs", owner="bob")])
+    cursors = store.log_heads([store.stream_of(coll)])
+    empty, refused = store.put_many(
+        coll, [RecordWrite([]), RecordWrite([rec("bobs")], owner="alice")]
+    )
+    assert empty == "" and isinstance(refused, OwnedByAnother)
+    assert _all_changes(store, dict(cursors)) == []
+    assert store.put_many(coll, []) == []
+
+
+def test_a_missing_collection_fails_the_whole_group(store: DocumentStore) -> None:
+    with pytest.raises(CollectionMissing):
+        store.put_many("nope", [RecordWrite([rec("a")]), RecordWrite([rec("b")], owner="x")])
 
 
 # -- change log: one entry per write, in the write's atomic step ----------------------------
