@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -170,6 +171,9 @@ async def create_server(
 
     Returns the server and the bound port (useful with port 0 in tests).
     """
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(config.io_threads, thread_name_prefix="curacache-io")
+    )
     store = store if store is not None else STORES[config.storage.kind](config.storage)
     metrics = ServiceMetrics() if config.metrics_port is not None else None
     if metrics is not None:

@@ -134,6 +134,10 @@ class ServerConfig:
     # Scale-out (README "Running more than one"): processes sharing the port (SO_REUSEPORT),
     # how often each replica polls the store's change log, and how long the log is kept.
     workers: int = 1
+    # Threads for blocking store calls and index work (the event loop's default executor).
+    # More than asyncio's default (cores + 4): an upsert waits in one for its group commit,
+    # and with 6 the groups stayed small (bench/replication/README.md).
+    io_threads: int = 32
     # glibc malloc arenas per process (curacache.server.memory); 0 = glibc's default.
     malloc_arenas: int = 2
     # Allocations of at least this many bytes are mapped, and unmapped when freed
@@ -300,6 +304,8 @@ def _check(config: ServerConfig) -> None:
         raise ConfigError(f"group: 1-64 of [A-Za-z0-9_.-], got {config.group!r}")
     if config.workers < 1:
         raise ConfigError(f"workers: must be >= 1, got {config.workers}")
+    if config.io_threads < 1:
+        raise ConfigError(f"io_threads: must be >= 1, got {config.io_threads}")
     if config.malloc_arenas < 0:
         raise ConfigError(f"malloc_arenas: must be >= 0, got {config.malloc_arenas}")
     if config.malloc_mmap_threshold < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,22 @@ def test_tenant_over_its_rate_gets_resource_exhausted_with_retry_after(
             c.search("c", np.ones(4), "greedy")
         assert info.value.retry_after is not None and info.value.retry_after >= 1
         assert c.search("c", np.ones(4), "polite") == []  # other tenants are not affected
+
+
+def test_blocking_work_runs_in_the_configured_io_threads(
+    start_server: Callable[..., ThreadServer],
+) -> None:
+    def io_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("curacache-io")}
+
+    before = io_threads()  # other servers' (a module-scoped one may still be up)
+    server = start_server(io_threads=2)
+    with Client(server.target) as c:
+        c.create_collection("c", 4, index="flat")
+        for i in range(8):
+            c.upsert("c", [f"r{i}"], np.ones((1, 4)), "t")
+        assert len(c.search("c", np.ones(4), "t", k=8)) == 8
+    assert 1 <= len(io_threads() - before) <= 2
 
 
 def test_server_reflection_lists_the_services(server: ThreadServer) -> None:

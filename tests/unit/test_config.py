@@ -52,6 +52,7 @@ def test_api_keys_from_file_and_env(tmp_path: Path) -> None:
         ({"limits.max_k": 0}, "limits.max_k"),
         ({"limits.max_pending_rpcs": -1}, "limits.max_pending_rpcs"),
         ({"malloc_arenas": -1}, "malloc_arenas"),
+        ({"io_threads": 0}, "io_threads"),
         ({"malloc_mmap_threshold": -1}, "malloc_mmap_threshold"),
         ({"limits.max_pending_rpcs": 4000}, "limits.max_pending_rpcs"),  # above the hard one
         ({"limits.max_pending_rpcs_hard": 0}, "limits.max_pending_rpcs_hard"),
