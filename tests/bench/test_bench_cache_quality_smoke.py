@@ -63,6 +63,8 @@ def test_bench_cache_quality_runs_end_to_end(tmp_path: Path) -> None:
     # exact repeats always hit, so even the strictest policy has some hits
     assert r["global_fhr_target"]["B"]["hits"] >= r["pairs"]["exact_hits_B"]
     assert r["miss_path"]["miss"]["steps"]["total"]["calls"] >= 40
+    steps = r["miss_path"]["miss"]["steps"]
+    assert steps["total_cpu"]["calls"] == steps["total"]["calls"]  # CPU time of the same lookups
     assert r["classifier"]["accuracy"]["all"] > 0.5
     # the real server with its own embedder agrees with the offline computation
     assert r["e2e"]["pairs"] == 12 and r["e2e"]["hit_agreement"] >= 0.9
