@@ -258,7 +258,6 @@ def score_topk(
     vectors: np.ndarray,
     norms: np.ndarray,
     cand: np.ndarray,
-    bound: np.ndarray,
     is_ip: bool,
     out_labels: np.ndarray,
     out_scores: np.ndarray,
@@ -267,13 +266,8 @@ def score_topk(
 
     ip: score = x·q (larger is better); l2: score = ||x||² - 2 x·q + ||q||² clamped at 0
     (smaller is better). Rows are scored four at a time: four independent row streams keep
-    more cache misses in flight than one (figures in bench/curator/README.md). `bound`, when
-    not empty, is each candidate's optimistic key (-score for ip, the distance for l2), in
-    ascending order (`signs.prune`): scoring stops once the next group's bound is worse than
-    the k-th exact key found, since none of them can then enter the top k. Why: an exact
-    score reads a whole row (~190 ns, memory-bound), and the exact k-th is a much tighter bar
-    than the estimates' (figures in bench/curator/README.md). Returns how many output slots
-    were filled.
+    more cache misses in flight than one (figures in bench/curator/README.md). Returns how
+    many output slots were filled.
     """
     kk = min(out_labels.shape[0], cand.shape[0])
     if kk <= 0:
@@ -286,10 +280,7 @@ def score_topk(
     n = cand.shape[0]
     d = q.shape[0]
     i = 0
-    bounded = bound.shape[0] > 0
     while i < n:
-        if bounded and filled == kk and bound[i] > best_key[kk - 1]:
-            break
         g = min(4, n - i)
         if g == 4:
             r0, r1, r2, r3 = cand[i], cand[i + 1], cand[i + 2], cand[i + 3]
@@ -351,15 +342,13 @@ def search(
     `table` is the tenant's valid rows, `ids` the lists. The buckets' ids are copied into one
     candidate array (each id sits in exactly one of the tenant's lists, so there are no
     duplicates). Of more than k candidates, only those that may be among the top k by their
-    sign codes are scored exactly (`signs.prune`, why: `curator.signs`), best estimate first,
-    until the rest cannot reach the top k (`score_topk`). Unfilled output slots are left as
-    the caller initialised them.
+    sign codes are scored exactly (`signs.prune`, why: `curator.signs`). Unfilled output
+    slots are left as the caller initialised them.
     """
     entries = table.shape[0]
     buckets = np.empty(max(entries, 1), dtype=np.int32)
     qs = np.empty(queries.shape[1], dtype=np.float32)
     planes = np.empty((4, (queries.shape[1] + 63) // 64), dtype=np.uint64)  # code words
-    no_bound = np.empty(0, dtype=np.float32)
     leaf_ip = np.empty(codes.shape[0], dtype=np.float32)
     leaf_stamp = np.full(codes.shape[0], -1, dtype=np.int64)
     for qi in range(queries.shape[0]):
@@ -389,9 +378,8 @@ def search(
             off, n = table[b, OFF], table[b, COUNT]
             cand[pos : pos + n] = ids[off : off + n]
             pos += n
-        bound = no_bound
         if total > out_labels.shape[1]:
-            cand, bound = signs.prune(
+            cand = signs.prune(
                 q,
                 qs,
                 qlo,
@@ -406,7 +394,7 @@ def search(
                 leaf_stamp,
                 qi,
             )
-        score_topk(q, vectors, norms, cand, bound, is_ip, out_labels[qi], out_scores[qi])
+        score_topk(q, vectors, norms, cand, is_ip, out_labels[qi], out_scores[qi])
 
 
 @njit(nogil=True, cache=True)

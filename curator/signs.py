@@ -165,16 +165,14 @@ def prune(
     leaf_ip: np.ndarray,
     leaf_stamp: np.ndarray,
     stamp: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The candidates (len(cand) > k) that may be among the top k by their sign codes, and
-    each one's optimistic key, ordered by it (best first).
+) -> np.ndarray:
+    """The candidates (len(cand) > k) that may be among the top k by their sign codes.
 
     Each candidate's score is estimated with an error bound, eps·e·||q||; keys are as in the
-    exact scoring's (`score_topk` in `curator._kernels`; smaller is better: -q·x for ip, ||x - q||² for l2). U is
-    the k-th best pessimistic key, and a candidate is kept when its optimistic key reaches U
-    (so at least k are kept, and which ones does not depend on their order). The caller
-    scores them exactly in this order and stops at the first optimistic key worse than its
-    k-th exact one: the exact k-th is the tighter bar, usually far below U.
+    exact scoring (`score_topk` in `curator._kernels`; smaller is better: -q·x for ip,
+    ||x - q||² for l2). U is the k-th best pessimistic key, and a candidate is kept when its
+    optimistic key reaches U (so at least k are kept, and which ones does not depend on their
+    order).
     `planes` is (4, code words) uint64 scratch; `leaf_ip[c]` caches q·(node c's centroid)
     where `leaf_stamp[c] == stamp` (this query's). The query enters as for
     the traversal (`traverse` in `curator._kernels`: q, and qs = q·step, qlo = q·lo).
@@ -221,7 +219,4 @@ def prune(
         else:
             best[i] = f[x, 2 * nw + 3] - 2.0 * (ip + err) + qq
             worst[i] = f[x, 2 * nw + 3] - 2.0 * (ip - err) + qq
-    bar = np.partition(worst, k - 1)[k - 1]
-    keep = np.flatnonzero(best <= bar)
-    order = keep[np.argsort(best[keep], kind="mergesort")]
-    return cand[order], best[order]
+    return cand[best <= np.partition(worst, k - 1)[k - 1]]
