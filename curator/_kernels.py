@@ -253,30 +253,21 @@ def _offer(
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
-def score_topk(
+def _score_into(
     q: np.ndarray,
+    qn: float | np.float32,
     vectors: np.ndarray,
     norms: np.ndarray,
     cand: np.ndarray,
     is_ip: bool,
-    out_labels: np.ndarray,
-    out_scores: np.ndarray,
+    best_key: np.ndarray,
+    best_lab: np.ndarray,
+    filled: int,
 ) -> int:
-    """Exact scores of the candidate rows; the best len(out_labels) of them, best first.
-
-    ip: score = x·q (larger is better); l2: score = ||x||² - 2 x·q + ||q||² clamped at 0
-    (smaller is better). Rows are scored four at a time: four independent row streams keep
-    more cache misses in flight than one (figures in bench/curator/README.md). Returns how
-    many output slots were filled.
-    """
-    kk = min(out_labels.shape[0], cand.shape[0])
-    if kk <= 0:
-        return 0
-    qn = _dot(q, q)
-    best_key = np.full(kk, np.inf, dtype=np.float32)
-    best_lab = np.full(kk, -1, dtype=np.int64)
+    """Offer every candidate row's exact key to the best-k arrays (`_offer`); new fill.
+    Rows are scored four at a time: four independent row streams keep more cache misses in
+    flight than one (figures in bench/curator/README.md)."""
     dots = np.empty(4, dtype=np.float32)
-    filled = 0
     n = cand.shape[0]
     d = q.shape[0]
     i = 0
@@ -309,6 +300,45 @@ def score_topk(
                 key = np.float32(max(norms[r] - 2.0 * dots[u] + qn, 0.0))
             filled = _offer(key, r, best_key, best_lab, filled)
         i += g
+    return filled
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def score_topk(
+    q: np.ndarray,
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    cand: np.ndarray,
+    bound: np.ndarray,
+    is_ip: bool,
+    out_labels: np.ndarray,
+    out_scores: np.ndarray,
+) -> int:
+    """Exact scores of the candidate rows; the best len(out_labels) of them, best first.
+
+    ip: score = x·q (larger is better); l2: score = ||x||² - 2 x·q + ||q||² clamped at 0
+    (smaller is better). `bound`, when not empty, is each candidate's optimistic key (-score
+    for ip, the distance for l2; `signs.prune`), and the rows are scored in two passes: first
+    the k with the best bounds, then only the others whose bound beats the k-th exact key the
+    first pass found (the rest cannot enter the top k). Why: an exact score reads a whole
+    row (~190 ns, memory-bound), and that k-th exact key is a tighter bar than the estimates'
+    own; a bar tighter still (the running k-th, candidates sorted by bound) lost a true
+    neighbour to an estimate's error now and then (figures in bench/curator/README.md).
+    Returns how many output slots were filled.
+    """
+    kk = min(out_labels.shape[0], cand.shape[0])
+    if kk <= 0:
+        return 0
+    qn = _dot(q, q)
+    best_key = np.full(kk, np.inf, dtype=np.float32)
+    best_lab = np.full(kk, -1, dtype=np.int64)
+    if bound.shape[0] == 0:
+        filled = _score_into(q, qn, vectors, norms, cand, is_ip, best_key, best_lab, 0)
+    else:
+        first = bound <= np.partition(bound, kk - 1)[kk - 1]  # at least kk of them
+        filled = _score_into(q, qn, vectors, norms, cand[first], is_ip, best_key, best_lab, 0)
+        rest = ~first & (bound <= best_key[kk - 1])
+        filled = _score_into(q, qn, vectors, norms, cand[rest], is_ip, best_key, best_lab, filled)
     for j in range(filled):
         out_labels[j] = best_lab[j]
         out_scores[j] = -best_key[j] if is_ip else best_key[j]
@@ -342,13 +372,15 @@ def search(
     `table` is the tenant's valid rows, `ids` the lists. The buckets' ids are copied into one
     candidate array (each id sits in exactly one of the tenant's lists, so there are no
     duplicates). Of more than k candidates, only those that may be among the top k by their
-    sign codes are scored exactly (`signs.prune`, why: `curator.signs`). Unfilled output
-    slots are left as the caller initialised them.
+    sign codes are scored exactly (`signs.prune`, why: `curator.signs`), and of those only
+    the ones an exact k-th key does not rule out (`score_topk`). Unfilled output slots are
+    left as the caller initialised them.
     """
     entries = table.shape[0]
     buckets = np.empty(max(entries, 1), dtype=np.int32)
     qs = np.empty(queries.shape[1], dtype=np.float32)
     planes = np.empty((4, (queries.shape[1] + 63) // 64), dtype=np.uint64)  # code words
+    no_bound = np.empty(0, dtype=np.float32)
     leaf_ip = np.empty(codes.shape[0], dtype=np.float32)
     leaf_stamp = np.full(codes.shape[0], -1, dtype=np.int64)
     for qi in range(queries.shape[0]):
@@ -378,8 +410,9 @@ def search(
             off, n = table[b, OFF], table[b, COUNT]
             cand[pos : pos + n] = ids[off : off + n]
             pos += n
+        bound = no_bound
         if total > out_labels.shape[1]:
-            cand = signs.prune(
+            cand, bound = signs.prune(
                 q,
                 qs,
                 qlo,
@@ -394,7 +427,7 @@ def search(
                 leaf_stamp,
                 qi,
             )
-        score_topk(q, vectors, norms, cand, is_ip, out_labels[qi], out_scores[qi])
+        score_topk(q, vectors, norms, cand, bound, is_ip, out_labels[qi], out_scores[qi])
 
 
 @njit(nogil=True, cache=True)

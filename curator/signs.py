@@ -165,8 +165,9 @@ def prune(
     leaf_ip: np.ndarray,
     leaf_stamp: np.ndarray,
     stamp: int,
-) -> np.ndarray:
-    """The candidates (len(cand) > k) that may be among the top k by their sign codes.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates (len(cand) > k) that may be among the top k by their sign codes, and
+    each one's optimistic key (the caller's exact pass uses it as a bound, `score_topk`).
 
     Each candidate's score is estimated with an error bound, eps·e·||q||; keys are as in the
     exact scoring (`score_topk` in `curator._kernels`; smaller is better: -q·x for ip,
@@ -219,4 +220,5 @@ def prune(
         else:
             best[i] = f[x, 2 * nw + 3] - 2.0 * (ip + err) + qq
             worst[i] = f[x, 2 * nw + 3] - 2.0 * (ip - err) + qq
-    return cand[best <= np.partition(worst, k - 1)[k - 1]]
+    keep = best <= np.partition(worst, k - 1)[k - 1]
+    return cand[keep], best[keep]

@@ -1,7 +1,8 @@
 """The sign-code pass (`curator.signs`) against the exact oracle: the candidates it keeps hold
 the true nearest ones, for both metrics and a dimension that is not a multiple of 64, it
 keeps few of them, and it computes the estimate the
-module docstring states (a numpy re-derivation from the packed rows); in a search, the default ε0
+module docstring states (a numpy re-derivation from the packed rows); the exact scoring's
+two passes with those bounds (`_kernels.score_topk`) find what brute force finds; in a search, the default ε0
 finds what scoring every candidate exactly finds, and ε0 is the knob (0: k candidates
 scored)."""
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curator import CuratorIndex, signs
+from curator import CuratorIndex, _kernels, signs
 from curator.index import EPSILON
 from tests.helpers import clustered
 
@@ -29,7 +30,7 @@ def _encoded(rng: np.random.Generator, n: int, dim: int) -> tuple[np.ndarray, ..
 
 def _prune(
     q: np.ndarray, root: np.ndarray, rows: np.ndarray, cand: np.ndarray, k: int, metric: str
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     planes = np.empty((4, signs.code_words(q.shape[0])), dtype=np.uint64)
     leaf_ip, stamp = np.empty(1, np.float32), np.full(1, -1, np.int64)
     return signs.prune(
@@ -56,13 +57,16 @@ def test_prune_keeps_the_true_top_10_and_few_others(metric: str, dim: int) -> No
     hits, kept_sizes = [], []
     queries = x[rng.integers(0, n, 30)] + 0.3 * rng.standard_normal((30, dim))
     for q in queries.astype(np.float32):
-        kept = _prune(q, root, rows, cand, k, metric)
+        kept, bound = _prune(q, root, rows, cand, k, metric)
         assert kept.size >= k and np.unique(kept).size == kept.size
         assert set(kept.tolist()) <= set(cand.tolist())
         score = x @ q if metric == "ip" else -((x - q) ** 2).sum(axis=1)
         truth = np.argsort(-score)[:k]
         hits.append(len(set(truth.tolist()) & set(kept.tolist())) / k)
         kept_sizes.append(kept.size)
+        # the bounds are optimistic for (nearly) every kept candidate: key >= bound
+        key = -score[kept]
+        assert np.mean(key >= bound - 1e-3 * np.abs(key).max()) >= 0.99
     assert np.mean(hits) >= 0.98, np.mean(hits)
     assert np.median(kept_sizes) < n / 4, np.median(kept_sizes)  # it does prune
 
@@ -93,9 +97,31 @@ def test_prune_computes_the_stated_estimate(metric: str) -> None:
             best, worst = norm - 2 * (ip + err) + q @ q, norm - 2 * (ip - err) + q @ q
         bar = np.sort(worst[cand])[k - 1]
         tol = 1e-3 * (np.abs(best).max() + 1)
-        kept_set = set(_prune(q, root, rows, cand, k, metric).tolist())
+        kept, bound = _prune(q, root, rows, cand, k, metric)
+        kept_set = set(kept.tolist())
         assert set(cand[best[cand] < bar - tol].tolist()) <= kept_set
         assert not kept_set & set(cand[best[cand] > bar + tol].tolist())
+        np.testing.assert_allclose(bound, best[kept], atol=tol)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_bounded_score_topk_finds_the_brute_force_top_k(metric: str) -> None:
+    """With optimistic bounds (exact key minus a random slack), the two passes return brute
+    force's top k, whatever the candidates' order; with an empty bound it scores all."""
+    rng = np.random.default_rng(3)
+    n, dim, k = 500, 48, 10
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    norms = (x * x).sum(1).astype(np.float32)
+    for _ in range(20):
+        q = rng.standard_normal(dim).astype(np.float32)
+        key = -(x @ q) if metric == "ip" else ((x - q) ** 2).sum(1)
+        cand = rng.permutation(n).astype(np.int32)
+        bound = (key[cand] - rng.uniform(0, 2, n)).astype(np.float32)
+        for b in (bound, np.empty(0, np.float32)):
+            labels, scores = np.full(k, -1, np.int64), np.zeros(k, np.float32)
+            filled = _kernels.score_topk(q, x, norms, cand, b, metric == "ip", labels, scores)
+            assert filled == k
+            np.testing.assert_array_equal(labels, np.argsort(key, kind="stable")[:k])
 
 
 def test_search_at_default_epsilon_finds_what_scoring_all_candidates_finds() -> None:
