@@ -39,9 +39,10 @@ dim/8 code bytes (rounded up to 8) and 16 more (s, e, the label's leaf and its s
 Why everything a candidate's estimate reads sits in its one row, and the rows are 64-byte
 aligned: candidates come from random places, and each separate array read (code, factors,
 leaf) was another cache miss; at 384 d a row is one cache line, fetched ahead of use
-(`prefetch_row`) while the previous candidates are estimated. Estimating 2.3k cs.CV
-candidates: ~140 ns each with three arrays, ~105 with prefetches into them, ~53 with the one
-prefetched row (figures in bench/curator/README.md). The leaf (also in the index's `leaf`
+(`prefetch_row`) while the previous candidates are estimated. Per candidate (queries of the
+categories workload, 2.3k candidates each, caches cold): ~140 ns with three arrays, ~105
+with prefetches into them, ~53 with the one prefetched row (figures in
+bench/curator/README.md). The leaf (also in the index's `leaf`
 array, which the write paths read) and the norm are copies for that reason.
 """
 
