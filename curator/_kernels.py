@@ -1,6 +1,7 @@
 """COMPILED KERNELS (numba), read side: routing, search, and who sees a label. With
-`curator._writes` (the write steps) and `curator.signs` (the sign codes' encoding) the only
-modules in `curator` that use numba.
+`curator._writes` (the write steps), `curator.signs` (the sign codes: encoding and the
+estimate pass) and `curator._numeric` (their shared building blocks) the only modules in
+`curator` that use numba.
 
 Why compiled: an interpreted best-first loop costs several µs per expanded node (heap
 push/pop plus a small numpy call per node); a search expands dozens of nodes and scores
@@ -8,36 +9,19 @@ push/pop plus a small numpy call per node); a search expands dozens of nodes and
 
 All kernels are `njit(nogil=True, cache=True)`: searches release the GIL and run in parallel
 threads; `cache=True` keeps the compile cost (a few seconds) out of every process start after
-the first. fastmath is restricted to reassociation/contraction (so dot products vectorise);
-`inf` keeps its meaning (padding and the top-k sentinel rely on it).
+the first. fastmath: `curator._numeric.FASTMATH`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
+from curator import signs
+from curator._numeric import FASTMATH as _FM
+from curator._numeric import dot as _dot
+from curator._numeric import dot_code as _dot_code
 from curator.layout import CAP, COUNT, ENTRIES, FIRST, NODE, OFF
-
-_FM = {"reassoc", "contract", "nsz", "arcp"}
-
-
-@njit(nogil=True, cache=True, fastmath=_FM)
-def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
-    acc = np.float32(0.0)
-    for j in range(a.shape[0]):
-        acc += a[j] * b[j]
-    return acc
-
-
-@njit(nogil=True, cache=True, fastmath=_FM)
-def _dot_code(qs: np.ndarray, code: np.ndarray) -> np.float32:
-    """Σ qs_j · code_j for a uint8 centroid code (qs = query · step, see `curator.tree`)."""
-    acc = np.float32(0.0)
-    for j in range(qs.shape[0]):
-        acc += qs[j] * np.float32(code[j])
-    return acc
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
@@ -269,30 +253,21 @@ def _offer(
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
-def score_topk(
+def _score_into(
     q: np.ndarray,
+    qn: float | np.float32,
     vectors: np.ndarray,
     norms: np.ndarray,
     cand: np.ndarray,
     is_ip: bool,
-    out_labels: np.ndarray,
-    out_scores: np.ndarray,
+    best_key: np.ndarray,
+    best_lab: np.ndarray,
+    filled: int,
 ) -> int:
-    """Exact scores of the candidate rows; the best len(out_labels) of them, best first.
-
-    ip: score = x·q (larger is better); l2: score = ||x||² - 2 x·q + ||q||² clamped at 0
-    (smaller is better). Rows are scored four at a time: four independent row streams keep
-    more cache misses in flight than one (figures in bench/curator/README.md). Returns how
-    many output slots were filled.
-    """
-    kk = min(out_labels.shape[0], cand.shape[0])
-    if kk <= 0:
-        return 0
-    qn = _dot(q, q)
-    best_key = np.full(kk, np.inf, dtype=np.float32)
-    best_lab = np.full(kk, -1, dtype=np.int64)
+    """Offer every candidate row's exact key to the best-k arrays (`_offer`); new fill.
+    Rows are scored four at a time: four independent row streams keep more cache misses in
+    flight than one (figures in bench/curator/README.md)."""
     dots = np.empty(4, dtype=np.float32)
-    filled = 0
     n = cand.shape[0]
     d = q.shape[0]
     i = 0
@@ -325,115 +300,49 @@ def score_topk(
                 key = np.float32(max(norms[r] - 2.0 * dots[u] + qn, 0.0))
             filled = _offer(key, r, best_key, best_lab, filled)
         i += g
+    return filled
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def score_topk(
+    q: np.ndarray,
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    cand: np.ndarray,
+    bound: np.ndarray,
+    is_ip: bool,
+    out_labels: np.ndarray,
+    out_scores: np.ndarray,
+) -> int:
+    """Exact scores of the candidate rows; the best len(out_labels) of them, best first.
+
+    ip: score = x·q (larger is better); l2: score = ||x||² - 2 x·q + ||q||² clamped at 0
+    (smaller is better). `bound`, when not empty, is each candidate's optimistic key (-score
+    for ip, the distance for l2; `signs.prune`), and the rows are scored in two passes: first
+    the k with the best bounds, then only the others whose bound beats the k-th exact key the
+    first pass found (the rest cannot enter the top k). Why: an exact score reads a whole
+    row (~190 ns, memory-bound), and that k-th exact key is a tighter bar than the estimates'
+    own; a bar tighter still (the running k-th, candidates sorted by bound) lost a true
+    neighbour to an estimate's error now and then (figures in bench/curator/README.md).
+    Returns how many output slots were filled.
+    """
+    kk = min(out_labels.shape[0], cand.shape[0])
+    if kk <= 0:
+        return 0
+    qn = _dot(q, q)
+    best_key = np.full(kk, np.inf, dtype=np.float32)
+    best_lab = np.full(kk, -1, dtype=np.int64)
+    if bound.shape[0] == 0:
+        filled = _score_into(q, qn, vectors, norms, cand, is_ip, best_key, best_lab, 0)
+    else:
+        first = bound <= np.partition(bound, kk - 1)[kk - 1]  # at least kk of them
+        filled = _score_into(q, qn, vectors, norms, cand[first], is_ip, best_key, best_lab, 0)
+        rest = ~first & (bound <= best_key[kk - 1])
+        filled = _score_into(q, qn, vectors, norms, cand[rest], is_ip, best_key, best_lab, filled)
     for j in range(filled):
         out_labels[j] = best_lab[j]
         out_scores[j] = -best_key[j] if is_ip else best_key[j]
     return filled
-
-
-@intrinsic
-def _ctpop(typingctx, x):
-    """Set bits of a uint64: LLVM's ctpop, one instruction on x86-64 (numba has no popcount;
-    a bit-twiddling one costs ~12 operations, and the sign pass does 5 per 64 dimensions)."""
-    if not isinstance(x, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.ctpop(args[0])
-
-    return types.uint64(types.uint64), codegen
-
-
-@njit(nogil=True, cache=True)
-def _popcount(x: np.uint64) -> np.uint64:
-    return _ctpop(x)  # type: ignore[call-arg]  # (typingctx is numba's, not the caller's)
-
-
-@njit(nogil=True, cache=True, fastmath=_FM)
-def _query_planes(q: np.ndarray, planes: np.ndarray) -> tuple[float, float, float]:
-    """Quantize q to 4 bits per dimension, q_j ≈ lo + step·u_j, u_j in 0..15, and write u's
-    bit planes: bit j of planes[p, j // 64] is bit p of u_j (words past the end stay 0).
-    Returns (lo, step, Σ q_j). Why 4 bits: RaBitQ's choice (its estimator's error dominates)."""
-    lo = q.min()
-    step = (q.max() - lo) / 15.0
-    if step <= 0.0:
-        step = 1.0
-    planes[:] = 0
-    total = 0.0
-    for j in range(q.shape[0]):
-        total += q[j]
-        u = np.uint64(int((q[j] - lo) / step + 0.5))
-        bit = np.uint64(1) << np.uint64(j & 63)
-        for p in range(4):
-            if (u >> np.uint64(p)) & np.uint64(1):
-                planes[p, j >> 6] |= bit
-    return lo, step, total
-
-
-@njit(nogil=True, cache=True, fastmath=_FM)
-def prune_by_signs(
-    q: np.ndarray,
-    qs: np.ndarray,
-    qlo: float | np.float32,
-    codes: np.ndarray,
-    leaf: np.ndarray,
-    sign_codes: np.ndarray,
-    sign_factors: np.ndarray,
-    norms: np.ndarray,
-    cand: np.ndarray,
-    k: int,
-    eps: float,
-    is_ip: bool,
-    planes: np.ndarray,
-    leaf_ip: np.ndarray,
-    leaf_stamp: np.ndarray,
-    stamp: int,
-) -> np.ndarray:
-    """The candidates (len(cand) > k) that may be among the top k by their sign codes
-    (`curator.signs`): each one's score is estimated with an error bound, eps·error·||q||;
-    U is the k-th best pessimistic score, and a candidate is kept when its optimistic score
-    reaches U (so at least k are kept, and which ones does not depend on their order).
-    `planes` is (4, code words) uint64 scratch; `leaf_ip[c]` caches q·(node c's centroid)
-    where `leaf_stamp[c] == stamp` (this query's). The query enters as for `traverse` (q,
-    and qs = q·step, qlo = q·lo).
-
-    With b_j = 1 where r_j >= 0: Σ_j q_j sign(r_j) = 2 Σ_j q_j b_j - Σ_j q_j, and with q 4-bit
-    quantized (`_query_planes`) Σ_j q_j b_j ≈ lo·popcount(b) + step·Σ_p 2^p popcount(plane_p
-    & b): a candidate costs 5 popcounts per 64 dimensions."""
-    qlo4, qstep4, qsum = _query_planes(q, planes)
-    qnorm = np.sqrt(_dot(q, q))
-    n = cand.shape[0]
-    nw = sign_codes.shape[1]
-    best = np.empty(n, dtype=np.float32)  # keys: smaller is better, as in score_topk
-    worst = np.empty(n, dtype=np.float32)
-    for i in range(n):
-        x = cand[i]
-        c = leaf[x]
-        if leaf_stamp[c] != stamp:  # q·c, once per leaf and query
-            leaf_ip[c] = qlo + _dot_code(qs, codes[c])
-            leaf_stamp[c] = stamp
-        ones = np.uint64(0)
-        weighted = np.uint64(0)
-        for w in range(nw):
-            b = sign_codes[x, w]
-            ones += _popcount(b)
-            weighted += (
-                _popcount(b & planes[0, w])
-                + (_popcount(b & planes[1, w]) << np.uint64(1))
-                + (_popcount(b & planes[2, w]) << np.uint64(2))
-                + (_popcount(b & planes[3, w]) << np.uint64(3))
-            )
-        dot_b = qlo4 * np.float32(ones) + qstep4 * np.float32(weighted)  # ≈ Σ_j q_j b_j
-        ip = leaf_ip[c] + sign_factors[x, 0] * (2.0 * dot_b - qsum)
-        err = eps * sign_factors[x, 1] * qnorm
-        if is_ip:
-            best[i] = -ip - err
-            worst[i] = -ip + err
-        else:
-            best[i] = norms[x] - 2.0 * (ip + err)
-            worst[i] = norms[x] - 2.0 * (ip - err)
-    bar = np.partition(worst, k - 1)[k - 1]
-    return cand[best <= bar]
 
 
 @njit(nogil=True, cache=True, fastmath=_FM)
@@ -449,9 +358,7 @@ def search(
     ids: np.ndarray,
     vectors: np.ndarray,
     norms: np.ndarray,
-    leaf: np.ndarray,
-    sign_codes: np.ndarray,
-    sign_factors: np.ndarray,
+    sign_rows: np.ndarray,
     collect: int,
     keep: int,
     min_buckets: int,
@@ -465,13 +372,15 @@ def search(
     `table` is the tenant's valid rows, `ids` the lists. The buckets' ids are copied into one
     candidate array (each id sits in exactly one of the tenant's lists, so there are no
     duplicates). Of more than k candidates, only those that may be among the top k by their
-    sign codes are scored exactly (`prune_by_signs`, why: `curator.signs`). Unfilled output
-    slots are left as the caller initialised them.
+    sign codes are scored exactly (`signs.prune`, why: `curator.signs`), and of those only
+    the ones an exact k-th key does not rule out (`score_topk`). Unfilled output slots are
+    left as the caller initialised them.
     """
     entries = table.shape[0]
     buckets = np.empty(max(entries, 1), dtype=np.int32)
     qs = np.empty(queries.shape[1], dtype=np.float32)
-    planes = np.empty((4, sign_codes.shape[1]), dtype=np.uint64)
+    planes = np.empty((4, (queries.shape[1] + 63) // 64), dtype=np.uint64)  # code words
+    no_bound = np.empty(0, dtype=np.float32)
     leaf_ip = np.empty(codes.shape[0], dtype=np.float32)
     leaf_stamp = np.full(codes.shape[0], -1, dtype=np.int64)
     for qi in range(queries.shape[0]):
@@ -501,16 +410,14 @@ def search(
             off, n = table[b, OFF], table[b, COUNT]
             cand[pos : pos + n] = ids[off : off + n]
             pos += n
+        bound = no_bound
         if total > out_labels.shape[1]:
-            cand = prune_by_signs(
+            cand, bound = signs.prune(
                 q,
                 qs,
                 qlo,
                 codes,
-                leaf,
-                sign_codes,
-                sign_factors,
-                norms,
+                sign_rows,
                 cand,
                 out_labels.shape[1],
                 eps,
@@ -520,7 +427,7 @@ def search(
                 leaf_stamp,
                 qi,
             )
-        score_topk(q, vectors, norms, cand, is_ip, out_labels[qi], out_scores[qi])
+        score_topk(q, vectors, norms, cand, bound, is_ip, out_labels[qi], out_scores[qi])
 
 
 @njit(nogil=True, cache=True)

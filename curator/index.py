@@ -7,10 +7,11 @@ explained in docs/architecture.md:
   `norms` (cap,) squared norms (metric "l2" only: inner-product scores never read them),
   `leaf` (cap,) int32 GCT leaf per label (-1 = absent); the label's root->leaf path is
   `tree.ancestors[leaf]`.
-- `sign_codes` (cap, dim/64) uint64 and `sign_factors` (cap, 2) float32: each label's 1-bit code
-  (`curator.signs`), so a search over thousands of a large tenant's candidates scores exactly
-  only the best estimated ones; relative to the label's GCT leaf centroid, so recomputed
-  whenever the tree is replaced.
+- `sign_rows` (cap, dim/64 + 2) uint64, 64-byte aligned: each label's 1-bit code with its
+  two factors, its leaf and its squared norm (`curator.signs`: one cache line at 384 d), so a
+  search over thousands of a large tenant's candidates scores exactly only the best
+  estimated ones; relative to the label's GCT leaf centroid, so recomputed whenever the tree
+  is replaced.
 - `tree`: the global clustering tree (`curator.tree`), replaced whole by training.
 - `store`: every tenant's sub-tree, counts and shortlists (`curator.store`,
   `curator.layout`), and the tenant names.
@@ -131,8 +132,7 @@ class CuratorIndex:
         self._vectors = np.empty((0, self.dim), dtype=np.float32)
         self._norms = np.empty(0, dtype=np.float32)
         self._leaf = np.empty(0, dtype=np.int32)  # -1 = absent
-        self._sign_codes = np.empty((0, signs.code_words(self.dim)), dtype=np.uint64)
-        self._sign_factors = np.empty((0, 2), dtype=np.float32)
+        self._sign_rows = signs.empty_rows(0, self.dim)
         self._n = 0
 
     def _grown(self, hi: int) -> int:
@@ -150,12 +150,10 @@ class CuratorIndex:
         norms[: min(keep, norms.shape[0])] = self._norms[: min(keep, norms.shape[0])]
         leaf = np.full(cap, -1, dtype=np.int32)
         leaf[:keep] = self._leaf[:keep]
-        codes = np.zeros((cap, self._sign_codes.shape[1]), dtype=np.uint64)
-        codes[:keep] = self._sign_codes[:keep]
-        factors = np.zeros((cap, 2), dtype=np.float32)
-        factors[:keep] = self._sign_factors[:keep]
+        sign_rows = signs.empty_rows(cap, self.dim)
+        sign_rows[:keep] = self._sign_rows[:keep]
         self._vectors, self._norms, self._leaf = vec, norms, leaf
-        self._sign_codes, self._sign_factors = codes, factors
+        self._sign_rows = sign_rows
 
     def _encode(self, labels: np.ndarray) -> None:
         """(Re)compute these routed labels' sign codes from their vectors and leaf centroids."""
@@ -167,8 +165,7 @@ class CuratorIndex:
             tree.codes,
             tree.lo,
             tree.step,
-            self._sign_codes,
-            self._sign_factors,
+            self._sign_rows,
         )
 
     def _live(self, label: int) -> bool:
@@ -363,9 +360,7 @@ class CuratorIndex:
             self._store.ids,
             self._vectors,
             self._norms,
-            self._leaf,
-            self._sign_codes,
-            self._sign_factors,
+            self._sign_rows,
             max(1, int(gamma1 * gamma2 * k)),
             max(1, int(gamma2 * k)),
             max(1, int(gamma2)),
@@ -421,8 +416,7 @@ class CuratorIndex:
     def sign_codes(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """These live labels' sign codes and factors (`curator.signs`; copies, for tests and
         diagnostics)."""
-        at = np.asarray(labels, dtype=np.int64)
-        return self._sign_codes[at].copy(), self._sign_factors[at].copy()
+        return signs.split_rows(self._sign_rows[np.asarray(labels, dtype=np.int64)], self.dim)
 
     def tenant_view(self, tenant: str) -> TenantView | None:
         """`tenant`'s rows and lists as they are now (a copy; for tests and diagnostics)."""
@@ -443,7 +437,7 @@ class CuratorIndex:
             "vectors": self._vectors.nbytes,
             "norms": self._norms.nbytes,
             "paths": self._leaf.nbytes,  # one leaf per label; paths via tree.ancestors
-            "sign_codes": self._sign_codes.nbytes + self._sign_factors.nbytes,
+            "sign_codes": self._sign_rows.nbytes + signs.ALIGN,
             "tree": self._tree.nbytes(),  # incl. ancestors
             **self._store.nbytes(),  # tenant_counts, shortlists, tenant_map
         }

@@ -87,7 +87,7 @@ SEARCH_PARAMS: Mapping[str, Param] = MappingProxyType(
             1e6,
             doc="ε0, the width of the 1-bit sign codes' error bound in standard errors: of more "
             "than k candidates only those whose estimated score, within ε0 standard errors, "
-            "may reach the top k are scored exactly (an estimate costs ~1/10 of an exact "
+            "may reach the top k are scored exactly (an estimate costs ~1/4 of an exact "
             "score). 0 scores k of them, 1e6 all",
         ),
     }
