@@ -84,6 +84,11 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _load_label(row: dict[str, Any]) -> str:
+    """A summary row's load as the tables show it: "1000/s open" or "16 clients"."""
+    return f"{row['load']:g}/s open" if row["mode"] == "open" else f"{row['load']:g} clients"
+
+
 def _f(value: Any, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
@@ -102,7 +107,7 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["summary"]:
-        load = f"{r['load']:g}/s open" if r["mode"] == "open" else f"{r['load']:g} clients"
+        load = _load_label(r)
         errors = str(r["errors"]) + (f" ({', '.join(r['error_codes'])})" if r["errors"] else "")
         lines.append(
             f"| {r['scenario']} | {load} | {r['throughput']:,.0f} | {_f(r['ratio_throughput'], '.2f')} "
@@ -121,7 +126,7 @@ def markdown(report: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in kind_rows:
-            load = f"{r['load']:g}/s open" if r["mode"] == "open" else f"{r['load']:g} clients"
+            load = _load_label(r)
             for kind, k in r["by_kind"].items():
                 lines.append(
                     f"| {r['scenario']} | {load} | {kind} | {k['count']:,} | {k['p50_ms']:.2f} "
@@ -138,7 +143,7 @@ def markdown(report: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|",
         ]
         for r in server_rows:
-            load = f"{r['load']:g}/s open" if r["mode"] == "open" else f"{r['load']:g} clients"
+            load = _load_label(r)
             lines.append(
                 f"| {r['scenario']} | {load} | {r['server_rss_growth_pct']:.1f} "
                 f"| {r['server_rss_max_mb']:.0f} | {r['server_fds']:.0f} "
