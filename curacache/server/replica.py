@@ -166,9 +166,12 @@ class Replica:
             try:
                 changes, touched = self._read_and_apply()
                 if changes:
-                    published = asyncio.run_coroutine_threadsafe(
-                        self._publish(changes, touched), loop
-                    )
+                    publish = self._publish(changes, touched)
+                    try:
+                        published = asyncio.run_coroutine_threadsafe(publish, loop)
+                    except RuntimeError:  # the loop is closed (the server is stopping)
+                        publish.close()  # never to run: no "never awaited" warning
+                        raise
                     while not stop.is_set():  # the loop may be gone once stop is set
                         try:
                             published.result(timeout=0.5)
